@@ -1,0 +1,39 @@
+"""The image-to-music graph: describe -> retrieve -> compose -> parse_check -> evaluate -> reflect -> explain."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langgraph.graph import END, START, StateGraph
+
+from graph import nodes
+from graph.context import RunContext
+from graph.routing import after_evaluate, after_parse_check
+from graph.state import InputState, State
+
+NODE_IDS = ("describe", "retrieve", "compose", "parse_check", "evaluate", "reflect", "explain")
+
+
+def build_graph(checkpointer: Any = None) -> Any:
+    """The compiled graph; pass a checkpointer to make runs durable and resumable."""
+    g = StateGraph(State, context_schema=RunContext, input_schema=InputState, output_schema=State)
+    g.add_node("describe", nodes.describe)
+    g.add_node("retrieve", nodes.retrieve)
+    g.add_node("compose", nodes.compose)
+    g.add_node("parse_check", nodes.parse_check)
+    g.add_node("evaluate", nodes.evaluate)
+    g.add_node("reflect", nodes.reflect)
+    g.add_node("explain", nodes.explain)
+    g.add_edge(START, "describe")
+    g.add_edge("describe", "retrieve")
+    g.add_edge("retrieve", "compose")
+    g.add_edge("compose", "parse_check")
+    g.add_conditional_edges("parse_check", after_parse_check)
+    g.add_conditional_edges("evaluate", after_evaluate)
+    g.add_edge("reflect", "parse_check")
+    g.add_edge("explain", END)
+    return g.compile(checkpointer=checkpointer)
+
+
+graph = build_graph()
+"""Module-level compiled graph (no checkpointer) for ``langgraph dev`` / Studio via langgraph.json."""

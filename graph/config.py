@@ -1,0 +1,107 @@
+"""One typed settings object, fed by environment variables (``I2M_*``), a ``.env`` file and CLI flags."""
+
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tools.music.abcparse import Limits
+
+
+def default_home() -> Path:
+    """Per-user data dir: ``$XDG_DATA_HOME/image2music`` (``~/.local/share/image2music``)."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "image2music"
+
+
+class Settings(BaseSettings):
+    """Every setting of image2music. Each is documented in ``.env.example``."""
+
+    model_config = SettingsConfigDict(env_prefix="I2M_", env_file=".env", extra="ignore")
+
+    home: Path = Field(default_factory=default_home, description="data dir: knowledge base, run database, runs")
+
+    # the vision-language model
+    vlm_backend: Literal["transformers", "replay", "openai"] = "transformers"
+    vlm_model: str = "Qwen/Qwen3-VL-4B-Instruct"
+    replay_file: Path | None = None
+    vlm_device: str = "auto"
+    vlm_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    trust_remote_code: bool = False
+    image_max_pixels: int = 512 * 512
+    max_new_tokens: int = 1024
+    describe_max_new_tokens: int = 256
+    explain_max_new_tokens: int = 384
+    temperature: float = 0.7
+    top_p: float = 0.9
+    seed: int = 0
+    attention_maps: bool = True
+    vlm_base_url: str | None = None
+    vlm_api_key: str | None = None
+    vlm_timeout_s: float = 300.0
+
+    # retrieval
+    embed_model: str = "zer0int/LongCLIP-GmP-ViT-L-14"
+    top_k: int = Field(1, ge=0)
+    score_threshold: float | None = None
+    example_max_chars: int = Field(1500, ge=100)
+    kb_auto_build: bool = True
+    chroma_url: str | None = None
+
+    # loop bounds
+    max_parse_retries: int = Field(3, ge=0, le=20)
+    refine_rounds: int = Field(1, ge=0, le=20)
+    recursion_limit: int = Field(100, ge=10)
+
+    # ABC guards
+    abc_max_chars: int = Field(100_000, ge=100)
+    abc_max_notes: int = Field(20_000, ge=1)
+    abc_max_note_whole_notes: int = Field(16, ge=1)
+    abc_max_seconds: float = Field(1800.0, gt=0)
+    abc_max_parse_seconds: float = Field(2.0, gt=0)
+
+    @field_validator("home", mode="after")
+    @classmethod
+    def _expand(cls, v: Path) -> Path:
+        return Path(os.path.expanduser(str(v))).absolute()
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.home / "runs"
+
+    @property
+    def kb_dir(self) -> Path:
+        return self.home / "kb"
+
+    @property
+    def db_path(self) -> Path:
+        return self.home / "runs.sqlite"
+
+    @property
+    def abc_limits(self) -> Limits:
+        return Limits(
+            max_chars=self.abc_max_chars,
+            max_notes=self.abc_max_notes,
+            max_note_whole_notes=Fraction(self.abc_max_note_whole_notes),
+            max_seconds=self.abc_max_seconds,
+            max_parse_seconds=self.abc_max_parse_seconds,
+        )
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        """A copy with the non-None ``overrides`` applied and validated (CLI flags win over env)."""
+        clean = {k: v for k, v in overrides.items() if v is not None}
+        if not clean:
+            return self
+        data = self.model_dump()
+        data.update(clean)
+        return Settings.model_validate(data)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from env and ``.env``, then ``overrides`` (e.g. CLI flags) on top."""
+    return Settings().with_overrides(**overrides)

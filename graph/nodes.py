@@ -1,0 +1,200 @@
+"""One node per step of the method. Nodes are thin: they call tools and return partial state."""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from typing import Any
+
+from langgraph.runtime import Runtime
+
+from graph.context import RunContext
+from graph.state import State
+from tools.files import atomic_write_bytes, atomic_write_text
+from tools.music.abcparse import read_tune
+from tools.music.check import check_abc
+from tools.music.convert import midi_bytes
+from tools.music.findings import Finding
+from tools.music.metrics import describe_metrics, tune_metrics
+from tools.retrieval import format_examples
+from tools.vlm import strip_think
+
+NodeFn = Callable[[State, Runtime[RunContext]], dict[str, Any]]
+
+
+def timed(name: str) -> Callable[[NodeFn], NodeFn]:
+    """Record the node id and its seconds in ``path`` / ``timings``."""
+
+    def deco(fn: NodeFn) -> NodeFn:
+        @functools.wraps(fn)
+        def wrapper(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
+            t0 = time.perf_counter()
+            update = fn(state, runtime)
+            return {**update, "path": [name], "timings": [round(time.perf_counter() - t0, 4)]}
+
+        return wrapper
+
+    return deco
+
+
+def _calls(state: State, node: str) -> int:
+    return int(state.get("calls", {}).get(node, 0))
+
+
+def best_version(versions: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The version to keep: valid first, then fewest warnings, then the latest."""
+    if not versions:
+        return None
+    _, best = max(enumerate(versions), key=lambda iv: (bool(iv[1]["ok"]), -len(iv[1]["warnings"]), iv[0]))
+    return best
+
+
+def latest_valid(versions: list[dict[str, Any]]) -> dict[str, Any] | None:
+    for v in reversed(versions):
+        if v["ok"]:
+            return v
+    return None
+
+
+def render_findings(findings: list[dict[str, Any]], limit: int = 20) -> str:
+    lines = [f"- {Finding.from_dict(f).render()}" for f in findings[:limit]]
+    if len(findings) > limit:
+        lines.append(f"- ... and {len(findings) - limit} more")
+    return "\n".join(lines)
+
+
+def retry_feedback(version: dict[str, Any]) -> str:
+    """What a writer is told after its answer failed the check."""
+    abc = version["abc"].strip()
+    shown = f"\n```abc\n{abc}\n```\n" if abc else "\n(no ABC was found in your answer)\n"
+    return (
+        "\nYour previous answer could not be used. It was:" + shown +
+        "The checker reported these errors:\n" + render_findings(version["errors"]) +
+        "\nWrite the complete tune again with these errors fixed.\n"
+    )
+
+
+@timed("describe")
+def describe(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
+    """Describe the image (and capture where the model looked while doing it)."""
+    ctx = runtime.context
+    res = ctx.ask("describe", ctx.prompts["describe"].render(), _calls(state, "describe"),
+                  capture_attention=ctx.settings.attention_maps)
+    update: dict[str, Any] = {"description": strip_think(res.text), "calls": {"describe": 1}}
+    grid = res.attention_map()
+    if grid is not None:
+        update["attention"] = {"describe": {"grid": grid.round(6).tolist(), "shape": list(grid.shape),
+                                            "method": "vlm-attention"}}
+    return update
+
+
+@timed("retrieve")
+def retrieve(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
+    """Find reference music similar to the image and to its description."""
+    ctx = runtime.context
+    refs = ctx.retriever(ctx.image, state.get("description", "")) if ctx.retriever is not None else []
+    return {"references": refs}
+
+
+@timed("compose")
+def compose(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
+    """Write music for the image, guided by the references (and by the checker's errors on a retry)."""
+    ctx = runtime.context
+    versions = state.get("versions", [])
+    feedback = retry_feedback(versions[-1]) if state.get("parse_failures", 0) and versions else ""
+    prompt = ctx.prompts["compose"].render(
+        description=state.get("description", ""),
+        examples=format_examples(state.get("references", []), ctx.settings.example_max_chars),
+        feedback=feedback,
+    )
+    res = ctx.ask("compose", prompt, _calls(state, "compose"))
+    return {"draft": {"node": "compose", "text": res.text}, "calls": {"compose": 1}}
+
+
+@timed("parse_check")
+def parse_check(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
+    """Extract and check the draft; write its ABC and MIDI; count failures against the budget."""
+    ctx = runtime.context
+    draft = state["draft"]
+    versions = state.get("versions", [])
+    result = check_abc(draft["text"], ctx.settings.abc_limits)
+    index = len(versions)
+    version: dict[str, Any] = {
+        "index": index,
+        "node": draft["node"],
+        "abc": result.abc,
+        "ok": result.ok,
+        "errors": [f.to_dict() for f in result.errors],
+        "warnings": [f.to_dict() for f in result.warnings],
+        "metrics": None,
+        "commentary": result.commentary,
+        "title": result.title,
+    }
+    vdir = ctx.run_dir / "versions"
+    if result.abc:
+        atomic_write_text(vdir / f"v{index + 1}.abc", result.abc)
+    if result.ok and result.tune is not None:
+        atomic_write_bytes(vdir / f"v{index + 1}.mid", midi_bytes(result.tune))
+    failures = 0 if result.ok else int(state.get("parse_failures", 0)) + 1
+    update: dict[str, Any] = {"versions": [version], "parse_failures": failures}
+    if not result.ok and failures > ctx.settings.max_parse_retries:
+        kept = latest_valid(versions)
+        where = "compose" if draft["node"] == "compose" else f"reflect round {state.get('refine_round', 0)}"
+        update["status"] = "failed"
+        update["reason"] = (
+            f"no valid ABC after {failures} attempt(s) in {where} (I2M_MAX_PARSE_RETRIES="
+            f"{ctx.settings.max_parse_retries}); last errors: "
+            + "; ".join(Finding.from_dict(e).render() for e in version["errors"][:3])
+            + (f"; kept version {kept['index'] + 1}" if kept else "")
+        )
+    return update
+
+
+@timed("evaluate")
+def evaluate(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
+    """Measure the latest version with the MusPy metrics and what the checker knows."""
+    ctx = runtime.context
+    version = state["versions"][-1]
+    tune = read_tune(version["abc"], ctx.settings.abc_limits)
+    midi = ctx.run_dir / "versions" / f"v{version['index'] + 1}.mid"
+    return {"versions": [{**version, "metrics": tune_metrics(tune, midi)}]}
+
+
+@timed("reflect")
+def reflect(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
+    """Revise the latest valid version using its metrics and warnings (and a person's words, if any)."""
+    ctx = runtime.context
+    versions = state.get("versions", [])
+    base = latest_valid(versions)
+    assert base is not None, "reflect runs only after a valid version was evaluated"
+    failures = int(state.get("parse_failures", 0))
+    feedback = retry_feedback(versions[-1]) if failures else ""
+    user = state.get("user_feedback") or ""
+    prompt = ctx.prompts["reflect"].render(
+        description=state.get("description", ""),
+        abc=base["abc"].strip(),
+        metrics=describe_metrics(base["metrics"] or {}),
+        warnings=render_findings(base["warnings"]) or "(none)",
+        user_feedback=f"The listener asks for this change: {user}\n" if user else "",
+        feedback=feedback,
+    )
+    res = ctx.ask("reflect", prompt, _calls(state, "reflect"))
+    update: dict[str, Any] = {"draft": {"node": "reflect", "text": res.text}, "calls": {"reflect": 1}}
+    if not failures:
+        update["refine_round"] = int(state.get("refine_round", 0)) + 1
+    if user:
+        update["user_feedback"] = ""
+    return update
+
+
+@timed("explain")
+def explain(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
+    """Explain in words why the final music sounds as it does."""
+    ctx = runtime.context
+    best = best_version(state.get("versions", []))
+    assert best is not None and best["ok"], "explain runs only with a valid version"
+    prompt = ctx.prompts["explain"].render(
+        description=state.get("description", ""), abc=best["abc"].strip(), commentary=best["commentary"])
+    res = ctx.ask("explain", prompt, _calls(state, "explain"))
+    return {"motivation": strip_think(res.text), "status": "ok", "reason": None, "calls": {"explain": 1}}

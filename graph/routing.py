@@ -1,0 +1,28 @@
+"""Typed routers: where the run goes after the check and after the evaluation."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from langgraph.graph import END
+from langgraph.runtime import Runtime
+
+from graph.context import RunContext
+from graph.state import State
+
+
+def after_parse_check(state: State, runtime: Runtime[RunContext]) -> Literal["evaluate", "compose", "reflect", "__end__"]:
+    """Valid -> evaluate; invalid -> back to the writer with the errors, until the retry budget is spent."""
+    latest = state["versions"][-1]
+    if latest["ok"]:
+        return "evaluate"
+    if state.get("status") == "failed":
+        return END
+    return "reflect" if latest["node"] == "reflect" else "compose"
+
+
+def after_evaluate(state: State, runtime: Runtime[RunContext]) -> Literal["reflect", "explain"]:
+    """Reflect while refine rounds remain (every round, as in the paper), then explain."""
+    if int(state.get("refine_round", 0)) < runtime.context.settings.refine_rounds:
+        return "reflect"
+    return "explain"

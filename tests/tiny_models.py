@@ -1,0 +1,114 @@
+"""Tiny randomly initialised models built offline, saved with ``save_pretrained`` for the normal loaders.
+
+A byte-level BPE tokenizer is trained with ``tokenizers`` on a few sentences; configs are tiny. Nothing
+touches the network.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|{{ message['role'] }}|>"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}{{ image_token }}{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|end|>{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+_CORPUS = [
+    "X:1 T:Tune M:4/4 L:1/8 Q:1/4=96 K:C CDEF GABc | c2 B2 A2 G2 |",
+    "A calm lake at sunset with a lighthouse and warm orange light over the water.",
+    "Describe the image. Write music in ABC notation for the image you see.",
+    "a happy folk tune in G major with a lively rhythm, played on violin and piano",
+    "The music aims to evoke the tranquil beauty of a coastal sunset.",
+]
+
+
+def train_tokenizer(special: list[str], vocab_size: int = 400, add_bos_eos: bool = False):  # noqa: ANN201
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    if add_bos_eos:
+        bos, eos = special[0], special[1]
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A {eos}", special_tokens=[(bos, tok.token_to_id(bos)), (eos, tok.token_to_id(eos))]
+        )
+    return PreTrainedTokenizerFast(tokenizer_object=tok)
+
+
+def build_tiny_clip(path: Path, max_positions: int = 77, image_size: int = 32) -> Path:
+    """A tiny CLIP (text + vision) folder loadable with ``CLIPModel`` / ``AutoProcessor``."""
+    from transformers import CLIPConfig, CLIPModel, CLIPProcessor
+    from transformers.models.clip import CLIPImageProcessorPil
+
+    tok = train_tokenizer(["<|startoftext|>", "<|endoftext|>", "<pad>"], add_bos_eos=True)
+    tok.bos_token, tok.eos_token, tok.pad_token = "<|startoftext|>", "<|endoftext|>", "<pad>"
+    tok.model_max_length = max_positions
+    cfg = CLIPConfig(
+        text_config={
+            "vocab_size": len(tok), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+            "num_attention_heads": 2, "max_position_embeddings": max_positions,
+            "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id,
+        },
+        vision_config={
+            "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+            "image_size": image_size, "patch_size": 8,
+        },
+        projection_dim=16,
+    )
+    model = CLIPModel(cfg).eval()
+    ip = CLIPImageProcessorPil(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size})
+    proc = CLIPProcessor(image_processor=ip, tokenizer=tok)
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path)
+    proc.save_pretrained(path)
+    return path
+
+
+def build_tiny_llava(path: Path, image_size: int = 32, patch: int = 8) -> Path:
+    """A tiny LLaVA (CLIP vision + Llama text) loadable with AutoProcessor + AutoModelForImageTextToText."""
+    from transformers import LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+    from transformers.models.clip import CLIPImageProcessorPil
+    from transformers.models.clip.configuration_clip import CLIPVisionConfig
+
+    specials = ["<s>", "</s>", "<pad>", "<image>", "<|user|>", "<|assistant|>", "<|end|>", "<|system|>"]
+    tok = train_tokenizer(specials)
+    tok.bos_token, tok.eos_token, tok.pad_token = "<s>", "</s>", "<pad>"
+    image_token_id = tok.convert_tokens_to_ids("<image>")
+    n_patches = (image_size // patch) ** 2
+    cfg = LlavaConfig(
+        vision_config=CLIPVisionConfig(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+            image_size=image_size, patch_size=patch,
+        ),
+        text_config=LlamaConfig(
+            vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+            num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512,
+            bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+        ),
+        image_token_index=image_token_id,
+        image_seq_length=n_patches,
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-1,
+    )
+    model = LlavaForConditionalGeneration(cfg).eval()
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.generation_config.pad_token_id = tok.pad_token_id
+    ip = CLIPImageProcessorPil(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size})
+    proc = LlavaProcessor(
+        image_processor=ip, tokenizer=tok, patch_size=patch, vision_feature_select_strategy="default",
+        chat_template=CHAT_TEMPLATE.replace("{{ image_token }}", "<image>"), image_token="<image>",
+        num_additional_image_tokens=1,
+    )
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path)
+    proc.save_pretrained(path)
+    return path

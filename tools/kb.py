@@ -1,0 +1,159 @@
+"""Knowledge-base building: the starter base from music21's bundled ABC corpus.
+
+The ABC and captions are precomputed once (``prepare_starter_data``) and shipped as a data file in the
+package, so a first build only embeds and stores.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import re
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from tools.music.abcparse import Tune, read_tune
+from tools.store import Entry, KnowledgeBase
+
+STARTER_DATA = Path(__file__).resolve().parent / "data" / "starter.jsonl.gz"
+
+_COLLECTION_NAMES = {
+    "essenFolksong": "a folk song from the Essen collection",
+    "oneills1850": "an Irish tune from O'Neill's Music of Ireland (1850)",
+    "ryansMammoth": "a fiddle tune from Ryan's Mammoth Collection",
+    "airdsAirs": "a Scottish air from Aird's Selection",
+    "miscFolk": "a traditional folk tune",
+    "josquin": "a Renaissance piece",
+}
+_MODE_WORDS = {"": "major", "m": "minor", "dor": "Dorian", "mix": "Mixolydian", "phr": "Phrygian",
+               "lyd": "Lydian", "loc": "Locrian"}
+
+
+def tempo_word(qpm: float) -> str:
+    if qpm < 66:
+        return "slow"
+    if qpm < 96:
+        return "moderate"
+    if qpm < 132:
+        return "lively"
+    return "fast"
+
+
+def key_words(key: str) -> str:
+    m = re.match(r"^([A-G][#b]?)(.*)$", key)
+    if not m:
+        return "no fixed key"
+    tonic = m.group(1).replace("#", "♯").replace("b", "♭") if len(m.group(1)) > 1 else m.group(1)
+    return f"{tonic} {_MODE_WORDS.get(m.group(2), m.group(2))}"
+
+
+def rhythm_words(tune: Tune) -> str:
+    durs = [e.dur for v in tune.voices.values() for e in v.events if e.pitches]
+    if not durs:
+        return "no clear rhythm"
+    short = sum(1 for d in durs if d <= Fraction(1, 16)) / len(durs)
+    dotted = sum(1 for d in durs if d.numerator == 3) / len(durs)
+    longn = sum(1 for d in durs if d >= Fraction(1, 2)) / len(durs)
+    words = []
+    if short > 0.4:
+        words.append("running sixteenth-note figures")
+    if dotted > 0.2:
+        words.append("dotted, lilting rhythms")
+    if longn > 0.2:
+        words.append("long held notes")
+    if not words:
+        words.append("steady even rhythm")
+    return " and ".join(words)
+
+
+def caption_for(tune: Tune, collection: str) -> str:
+    """A MidiCaps-style caption written from the music itself."""
+    pitches = [p for v in tune.voices.values() for e in v.events for p in e.pitches]
+    span = (max(pitches) - min(pitches)) if pitches else 0
+    range_words = "a narrow range" if span <= 9 else "a moderate range" if span <= 16 else "a wide range"
+    meter = tune.meter_text or "free meter"
+    kind = _COLLECTION_NAMES.get(collection, "a traditional tune")
+    origin = (tune.headers.get("O") or [""])[0].strip()
+    rtype = (tune.headers.get("R") or [""])[0].strip().rstrip("]").lower()
+    parts = [f"{kind[0].upper()}{kind[1:]}" + (f" from {origin}" if origin else "") + (f" ({rtype})" if rtype else "") + "."]
+    if tune.headers.get("Q"):
+        parts.append(f"It is in {key_words(tune.key)}, in {meter} time, at a {tempo_word(tune.tempo_qpm)} tempo "
+                     f"of about {round(tune.tempo_qpm)} beats per minute.")
+    else:
+        parts.append(f"It is in {key_words(tune.key)}, in {meter} time.")
+    parts.append(f"The melody moves within {range_words} with {rhythm_words(tune)}.")
+    mood = "bright and cheerful" if key_words(tune.key).endswith("major") and tune.tempo_qpm >= 96 else \
+        "gentle and warm" if key_words(tune.key).endswith("major") else "melancholic and introspective" \
+        if tune.tempo_qpm < 96 else "dark but energetic"
+    parts.append(f"The mood is {mood}.")
+    if tune.title:
+        parts.append(f"Title: {tune.title.rstrip('.')}.")
+    return " ".join(parts)
+
+
+def tune_metadata(tune: Tune, collection: str) -> dict[str, Any]:
+    return {"key": tune.key, "meter": tune.meter_text or "", "tempo": round(tune.tempo_qpm, 1),
+            "genre": "folk" if collection != "josquin" else "renaissance", "title": tune.title or "",
+            "collection": collection}
+
+
+def stable_id(source: str) -> str:
+    return hashlib.sha1(source.encode("utf-8")).hexdigest()[:20]
+
+
+def prepare_starter_data(path: Path = STARTER_DATA, limit: int | None = None) -> dict[str, int]:
+    """Check every corpus tune, caption the valid ones, write the gzip JSONL data file. Returns counts."""
+    from tools.music.corpus import iter_corpus
+
+    kept = skipped = 0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(path, "wt", encoding="utf-8") as fh:
+        for ct in iter_corpus():
+            tune = read_tune(ct.abc)
+            if not tune.ok:
+                skipped += 1
+                continue
+            rec = {"id": stable_id(ct.source), "source": f"music21:{ct.source}", "abc": ct.abc,
+                   "caption": caption_for(tune, ct.collection), "metadata": tune_metadata(tune, ct.collection)}
+            fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            kept += 1
+            if limit and kept >= limit:
+                break
+    return {"kept": kept, "skipped": skipped}
+
+
+def iter_starter(path: Path = STARTER_DATA) -> Iterator[Entry]:
+    with gzip.open(path, "rt", encoding="utf-8") as fh:
+        for line in fh:
+            r = json.loads(line)
+            yield Entry(id=r["id"], caption=r["caption"], abc=r["abc"], source=r["source"], metadata=r["metadata"])
+
+
+def build_starter(settings: Any, kb: KnowledgeBase | None = None, *, limit: int | None = None,
+                  progress: bool = True, batch: int = 64) -> dict[str, int]:
+    """Embed the shipped captions and store them; entries already present are skipped (resumable)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from tools.embedder import get_embedder
+
+    kb = kb or KnowledgeBase(settings.kb_dir, settings.embed_model, url=settings.chroma_url)
+    entries = list(iter_starter())
+    if limit:
+        entries = entries[:limit]
+    embedder = get_embedder(settings.embed_model, settings.vlm_device)
+    added = 0
+    with Progress(TextColumn("starter base"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeRemainingColumn(), disable=not progress, transient=True) as bar:
+        task = bar.add_task("build", total=len(entries))
+        for i in range(0, len(entries), batch):
+            chunk = entries[i: i + batch]
+            have = kb.existing_ids([e.id for e in chunk])
+            todo = [e for e in chunk if e.id not in have]
+            if todo:
+                vecs = embedder.embed_texts([e.caption for e in todo])
+                added += kb.add(todo, vecs)
+            bar.advance(task, len(chunk))
+    return {"added": added, "total": kb.count(), "truncated_captions": embedder.truncated}

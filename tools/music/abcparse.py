@@ -1,0 +1,990 @@
+"""A small, fast, pure-Python ABC 2.1 reader built for checking model-written music.
+
+It reads one tune into timed note events per voice, with every bar's length and location, and reports
+located errors (what stops conversion) and warnings (music that converts but is doubtful). It is linear
+in the text, enforces the guards in :class:`Limits` before allocating anything, and checks a deadline so a
+hostile tune cannot make it hang.
+
+Time is measured in whole notes (``Fraction``); pitches are MIDI numbers (middle C = 60 = ``C``).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+from tools.music.findings import Finding
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Guards against runaway or hostile ABC; all configurable."""
+
+    max_chars: int = 100_000
+    max_notes: int = 20_000
+    max_note_whole_notes: Fraction = Fraction(16)
+    max_seconds: float = 1800.0
+    max_parse_seconds: float = 2.0
+
+
+class GuardError(Exception):
+    """Raised inside the reader when a guard trips; becomes an error finding."""
+
+    def __init__(self, finding: Finding) -> None:
+        super().__init__(finding.message)
+        self.finding = finding
+
+
+@dataclass
+class Event:
+    """A note, chord or rest. ``pitches`` is empty for a rest."""
+
+    start: Fraction
+    dur: Fraction
+    pitches: list[int]
+    bar: int
+    tie: bool = False
+    line: int = 0
+    column: int = 0
+
+
+@dataclass
+class Bar:
+    """One bar of one voice, as written (repeats not expanded)."""
+
+    number: int
+    start: Fraction
+    length: Fraction = Fraction(0)
+    expected: Fraction | None = None
+    meter_text: str = ""
+    meter: tuple[int, int] | None = None
+    line: int = 0
+    column: int = 0
+    begins_section: bool = False
+    ends_section: bool = False
+    start_repeat: bool = False
+    end_repeat: bool = False
+    ending: int | None = None
+    multirest: int = 0
+
+
+@dataclass
+class Voice:
+    id: str
+    name: str | None = None
+    program: int | None = None
+    channel: int | None = None
+    events: list[Event] = field(default_factory=list)
+    bars: list[Bar] = field(default_factory=list)
+
+    @property
+    def length(self) -> Fraction:
+        return sum((b.length for b in self.bars), Fraction(0))
+
+
+@dataclass
+class Tune:
+    """What the reader understood of one tune."""
+
+    text: str
+    title: str | None = None
+    meter: tuple[int, int] | None = None
+    meter_text: str | None = None
+    unit: Fraction = Fraction(1, 8)
+    key: str = "C"
+    tempo_qpm: float = 120.0
+    voices: dict[str, Voice] = field(default_factory=dict)
+    errors: list[Finding] = field(default_factory=list)
+    warnings: list[Finding] = field(default_factory=list)
+    headers: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    @property
+    def seconds_per_whole(self) -> float:
+        return 240.0 / self.tempo_qpm
+
+    @property
+    def n_notes(self) -> int:
+        return sum(1 for v in self.voices.values() for e in v.events if e.pitches)
+
+
+# --- key signatures -------------------------------------------------------------------------------------
+
+_NATURAL_SHARPS = {"C": 0, "G": 1, "D": 2, "A": 3, "E": 4, "B": 5, "F": -1}
+_MODE_OFFSET = {
+    "maj": 0, "ion": 0, "min": -3, "m": -3, "aeo": -3, "mix": -1, "dor": -2, "phr": -4, "lyd": 1, "loc": -5,
+}
+_SHARP_ORDER = "FCGDAEB"
+_FLAT_ORDER = "BEADGCF"
+_KEY_RE = re.compile(r"^([A-Ga-g])([#b]?)\s*([A-Za-z]*)$")
+_CLEFS = {"treble", "bass", "alto", "tenor", "perc", "none", "bass3", "alto1", "alto2", "treble-8", "treble+8"}
+_STEP = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
+
+
+def key_signature(spec: str) -> tuple[dict[str, int], str] | str:
+    """Return ({letter: semitone shift}, normalised name) for a K: value, or an error message."""
+    tokens = spec.split()
+    if not tokens:
+        return {}, "C"
+    first = tokens[0]
+    rest = tokens[1:]
+    accs: dict[str, int] = {}
+    name = "C"
+    if first.lower() == "none" or first in ("HP", "Hp"):
+        name = "none" if first.lower() == "none" else "HP"
+        if first == "HP":
+            accs = {}
+        elif first == "Hp":
+            accs = {"F": 1, "C": 1, "G": -0}
+    elif first[0] in "^_=":
+        rest = tokens
+    else:
+        # the mode may be glued ("Am", "Dmix") or separate ("A minor"); clef words follow
+        m = _KEY_RE.match(first)
+        mode_word = ""
+        if m is None:
+            return f"unknown key '{spec}': write a tonic A-G, optional # or b, and a mode, e.g. K:G, K:Am, K:D dorian"
+        if not m.group(3) and rest and rest[0].isalpha() and rest[0].lower() not in _CLEFS \
+                and "=" not in rest[0] and rest[0].lower() != "exp":
+            mode_word = rest[0]
+            rest = rest[1:]
+        else:
+            mode_word = m.group(3)
+        tonic = m.group(1).upper()
+        acc = m.group(2)
+        mode = mode_word.lower()
+        if mode in ("", "maj", "major", "ion", "ionian"):
+            offset, mname = 0, ""
+        elif mode == "m":
+            offset, mname = -3, "m"
+        else:
+            key3 = mode[:3]
+            if key3 not in _MODE_OFFSET or (len(mode) > 3 and not _full_mode_ok(mode)):
+                return (
+                    f"unknown mode '{mode_word}' in K:{spec}: use maj, min (m), dor, phr, lyd, mix, aeo, loc"
+                )
+            offset = _MODE_OFFSET[key3]
+            mname = {"min": "m", "aeo": "m"}.get(key3, key3)
+        sharps = _NATURAL_SHARPS[tonic] + (7 if acc == "#" else -7 if acc == "b" else 0) + offset
+        if abs(sharps) > 7:
+            return f"key K:{spec} would need {abs(sharps)} {'sharps' if sharps > 0 else 'flats'}; use its enharmonic"
+        if sharps > 0:
+            accs = {c: 1 for c in _SHARP_ORDER[:sharps]}
+        elif sharps < 0:
+            accs = {c: -1 for c in _FLAT_ORDER[:-sharps]}
+        name = f"{tonic}{acc}{mname}"
+    for tok in rest:
+        mm = re.match(r"^(\^\^|\^|__|_|=)([A-Ga-g])$", tok)
+        if mm:
+            shift = {"^^": 2, "^": 1, "__": -2, "_": -1, "=": 0}[mm.group(1)]
+            accs[mm.group(2).upper()] = shift
+    return accs, name
+
+
+def _full_mode_ok(mode: str) -> bool:
+    return mode in {
+        "major", "minor", "ionian", "aeolian", "mixolydian", "dorian", "phrygian", "lydian", "locrian",
+    }
+
+
+# --- meter, length and tempo ----------------------------------------------------------------------------
+
+
+def parse_meter(text: str) -> tuple[int, int] | None | str:
+    """Return (numerator, denominator), ``None`` for free meter, or an error message."""
+    t = text.strip()
+    if t in ("C", ""):
+        return (4, 4) if t else None
+    if t == "C|":
+        return (2, 2)
+    if t.lower() == "none":
+        return None
+    m = re.match(r"^\(?\s*([0-9+ ]+?)\s*\)?\s*/\s*([0-9]+)$", t)
+    if not m:
+        return f"unknown meter M:{text.strip()}: write it as a fraction such as 4/4, 6/8 or 3/4, or C, C|"
+    try:
+        num = sum(int(p) for p in m.group(1).replace(" ", "").split("+") if p)
+    except ValueError:
+        return f"unknown meter M:{text.strip()}"
+    den = int(m.group(2))
+    if den == 0 or num == 0:
+        return f"impossible meter M:{text.strip()}: numerator and denominator must be positive"
+    if num > 64 or den > 64:
+        return f"meter M:{text.strip()} is out of range"
+    return (num, den)
+
+
+def parse_fraction(text: str) -> Fraction | str:
+    m = re.match(r"^\s*(\d+)\s*/\s*(\d+)\s*$", text)
+    if not m:
+        if re.match(r"^\s*1\s*$", text):
+            return Fraction(1)
+        return f"cannot read '{text.strip()}' as a fraction such as 1/8"
+    if int(m.group(2)) == 0:
+        return f"impossible length {text.strip()}: division by zero"
+    return Fraction(int(m.group(1)), int(m.group(2)))
+
+
+def parse_tempo(text: str, unit: Fraction) -> float | str:
+    """Quarter notes per minute from ``Q:1/4=96``, ``Q:"Allegro" 3/8=60`` or legacy ``Q:96`` (unit = L)."""
+    t = re.sub(r'"[^"]*"', " ", text).strip()
+    if not t:
+        return 120.0
+    m = re.search(r"((?:\d+/\d+\s*)+)=\s*(\d+(?:\.\d+)?)", t)
+    if m:
+        beat = Fraction(0)
+        for part in m.group(1).split():
+            fr = parse_fraction(part)
+            if isinstance(fr, str):
+                return fr
+            beat += fr
+        bpm = float(m.group(2))
+    else:
+        m2 = re.match(r"^(?:C\s*=\s*)?(\d+(?:\.\d+)?)$", t)
+        if not m2:
+            return f"cannot read tempo Q:{text.strip()}: write Q:1/4=96"
+        beat = unit
+        bpm = float(m2.group(1))
+    if bpm <= 0 or bpm > 1000:
+        return f"tempo Q:{text.strip()} is out of range (1-1000 beats per minute)"
+    return bpm * float(beat) * 4.0
+
+
+# --- the reader -----------------------------------------------------------------------------------------
+
+_FIELD_RE = re.compile(r"^([A-Za-z+]):(.*)$")
+_NOTE_RE = re.compile(r"(\^\^|\^|__|_|=)?([A-Ga-g])([,']*)")
+_LEN_RE = re.compile(r"(\d*)(/*)(\d*)")
+_BAR_CHARS = "|:"
+_DECORATION_LETTERS = set("HIJKLMNOPQRSTUVWhijklmnopqrstuvw.~")
+
+
+@dataclass
+class _VoiceState:
+    voice: Voice
+    meter: tuple[int, int] | None
+    meter_text: str
+    unit: Fraction
+    key_accs: dict[str, int]
+    time: Fraction = Fraction(0)
+    bar: Bar | None = None
+    bar_accs: dict[tuple[str, int], int] = field(default_factory=dict)
+    overlay: bool = False
+    overlay_time: Fraction = Fraction(0)
+    slurs: list[tuple[int, int]] = field(default_factory=list)
+    tuplet: tuple[Fraction, int, int, int] | None = None  # factor, notes left, line, col
+    broken_next: Fraction | None = None
+    last_event: Event | None = None
+    pending_begin: bool = True
+    pending_repeat: bool = False
+    pending_ending: int | None = None
+    in_ending: int | None = None
+
+
+class _Reader:
+    def __init__(self, text: str, limits: Limits) -> None:
+        self.text = text
+        self.limits = limits
+        self.tune = Tune(text=text)
+        self.states: dict[str, _VoiceState] = {}
+        self.cur: _VoiceState | None = None
+        self.deadline = time.monotonic() + limits.max_parse_seconds
+        self.n_notes = 0
+        self.default_program: int | None = None
+        self.header_done = False
+        self.voice_decls: dict[str, tuple[str | None, str]] = {}
+        self.key_accs: dict[str, int] = {}
+        self.meter_seen = False
+        self.unit_seen = False
+        self.key_seen = False
+        self.line_no = 0
+        self.last_decl: str | None = None
+        self.decl_programs: dict[str, int] = {}
+
+    # -- reporting ---------------------------------------------------------------------------------------
+    def error(self, msg: str, col: int | None = None, line: int | None = None) -> None:
+        self.tune.errors.append(self._finding(msg, col, line))
+
+    def warn(self, msg: str, col: int | None = None, line: int | None = None) -> None:
+        self.tune.warnings.append(self._finding(msg, col, line))
+
+    def _finding(self, msg: str, col: int | None, line: int | None) -> Finding:
+        st = self.cur
+        bar = st.bar.number if st is not None and st.bar is not None else None
+        voice = st.voice.id if st is not None and (len(self.states) > 1 or self.voice_decls) else None
+        return Finding(message=msg, line=line if line is not None else self.line_no, column=col, bar=bar,
+                       voice=voice)
+
+    # -- header fields -----------------------------------------------------------------------------------
+    def header_field(self, key: str, value: str, col: int) -> None:
+        value = value.strip()
+        self.tune.headers.setdefault(key, []).append(value)
+        if key == "T" and self.tune.title is None and value:
+            self.tune.title = value
+        elif key == "M":
+            self.meter_seen = True
+            met = parse_meter(value)
+            if isinstance(met, str):
+                self.error(met, col)
+            else:
+                self.tune.meter = met
+                self.tune.meter_text = value
+                if self.cur is not None:
+                    self.cur.meter, self.cur.meter_text = met, value
+        elif key == "L":
+            self.unit_seen = True
+            fr = parse_fraction(value)
+            if isinstance(fr, str):
+                self.error(f"L:{value}: {fr}", col)
+            elif fr <= 0 or fr > 4:
+                self.error(f"impossible unit note length L:{value}", col)
+            else:
+                self.tune.unit = fr
+                if self.cur is not None:
+                    self.cur.unit = fr
+        elif key == "Q":
+            q = parse_tempo(value, self.tune.unit)
+            if isinstance(q, str):
+                self.error(q, col)
+            elif not self.header_done or not self.tune.headers.get("_Qbody"):
+                self.tune.tempo_qpm = q
+                if self.header_done:
+                    self.tune.headers["_Qbody"] = [value]
+        elif key == "K":
+            self.key_seen = True
+            ks = key_signature(value)
+            if isinstance(ks, str):
+                self.error(ks, col)
+            else:
+                accs, name = ks
+                if not self.header_done:
+                    self.tune.key = name
+                    self.key_accs = accs
+                if self.cur is not None:
+                    self.cur.key_accs = accs
+        elif key == "V":
+            self.voice_field(value)
+
+    def voice_field(self, value: str) -> None:
+        parts = value.split(None, 1)
+        if not parts:
+            self.error("V: needs a voice id, e.g. V:1 or V:RH")
+            return
+        vid = parts[0]
+        rest = parts[1] if len(parts) > 1 else ""
+        m = re.search(r'(?:name|nm)\s*=\s*"([^"]*)"', rest) or re.search(r"(?:name|nm)\s*=\s*(\S+)", rest)
+        name = m.group(1) if m else None
+        if not self.header_done:
+            self.voice_decls[vid] = (name, rest)
+            self.last_decl = vid
+        else:
+            self.switch_voice(vid, name)
+
+    # -- voices ------------------------------------------------------------------------------------------
+    def switch_voice(self, vid: str, name: str | None = None) -> None:
+        if vid not in self.states:
+            if self.cur is not None and self.cur.voice.id == "1" and not self.cur.voice.events \
+                    and "1" not in self.voice_decls and len(self.states) == 1:
+                # the implicit default voice held nothing: drop it
+                del self.states["1"]
+                del self.tune.voices["1"]
+            v = Voice(id=vid, name=name or (self.voice_decls.get(vid, (None, ""))[0]))
+            v.program = self.decl_programs.get(vid, self.default_program)
+            st = _VoiceState(voice=v, meter=self.tune.meter, meter_text=self.tune.meter_text or "",
+                             unit=self.tune.unit, key_accs=dict(self.key_accs))
+            self.states[vid] = st
+            self.tune.voices[vid] = v
+        self.cur = self.states[vid]
+        if name and not self.cur.voice.name:
+            self.cur.voice.name = name
+
+    def ensure_voice(self) -> _VoiceState:
+        if self.cur is None:
+            first = next(iter(self.voice_decls), "1")
+            self.switch_voice(first)
+        assert self.cur is not None
+        return self.cur
+
+    # -- body --------------------------------------------------------------------------------------------
+    def open_bar(self, st: _VoiceState, col: int) -> Bar:
+        if st.bar is None:
+            expected = None
+            if st.meter is not None:
+                expected = Fraction(st.meter[0], st.meter[1])
+            b = Bar(number=len(st.voice.bars) + 1, start=st.time, expected=expected, meter_text=st.meter_text,
+                    meter=st.meter,
+                    line=self.line_no, column=col, begins_section=st.pending_begin,
+                    start_repeat=st.pending_repeat)
+            if st.pending_ending is not None:
+                st.in_ending = st.pending_ending
+                st.pending_ending = None
+            b.ending = st.in_ending
+            st.pending_begin = False
+            st.pending_repeat = False
+            st.voice.bars.append(b)
+            st.bar = b
+        return st.bar
+
+    def close_bar(self, st: _VoiceState, token: str, col: int) -> None:
+        b = st.bar
+        ends_section = any(s in token for s in (":", "||", "|]", "[|"))
+        if b is not None:
+            if st.overlay:
+                st.time = max(st.time, st.overlay_time)
+                st.overlay = False
+            b.ends_section = ends_section
+            b.end_repeat = token.startswith(":") or ":|" in token
+            st.bar = None
+            st.bar_accs = {}
+            if st.tuplet is not None and st.tuplet[1] > 0:
+                self.warn(f"tuplet started at line {st.tuplet[2]}, col {st.tuplet[3]} has "
+                          f"{st.tuplet[1]} note(s) missing before the bar line", col)
+                st.tuplet = None
+            if b.ends_section or b.end_repeat:
+                st.in_ending = None
+        else:
+            # a bar line with no music since the previous one: carry its meaning to the next bar
+            if st.voice.bars and ends_section:
+                st.voice.bars[-1].ends_section = True
+                if token.startswith(":") or ":|" in token:
+                    st.voice.bars[-1].end_repeat = True
+                    st.in_ending = None
+        if ends_section or not st.voice.bars:
+            st.pending_begin = True
+        if token.endswith(":") or "|:" in token:
+            st.pending_repeat = True
+            st.pending_begin = True
+
+    def add_event(self, st: _VoiceState, dur: Fraction, pitches: list[int], col: int, tie: bool) -> Event:
+        if time.monotonic() > self.deadline:
+            raise GuardError(self._finding(
+                f"parsing took longer than {self.limits.max_parse_seconds:g} s; the tune is too large", col, None))
+        if st.tuplet is not None:
+            factor, left, tl, tc = st.tuplet
+            dur = dur * factor
+            left -= 1
+            st.tuplet = (factor, left, tl, tc) if left > 0 else None
+        if dur > self.limits.max_note_whole_notes:
+            raise GuardError(self._finding(
+                f"a note lasts {_fmt_frac(dur / st.unit)} units of L:{st.unit}, longer than the limit of "
+                f"{self.limits.max_note_whole_notes} whole notes; write shorter notes", col, None))
+        if pitches:
+            self.n_notes += 1
+            if self.n_notes > self.limits.max_notes:
+                raise GuardError(self._finding(
+                    f"more than {self.limits.max_notes} notes; the tune is too long", col, None))
+        bar = self.open_bar(st, col)
+        start = st.overlay_time if st.overlay else st.time
+        ev = Event(start=start, dur=dur, pitches=pitches, bar=bar.number, tie=tie, line=self.line_no, column=col)
+        st.voice.events.append(ev)
+        if st.overlay:
+            st.overlay_time += dur
+        else:
+            st.time += dur
+            bar.length += dur
+            if float(st.time) * self.tune.seconds_per_whole > self.limits.max_seconds:
+                raise GuardError(self._finding(
+                    f"the music lasts more than {self.limits.max_seconds:g} s; make it shorter", col, None))
+        st.last_event = ev
+        return ev
+
+    def apply_broken(self, st: _VoiceState, dur: Fraction) -> Fraction:
+        if st.broken_next is not None:
+            dur = dur * st.broken_next
+            st.broken_next = None
+        return dur
+
+    def read_length(self, s: str, i: int, col: int) -> tuple[Fraction | None, int]:
+        m = _LEN_RE.match(s, i)
+        assert m is not None
+        digits, slashes, digits2 = m.group(1), m.group(2), m.group(3)
+        if len(digits) > 4 or len(digits2) > 4 or len(slashes) > 6:
+            raise GuardError(self._finding(
+                f"note length '{m.group(0)}' is out of range; write lengths such as 2, 3/2 or /4", col, None))
+        num = int(digits) if digits else 1
+        if slashes:
+            if digits2:
+                den = int(digits2) * (2 ** (len(slashes) - 1))
+            else:
+                den = 2 ** len(slashes)
+        else:
+            den = 1
+            if digits2:
+                num = int(digits2)
+        if den == 0 or num == 0:
+            self.error(f"impossible note length '{m.group(0)}' (zero)", col)
+            return None, m.end()
+        return Fraction(num, den), m.end()
+
+    def pitch(self, st: _VoiceState, acc: str | None, letter: str, octs: str) -> int:
+        base = 60 + _STEP[letter.upper()] + (12 if letter.islower() else 0)
+        base += 12 * octs.count("'") - 12 * octs.count(",")
+        key = (letter.upper(), base)
+        if acc:
+            shift = {"^^": 2, "^": 1, "__": -2, "_": -1, "=": 0}[acc]
+            st.bar_accs[key] = shift
+        elif key in st.bar_accs:
+            shift = st.bar_accs[key]
+        else:
+            shift = st.key_accs.get(letter.upper(), 0)
+        return base + shift
+
+    def music_line(self, s: str) -> None:
+        st = self.ensure_voice()
+        i = 0
+        n = len(s)
+        while i < n:
+            c = s[i]
+            col = i + 1
+            if c in " \t`$*\\":
+                i += 1
+                continue
+            if c == "%":
+                break
+            if c == '"':
+                j = s.find('"', i + 1)
+                if j < 0:
+                    self.error("unclosed chord symbol or annotation: a '\"' has no partner on this line", col)
+                    return
+                i = j + 1
+                continue
+            if c in "!+":
+                j = s.find(c, i + 1)
+                if c == "!" and (j < 0 or any(ch in s[i + 1:j] for ch in " |\t")):
+                    i += 1  # ABC 1.6 line break, not a decoration
+                    continue
+                if j < 0:
+                    self.error("unclosed decoration: a '+' has no partner on this line", col)
+                    return
+                i = j + 1
+                continue
+            if c == "{":
+                j = s.find("}", i + 1)
+                if j < 0:
+                    self.error("unclosed grace notes: '{' has no matching '}' on this line", col)
+                    return
+                i = j + 1
+                continue
+            if c == "}":
+                self.error("'}' without a matching '{'", col)
+                i += 1
+                continue
+            if c == "[" and i + 2 < n and s[i + 1].isalpha() and s[i + 2] == ":":
+                j = s.find("]", i)
+                if j < 0:
+                    self.error(f"unclosed inline field '[{s[i + 1]}:'", col)
+                    return
+                self.inline_field(s[i + 1], s[i + 3:j], col)
+                st = self.ensure_voice()
+                i = j + 1
+                continue
+            if c == "[" and i + 1 < n and s[i + 1].isdigit():
+                m = re.match(r"\[(\d+)(?:[-,]\d+)*", s[i:])
+                assert m is not None
+                self.close_bar(st, "|", col)
+                st.pending_ending = int(m.group(1))
+                i += m.end()
+                continue
+            if c in _BAR_CHARS or (c == "[" and i + 1 < n and s[i + 1] == "|") or (c == "." and s[i + 1:i + 2] == "|"):
+                j = i + (1 if c in "[." else 0)
+                while j < n and s[j] in "|:":
+                    j += 1
+                if j < n and s[j] == "]" and s[j - 1] == "|":
+                    j += 1
+                token = s[i:j]
+                if token == ":" or (token.strip(":") == "" and len(token) == 1):
+                    self.error("stray ':' (not part of a bar line)", col)
+                    i = j
+                    continue
+                self.close_bar(st, token, col)
+                m = re.match(r"\[?(\d+)(?:[-,]\d+)*", s[j:])
+                if m:
+                    st.pending_ending = int(m.group(1))
+                    j += m.end()
+                i = j
+                continue
+            if c == "]":
+                self.error("']' without a matching '['", col)
+                i += 1
+                continue
+            if c == "&":
+                # voice overlay: the rest of the bar is a second layer starting at the bar's start
+                b = self.open_bar(st, col)
+                if not st.overlay:
+                    st.overlay = True
+                st.overlay_time = b.start
+                i += 1
+                continue
+            if c == "(":
+                if i + 1 < n and s[i + 1].isdigit():
+                    m = re.match(r"\((\d+)(?::(\d*))?(?::(\d*))?", s[i:])
+                    assert m is not None
+                    p = int(m.group(1))
+                    if p < 2 or p > 9:
+                        self.error(f"tuplet '({p}' is not possible: use (2 to (9", col)
+                        i += m.end()
+                        continue
+                    compound = st.meter is not None and st.meter[0] % 3 == 0 and st.meter[0] > 3
+                    q_default = {2: 3, 3: 2, 4: 3, 6: 2, 8: 3}.get(p, 3 if compound else 2)
+                    q = int(m.group(2)) if m.group(2) else q_default
+                    r = int(m.group(3)) if m.group(3) else p
+                    if q == 0 or r == 0:
+                        self.error(f"impossible tuplet '{m.group(0)}'", col)
+                    else:
+                        st.tuplet = (Fraction(q, p), r, self.line_no, col)
+                    i += m.end()
+                    continue
+                st.slurs.append((self.line_no, col))
+                i += 1
+                continue
+            if c == ")":
+                if st.slurs:
+                    st.slurs.pop()
+                else:
+                    self.warn("')' closes a slur that was never opened", col)
+                i += 1
+                continue
+            if c in "<>":
+                j = i
+                while j < n and s[j] == c:
+                    j += 1
+                k = j - i
+                if st.last_event is None or k > 3:
+                    self.error(f"broken rhythm '{s[i:j]}' must stand between two notes", col)
+                    i = j
+                    continue
+                short = Fraction(1, 2 ** k)
+                long = 2 - short
+                first, second = (long, short) if c == ">" else (short, long)
+                ev = st.last_event
+                delta = ev.dur * first - ev.dur
+                ev.dur = ev.dur * first
+                if st.bar is not None and ev.bar == st.bar.number and not st.overlay:
+                    st.time += delta
+                    st.bar.length += delta
+                elif st.overlay:
+                    st.overlay_time += delta
+                st.broken_next = second
+                i = j
+                continue
+            if c == "-":
+                if st.last_event is not None:
+                    st.last_event.tie = True
+                i += 1
+                continue
+            if c == "[":
+                i = self.chord(st, s, i)
+                continue
+            if c in "zx":
+                ln, j = self.read_length(s, i + 1, col)
+                if ln is not None:
+                    self.add_event(st, self.apply_broken(st, st.unit * ln), [], col, False)
+                i = j
+                continue
+            if c in "ZX":
+                m = re.match(r"[ZX](\d*)", s[i:])
+                assert m is not None
+                count = int(m.group(1)) if m.group(1) and len(m.group(1)) < 4 else 1
+                bar_len = Fraction(st.meter[0], st.meter[1]) if st.meter else st.unit * 8
+                for _ in range(count):
+                    self.add_event(st, bar_len, [], col, False)
+                    assert st.bar is not None
+                    st.bar.multirest = count
+                    if _ != count - 1:
+                        self.close_bar(st, "|", col)
+                i += m.end()
+                continue
+            if c == "y":
+                i += 1
+                continue
+            m = _NOTE_RE.match(s, i)
+            if m:
+                p = self.pitch(st, m.group(1), m.group(2), m.group(3))
+                ln, j = self.read_length(s, m.end(), col)
+                if ln is not None:
+                    self.add_event(st, self.apply_broken(st, st.unit * ln), [p], col, False)
+                i = j
+                continue
+            if c in "^_=":
+                self.error(f"accidental '{c}' is not followed by a note", col)
+                i += 1
+                continue
+            if c in _DECORATION_LETTERS:
+                i += 1
+                continue
+            if c.isdigit() or c == "/":
+                self.error(f"length '{c}' does not follow a note", col)
+                i += 1
+                while i < n and (s[i].isdigit() or s[i] == "/"):
+                    i += 1
+                continue
+            self.error(f"unexpected character '{c}' in the music", col)
+            i += 1
+
+    def chord(self, st: _VoiceState, s: str, i: int) -> int:
+        col = i + 1
+        j = s.find("]", i + 1)
+        if j < 0:
+            self.error("unclosed chord: '[' has no matching ']' on this line", col)
+            return len(s)
+        inner = s[i + 1:j]
+        pitches: list[int] = []
+        first_len: Fraction | None = None
+        k = 0
+        while k < len(inner):
+            ch = inner[k]
+            if ch in " \t-.~" or ch in "()":
+                k += 1
+                continue
+            if ch in "zx":  # a rest inside a chord adds nothing
+                _ln, k = self.read_length(inner, k + 1, col + 1 + k)
+                continue
+            if ch == '"':
+                e = inner.find('"', k + 1)
+                k = len(inner) if e < 0 else e + 1
+                continue
+            if ch == "!":
+                e = inner.find("!", k + 1)
+                k = len(inner) if e < 0 else e + 1
+                continue
+            m = _NOTE_RE.match(inner, k)
+            if not m:
+                if ch in _DECORATION_LETTERS:
+                    k += 1
+                    continue
+                self.error(f"unexpected '{ch}' inside a chord", col + 1 + k)
+                k += 1
+                continue
+            pitches.append(self.pitch(st, m.group(1), m.group(2), m.group(3)))
+            ln, k2 = self.read_length(inner, m.end(), col + 1 + k)
+            if first_len is None:
+                first_len = ln if ln is not None else Fraction(1)
+            k = k2
+        post, end = self.read_length(s, j + 1, col)
+        tie = False
+        if end < len(s) and s[end] == "-":
+            tie = True
+            end += 1
+        if not pitches:
+            self.error("empty chord '[]'", col)
+            return end
+        if post is None:
+            return end
+        dur = st.unit * (first_len or Fraction(1)) * post
+        self.add_event(st, self.apply_broken(st, dur), sorted(set(pitches)), col, tie)
+        return end
+
+    def inline_field(self, key: str, value: str, col: int) -> None:
+        if key == "V":
+            parts = value.split(None, 1)
+            if parts:
+                self.switch_voice(parts[0])
+            return
+        if key in "MLKQ":
+            st = self.ensure_voice()
+            if key == "M":
+                met = parse_meter(value)
+                if isinstance(met, str):
+                    self.error(met, col)
+                else:
+                    st.meter, st.meter_text = met, value.strip()
+                    if st.bar is not None and st.bar.length == 0:
+                        st.bar.expected = Fraction(met[0], met[1]) if met else None
+                        st.bar.meter_text = value.strip()
+                        st.bar.meter = met
+            elif key == "L":
+                fr = parse_fraction(value)
+                if isinstance(fr, str) or fr <= 0:
+                    self.error(f"L:{value.strip()}: impossible unit length", col)
+                else:
+                    st.unit = fr
+            elif key == "K":
+                ks = key_signature(value)
+                if isinstance(ks, str):
+                    self.error(ks, col)
+                else:
+                    st.key_accs = ks[0]
+            elif key == "Q":
+                q = parse_tempo(value, st.unit)
+                if isinstance(q, str):
+                    self.error(q, col)
+
+    def midi_directive(self, text: str) -> None:
+        m = re.match(r"^%%MIDI\s+program\s+(?:(\d+)\s+)?(\d+)", text)
+        if m:
+            prog = int(m.group(2))
+            if not 0 <= prog <= 127:
+                self.error(f"%%MIDI program {prog} is out of range 0-127")
+                return
+            if self.cur is None and self.last_decl is not None:
+                self.decl_programs[self.last_decl] = prog
+            elif self.cur is None:
+                self.default_program = prog
+            else:
+                self.cur.voice.program = prog
+            return
+        m = re.match(r"^%%MIDI\s+channel\s+(\d+)", text)
+        if m and self.cur is not None:
+            self.cur.voice.channel = int(m.group(1))
+
+    def run(self) -> Tune:
+        if len(self.text) > self.limits.max_chars:
+            self.error(f"the tune has {len(self.text)} characters, more than the limit of "
+                       f"{self.limits.max_chars}", line=None)
+            return self.tune
+        try:
+            self._run()
+        except GuardError as g:
+            self.tune.errors.append(g.finding)
+        return self.tune
+
+    def _run(self) -> None:
+        lines = self.text.split("\n")
+        continued = ""
+        for idx, raw in enumerate(lines, start=1):
+            self.line_no = idx
+            line = raw.rstrip("\r")
+            if continued:
+                line = continued + line
+                continued = ""
+            stripped = line.strip()
+            if stripped.startswith("%%"):
+                self.midi_directive(stripped)
+                continue
+            if not stripped or stripped.startswith("%"):
+                if not stripped and self.header_done and self.cur is not None and self.cur.voice.events:
+                    # a blank line ends the tune (ABC 2.1); anything after it is not this tune's music
+                    rest = "\n".join(lines[idx:]).strip()
+                    if rest and _looks_like_music("\n".join(lines[idx:])):
+                        continue
+                    if rest:
+                        break
+                continue
+            fm = _FIELD_RE.match(stripped)
+            if fm and not (self.header_done and stripped[0] in "|[" ):
+                key, value = fm.group(1), fm.group(2)
+                if "%" in value and key not in "wW":
+                    value = value.split("%", 1)[0]
+                if key == "X" and self.header_done and self.tune.n_notes:
+                    break  # the next tune begins: this reader reads one
+                if key == "T":
+                    self.tune.headers.setdefault("T", []).append(value.strip())
+                    if self.tune.title is None and value.strip():
+                        self.tune.title = value.strip()
+                    continue
+                if key not in "MLKQV":
+                    if key not in "X":
+                        self.tune.headers.setdefault(key, []).append(value.strip())
+                    continue
+                if not self.header_done:
+                    self.header_field(key, value, line.find(":") + 2)
+                    if key == "K":
+                        self.finish_header()
+                    continue
+                self.header_field(key, value, line.find(":") + 2)
+                continue
+            if not self.header_done:
+                self.finish_header(missing_k=True)
+            self.music_line(line)
+        self.finish()
+
+    def finish_header(self, missing_k: bool = False) -> None:
+        self.header_done = True
+        if missing_k:
+            self.warn("no K: field before the music; assuming K:C (write K: as the last header line)", line=None)
+        if not self.meter_seen:
+            self.warn("no M: field; assuming free meter, so bar lengths are not checked (add e.g. M:4/4)",
+                      line=None)
+        if not self.unit_seen:
+            if self.tune.meter is not None and Fraction(*self.tune.meter) < Fraction(3, 4):
+                self.tune.unit = Fraction(1, 16)
+            else:
+                self.tune.unit = Fraction(1, 8)
+            self.warn(f"no L: field; using the ABC 2.1 default L:{self.tune.unit} from the meter", line=None)
+        for vid, (name, _rest) in self.voice_decls.items():
+            self.switch_voice(vid, name)
+        self.cur = None
+
+    def finish(self) -> None:
+        if not self.header_done:
+            self.finish_header(missing_k=not self.key_seen)
+        for st in self.states.values():
+            if st.bar is not None:
+                st.bar = None
+            for line, col in st.slurs:
+                self.tune.warnings.append(Finding(
+                    message="unclosed slur: '(' has no matching ')'", line=line, column=col, bar=None,
+                    voice=st.voice.id if len(self.states) > 1 else None))
+            if st.tuplet is not None:
+                self.tune.warnings.append(Finding(
+                    message=f"tuplet is missing {st.tuplet[1]} note(s) at the end of the tune",
+                    line=st.tuplet[2], column=st.tuplet[3], voice=st.voice.id if len(self.states) > 1 else None))
+        # drop voices that were declared but never written
+        for vid in [v for v, s in self.states.items() if not s.voice.events]:
+            if len(self.states) > 1:
+                del self.tune.voices[vid]
+        if not any(v.events for v in self.tune.voices.values()):
+            self.error("the tune has no notes: write the music after the K: line", line=None)
+            return
+        if self.tune.n_notes == 0:
+            self.error("the tune has only rests", line=None)
+        self.check_bars()
+
+    def check_bars(self) -> None:
+        multi = len(self.tune.voices) > 1
+        for v in self.tune.voices.values():
+            bars = [b for b in v.bars if b.length > 0]
+            for pos, b in enumerate(bars):
+                if b.expected is None or b.length == b.expected:
+                    continue
+                short = b.length < b.expected
+                first, last = pos == 0, pos == len(bars) - 1
+                if short and (first or last or b.begins_section or b.ends_section or b.ending is not None):
+                    continue
+                if short and pos + 1 < len(bars) and (bars[pos + 1].begins_section or bars[pos + 1].ending):
+                    continue
+                assert b.expected is not None
+                den = b.meter[1] if b.meter else 4
+                has = _fmt_frac(b.length * den)
+                needs = _fmt_frac(b.expected * den)
+                who = f" of voice {v.id}" if multi else ""
+                unit = "beat" if has == "1" else "beats"
+                self.tune.warnings.append(Finding(
+                    message=f"bar {b.number}{who} has {has} {unit}, M:{b.meter_text or '?'} needs {needs}",
+                    line=b.line, column=b.column, bar=b.number, voice=v.id if multi else None))
+        if multi:
+            lengths = {vid: v.length for vid, v in self.tune.voices.items()}
+            longest = max(lengths.values())
+            for vid, ln in lengths.items():
+                if ln != longest:
+                    self.tune.warnings.append(Finding(
+                        message=f"voice {vid} lasts {_fmt_frac(ln / self.tune.unit)} units of L:{self.tune.unit} "
+                                f"but the longest voice lasts {_fmt_frac(longest / self.tune.unit)}; "
+                                "voices should have the same length",
+                        voice=vid))
+
+
+def _fmt_frac(x: Fraction) -> str:
+    if x.denominator == 1:
+        return str(x.numerator)
+    f = float(x)
+    return f"{f:.3f}".rstrip("0").rstrip(".") if abs(f * 1000 - round(f * 1000)) < 1e-9 else f"{x.numerator}/{x.denominator}"
+
+
+def _looks_like_music(rest: str) -> bool:
+    for line in rest.split("\n"):
+        s = line.strip()
+        if not s:
+            continue
+        return bool(_FIELD_RE.match(s) and s[0] in "VPTKLMQw") or s.startswith("%") or "|" in s
+    return False
+
+
+def read_tune(text: str, limits: Limits | None = None) -> Tune:
+    """Read one ABC tune (header + body). Never raises for bad music: problems become findings."""
+    return _Reader(text, limits or Limits()).run()

@@ -1,0 +1,205 @@
+"""Turn a checked tune into files people use: MIDI (always), MusicXML, WAV and SVG (when tools exist)."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+import tempfile
+from fractions import Fraction
+from pathlib import Path
+
+import mido
+
+from tools.files import atomic_write_bytes
+from tools.music.abcparse import Bar, Event, Tune, Voice
+
+TICKS_PER_QUARTER = 480
+_TICKS_PER_WHOLE = TICKS_PER_QUARTER * 4
+_MAX_EXPANDED_BARS_FACTOR = 4
+SOUNDFONT_PATHS = (
+    "/usr/share/sounds/sf2/FluidR3_GM.sf2",
+    "/usr/share/sounds/sf2/default-GM.sf2",
+    "/usr/share/soundfonts/default.sf2",
+    "/usr/share/soundfonts/FluidR3_GM.sf2",
+)
+
+
+class ConversionError(RuntimeError):
+    """A conversion could not be done; the message says why and what to install or change."""
+
+
+def play_order(bars: list[Bar]) -> list[int]:
+    """Indices of ``bars`` in playing order: repeats and first/second endings expanded (bounded)."""
+    order: list[int] = []
+    n = len(bars)
+    limit = max(n, 1) * _MAX_EXPANDED_BARS_FACTOR
+    section_start = 0
+    i = 0
+    passno = 1
+    repeated: set[int] = set()
+    while i < n and len(order) < limit:
+        b = bars[i]
+        if b.start_repeat and passno == 1:
+            section_start = i
+        if b.ending is not None and b.ending != passno:
+            i += 1
+            continue
+        order.append(i)
+        if b.end_repeat and i not in repeated:
+            repeated.add(i)
+            passno = 2
+            i = section_start
+            continue
+        if b.end_repeat or (b.ending is None and passno == 2 and i > max(repeated, default=-1)):
+            passno = 1
+            section_start = i + 1
+        elif b.ends_section and passno == 1:
+            section_start = i + 1
+        i += 1
+    return order
+
+
+def _voice_notes(voice: Voice) -> list[tuple[Fraction, Fraction, int]]:
+    """(start, duration, pitch) in whole notes with repeats expanded and ties merged."""
+    by_bar: dict[int, list[Event]] = {}
+    for ev in voice.events:
+        by_bar.setdefault(ev.bar, []).append(ev)
+    notes: list[tuple[Fraction, Fraction, int]] = []
+    open_ties: dict[int, int] = {}  # pitch -> index in notes of a note that continues
+    cursor = Fraction(0)
+    for idx in play_order(voice.bars):
+        bar = voice.bars[idx]
+        for ev in by_bar.get(bar.number, []):
+            start = cursor + (ev.start - bar.start)
+            for p in ev.pitches:
+                if p in open_ties:
+                    k = open_ties.pop(p)
+                    s0, _d0, _ = notes[k]
+                    notes[k] = (s0, start + ev.dur - s0, p)
+                    if ev.tie:
+                        open_ties[p] = k
+                    continue
+                notes.append((start, ev.dur, p))
+                if ev.tie:
+                    open_ties[p] = len(notes) - 1
+        cursor += max(bar.length, max((e.start + e.dur - bar.start for e in by_bar.get(bar.number, [])),
+                                      default=Fraction(0)))
+    return notes
+
+
+def midi_bytes(tune: Tune) -> bytes:
+    """A type-1 Standard MIDI File: a tempo/meter track and one track per voice."""
+    mid = mido.MidiFile(type=1, ticks_per_beat=TICKS_PER_QUARTER)
+    meta = mido.MidiTrack()
+    mid.tracks.append(meta)
+    if tune.title:
+        meta.append(mido.MetaMessage("track_name", name=tune.title[:120], time=0))
+    meta.append(mido.MetaMessage("set_tempo", tempo=int(round(60_000_000 / tune.tempo_qpm)), time=0))
+    if tune.meter is not None:
+        den = tune.meter[1]
+        if den & (den - 1) == 0:
+            meta.append(mido.MetaMessage("time_signature", numerator=tune.meter[0], denominator=den, time=0))
+    meta.append(mido.MetaMessage("end_of_track", time=0))
+    channels = [c for c in range(16) if c != 9]
+    for n, voice in enumerate(tune.voices.values()):
+        track = mido.MidiTrack()
+        mid.tracks.append(track)
+        track.append(mido.MetaMessage("track_name", name=(voice.name or voice.id)[:120], time=0))
+        ch = (voice.channel - 1) if voice.channel and 1 <= voice.channel <= 16 else channels[n % len(channels)]
+        if voice.program is not None:
+            track.append(mido.Message("program_change", channel=ch, program=voice.program, time=0))
+        msgs: list[tuple[int, int, int]] = []  # (tick, order, pitch); order 0 = off before on
+        for start, dur, pitch in _voice_notes(voice):
+            if not 0 <= pitch <= 127:
+                continue
+            on = int(start * _TICKS_PER_WHOLE)
+            off = max(on + 1, int((start + dur) * _TICKS_PER_WHOLE))
+            msgs.append((on, 1, pitch))
+            msgs.append((off, 0, pitch))
+        msgs.sort()
+        now = 0
+        for tick, kind, pitch in msgs:
+            typ = "note_on" if kind else "note_off"
+            track.append(mido.Message(typ, channel=ch, note=pitch, velocity=80 if kind else 0, time=tick - now))
+            now = tick
+        track.append(mido.MetaMessage("end_of_track", time=0))
+    buf = io.BytesIO()
+    mid.save(file=buf)
+    return buf.getvalue()
+
+
+def write_midi(tune: Tune, path: Path) -> Path:
+    """Write ``tune`` as MIDI to ``path`` (atomically)."""
+    if not tune.ok:
+        raise ConversionError("the tune has errors; fix them before converting")
+    return atomic_write_bytes(Path(path), midi_bytes(tune))
+
+
+def write_musicxml(abc: str, path: Path) -> Path:
+    """MusicXML through music21 (its ABC reader, our file)."""
+    import music21
+
+    try:
+        score = music21.converter.parseData(abc, format="abc")
+        exporter = music21.musicxml.m21ToXml.GeneralObjectExporter(score)
+        data = exporter.parse()
+    except Exception as e:  # music21 raises many unrelated types for one bad tune
+        raise ConversionError(f"music21 could not write MusicXML for this tune: {type(e).__name__}: {e}") from e
+    return atomic_write_bytes(Path(path), data)
+
+
+def find_soundfont() -> Path | None:
+    for p in SOUNDFONT_PATHS:
+        if Path(p).is_file():
+            return Path(p)
+    return None
+
+
+def write_wav(midi_path: Path, path: Path, timeout_s: float = 120.0) -> Path:
+    """Render MIDI to WAV with FluidSynth and a General MIDI soundfont."""
+    exe = shutil.which("fluidsynth")
+    sf = find_soundfont()
+    if exe is None or sf is None:
+        raise ConversionError(
+            "WAV needs FluidSynth and a General MIDI soundfont: install the Debian packages "
+            "'fluidsynth fluid-soundfont-gm' (macOS: brew install fluid-synth)"
+        )
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(prefix=f".{path.name}.", suffix=".wav", dir=path.parent, delete=False) as t:
+        tmp = Path(t.name)
+    try:
+        proc = subprocess.run(
+            [exe, "-ni", "-q", "-g", "0.8", "-r", "44100", "-F", str(tmp), str(sf), str(midi_path)],
+            capture_output=True, text=True, timeout=timeout_s,
+        )
+        if proc.returncode != 0 or not tmp.exists() or tmp.stat().st_size == 0:
+            raise ConversionError(f"fluidsynth failed: {(proc.stderr or proc.stdout).strip()[:300]}")
+        tmp.replace(path)
+    except subprocess.TimeoutExpired as e:
+        raise ConversionError(f"fluidsynth took longer than {timeout_s:g} s") from e
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_svg(abc: str, path: Path, timeout_s: float = 30.0) -> Path:
+    """Engrave sheet music as SVG with abcm2ps (first page)."""
+    exe = shutil.which("abcm2ps")
+    if exe is None:
+        raise ConversionError("SVG sheet music needs abcm2ps: install the Debian package 'abcm2ps'")
+    path = Path(path)
+    with tempfile.TemporaryDirectory(prefix="i2m-abcm2ps-") as d:
+        src = Path(d) / "tune.abc"
+        src.write_text(abc, encoding="utf-8")
+        out = Path(d) / "out"
+        try:
+            proc = subprocess.run([exe, "-g", "-O", str(out), str(src)], capture_output=True, text=True,
+                                  timeout=timeout_s, cwd=d)
+        except subprocess.TimeoutExpired as e:
+            raise ConversionError(f"abcm2ps took longer than {timeout_s:g} s") from e
+        pages = sorted(Path(d).glob("out*.svg"))
+        if not pages:
+            raise ConversionError(f"abcm2ps wrote no SVG: {(proc.stderr or proc.stdout).strip()[:300]}")
+        return atomic_write_bytes(path, pages[0].read_bytes())

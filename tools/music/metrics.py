@@ -1,0 +1,127 @@
+"""The paper's eight MusPy metrics, plus what the checker knows, with a one-line meaning for each.
+
+MusPy's own ABC reader is broken with music21 10, so the route is ABC -> our MIDI -> ``muspy.read_midi``.
+Values that are not available (an empty tune, a NaN from MusPy) are ``None``, never NaN.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from tools.music.abcparse import Tune
+from tools.music.convert import midi_bytes
+
+MUSPY_METRICS = (
+    "pitch_range",
+    "n_pitches_used",
+    "n_pitch_classes_used",
+    "polyphony",
+    "scale_consistency",
+    "pitch_entropy",
+    "pitch_class_entropy",
+    "empty_beat_rate",
+)
+
+METRIC_MEANINGS: dict[str, str] = {
+    "pitch_range": "distance in semitones between the lowest and the highest note",
+    "n_pitches_used": "how many different pitches occur",
+    "n_pitch_classes_used": "how many of the 12 pitch classes (C, C#, ... B) occur",
+    "polyphony": "average number of notes sounding together when anything sounds (1 = one line)",
+    "scale_consistency": "share of notes that fit the best-matching major or minor scale (1 = all)",
+    "pitch_entropy": "how evenly the pitches are used, in bits (low = a few pitches dominate)",
+    "pitch_class_entropy": "how evenly the 12 pitch classes are used, in bits (max 3.58 = atonal equality)",
+    "empty_beat_rate": "share of beats in which no note sounds (silence)",
+    "bar_consistency": "share of bars whose length matches the meter",
+    "duration_seconds": "length of the music in seconds, repeats played",
+    "key": "declared key (K:)",
+    "meter": "declared meter (M:)",
+    "tempo_qpm": "tempo in quarter notes per minute (Q:)",
+    "voices": "number of voices (parts)",
+}
+
+
+def _clean(x: Any) -> float | int | None:
+    if x is None:
+        return None
+    try:
+        f = float(x)
+    except (TypeError, ValueError):
+        return None
+    if math.isnan(f) or math.isinf(f):
+        return None
+    return int(f) if isinstance(x, int) or (float(f).is_integer() and not isinstance(x, float)) else round(f, 4)
+
+
+def muspy_metrics(midi_path: Path) -> dict[str, float | int | None]:
+    """The 8 MusPy metrics of a MIDI file; ``None`` where MusPy has no value (e.g. an empty song)."""
+    import muspy
+
+    music = muspy.read_midi(str(midi_path))
+    out: dict[str, float | int | None] = {}
+    for name in MUSPY_METRICS:
+        fn = getattr(muspy, name)
+        try:
+            out[name] = _clean(fn(music))
+        except (ValueError, ZeroDivisionError, IndexError):
+            out[name] = None
+    return out
+
+
+def bar_consistency(tune: Tune) -> float | None:
+    """Share of bars (all voices) whose length matches the meter; ``None`` in free meter."""
+    total = 0
+    good = 0
+    for v in tune.voices.values():
+        bars = [b for b in v.bars if b.length > 0 and b.expected is not None]
+        for b in bars:
+            total += 1
+            good += b.length == b.expected
+    flagged = sum(1 for w in tune.warnings if w.bar is not None and "needs" in w.message)
+    if total == 0:
+        return None
+    # pickups and closing bars are not wrong: count as consistent all bars the checker did not flag
+    return round((total - flagged) / total, 4)
+
+
+def duration_seconds(tune: Tune) -> float:
+    """Length in seconds, repeats played, at the declared tempo."""
+    from tools.music.convert import _voice_notes
+
+    end = 0.0
+    for v in tune.voices.values():
+        for start, dur, _p in _voice_notes(v):
+            end = max(end, float(start + dur))
+    return round(end * tune.seconds_per_whole, 3)
+
+
+def tune_metrics(tune: Tune, midi_path: Path | None = None) -> dict[str, Any] | None:
+    """All metrics of a valid tune, or ``None`` when the tune has errors (not available)."""
+    if not tune.ok:
+        return None
+    if midi_path is None or not Path(midi_path).exists():
+        with tempfile.TemporaryDirectory(prefix="i2m-metrics-") as d:
+            p = Path(d) / "tune.mid"
+            p.write_bytes(midi_bytes(tune))
+            m: dict[str, Any] = dict(muspy_metrics(p))
+    else:
+        m = dict(muspy_metrics(midi_path))
+    m["bar_consistency"] = bar_consistency(tune)
+    m["duration_seconds"] = duration_seconds(tune)
+    m["key"] = tune.key
+    m["meter"] = tune.meter_text
+    m["tempo_qpm"] = round(tune.tempo_qpm, 2)
+    m["voices"] = len(tune.voices)
+    return m
+
+
+def describe_metrics(metrics: dict[str, Any]) -> str:
+    """Metric values with their meanings, one per line, for prompts."""
+    lines = []
+    for name, value in metrics.items():
+        meaning = METRIC_MEANINGS.get(name, "")
+        shown = "not available" if value is None else value
+        lines.append(f"- {name} = {shown}: {meaning}")
+    return "\n".join(lines)

@@ -1,0 +1,53 @@
+"""Multimodal retrieval: top-k by image and top-k by description, merged without duplicates."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PIL import Image
+
+from tools.embedder import ClipEmbedder
+from tools.store import KnowledgeBase
+
+
+def retrieve(kb: KnowledgeBase, embedder: ClipEmbedder, image: Image.Image | None, description: str | None,
+             k: int, threshold: float | None = None) -> list[dict[str, Any]]:
+    """References ``{id, caption, abc, score, via, metadata}``; ``via`` is image, text or both.
+
+    A hit found by both queries keeps the higher score. Sorted by score, best first.
+    """
+    if k <= 0:
+        return []
+    merged: dict[str, dict[str, Any]] = {}
+    queries = []
+    if image is not None:
+        queries.append(("image", embedder.embed_images([image])[0]))
+    if description:
+        queries.append(("text", embedder.embed_texts([description])[0]))
+    for via, vec in queries:
+        for h in kb.query(vec, k):
+            if threshold is not None and h.score < threshold:
+                continue
+            if h.id in merged:
+                ref = merged[h.id]
+                ref["via"] = "both" if ref["via"] != via else via
+                ref["score"] = max(ref["score"], h.score)
+            else:
+                merged[h.id] = {"id": h.id, "caption": h.caption, "abc": h.abc, "score": h.score, "via": via,
+                                "metadata": h.metadata}
+    return sorted(merged.values(), key=lambda r: -r["score"])
+
+
+def format_examples(refs: list[dict[str, Any]], max_chars: int) -> str:
+    """The references as prompt text, each ABC cut to ``max_chars`` (at a line end where possible)."""
+    if not refs:
+        return "(no reference music is available; rely on your own knowledge of ABC notation)"
+    parts = []
+    for n, r in enumerate(refs, start=1):
+        abc = r["abc"]
+        if len(abc) > max_chars:
+            cut = abc[:max_chars]
+            nl = cut.rfind("\n")
+            abc = (cut[:nl] if nl > max_chars // 2 else cut) + "\n% ... (cut)"
+        parts.append(f"Reference {n}: {r['caption']}\n```abc\n{abc.strip()}\n```")
+    return "\n\n".join(parts)

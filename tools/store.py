@@ -1,0 +1,236 @@
+"""The knowledge base: captioned ABC music in Chroma, one collection per embedding model.
+
+We always pass our own embeddings (Chroma's default embedding function would download a model). The
+local store is thread-safe but not process-safe, so there is one client per process and a file lock
+around writes. ``I2M_CHROMA_URL`` switches to a shared Chroma server.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from filelock import FileLock
+
+COLLECTION_PREFIX = "i2m-"
+BUILD_HINT = "i2m kb build-starter"
+
+
+class StoreError(RuntimeError):
+    """The knowledge base cannot be used as asked; the message says how to fix it."""
+
+
+@dataclass
+class Entry:
+    """One piece of music in the knowledge base."""
+
+    id: str
+    caption: str
+    abc: str
+    source: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Hit:
+    id: str
+    caption: str
+    abc: str
+    score: float
+    metadata: dict[str, Any]
+
+
+def collection_name(embed_model: str) -> str:
+    digest = hashlib.sha1(embed_model.encode("utf-8")).hexdigest()[:16]
+    return f"{COLLECTION_PREFIX}{digest}"
+
+
+_CLIENTS: dict[str, Any] = {}
+_CLIENT_LOCK = threading.Lock()
+
+
+def _client(kb_dir: Path | None, url: str | None) -> Any:
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+
+    key = url or str(kb_dir)
+    with _CLIENT_LOCK:
+        if key not in _CLIENTS:
+            settings = ChromaSettings(anonymized_telemetry=False)
+            try:
+                if url:
+                    from urllib.parse import urlparse
+
+                    u = urlparse(url)
+                    _CLIENTS[key] = chromadb.HttpClient(host=u.hostname or "localhost", port=u.port or 8000,
+                                                        ssl=u.scheme == "https", settings=settings)
+                else:
+                    assert kb_dir is not None
+                    kb_dir.mkdir(parents=True, exist_ok=True)
+                    _CLIENTS[key] = chromadb.PersistentClient(path=str(kb_dir), settings=settings)
+            except Exception as e:  # chromadb raises many types for a bad dir or an unreachable server
+                where = f"the Chroma server at {url}" if url else f"the knowledge base at {kb_dir}"
+                fix = "check I2M_CHROMA_URL and that the server runs" if url else (
+                    f"move that folder away and rebuild it with `{BUILD_HINT}`")
+                raise StoreError(f"cannot open {where}: {type(e).__name__}: {str(e)[:200]}; {fix}") from e
+        return _CLIENTS[key]
+
+
+def forget_clients() -> None:
+    """Drop cached clients (tests that delete the data dir)."""
+    with _CLIENT_LOCK:
+        _CLIENTS.clear()
+
+
+class KnowledgeBase:
+    """The collection of one embedding model in a local dir or on a Chroma server."""
+
+    def __init__(self, kb_dir: Path | None, embed_model: str, url: str | None = None) -> None:
+        self.kb_dir = Path(kb_dir) if kb_dir is not None else None
+        self.embed_model = embed_model
+        self.url = url
+        self.name = collection_name(embed_model)
+        self._lock = FileLock(str(self.kb_dir / ".write.lock")) if self.kb_dir is not None and not url else None
+
+    @property
+    def client(self) -> Any:
+        return _client(self.kb_dir, self.url)
+
+    def _collections(self) -> list[Any]:
+        try:
+            return [self.client.get_collection(c.name if hasattr(c, "name") else c)
+                    for c in self.client.list_collections()]
+        except Exception as e:  # a corrupt store fails here first
+            raise StoreError(f"the knowledge base at {self.kb_dir or self.url} cannot be read "
+                             f"({type(e).__name__}); move it away and rebuild it with `{BUILD_HINT}`") from e
+
+    def _get(self) -> Any | None:
+        for c in self._collections():
+            if c.name == self.name:
+                return c
+        return None
+
+    def other_models(self) -> list[str]:
+        """Embedding models of the other i2m collections in this store."""
+        out = []
+        for c in self._collections():
+            if c.name.startswith(COLLECTION_PREFIX) and c.name != self.name:
+                out.append(str((c.metadata or {}).get("embed_model", c.name)))
+        return out
+
+    def exists(self) -> bool:
+        c = self._get()
+        return c is not None and c.count() > 0
+
+    def count(self) -> int:
+        c = self._get()
+        return 0 if c is None else int(c.count())
+
+    def info(self) -> dict[str, Any]:
+        c = self._get()
+        meta = dict(c.metadata or {}) if c is not None else {}
+        return {
+            "count": 0 if c is None else int(c.count()),
+            "embed_model": self.embed_model,
+            "dim": meta.get("dim"),
+            "collection": self.name,
+            "location": self.url or str(self.kb_dir),
+            "other_models": self.other_models(),
+        }
+
+    def _collection_for_write(self, dim: int) -> Any:
+        c = self._get()
+        if c is None:
+            c = self.client.create_collection(
+                name=self.name,
+                metadata={"embed_model": self.embed_model, "dim": dim, "hnsw:space": "cosine"},
+                embedding_function=None,
+            )
+        self._check_dim(c, dim)
+        return c
+
+    def _check_dim(self, c: Any, dim: int) -> None:
+        stored = (c.metadata or {}).get("dim")
+        if stored is not None and int(stored) != dim:
+            raise StoreError(
+                f"the knowledge base for '{self.embed_model}' holds {stored}-d vectors but the embedder gives "
+                f"{dim}-d ones; rebuild it with `{BUILD_HINT}`"
+            )
+
+    def existing_ids(self, ids: Sequence[str]) -> set[str]:
+        c = self._get()
+        if c is None or not ids:
+            return set()
+        got = c.get(ids=list(ids), include=[])
+        return set(got["ids"])
+
+    def add(self, entries: Sequence[Entry], vectors: np.ndarray) -> int:
+        """Add entries not already present (stable ids make re-ingest idempotent); returns how many."""
+        if len(entries) == 0:
+            return 0
+        if len(entries) != len(vectors):
+            raise ValueError("entries and vectors differ in length")
+        lock = self._lock
+        if lock is not None:
+            lock.acquire(timeout=600)
+        try:
+            c = self._collection_for_write(int(vectors.shape[1]))
+            have = self.existing_ids([e.id for e in entries])
+            keep = [(e, v) for e, v in zip(entries, vectors, strict=True) if e.id not in have]
+            if not keep:
+                return 0
+            c.add(
+                ids=[e.id for e, _ in keep],
+                embeddings=[v.astype(np.float32).tolist() for _, v in keep],
+                documents=[e.caption for e, _ in keep],
+                metadatas=[_clean_meta({**e.metadata, "abc": e.abc, "source": e.source}) for e, _ in keep],
+            )
+            return len(keep)
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def query(self, vector: np.ndarray, k: int) -> list[Hit]:
+        """The ``k`` nearest entries by cosine similarity (score = similarity, higher is closer)."""
+        c = self._get()
+        if c is None or k <= 0:
+            if c is None and self.other_models():
+                raise StoreError(
+                    f"the knowledge base was built with {', '.join(self.other_models())}, not with "
+                    f"'{self.embed_model}': set I2M_EMBED_MODEL to that model, or build a base for this one "
+                    f"with `{BUILD_HINT}`"
+                )
+            return []
+        self._check_dim(c, int(vector.shape[-1]))
+        n = c.count()
+        if n == 0:
+            return []
+        res = c.query(query_embeddings=[vector.astype(np.float32).tolist()], n_results=min(k, n),
+                      include=["documents", "metadatas", "distances"])
+        hits = []
+        for i, doc, meta, dist in zip(res["ids"][0], res["documents"][0], res["metadatas"][0],
+                                      res["distances"][0], strict=True):
+            meta = dict(meta or {})
+            abc = str(meta.pop("abc", ""))
+            hits.append(Hit(id=i, caption=doc or "", abc=abc, score=round(1.0 - float(dist), 6), metadata=meta))
+        return hits
+
+
+def _clean_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    """Chroma metadata values must be str, int, float or bool."""
+    out: dict[str, Any] = {}
+    for k, v in meta.items():
+        if v is None:
+            continue
+        if isinstance(v, (str, int, float, bool)):
+            out[k] = v
+        elif isinstance(v, (list, tuple)):
+            out[k] = ", ".join(str(x) for x in v)
+        else:
+            out[k] = str(v)
+    return out

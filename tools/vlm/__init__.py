@@ -1,0 +1,59 @@
+"""Vision-language models behind one interface; backends are imported lazily."""
+
+from __future__ import annotations
+
+import re
+import threading
+from pathlib import Path
+
+from tools.vlm.base import VLM, GenerationSettings, VLMError, VLMResult
+
+__all__ = ["VLM", "GenerationSettings", "VLMError", "VLMResult", "make_vlm", "strip_think"]
+
+_CACHE: dict[tuple[object, ...], VLM] = {}
+_LOCK = threading.Lock()
+
+
+def make_vlm(backend: str, model: str, *, replay_file: Path | None = None, device: str = "auto",
+             dtype: str = "auto", trust_remote_code: bool = False, max_pixels: int = 512 * 512,
+             base_url: str | None = None, api_key: str | None = None, timeout_s: float = 300.0,
+             replay_delay_s: float = 0.0) -> VLM:
+    """The VLM for these settings; local models are loaded once per process and reused."""
+    match backend:
+        case "replay":
+            if replay_file is None:
+                raise VLMError("the replay backend needs a file: set I2M_REPLAY_FILE or pass --replay FILE")
+            from tools.vlm.replay import ReplayVLM
+
+            return ReplayVLM(replay_file, delay_s=replay_delay_s)
+        case "transformers":
+            key = ("transformers", model, device, dtype, trust_remote_code, max_pixels)
+            with _LOCK:
+                if key not in _CACHE:
+                    from tools.vlm.hf import TransformersVLM
+
+                    _CACHE[key] = TransformersVLM(model, device=device, dtype=dtype,
+                                                  trust_remote_code=trust_remote_code, max_pixels=max_pixels)
+                return _CACHE[key]
+        case "openai":
+            from tools.vlm.openai_compat import OpenAIVLM
+
+            if not base_url:
+                raise VLMError("the openai backend needs a server: set I2M_VLM_BASE_URL, "
+                               "e.g. http://localhost:8000/v1 for vLLM or http://localhost:11434/v1 for Ollama")
+            return OpenAIVLM(base_url=base_url, model=model, api_key=api_key, timeout_s=timeout_s,
+                             max_pixels=max_pixels)
+        case _:
+            raise VLMError(f"unknown VLM backend '{backend}': use transformers, replay or openai")
+
+
+_THINK = re.compile(r"<think>.*?</think>", re.S | re.I)
+
+
+def strip_think(text: str) -> str:
+    """The answer without reasoning sections (an unclosed <think> hides everything after it)."""
+    out = _THINK.sub("", text)
+    m = re.search(r"<think>", out, re.I)
+    if m:
+        out = out[: m.start()]
+    return re.sub(r"</think>", "", out, flags=re.I).strip()

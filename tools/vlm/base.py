@@ -1,0 +1,65 @@
+"""The interface every VLM backend implements."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+from PIL import Image
+
+
+class VLMError(RuntimeError):
+    """A model could not be loaded or could not answer; the message says what to do."""
+
+
+@dataclass
+class GenerationSettings:
+    """Per-call generation settings (from config, per node)."""
+
+    max_new_tokens: int = 1024
+    temperature: float = 0.7
+    top_p: float = 0.9
+    seed: int = 0
+
+
+@dataclass
+class VLMResult:
+    """One answer. ``token_attention`` holds, per generated token, its attention to the image grid
+    (averaged over layers and heads), when the backend could capture it; ``grid`` is (rows, cols)."""
+
+    text: str
+    token_attention: np.ndarray | None = None  # [n_tokens, rows*cols]
+    grid: tuple[int, int] | None = None
+    token_offsets: list[int] = field(default_factory=list)  # char offset in text where each token ends
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def attention_map(self, start_char: int = 0, end_char: int | None = None) -> np.ndarray | None:
+        """Mean attention over the tokens that produced ``text[start_char:end_char]`` (paper eq. 2)."""
+        if self.token_attention is None or self.grid is None or len(self.token_attention) == 0:
+            return None
+        rows = self.token_attention
+        if self.token_offsets and (start_char > 0 or end_char is not None):
+            end = end_char if end_char is not None else len(self.text)
+            idx = [i for i, off in enumerate(self.token_offsets[: len(rows)]) if start_char < off <= end + 1]
+            if not idx:
+                return None
+            rows = rows[idx]
+        return rows.mean(axis=0).reshape(self.grid)
+
+
+class VLM(Protocol):
+    """A vision-language model that answers a text prompt about one image."""
+
+    name: str
+
+    def generate(
+        self,
+        *,
+        node: str,
+        prompt: str,
+        image: Image.Image,
+        call_index: int,
+        settings: GenerationSettings,
+        capture_attention: bool = False,
+    ) -> VLMResult: ...

@@ -1,0 +1,63 @@
+"""Serve recorded answers from a JSONL file: the k-th call of a node gets the k-th line for that node."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from PIL import Image
+
+from tools.vlm.base import GenerationSettings, VLMError, VLMResult
+
+NODES = ("describe", "compose", "reflect", "explain", "judge")
+
+
+def read_calls(path: Path) -> dict[str, list[str]]:
+    """Group the texts of a ``vlm_calls.jsonl`` / replay file by node, in file order."""
+    by_node: dict[str, list[str]] = {}
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise VLMError(f"cannot read replay file {path}: {e.strerror or e}") from e
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise VLMError(f"replay file {path}, line {n}: not JSON ({e.msg})") from e
+        if not isinstance(obj, dict) or not isinstance(obj.get("node"), str) or not isinstance(obj.get("text"), str):
+            raise VLMError(f'replay file {path}, line {n}: expected {{"node": "...", "text": "..."}}')
+        by_node.setdefault(obj["node"], []).append(obj["text"])
+    return by_node
+
+
+class ReplayVLM:
+    """Answers from a file, for offline runs, tests and exact re-runs of a recorded run."""
+
+    def __init__(self, path: Path, delay_s: float = 0.0) -> None:
+        self.path = Path(path)
+        self.name = f"replay:{self.path.name}"
+        self.delay_s = delay_s
+        self.calls = read_calls(self.path)
+
+    def generate(
+        self,
+        *,
+        node: str,
+        prompt: str,
+        image: Image.Image,
+        call_index: int,
+        settings: GenerationSettings,
+        capture_attention: bool = False,
+    ) -> VLMResult:
+        answers = self.calls.get(node, [])
+        if call_index >= len(answers):
+            raise VLMError(
+                f"replay file {self.path} has {len(answers)} answer(s) for node '{node}', "
+                f"but this run needs answer {call_index + 1}: add more lines with \"node\": \"{node}\""
+            )
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        return VLMResult(text=answers[call_index])
