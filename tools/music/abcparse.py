@@ -729,9 +729,10 @@ class _Reader:
     def chord(self, st: _VoiceState, s: str, i: int) -> int:
         col = i + 1
         j = s.find("]", i + 1)
-        if j < 0:
-            self.error("unclosed chord: '[' has no matching ']' on this line", col)
-            return len(s)
+        bar = s.find("|", i + 1)
+        if j < 0 or (0 <= bar < j):
+            self.error("unclosed chord: '[' has no matching ']' before the bar line", col)
+            return i + 1
         inner = s[i + 1:j]
         pitches: list[int] = []
         first_len: Fraction | None = None

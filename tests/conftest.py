@@ -1,0 +1,116 @@
+"""Shared fixtures: an isolated home per test, no network, tiny models built once per session."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+DATA = Path(__file__).resolve().parent / "data"
+ABC_DIR = DATA / "abc"
+ROOT = Path(__file__).resolve().parents[1]
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+
+_LOOPBACK = ("127.0.0.1", "::1", "localhost", "0.0.0.0")
+_real_connect = socket.socket.connect
+
+
+def _guarded_connect(self: socket.socket, address: Any) -> Any:
+    host = address[0] if isinstance(address, tuple) else address
+    if self.family == socket.AF_UNIX or str(host) in _LOOPBACK or str(host).startswith("127."):
+        return _real_connect(self, address)
+    raise AssertionError(f"a test tried to open a network connection to {address!r}")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_network() -> Any:
+    socket.socket.connect = _guarded_connect  # type: ignore[method-assign]
+    yield
+    socket.socket.connect = _real_connect  # type: ignore[method-assign]
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own I2M_HOME and caches, and runs in an empty working directory."""
+    home = tmp_path / "i2m-home"
+    monkeypatch.setenv("I2M_HOME", str(home))
+    monkeypatch.setenv("I2M_KB_AUTO_BUILD", "false")
+    monkeypatch.setenv("MPLCONFIGDIR", str(tmp_path / "mpl"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    for var in [v for v in os.environ if v.startswith("I2M_") and v not in ("I2M_HOME", "I2M_KB_AUTO_BUILD")]:
+        monkeypatch.delenv(var, raising=False)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    return home
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tiny_models import build_tiny_clip
+
+    return build_tiny_clip(tmp_path_factory.mktemp("models") / "tiny-clip")
+
+
+@pytest.fixture(scope="session")
+def tiny_llava(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tiny_models import build_tiny_llava
+
+    return build_tiny_llava(tmp_path_factory.mktemp("models") / "tiny-llava")
+
+
+@pytest.fixture
+def image_path(tmp_path: Path) -> Path:
+    """A small real PNG (the example picture, downscaled)."""
+    from PIL import Image
+
+    p = tmp_path / "img.png"
+    Image.open(ROOT / "examples" / "sunset_lighthouse.png").resize((96, 64)).save(p)
+    return p
+
+
+def write_replay(path: Path, calls: list[tuple[str, str]]) -> Path:
+    path.write_text("".join(json.dumps({"node": n, "text": t}) + "\n" for n, t in calls), encoding="utf-8")
+    return path
+
+
+def fenced(abc: str, prose: str = "Here is the music.") -> str:
+    return f"{prose}\n\n```abc\n{abc.strip()}\n```\n\nI chose a calm tempo."
+
+
+GOOD_ABC = """X:1
+T:Calm Harbour
+M:4/4
+L:1/8
+Q:1/4=80
+K:G
+% [theme]
+G2 B2 d2 B2 | c2 A2 F2 D2 | G2 B2 d2 g2 | f4 d4 |
+% [ending]
+e2 c2 A2 F2 | G2 D2 B,2 D2 | G8 |]
+"""
+
+BROKEN_ABC = """X:1
+T:Broken
+M:4/4
+L:1/8
+K:G
+[GBd2 c2 A2 | G/0 A2 |
+"""
+
+WARN_ABC = """X:1
+T:Short bars
+M:6/4
+L:1/4
+Q:60
+K:Am
+E A | D G | A D | E A | C E | A2 A2 A2 |]
+"""

@@ -1,0 +1,41 @@
+"""Settings from env, .env and flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from graph.config import Settings, load_settings
+
+
+def test_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("I2M_HOME")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    s = Settings()
+    assert s.home == tmp_path / "xdg" / "image2music"
+    assert s.vlm_backend == "transformers" and s.embed_model == "zer0int/LongCLIP-GmP-ViT-L-14"
+    assert (s.max_parse_retries, s.refine_rounds, s.top_k) == (3, 1, 1)
+
+
+def test_env_dotenv_and_flags(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    Path(".env").write_text("I2M_REFINE_ROUNDS=2\nI2M_TOP_K=3\n")
+    monkeypatch.setenv("I2M_TOP_K", "4")
+    s = load_settings(max_parse_retries=5)
+    assert (s.refine_rounds, s.top_k, s.max_parse_retries) == (2, 4, 5)
+
+
+def test_invalid_values_are_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("I2M_VLM_BACKEND", "magic")
+    with pytest.raises(ValidationError):
+        Settings()
+    monkeypatch.delenv("I2M_VLM_BACKEND")
+    with pytest.raises(ValidationError):
+        load_settings(refine_rounds=-1)
+
+
+def test_env_example_documents_every_setting() -> None:
+    text = (Path(__file__).resolve().parents[2] / ".env.example").read_text()
+    for name in Settings.model_fields:
+        assert f"I2M_{name.upper()}" in text, name

@@ -1,0 +1,33 @@
+"""Attention grids and the heat-map overlay."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from tools.attention import image_grid, normalise, overlay, save_overlay
+
+
+def test_grid_for_qwen_llava_and_tiles() -> None:
+    (r, c), idx = image_grid(12, {"image_grid_thw": torch.tensor([[1, 6, 8]])}, None, merge_size=2)
+    assert (r, c) == (3, 4) and len(idx) == 12
+    (r, c), idx = image_grid(16, {}, None)
+    assert (r, c) == (4, 4)
+    (r, c), idx = image_grid(5 * 9, {}, None, tile_tokens=9)  # 4 tiles + the global view
+    assert (r, c) == (3, 3) and list(idx) == list(range(36, 45))
+    (r, c), idx = image_grid(7, {}, None)
+    assert (r, c) == (1, 7)
+
+
+def test_overlay_png(tmp_path: Path) -> None:
+    img = Image.new("RGB", (64, 48), (100, 100, 100))
+    grid = np.zeros((4, 4))
+    grid[0, 0] = 1.0
+    out = overlay(img, grid)
+    assert out.size == img.size and out.getpixel((2, 2)) != out.getpixel((60, 44))
+    p = save_overlay(img, grid, tmp_path / "a.png")
+    assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert normalise(np.ones((2, 2))).max() == 0

@@ -1,0 +1,140 @@
+"""The checker on model-style outputs: one small fixture file per case."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from conftest import ABC_DIR
+
+from tools.music.abcparse import Limits
+from tools.music.check import check_abc
+
+
+def check_file(name: str):  # noqa: ANN201
+    return check_abc((ABC_DIR / name).read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize(
+    ("name", "title"),
+    [
+        ("fenced_abc.txt", "Harbour Dawn"),
+        ("plain_fence.txt", "Plain Fence"),
+        ("unfenced_prose.txt", "Forest Waltz"),
+        ("several_tunes.txt", "Final Version"),
+        ("think.txt", "After Thinking"),
+        ("no_x.txt", "No Number"),
+        ("markdown.txt", "Night Sky"),
+        ("tuplets_ok.abc", "Tuplets"),
+        ("broken_rhythm_ok.abc", "Broken Rhythm"),
+        ("chords_grace_ties_ok.abc", "Chords Grace Ties"),
+        ("inline_meter_ok.abc", "Meter Changes"),
+        ("pickup_ok.abc", "Pickup and Repeats"),
+    ],
+)
+def test_valid_outputs_have_no_findings(name: str, title: str) -> None:
+    r = check_file(name)
+    assert r.extracted and r.ok, r.to_dict()
+    assert r.title == title
+    assert r.warnings == [], [w.render() for w in r.warnings]
+
+
+def test_commentary_is_the_prose_around_the_tune() -> None:
+    r = check_file("fenced_abc.txt")
+    assert "gentle piece" in r.commentary and "rocking of the boats" in r.commentary
+    assert "X:1" not in r.commentary
+    u = check_file("unfenced_prose.txt")
+    assert u.commentary.startswith("I imagined") and "E minor" in u.commentary
+
+
+def test_think_section_is_ignored() -> None:
+    r = check_file("think.txt")
+    assert "Thinking Draft" not in r.abc and "think" not in r.commentary.lower()
+
+
+def test_refusal_is_a_clear_error() -> None:
+    r = check_file("refusal.txt")
+    assert not r.extracted and not r.ok
+    assert "no ABC tune found" in r.errors[0].message
+
+
+@pytest.mark.parametrize(
+    ("name", "needle", "line", "column"),
+    [
+        ("unclosed_chord.abc", "unclosed chord", 6, 1),
+        ("zero_length.abc", "impossible note length", 6, 4),
+        ("unknown_key.abc", "unknown key", 5, 3),
+        ("unknown_meter.abc", "unknown meter", 3, 3),
+        ("hostile_long_note.abc", "out of range", 6, 1),
+    ],
+)
+def test_errors_are_located(name: str, needle: str, line: int, column: int) -> None:
+    r = check_file(name)
+    assert not r.ok
+    hit = [e for e in r.errors if needle in e.message]
+    assert hit, [e.render() for e in r.errors]
+    assert (hit[0].line, hit[0].column) == (line, column)
+
+
+@pytest.mark.parametrize(
+    ("name", "needle"),
+    [
+        ("unclosed_slur.abc", "unclosed slur"),
+        ("unclosed_tuplet.abc", "tuplet"),
+        ("missing_headers.abc", "no L: field"),
+        ("missing_headers.abc", "no M: field"),
+    ],
+)
+def test_warnings_keep_the_tune_valid(name: str, needle: str) -> None:
+    r = check_file(name)
+    assert r.ok
+    assert any(needle in w.message for w in r.warnings), [w.render() for w in r.warnings]
+
+
+def test_missing_l_uses_the_abc21_default_from_the_meter() -> None:
+    r = check_abc("X:1\nT:t\nM:2/4\nK:C\nCDEF GABc|c4|]\n", extract=False)
+    assert r.tune is not None and str(r.tune.unit) == "1/16"
+    r = check_abc("X:1\nT:t\nM:4/4\nK:C\nCDEF GABc|c8|]\n", extract=False)
+    assert r.tune is not None and str(r.tune.unit) == "1/8"
+
+
+def test_fig2_bar_lengths_are_flagged_with_beats() -> None:
+    r = check_file("fig2_bars.abc")
+    assert r.ok
+    msgs = [w.message for w in r.warnings]
+    assert "bar 2 has 1.5 beats, M:6/4 needs 6" in msgs
+    assert len([m for m in msgs if "needs 6" in m]) >= 8
+    w = next(w for w in r.warnings if w.bar == 2)
+    assert (w.line, w.column) == (8, 13)
+
+
+def test_voices_are_checked_separately_and_against_each_other() -> None:
+    r = check_file("voices_mismatch.abc")
+    assert r.ok and r.parts == 2
+    assert any(w.voice == "LH" and w.bar == 3 and "3 beats" in w.message for w in r.warnings)
+    assert any("voice LH lasts" in w.message for w in r.warnings)
+    assert r.tune is not None
+    assert r.tune.voices["LH"].program == 32 and r.tune.voices["RH"].name == "Right hand"
+
+
+def test_hostile_input_is_rejected_fast() -> None:
+    t0 = time.perf_counter()
+    r = check_file("hostile_long_note.abc")
+    assert not r.ok and time.perf_counter() - t0 < 0.5
+    many = "X:1\nT:t\nM:4/4\nL:1/8\nK:C\n" + "CDEFGABc|" * 5000
+    t0 = time.perf_counter()
+    r = check_abc(many, Limits(max_notes=1000), extract=False)
+    assert not r.ok and "more than 1000 notes" in r.errors[0].message
+    assert time.perf_counter() - t0 < 0.5
+    huge = "X:1\nT:t\nM:4/4\nL:1/8\nK:C\n" + "C" * 200_000
+    r = check_abc(huge, extract=False)
+    assert not r.ok and "characters" in r.errors[0].message
+    long_piece = "X:1\nT:t\nM:4/4\nL:1\nQ:1/4=30\nK:C\n" + "C16|" * 40
+    r = check_abc(long_piece, Limits(max_seconds=600), extract=False)
+    assert not r.ok and "lasts more than 600 s" in r.errors[0].message
+
+
+def test_to_dict_shape() -> None:
+    d = check_file("voices_mismatch.abc").to_dict()
+    assert set(d) == {"extracted", "title", "ok", "errors", "warnings", "parts"}
+    assert set(d["warnings"][0]) == {"line", "column", "bar", "voice", "message"}

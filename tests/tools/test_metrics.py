@@ -1,0 +1,54 @@
+"""The 8 MusPy metrics plus checker facts; never NaN."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from conftest import ABC_DIR, GOOD_ABC
+
+from tools.music.abcparse import read_tune
+from tools.music.metrics import METRIC_MEANINGS, MUSPY_METRICS, describe_metrics, tune_metrics
+
+
+def test_all_metrics_present_and_meaningful() -> None:
+    m = tune_metrics(read_tune(GOOD_ABC))
+    assert m is not None
+    for name in MUSPY_METRICS:
+        assert name in m and m[name] is not None, name
+        assert name in METRIC_MEANINGS
+    assert m["pitch_range"] == 79 - 59  # B, (59) .. g (79)
+    assert m["n_pitch_classes_used"] == 7
+    assert m["polyphony"] == 1.0
+    assert m["scale_consistency"] == 1.0
+    assert m["bar_consistency"] == 1.0
+    assert m["voices"] == 1 and m["key"] == "G" and m["meter"] == "4/4" and m["tempo_qpm"] == 80.0
+    assert m["duration_seconds"] == 21.0  # 7 bars of 4 beats at 80 bpm
+
+
+def test_failed_tune_has_no_metrics() -> None:
+    assert tune_metrics(read_tune("X:1\nT:t\nM:4/4\nL:1/8\nK:Zmaj\nC|\n")) is None
+
+
+def test_bar_consistency_counts_flagged_bars() -> None:
+    m = tune_metrics(read_tune((ABC_DIR / "fig2_bars.abc").read_text()))
+    assert m is not None and 0 < m["bar_consistency"] < 0.5
+
+
+def test_rest_only_metrics_are_none_not_nan(tmp_path: Path) -> None:
+    from tools.music.metrics import muspy_metrics
+
+    import mido
+
+    mid = mido.MidiFile()
+    mid.tracks.append(mido.MidiTrack())
+    p = tmp_path / "empty.mid"
+    mid.save(str(p))
+    m = muspy_metrics(p)
+    assert "NaN" not in json.dumps(m)
+
+
+def test_describe_metrics_lines() -> None:
+    text = describe_metrics({"pitch_range": 12, "polyphony": None})
+    assert "pitch_range = 12: distance in semitones" in text
+    assert "polyphony = not available" in text

@@ -1,0 +1,76 @@
+"""VLM backends: replay and transformers (tiny random LLaVA built offline)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import write_replay
+from PIL import Image
+
+from tools.vlm import GenerationSettings, VLMError, make_vlm, strip_think
+from tools.vlm.replay import ReplayVLM
+
+IMG = Image.new("RGB", (64, 48), (120, 80, 200))
+
+
+def test_replay_serves_kth_answer_per_node(tmp_path: Path) -> None:
+    f = write_replay(tmp_path / "r.jsonl", [("compose", "a"), ("describe", "d"), ("compose", "b")])
+    vlm = ReplayVLM(f)
+    s = GenerationSettings()
+    assert vlm.generate(node="compose", prompt="p", image=IMG, call_index=1, settings=s).text == "b"
+    assert vlm.generate(node="describe", prompt="p", image=IMG, call_index=0, settings=s).text == "d"
+    with pytest.raises(VLMError, match="has 2 answer\\(s\\) for node 'compose'"):
+        vlm.generate(node="compose", prompt="p", image=IMG, call_index=2, settings=s)
+
+
+def test_replay_file_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"node": "compose"}\n')
+    with pytest.raises(VLMError, match="line 1"):
+        ReplayVLM(bad)
+    with pytest.raises(VLMError, match="cannot read replay file"):
+        ReplayVLM(tmp_path / "missing.jsonl")
+    with pytest.raises(VLMError, match="needs a file"):
+        make_vlm("replay", "x")
+
+
+def test_strip_think() -> None:
+    assert strip_think("<think>hmm</think>Answer") == "Answer"
+    assert strip_think("Answer <think>unfinished") == "Answer"
+
+
+def test_transformers_backend_generates_with_attention(tiny_llava: Path) -> None:
+    vlm = make_vlm("transformers", str(tiny_llava))
+    assert make_vlm("transformers", str(tiny_llava)) is vlm  # loaded once per process
+    res = vlm.generate(node="describe", prompt="Describe the image.", image=IMG, call_index=0,
+                       settings=GenerationSettings(max_new_tokens=12, temperature=0.0), capture_attention=True)
+    assert isinstance(res.text, str)
+    assert res.grid == (4, 4)  # 32x32 image, 8x8 patches
+    assert res.token_attention is not None and res.token_attention.shape == (res.meta["new_tokens"], 16)
+    grid = res.attention_map()
+    assert grid is not None and grid.shape == (4, 4) and np.all(grid >= 0)
+    # the attention implementation is restored after the call
+    assert vlm.model.config._attn_implementation != "eager"  # type: ignore[attr-defined]
+
+
+def test_transformers_greedy_is_repeatable(tiny_llava: Path) -> None:
+    vlm = make_vlm("transformers", str(tiny_llava))
+    s = GenerationSettings(max_new_tokens=8, temperature=0.0)
+    a = vlm.generate(node="compose", prompt="Write music.", image=IMG, call_index=0, settings=s)
+    b = vlm.generate(node="compose", prompt="Write music.", image=IMG, call_index=0, settings=s)
+    assert a.text == b.text and a.token_attention is None
+
+
+def test_missing_model_is_one_clear_message() -> None:
+    with pytest.raises(VLMError) as e:
+        make_vlm("transformers", "no-such-org/no-such-vlm-123")
+    msg = str(e.value)
+    assert "cannot load the VLM 'no-such-org/no-such-vlm-123'" in msg
+    assert "hf download" in msg and "I2M_VLM_MODEL" in msg and "Traceback" not in msg
+
+
+def test_unknown_backend() -> None:
+    with pytest.raises(VLMError, match="unknown VLM backend"):
+        make_vlm("nope", "x")
