@@ -17,13 +17,8 @@ NODE_IDS = ("describe", "retrieve", "compose", "parse_check", "evaluate", "refle
 def build_graph(checkpointer: Any = None) -> Any:
     """The compiled graph; pass a checkpointer to make runs durable and resumable."""
     g = StateGraph(State, context_schema=RunContext, input_schema=InputState, output_schema=State)
-    g.add_node("describe", nodes.describe)
-    g.add_node("retrieve", nodes.retrieve)
-    g.add_node("compose", nodes.compose)
-    g.add_node("parse_check", nodes.parse_check)
-    g.add_node("evaluate", nodes.evaluate)
-    g.add_node("reflect", nodes.reflect)
-    g.add_node("explain", nodes.explain)
+    for name in NODE_IDS:
+        g.add_node(name, getattr(nodes, name))
     g.add_edge(START, "describe")
     g.add_edge("describe", "retrieve")
     g.add_edge("retrieve", "compose")

@@ -17,7 +17,7 @@ from rich.console import Console
 F = TypeVar("F", bound=Callable[..., Any])
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
-out = Console(highlight=False)
+out = Console(highlight=False, soft_wrap=True)
 
 NODE_DETAILS: dict[str, Callable[[dict[str, Any]], str]] = {
     "describe": lambda u: f"{len((u.get('description') or '').split())} words",
@@ -98,12 +98,19 @@ def main() -> None:
 
 def model_options(fn: F) -> F:
     opts = [
-        click.option("--vlm-backend", type=click.Choice(["transformers", "replay", "openai"]),
-                     help="VLM backend [env I2M_VLM_BACKEND]."),
+        click.option(
+            "--vlm-backend",
+            type=click.Choice(["transformers", "replay", "openai"]),
+            help="VLM backend [env I2M_VLM_BACKEND].",
+        ),
         click.option("--vlm-model", help="VLM hub id or local folder (served name for openai) [env I2M_VLM_MODEL]."),
         click.option("--embed-model", help="CLIP hub id or local folder [env I2M_EMBED_MODEL]."),
-        click.option("--replay", "replay_file", type=click.Path(path_type=Path),
-                     help="JSONL of recorded answers for the replay backend [env I2M_REPLAY_FILE]."),
+        click.option(
+            "--replay",
+            "replay_file",
+            type=click.Path(path_type=Path),
+            help="JSONL of recorded answers for the replay backend [env I2M_REPLAY_FILE].",
+        ),
         click.option("--refine-rounds", type=int, help="Reflect rounds, 0 skips reflect [env I2M_REFINE_ROUNDS]."),
         click.option("--max-parse-retries", type=int, help="Retries after a parse error [env I2M_MAX_PARSE_RETRIES]."),
         click.option("--top-k", type=int, help="Hits per query (image and description) [env I2M_TOP_K]."),
@@ -135,8 +142,15 @@ class NodeProgress:
     def __exit__(self, *exc: object) -> None:
         self.status.__exit__(None, None, None)
 
-    NEXT = {"describe": "retrieving references", "retrieve": "composing", "compose": "checking the ABC",
-            "parse_check": "working", "evaluate": "working", "reflect": "checking the ABC", "explain": "writing files"}
+    NEXT = {
+        "describe": "retrieving references",
+        "retrieve": "composing",
+        "compose": "checking the ABC",
+        "parse_check": "working",
+        "evaluate": "working",
+        "reflect": "checking the ABC",
+        "explain": "writing files",
+    }
 
     def __call__(self, node: str, update: dict[str, Any]) -> None:
         secs = (update.get("timings") or [0.0])[-1]
@@ -147,9 +161,17 @@ class NodeProgress:
 
 @main.command()
 @click.argument("image", type=click.Path(path_type=Path))
-@click.option("-o", "--output", "output", type=click.Path(path_type=Path), help="Run dir (default: a new dir under I2M_HOME/runs).")
+@click.option(
+    "-o",
+    "--output",
+    "output",
+    type=click.Path(path_type=Path),
+    help="Run dir (default: a new dir under I2M_HOME/runs).",
+)
 @model_options
-@click.option("--prompt", "prompt_files", multiple=True, metavar="NODE=FILE", help="Use FILE as the prompt of NODE (repeatable).")
+@click.option(
+    "--prompt", "prompt_files", multiple=True, metavar="NODE=FILE", help="Use FILE as the prompt of NODE (repeatable)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print run.json to stdout.")
 @handle_errors
 def compose(image: Path, output: Path | None, prompt_files: tuple[str, ...], as_json: bool, **flags: Any) -> None:
@@ -163,8 +185,14 @@ def compose(image: Path, output: Path | None, prompt_files: tuple[str, ...], as_
     overrides = parse_prompt_overrides(prompt_files)
     err.print(f"[bold]i2m[/bold] composing for {image} with {settings.vlm_backend}:{settings.vlm_model}")
     with NodeProgress(err) as progress:
-        result = compose_image(image, settings, run_dir=output, prompt_overrides=overrides, on_event=progress,
-                               notify=lambda m: err.print(f"[yellow]{m}[/yellow]"))
+        result = compose_image(
+            image,
+            settings,
+            run_dir=output,
+            prompt_overrides=overrides,
+            on_event=progress,
+            notify=lambda m: err.print(f"[yellow]{m}[/yellow]"),
+        )
     rec = result.record
     if as_json:
         out.print_json(json.dumps(rec, ensure_ascii=False))
@@ -181,3 +209,210 @@ def compose(image: Path, output: Path | None, prompt_files: tuple[str, ...], as_
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+# --- ABC tools -------------------------------------------------------------------------------------------
+
+
+def _read_input(path: str) -> str:
+    if path == "-":
+        return sys.stdin.read()
+    p = Path(path)
+    if not p.is_file():
+        raise click.BadParameter(f"file not found: {path}", param_hint="FILE")
+    return p.read_text(encoding="utf-8", errors="replace")
+
+
+@main.group()
+def abc() -> None:
+    """Check and render ABC notation (model output with prose around it is fine)."""
+
+
+@abc.command("check")
+@click.argument("file", metavar="FILE|-")
+@click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
+@handle_errors
+def abc_check(file: str, as_json: bool) -> None:
+    """Check the tune in FILE (or stdin): located errors and warnings. Exit 0 when ok, 1 when not.
+
+    Example: i2m abc check answer.txt --json
+    """
+    from graph.config import load_settings
+    from tools.music.check import check_abc
+
+    result = check_abc(_read_input(file), load_settings().abc_limits)
+    if as_json:
+        out.print_json(json.dumps(result.to_dict(), ensure_ascii=False))
+    else:
+        verdict = "[green]ok[/green]" if result.ok else "[red]not ok[/red]"
+        out.print(f"{verdict}  title: {result.title!r}  voices: {result.parts}")
+        for f in result.errors:
+            out.print(f"  [red]error[/red]   {f.render()}", markup=True)
+        for f in result.warnings:
+            out.print(f"  [yellow]warning[/yellow] {f.render()}")
+    sys.exit(0 if result.ok else 1)
+
+
+@abc.command("render")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--to", "fmt", type=click.Choice(["mid", "musicxml", "wav", "svg"]), required=True)
+@click.option(
+    "-o", "--output", type=click.Path(path_type=Path), help="Output file (default: FILE with the new suffix)."
+)
+@handle_errors
+def abc_render(file: Path, fmt: str, output: Path | None) -> None:
+    """Render the tune in FILE as MIDI, MusicXML, WAV (FluidSynth) or SVG (abcm2ps).
+
+    Example: i2m abc render music.abc --to wav
+    """
+    import tempfile
+
+    from graph.config import load_settings
+    from tools.music.check import check_abc
+    from tools.music.convert import ConversionError, write_midi, write_musicxml, write_svg, write_wav
+
+    result = check_abc(_read_input(str(file)), load_settings().abc_limits)
+    if not result.ok or result.tune is None:
+        for f in result.errors:
+            err.print(f"  error {f.render()}")
+        fail(f"{file} has errors; fix them before rendering (see `i2m abc check {file}`)", 1)
+    assert result.tune is not None
+    target = output or file.with_suffix("." + fmt)
+    try:
+        if fmt == "mid":
+            write_midi(result.tune, target)
+        elif fmt == "musicxml":
+            write_musicxml(result.abc, target)
+        elif fmt == "svg":
+            write_svg(result.abc, target)
+        else:
+            with tempfile.TemporaryDirectory(prefix="i2m-render-") as d:
+                mid = write_midi(result.tune, Path(d) / "tune.mid")
+                write_wav(mid, target)
+    except ConversionError as e:
+        fail(str(e), 1)
+    err.print(f"wrote {target}")
+
+
+@main.command("metrics")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+@handle_errors
+def metrics_cmd(file: Path, as_json: bool) -> None:
+    """The 8 MusPy metrics (and checker facts for ABC) of an .abc or .mid FILE.
+
+    Example: i2m metrics music.abc --json
+    """
+    from graph.config import load_settings
+    from tools.music.check import check_abc
+    from tools.music.metrics import METRIC_MEANINGS, muspy_metrics, tune_metrics
+
+    if not file.is_file():
+        raise click.BadParameter(f"file not found: {file}", param_hint="FILE")
+    values: dict[str, Any] | None
+    if file.suffix.lower() in (".mid", ".midi"):
+        try:
+            values = dict(muspy_metrics(file))
+        except (OSError, ValueError, EOFError) as e:
+            fail(f"{file} is not a readable MIDI file: {e}", 2)
+            return
+    else:
+        result = check_abc(_read_input(str(file)), load_settings().abc_limits)
+        values = tune_metrics(result.tune) if result.ok and result.tune is not None else None
+        if values is None:
+            fail(f"metrics are not available: {file} has errors (see `i2m abc check {file}`)", 1)
+    assert values is not None
+    if as_json:
+        out.print_json(json.dumps(values))
+        return
+    for k, v in values.items():
+        shown = "not available" if v is None else v
+        out.print(f"{k:<22} {shown!s:<10} [dim]{METRIC_MEANINGS.get(k, '')}[/dim]")
+
+
+# --- knowledge base --------------------------------------------------------------------------------------
+
+
+@main.group()
+def kb() -> None:
+    """Build, inspect and query the knowledge base of captioned music."""
+
+
+@kb.command("build-starter")
+@click.option("--embed-model", help="CLIP hub id or local folder [env I2M_EMBED_MODEL].")
+@click.option("--limit", type=int, help="Only the first N tunes (a quick, small base).")
+@handle_errors
+def kb_build_starter(embed_model: str | None, limit: int | None) -> None:
+    """Build the starter base from the ~13,000 ABC tunes bundled with music21 (no download).
+
+    Example: i2m kb build-starter --limit 2000
+    """
+    from tools.kb import build_starter
+
+    settings = settings_from(embed_model=embed_model)
+    err.print(f"building the starter knowledge base with {settings.embed_model} in {settings.kb_dir}")
+    stats = build_starter(settings, limit=limit, progress=True)
+    err.print(
+        f"[green]done[/green]: {stats['added']} added, {stats['total']} in the base"
+        + (
+            f", {stats['truncated_captions']} caption(s) truncated to the model's text length"
+            if stats["truncated_captions"]
+            else ""
+        )
+    )
+
+
+@kb.command("stats")
+@click.option("--embed-model", help="CLIP hub id or local folder [env I2M_EMBED_MODEL].")
+@click.option("--json", "as_json", is_flag=True)
+@handle_errors
+def kb_stats(embed_model: str | None, as_json: bool) -> None:
+    """How many entries the base holds for the embedding model, and where.
+
+    Example: i2m kb stats --json
+    """
+    from tools.store import KnowledgeBase
+
+    settings = settings_from(embed_model=embed_model)
+    info = KnowledgeBase(settings.kb_dir, settings.embed_model, url=settings.chroma_url).info()
+    if as_json:
+        out.print_json(json.dumps(info))
+    else:
+        for k, v in info.items():
+            out.print(f"{k:<14} {v}")
+
+
+@kb.command("query")
+@click.option("--text", help="Find music whose caption matches this text.")
+@click.option("--image", type=click.Path(path_type=Path), help="Find music that matches this image.")
+@click.option("-k", "k", type=int, default=3, show_default=True, help="Hits per query.")
+@click.option("--embed-model", help="CLIP hub id or local folder [env I2M_EMBED_MODEL].")
+@click.option("--json", "as_json", is_flag=True)
+@handle_errors
+def kb_query(text: str | None, image: Path | None, k: int, embed_model: str | None, as_json: bool) -> None:
+    """Query the base by text and/or image.
+
+    Example: i2m kb query --text "a slow melancholic air in D minor" -k 5
+    """
+    from tools.embedder import get_embedder
+    from tools.images import load_image
+    from tools.retrieval import retrieve
+    from tools.store import KnowledgeBase
+
+    if not text and image is None:
+        raise click.UsageError("give --text, --image or both")
+    settings = settings_from(embed_model=embed_model)
+    base = KnowledgeBase(settings.kb_dir, settings.embed_model, url=settings.chroma_url)
+    img = load_image(image) if image is not None else None
+    refs = retrieve(
+        base, get_embedder(settings.embed_model, settings.vlm_device), img, text, k, settings.score_threshold
+    )
+    if as_json:
+        out.print_json(json.dumps(refs, ensure_ascii=False))
+        return
+    from rich.table import Table
+
+    table = Table("score", "via", "id", "caption")
+    for r in refs:
+        table.add_row(f"{r['score']:.3f}", r["via"], r["id"], r["caption"])
+    out.print(table)

@@ -33,13 +33,20 @@ class RunContext:
     def generation(self, node: str) -> GenerationSettings:
         s = self.settings
         max_new = {"describe": s.describe_max_new_tokens, "explain": s.explain_max_new_tokens}.get(
-            node, s.max_new_tokens)
+            node, s.max_new_tokens
+        )
         return GenerationSettings(max_new_tokens=max_new, temperature=s.temperature, top_p=s.top_p, seed=s.seed)
 
     def ask(self, node: str, prompt: str, call_index: int, capture_attention: bool = False) -> VLMResult:
         """One VLM call, recorded in ``vlm_calls.jsonl`` (replayable)."""
-        result = self.vlm.generate(node=node, prompt=prompt, image=self.image, call_index=call_index,
-                                   settings=self.generation(node), capture_attention=capture_attention)
+        result = self.vlm.generate(
+            node=node,
+            prompt=prompt,
+            image=self.image,
+            call_index=call_index,
+            settings=self.generation(node),
+            capture_attention=capture_attention,
+        )
         record = {"node": node, "text": result.text, "call": call_index, "prompt": prompt}
         with self._lock:
             self.run_dir.mkdir(parents=True, exist_ok=True)

@@ -69,9 +69,11 @@ def retry_feedback(version: dict[str, Any]) -> str:
     abc = version["abc"].strip()
     shown = f"\n```abc\n{abc}\n```\n" if abc else "\n(no ABC was found in your answer)\n"
     return (
-        "\nYour previous answer could not be used. It was:" + shown +
-        "The checker reported these errors:\n" + render_findings(version["errors"]) +
-        "\nWrite the complete tune again with these errors fixed.\n"
+        "\nYour previous answer could not be used. It was:"
+        + shown
+        + "The checker reported these errors:\n"
+        + render_findings(version["errors"])
+        + "\nWrite the complete tune again with these errors fixed.\n"
     )
 
 
@@ -79,13 +81,18 @@ def retry_feedback(version: dict[str, Any]) -> str:
 def describe(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """Describe the image (and capture where the model looked while doing it)."""
     ctx = runtime.context
-    res = ctx.ask("describe", ctx.prompts["describe"].render(), _calls(state, "describe"),
-                  capture_attention=ctx.settings.attention_maps)
+    res = ctx.ask(
+        "describe",
+        ctx.prompts["describe"].render(),
+        _calls(state, "describe"),
+        capture_attention=ctx.settings.attention_maps,
+    )
     update: dict[str, Any] = {"description": strip_think(res.text), "calls": {"describe": 1}}
     grid = res.attention_map()
     if grid is not None:
-        update["attention"] = {"describe": {"grid": grid.round(6).tolist(), "shape": list(grid.shape),
-                                            "method": "vlm-attention"}}
+        update["attention"] = {
+            "describe": {"grid": grid.round(6).tolist(), "shape": list(grid.shape), "method": "vlm-attention"}
+        }
     return update
 
 
@@ -195,6 +202,7 @@ def explain(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
     best = best_version(state.get("versions", []))
     assert best is not None and best["ok"], "explain runs only with a valid version"
     prompt = ctx.prompts["explain"].render(
-        description=state.get("description", ""), abc=best["abc"].strip(), commentary=best["commentary"])
+        description=state.get("description", ""), abc=best["abc"].strip(), commentary=best["commentary"]
+    )
     res = ctx.ask("explain", prompt, _calls(state, "explain"))
     return {"motivation": strip_think(res.text), "status": "ok", "reason": None, "calls": {"explain": 1}}

@@ -4,20 +4,21 @@ from __future__ import annotations
 
 from typing import Literal
 
-from langgraph.graph import END
 from langgraph.runtime import Runtime
 
 from graph.context import RunContext
 from graph.state import State
 
 
-def after_parse_check(state: State, runtime: Runtime[RunContext]) -> Literal["evaluate", "compose", "reflect", "__end__"]:
+def after_parse_check(
+    state: State, runtime: Runtime[RunContext]
+) -> Literal["evaluate", "compose", "reflect", "__end__"]:
     """Valid -> evaluate; invalid -> back to the writer with the errors, until the retry budget is spent."""
     latest = state["versions"][-1]
     if latest["ok"]:
         return "evaluate"
     if state.get("status") == "failed":
-        return END
+        return "__end__"  # END: retries spent, the run finishes failed
     return "reflect" if latest["node"] == "reflect" else "compose"
 
 

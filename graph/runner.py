@@ -130,9 +130,13 @@ def _notify_stderr(msg: str) -> None:
     print(msg, file=sys.stderr)
 
 
-def build_context(settings: Settings, image_path: Path, run_dir: Path,
-                  prompt_overrides: dict[str, Path] | None = None,
-                  notify: Callable[[str], None] = _notify_stderr) -> RunContext:
+def build_context(
+    settings: Settings,
+    image_path: Path,
+    run_dir: Path,
+    prompt_overrides: dict[str, Path] | None = None,
+    notify: Callable[[str], None] = _notify_stderr,
+) -> RunContext:
     try:
         image = load_image(image_path)
     except ImageError as e:
@@ -142,22 +146,30 @@ def build_context(settings: Settings, image_path: Path, run_dir: Path,
     except prompt_lib.PromptError as e:
         raise InputError(str(e)) from e
     try:
-        vlm = make_vlm(settings.vlm_backend, settings.vlm_model, replay_file=settings.replay_file,
-                       device=settings.vlm_device, dtype=settings.vlm_dtype,
-                       trust_remote_code=settings.trust_remote_code, max_pixels=settings.image_max_pixels,
-                       base_url=settings.vlm_base_url, api_key=settings.vlm_api_key, timeout_s=settings.vlm_timeout_s)
+        vlm = make_vlm(
+            settings.vlm_backend,
+            settings.vlm_model,
+            replay_file=settings.replay_file,
+            device=settings.vlm_device,
+            dtype=settings.vlm_dtype,
+            trust_remote_code=settings.trust_remote_code,
+            max_pixels=settings.image_max_pixels,
+            base_url=settings.vlm_base_url,
+            api_key=settings.vlm_api_key,
+            timeout_s=settings.vlm_timeout_s,
+        )
         retriever = make_retriever(settings, notify)
     except (VLMError, StoreError) as e:
         raise RunError(str(e)) from e
-    return RunContext(settings=settings, vlm=vlm, prompts=prompts, run_dir=run_dir, image=image,
-                      retriever=retriever)
+    return RunContext(settings=settings, vlm=vlm, prompts=prompts, run_dir=run_dir, image=image, retriever=retriever)
 
 
 # --- outputs -------------------------------------------------------------------------------------------
 
 
-def write_outputs(ctx: RunContext, run_id: str, state: dict[str, Any], image_path: Path,
-                  error: str | None = None) -> RunResult:
+def write_outputs(
+    ctx: RunContext, run_id: str, state: dict[str, Any], image_path: Path, error: str | None = None
+) -> RunResult:
     """Write run.json, the final music files and the attention map from a (final or interrupted) state."""
     run_dir = ctx.run_dir
     files: dict[str, str] = {}
@@ -166,8 +178,12 @@ def write_outputs(ctx: RunContext, run_id: str, state: dict[str, Any], image_pat
     best = best_version(versions)
     final = None
     if best is not None and best["ok"]:
-        final = {"version": best["index"] + 1, "abc": best["abc"], "metrics": best["metrics"],
-                 "title": best.get("title")}
+        final = {
+            "version": best["index"] + 1,
+            "abc": best["abc"],
+            "metrics": best["metrics"],
+            "title": best.get("title"),
+        }
         atomic_write_text(run_dir / "music.abc", best["abc"])
         files["abc"] = "music.abc"
         tune = read_tune(best["abc"], ctx.settings.abc_limits)
@@ -246,8 +262,9 @@ def write_outputs(ctx: RunContext, run_id: str, state: dict[str, Any], image_pat
 # --- running -------------------------------------------------------------------------------------------
 
 
-def _stream(ctx: RunContext, conn: sqlite3.Connection, config: dict[str, Any], graph_input: Any,
-            on_event: Event | None) -> str | None:
+def _stream(
+    ctx: RunContext, conn: sqlite3.Connection, config: dict[str, Any], graph_input: Any, on_event: Event | None
+) -> str | None:
     """Run the graph, reporting node updates; returns an error message or None."""
     graph = build_graph(checkpointer(conn))
     try:
@@ -260,10 +277,17 @@ def _stream(ctx: RunContext, conn: sqlite3.Connection, config: dict[str, Any], g
     return None
 
 
-def compose_image(image: str | Path, settings: Settings, *, run_dir: Path | None = None,
-                  prompt_overrides: dict[str, Path] | None = None, on_event: Event | None = None,
-                  notify: Callable[[str], None] = _notify_stderr, run_id: str | None = None,
-                  user_feedback: str | None = None) -> RunResult:
+def compose_image(
+    image: str | Path,
+    settings: Settings,
+    *,
+    run_dir: Path | None = None,
+    prompt_overrides: dict[str, Path] | None = None,
+    on_event: Event | None = None,
+    notify: Callable[[str], None] = _notify_stderr,
+    run_id: str | None = None,
+    user_feedback: str | None = None,
+) -> RunResult:
     """Turn one image into music. Raises InputError (refused input) or RunError (cannot start)."""
     image_path = Path(image).expanduser().absolute()
     run_id = run_id or new_run_id()
@@ -287,15 +311,18 @@ def compose_image(image: str | Path, settings: Settings, *, run_dir: Path | None
         conn.close()
 
 
-def _run_guarded(ctx: RunContext, conn: sqlite3.Connection, config: dict[str, Any], graph_input: Any,
-                 on_event: Event | None) -> str | None:
+def _run_guarded(
+    ctx: RunContext, conn: sqlite3.Connection, config: dict[str, Any], graph_input: Any, on_event: Event | None
+) -> str | None:
     from langgraph.errors import GraphRecursionError
 
     try:
         return _stream(ctx, conn, config, graph_input, on_event)
     except GraphRecursionError:
-        return (f"the run exceeded its step budget (I2M_RECURSION_LIMIT={ctx.settings.recursion_limit}); "
-                "lower I2M_MAX_PARSE_RETRIES or I2M_REFINE_ROUNDS, or raise the limit")
+        return (
+            f"the run exceeded its step budget (I2M_RECURSION_LIMIT={ctx.settings.recursion_limit}); "
+            "lower I2M_MAX_PARSE_RETRIES or I2M_REFINE_ROUNDS, or raise the limit"
+        )
 
 
 def load_record(run_dir: Path) -> dict[str, Any]:

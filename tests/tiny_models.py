@@ -54,18 +54,30 @@ def build_tiny_clip(path: Path, max_positions: int = 77, image_size: int = 32) -
     tok.model_max_length = max_positions
     cfg = CLIPConfig(
         text_config={
-            "vocab_size": len(tok), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-            "num_attention_heads": 2, "max_position_embeddings": max_positions,
-            "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id,
+            "vocab_size": len(tok),
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "max_position_embeddings": max_positions,
+            "bos_token_id": tok.bos_token_id,
+            "eos_token_id": tok.eos_token_id,
+            "pad_token_id": tok.pad_token_id,
         },
         vision_config={
-            "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-            "image_size": image_size, "patch_size": 8,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "image_size": image_size,
+            "patch_size": 8,
         },
         projection_dim=16,
     )
     model = CLIPModel(cfg).eval()
-    ip = CLIPImageProcessorPil(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size})
+    ip = CLIPImageProcessorPil(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+    )
     proc = CLIPProcessor(image_processor=ip, tokenizer=tok)
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path)
@@ -86,13 +98,24 @@ def build_tiny_llava(path: Path, image_size: int = 32, patch: int = 8) -> Path:
     n_patches = (image_size // patch) ** 2
     cfg = LlavaConfig(
         vision_config=CLIPVisionConfig(
-            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-            image_size=image_size, patch_size=patch,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=image_size,
+            patch_size=patch,
         ),
         text_config=LlamaConfig(
-            vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-            num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512,
-            bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+            vocab_size=len(tok),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
         ),
         image_token_index=image_token_id,
         image_seq_length=n_patches,
@@ -102,10 +125,16 @@ def build_tiny_llava(path: Path, image_size: int = 32, patch: int = 8) -> Path:
     model = LlavaForConditionalGeneration(cfg).eval()
     model.generation_config.eos_token_id = tok.eos_token_id
     model.generation_config.pad_token_id = tok.pad_token_id
-    ip = CLIPImageProcessorPil(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size})
+    ip = CLIPImageProcessorPil(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+    )
     proc = LlavaProcessor(
-        image_processor=ip, tokenizer=tok, patch_size=patch, vision_feature_select_strategy="default",
-        chat_template=CHAT_TEMPLATE.replace("{{ image_token }}", "<image>"), image_token="<image>",
+        image_processor=ip,
+        tokenizer=tok,
+        patch_size=patch,
+        vision_feature_select_strategy="default",
+        chat_template=CHAT_TEMPLATE.replace("{{ image_token }}", "<image>"),
+        image_token="<image>",
         num_additional_image_tokens=1,
     )
     path.mkdir(parents=True, exist_ok=True)

@@ -84,8 +84,9 @@ def _attention_layers(model: Any) -> list[Any]:
     return [getattr(layer, "self_attn", None) for layer in layers if getattr(layer, "self_attn", None) is not None]
 
 
-def image_grid(n_positions: int, inputs: dict[str, Any], config: Any, merge_size: int | None = None,
-               tile_tokens: int | None = None) -> tuple[tuple[int, int], np.ndarray]:
+def image_grid(
+    n_positions: int, inputs: dict[str, Any], config: Any, merge_size: int | None = None, tile_tokens: int | None = None
+) -> tuple[tuple[int, int], np.ndarray]:
     """(rows, cols) of the image grid for this architecture, and which of the ``n_positions`` to use.
 
     Qwen-VL: ``image_grid_thw`` patches merged ``merge_size`` x ``merge_size``. LLaVA: a square grid.

@@ -32,10 +32,11 @@ class ClipEmbedder:
             self.model = CLIPModel.from_pretrained(model_id)
         except (OSError, ValueError, KeyError, ImportError) as e:
             raise EmbedderError(load_error("embedding model", model_id, "I2M_EMBED_MODEL", "--embed-model", e)) from e
-        self.model.to(self.device).eval()
+        model: Any = self.model
+        model.to(self.device).eval()
         self._torch = torch
-        self.max_positions = int(self.model.config.text_config.max_position_embeddings)
-        self.dim = int(self.model.config.projection_dim)
+        self.max_positions = int(model.config.text_config.max_position_embeddings)
+        self.dim = int(model.config.projection_dim)
 
     @staticmethod
     def _features(out: Any) -> Any:
@@ -52,7 +53,7 @@ class ClipEmbedder:
         tok = self.processor.tokenizer
         out = []
         for i in range(0, len(texts), self.batch_size):
-            batch = [t if t.strip() else " " for t in texts[i: i + self.batch_size]]
+            batch = [t if t.strip() else " " for t in texts[i : i + self.batch_size]]
             full = tok(batch, truncation=False)["input_ids"]
             self.truncated += sum(1 for ids in full if len(ids) > self.max_positions)
             enc = tok(batch, padding=True, truncation=True, max_length=self.max_positions, return_tensors="pt")
@@ -65,7 +66,7 @@ class ClipEmbedder:
         torch = self._torch
         out = []
         for i in range(0, len(images), self.batch_size):
-            batch = [im.convert("RGB") for im in images[i: i + self.batch_size]]
+            batch = [im.convert("RGB") for im in images[i : i + self.batch_size]]
             enc = self.processor.image_processor(images=batch, return_tensors="pt")
             with torch.inference_mode():
                 feats = self.model.get_image_features(pixel_values=enc["pixel_values"].to(self.device))

@@ -36,4 +36,4 @@ def atomic_write_json(path: Path, obj: Any) -> Path:
 def safe_name(text: str, default: str = "untitled", max_len: int = 60) -> str:
     """A file-name-safe slug of ``text`` (no path separators, no leading dots)."""
     s = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-._")
-    return (s[:max_len].strip("-._") or default)
+    return s[:max_len].strip("-._") or default

@@ -30,8 +30,9 @@ def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
             with Image.open(p) as im:
                 w, h = im.size
                 if w * h > max_pixels:
-                    raise ImageError(f"{p} is {w}x{h} pixels, more than the limit of {max_pixels:,}; "
-                                     "scale it down first")
+                    raise ImageError(
+                        f"{p} is {w}x{h} pixels, more than the limit of {max_pixels:,}; scale it down first"
+                    )
                 im.seek(0)
                 im.load()
                 img = ImageOps.exif_transpose(im) or im

@@ -28,8 +28,15 @@ _COLLECTION_NAMES = {
     "miscFolk": "a traditional folk tune",
     "josquin": "a Renaissance piece",
 }
-_MODE_WORDS = {"": "major", "m": "minor", "dor": "Dorian", "mix": "Mixolydian", "phr": "Phrygian",
-               "lyd": "Lydian", "loc": "Locrian"}
+_MODE_WORDS = {
+    "": "major",
+    "m": "minor",
+    "dor": "Dorian",
+    "mix": "Mixolydian",
+    "phr": "Phrygian",
+    "lyd": "Lydian",
+    "loc": "Locrian",
+}
 
 
 def tempo_word(qpm: float) -> str:
@@ -78,16 +85,26 @@ def caption_for(tune: Tune, collection: str) -> str:
     kind = _COLLECTION_NAMES.get(collection, "a traditional tune")
     origin = (tune.headers.get("O") or [""])[0].strip()
     rtype = (tune.headers.get("R") or [""])[0].strip().rstrip("]").lower()
-    parts = [f"{kind[0].upper()}{kind[1:]}" + (f" from {origin}" if origin else "") + (f" ({rtype})" if rtype else "") + "."]
+    parts = [
+        f"{kind[0].upper()}{kind[1:]}" + (f" from {origin}" if origin else "") + (f" ({rtype})" if rtype else "") + "."
+    ]
     if tune.headers.get("Q"):
-        parts.append(f"It is in {key_words(tune.key)}, in {meter} time, at a {tempo_word(tune.tempo_qpm)} tempo "
-                     f"of about {round(tune.tempo_qpm)} beats per minute.")
+        parts.append(
+            f"It is in {key_words(tune.key)}, in {meter} time, at a {tempo_word(tune.tempo_qpm)} tempo "
+            f"of about {round(tune.tempo_qpm)} beats per minute."
+        )
     else:
         parts.append(f"It is in {key_words(tune.key)}, in {meter} time.")
     parts.append(f"The melody moves within {range_words} with {rhythm_words(tune)}.")
-    mood = "bright and cheerful" if key_words(tune.key).endswith("major") and tune.tempo_qpm >= 96 else \
-        "gentle and warm" if key_words(tune.key).endswith("major") else "melancholic and introspective" \
-        if tune.tempo_qpm < 96 else "dark but energetic"
+    mood = (
+        "bright and cheerful"
+        if key_words(tune.key).endswith("major") and tune.tempo_qpm >= 96
+        else "gentle and warm"
+        if key_words(tune.key).endswith("major")
+        else "melancholic and introspective"
+        if tune.tempo_qpm < 96
+        else "dark but energetic"
+    )
     parts.append(f"The mood is {mood}.")
     if tune.title:
         parts.append(f"Title: {tune.title.rstrip('.')}.")
@@ -95,9 +112,14 @@ def caption_for(tune: Tune, collection: str) -> str:
 
 
 def tune_metadata(tune: Tune, collection: str) -> dict[str, Any]:
-    return {"key": tune.key, "meter": tune.meter_text or "", "tempo": round(tune.tempo_qpm, 1),
-            "genre": "folk" if collection != "josquin" else "renaissance", "title": tune.title or "",
-            "collection": collection}
+    return {
+        "key": tune.key,
+        "meter": tune.meter_text or "",
+        "tempo": round(tune.tempo_qpm, 1),
+        "genre": "folk" if collection != "josquin" else "renaissance",
+        "title": tune.title or "",
+        "collection": collection,
+    }
 
 
 def stable_id(source: str) -> str:
@@ -116,8 +138,13 @@ def prepare_starter_data(path: Path = STARTER_DATA, limit: int | None = None) ->
             if not tune.ok:
                 skipped += 1
                 continue
-            rec = {"id": stable_id(ct.source), "source": f"music21:{ct.source}", "abc": ct.abc,
-                   "caption": caption_for(tune, ct.collection), "metadata": tune_metadata(tune, ct.collection)}
+            rec = {
+                "id": stable_id(ct.source),
+                "source": f"music21:{ct.source}",
+                "abc": ct.abc,
+                "caption": caption_for(tune, ct.collection),
+                "metadata": tune_metadata(tune, ct.collection),
+            }
             fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
             kept += 1
             if limit and kept >= limit:
@@ -132,8 +159,9 @@ def iter_starter(path: Path = STARTER_DATA) -> Iterator[Entry]:
             yield Entry(id=r["id"], caption=r["caption"], abc=r["abc"], source=r["source"], metadata=r["metadata"])
 
 
-def build_starter(settings: Any, kb: KnowledgeBase | None = None, *, limit: int | None = None,
-                  progress: bool = True, batch: int = 64) -> dict[str, int]:
+def build_starter(
+    settings: Any, kb: KnowledgeBase | None = None, *, limit: int | None = None, progress: bool = True, batch: int = 64
+) -> dict[str, int]:
     """Embed the shipped captions and store them; entries already present are skipped (resumable)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -145,11 +173,17 @@ def build_starter(settings: Any, kb: KnowledgeBase | None = None, *, limit: int 
         entries = entries[:limit]
     embedder = get_embedder(settings.embed_model, settings.vlm_device)
     added = 0
-    with Progress(TextColumn("starter base"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeRemainingColumn(), disable=not progress, transient=True) as bar:
+    with Progress(
+        TextColumn("starter base"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeRemainingColumn(),
+        disable=not progress,
+        transient=True,
+    ) as bar:
         task = bar.add_task("build", total=len(entries))
         for i in range(0, len(entries), batch):
-            chunk = entries[i: i + batch]
+            chunk = entries[i : i + batch]
             have = kb.existing_ids([e.id for e in chunk])
             todo = [e for e in chunk if e.id not in have]
             if todo:

@@ -10,8 +10,14 @@ from tools.embedder import ClipEmbedder
 from tools.store import KnowledgeBase
 
 
-def retrieve(kb: KnowledgeBase, embedder: ClipEmbedder, image: Image.Image | None, description: str | None,
-             k: int, threshold: float | None = None) -> list[dict[str, Any]]:
+def retrieve(
+    kb: KnowledgeBase,
+    embedder: ClipEmbedder,
+    image: Image.Image | None,
+    description: str | None,
+    k: int,
+    threshold: float | None = None,
+) -> list[dict[str, Any]]:
     """References ``{id, caption, abc, score, via, metadata}``; ``via`` is image, text or both.
 
     A hit found by both queries keeps the higher score. Sorted by score, best first.
@@ -33,8 +39,14 @@ def retrieve(kb: KnowledgeBase, embedder: ClipEmbedder, image: Image.Image | Non
                 ref["via"] = "both" if ref["via"] != via else via
                 ref["score"] = max(ref["score"], h.score)
             else:
-                merged[h.id] = {"id": h.id, "caption": h.caption, "abc": h.abc, "score": h.score, "via": via,
-                                "metadata": h.metadata}
+                merged[h.id] = {
+                    "id": h.id,
+                    "caption": h.caption,
+                    "abc": h.abc,
+                    "score": h.score,
+                    "via": via,
+                    "metadata": h.metadata,
+                }
     return sorted(merged.values(), key=lambda r: -r["score"])
 
 

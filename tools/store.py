@@ -67,16 +67,20 @@ def _client(kb_dir: Path | None, url: str | None) -> Any:
                     from urllib.parse import urlparse
 
                     u = urlparse(url)
-                    _CLIENTS[key] = chromadb.HttpClient(host=u.hostname or "localhost", port=u.port or 8000,
-                                                        ssl=u.scheme == "https", settings=settings)
+                    _CLIENTS[key] = chromadb.HttpClient(
+                        host=u.hostname or "localhost", port=u.port or 8000, ssl=u.scheme == "https", settings=settings
+                    )
                 else:
                     assert kb_dir is not None
                     kb_dir.mkdir(parents=True, exist_ok=True)
                     _CLIENTS[key] = chromadb.PersistentClient(path=str(kb_dir), settings=settings)
             except Exception as e:  # chromadb raises many types for a bad dir or an unreachable server
                 where = f"the Chroma server at {url}" if url else f"the knowledge base at {kb_dir}"
-                fix = "check I2M_CHROMA_URL and that the server runs" if url else (
-                    f"move that folder away and rebuild it with `{BUILD_HINT}`")
+                fix = (
+                    "check I2M_CHROMA_URL and that the server runs"
+                    if url
+                    else (f"move that folder away and rebuild it with `{BUILD_HINT}`")
+                )
                 raise StoreError(f"cannot open {where}: {type(e).__name__}: {str(e)[:200]}; {fix}") from e
         return _CLIENTS[key]
 
@@ -103,11 +107,14 @@ class KnowledgeBase:
 
     def _collections(self) -> list[Any]:
         try:
-            return [self.client.get_collection(c.name if hasattr(c, "name") else c)
-                    for c in self.client.list_collections()]
+            return [
+                self.client.get_collection(c.name if hasattr(c, "name") else c) for c in self.client.list_collections()
+            ]
         except Exception as e:  # a corrupt store fails here first
-            raise StoreError(f"the knowledge base at {self.kb_dir or self.url} cannot be read "
-                             f"({type(e).__name__}); move it away and rebuild it with `{BUILD_HINT}`") from e
+            raise StoreError(
+                f"the knowledge base at {self.kb_dir or self.url} cannot be read "
+                f"({type(e).__name__}); move it away and rebuild it with `{BUILD_HINT}`"
+            ) from e
 
     def _get(self) -> Any | None:
         for c in self._collections():
@@ -210,11 +217,15 @@ class KnowledgeBase:
         n = c.count()
         if n == 0:
             return []
-        res = c.query(query_embeddings=[vector.astype(np.float32).tolist()], n_results=min(k, n),
-                      include=["documents", "metadatas", "distances"])
+        res = c.query(
+            query_embeddings=[vector.astype(np.float32).tolist()],
+            n_results=min(k, n),
+            include=["documents", "metadatas", "distances"],
+        )
         hits = []
-        for i, doc, meta, dist in zip(res["ids"][0], res["documents"][0], res["metadatas"][0],
-                                      res["distances"][0], strict=True):
+        for i, doc, meta, dist in zip(
+            res["ids"][0], res["documents"][0], res["metadatas"][0], res["distances"][0], strict=True
+        ):
             meta = dict(meta or {})
             abc = str(meta.pop("abc", ""))
             hits.append(Hit(id=i, caption=doc or "", abc=abc, score=round(1.0 - float(dist), 6), metadata=meta))

@@ -36,9 +36,9 @@ def test_bar_consistency_counts_flagged_bars() -> None:
 
 
 def test_rest_only_metrics_are_none_not_nan(tmp_path: Path) -> None:
-    from tools.music.metrics import muspy_metrics
-
     import mido
+
+    from tools.music.metrics import muspy_metrics
 
     mid = mido.MidiFile()
     mid.tracks.append(mido.MidiTrack())

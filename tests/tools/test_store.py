@@ -14,9 +14,16 @@ from tools.store import Entry, KnowledgeBase, StoreError
 
 
 def _entries(n: int) -> list[Entry]:
-    return [Entry(id=f"e{i}", caption=f"a {w} tune number {i}", abc=f"X:{i}\nT:t{i}\nK:C\nC{i % 7 + 1}|\n",
-                  source=f"test:{i}", metadata={"key": "C", "tempo": 90.0, "tags": ["a", "b"], "none": None})
-            for i, w in enumerate(["happy", "sad", "calm", "stormy", "bright", "dark"][:n])]
+    return [
+        Entry(
+            id=f"e{i}",
+            caption=f"a {w} tune number {i}",
+            abc=f"X:{i}\nT:t{i}\nK:C\nC{i % 7 + 1}|\n",
+            source=f"test:{i}",
+            metadata={"key": "C", "tempo": 90.0, "tags": ["a", "b"], "none": None},
+        )
+        for i, w in enumerate(["happy", "sad", "calm", "stormy", "bright", "dark"][:n])
+    ]
 
 
 def test_embedder_shapes_and_truncation(tiny_clip: Path) -> None:

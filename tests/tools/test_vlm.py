@@ -44,8 +44,14 @@ def test_strip_think() -> None:
 def test_transformers_backend_generates_with_attention(tiny_llava: Path) -> None:
     vlm = make_vlm("transformers", str(tiny_llava))
     assert make_vlm("transformers", str(tiny_llava)) is vlm  # loaded once per process
-    res = vlm.generate(node="describe", prompt="Describe the image.", image=IMG, call_index=0,
-                       settings=GenerationSettings(max_new_tokens=12, temperature=0.0), capture_attention=True)
+    res = vlm.generate(
+        node="describe",
+        prompt="Describe the image.",
+        image=IMG,
+        call_index=0,
+        settings=GenerationSettings(max_new_tokens=12, temperature=0.0),
+        capture_attention=True,
+    )
     assert isinstance(res.text, str)
     assert res.grid == (4, 4)  # 32x32 image, 8x8 patches
     assert res.token_attention is not None and res.token_attention.shape == (res.meta["new_tokens"], 16)

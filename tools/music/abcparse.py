@@ -117,7 +117,16 @@ class Tune:
 
 _NATURAL_SHARPS = {"C": 0, "G": 1, "D": 2, "A": 3, "E": 4, "B": 5, "F": -1}
 _MODE_OFFSET = {
-    "maj": 0, "ion": 0, "min": -3, "m": -3, "aeo": -3, "mix": -1, "dor": -2, "phr": -4, "lyd": 1, "loc": -5,
+    "maj": 0,
+    "ion": 0,
+    "min": -3,
+    "m": -3,
+    "aeo": -3,
+    "mix": -1,
+    "dor": -2,
+    "phr": -4,
+    "lyd": 1,
+    "loc": -5,
 }
 _SHARP_ORDER = "FCGDAEB"
 _FLAT_ORDER = "BEADGCF"
@@ -149,8 +158,14 @@ def key_signature(spec: str) -> tuple[dict[str, int], str] | str:
         mode_word = ""
         if m is None:
             return f"unknown key '{spec}': write a tonic A-G, optional # or b, and a mode, e.g. K:G, K:Am, K:D dorian"
-        if not m.group(3) and rest and rest[0].isalpha() and rest[0].lower() not in _CLEFS \
-                and "=" not in rest[0] and rest[0].lower() != "exp":
+        if (
+            not m.group(3)
+            and rest
+            and rest[0].isalpha()
+            and rest[0].lower() not in _CLEFS
+            and "=" not in rest[0]
+            and rest[0].lower() != "exp"
+        ):
             mode_word = rest[0]
             rest = rest[1:]
         else:
@@ -165,9 +180,7 @@ def key_signature(spec: str) -> tuple[dict[str, int], str] | str:
         else:
             key3 = mode[:3]
             if key3 not in _MODE_OFFSET or (len(mode) > 3 and not _full_mode_ok(mode)):
-                return (
-                    f"unknown mode '{mode_word}' in K:{spec}: use maj, min (m), dor, phr, lyd, mix, aeo, loc"
-                )
+                return f"unknown mode '{mode_word}' in K:{spec}: use maj, min (m), dor, phr, lyd, mix, aeo, loc"
             offset = _MODE_OFFSET[key3]
             mname = {"min": "m", "aeo": "m"}.get(key3, key3)
         sharps = _NATURAL_SHARPS[tonic] + (7 if acc == "#" else -7 if acc == "b" else 0) + offset
@@ -188,7 +201,15 @@ def key_signature(spec: str) -> tuple[dict[str, int], str] | str:
 
 def _full_mode_ok(mode: str) -> bool:
     return mode in {
-        "major", "minor", "ionian", "aeolian", "mixolydian", "dorian", "phrygian", "lydian", "locrian",
+        "major",
+        "minor",
+        "ionian",
+        "aeolian",
+        "mixolydian",
+        "dorian",
+        "phrygian",
+        "lydian",
+        "locrian",
     }
 
 
@@ -317,8 +338,7 @@ class _Reader:
         st = self.cur
         bar = st.bar.number if st is not None and st.bar is not None else None
         voice = st.voice.id if st is not None and (len(self.states) > 1 or self.voice_decls) else None
-        return Finding(message=msg, line=line if line is not None else self.line_no, column=col, bar=bar,
-                       voice=voice)
+        return Finding(message=msg, line=line if line is not None else self.line_no, column=col, bar=bar, voice=voice)
 
     # -- header fields -----------------------------------------------------------------------------------
     def header_field(self, key: str, value: str, col: int) -> None:
@@ -388,15 +408,25 @@ class _Reader:
     # -- voices ------------------------------------------------------------------------------------------
     def switch_voice(self, vid: str, name: str | None = None) -> None:
         if vid not in self.states:
-            if self.cur is not None and self.cur.voice.id == "1" and not self.cur.voice.events \
-                    and "1" not in self.voice_decls and len(self.states) == 1:
+            if (
+                self.cur is not None
+                and self.cur.voice.id == "1"
+                and not self.cur.voice.events
+                and "1" not in self.voice_decls
+                and len(self.states) == 1
+            ):
                 # the implicit default voice held nothing: drop it
                 del self.states["1"]
                 del self.tune.voices["1"]
             v = Voice(id=vid, name=name or (self.voice_decls.get(vid, (None, ""))[0]))
             v.program = self.decl_programs.get(vid, self.default_program)
-            st = _VoiceState(voice=v, meter=self.tune.meter, meter_text=self.tune.meter_text or "",
-                             unit=self.tune.unit, key_accs=dict(self.key_accs))
+            st = _VoiceState(
+                voice=v,
+                meter=self.tune.meter,
+                meter_text=self.tune.meter_text or "",
+                unit=self.tune.unit,
+                key_accs=dict(self.key_accs),
+            )
             self.states[vid] = st
             self.tune.voices[vid] = v
         self.cur = self.states[vid]
@@ -416,10 +446,17 @@ class _Reader:
             expected = None
             if st.meter is not None:
                 expected = Fraction(st.meter[0], st.meter[1])
-            b = Bar(number=len(st.voice.bars) + 1, start=st.time, expected=expected, meter_text=st.meter_text,
-                    meter=st.meter,
-                    line=self.line_no, column=col, begins_section=st.pending_begin,
-                    start_repeat=st.pending_repeat)
+            b = Bar(
+                number=len(st.voice.bars) + 1,
+                start=st.time,
+                expected=expected,
+                meter_text=st.meter_text,
+                meter=st.meter,
+                line=self.line_no,
+                column=col,
+                begins_section=st.pending_begin,
+                start_repeat=st.pending_repeat,
+            )
             if st.pending_ending is not None:
                 st.in_ending = st.pending_ending
                 st.pending_ending = None
@@ -442,8 +479,11 @@ class _Reader:
             st.bar = None
             st.bar_accs = {}
             if st.tuplet is not None and st.tuplet[1] > 0:
-                self.warn(f"tuplet started at line {st.tuplet[2]}, col {st.tuplet[3]} has "
-                          f"{st.tuplet[1]} note(s) missing before the bar line", col)
+                self.warn(
+                    f"tuplet started at line {st.tuplet[2]}, col {st.tuplet[3]} has "
+                    f"{st.tuplet[1]} note(s) missing before the bar line",
+                    col,
+                )
                 st.tuplet = None
             if b.ends_section or b.end_repeat:
                 st.in_ending = None
@@ -462,22 +502,31 @@ class _Reader:
 
     def add_event(self, st: _VoiceState, dur: Fraction, pitches: list[int], col: int, tie: bool) -> Event:
         if time.monotonic() > self.deadline:
-            raise GuardError(self._finding(
-                f"parsing took longer than {self.limits.max_parse_seconds:g} s; the tune is too large", col, None))
+            raise GuardError(
+                self._finding(
+                    f"parsing took longer than {self.limits.max_parse_seconds:g} s; the tune is too large", col, None
+                )
+            )
         if st.tuplet is not None:
             factor, left, tl, tc = st.tuplet
             dur = dur * factor
             left -= 1
             st.tuplet = (factor, left, tl, tc) if left > 0 else None
         if dur > self.limits.max_note_whole_notes:
-            raise GuardError(self._finding(
-                f"a note lasts {_fmt_frac(dur / st.unit)} units of L:{st.unit}, longer than the limit of "
-                f"{self.limits.max_note_whole_notes} whole notes; write shorter notes", col, None))
+            raise GuardError(
+                self._finding(
+                    f"a note lasts {_fmt_frac(dur / st.unit)} units of L:{st.unit}, longer than the limit of "
+                    f"{self.limits.max_note_whole_notes} whole notes; write shorter notes",
+                    col,
+                    None,
+                )
+            )
         if pitches:
             self.n_notes += 1
             if self.n_notes > self.limits.max_notes:
-                raise GuardError(self._finding(
-                    f"more than {self.limits.max_notes} notes; the tune is too long", col, None))
+                raise GuardError(
+                    self._finding(f"more than {self.limits.max_notes} notes; the tune is too long", col, None)
+                )
         bar = self.open_bar(st, col)
         start = st.overlay_time if st.overlay else st.time
         ev = Event(start=start, dur=dur, pitches=pitches, bar=bar.number, tie=tie, line=self.line_no, column=col)
@@ -488,8 +537,11 @@ class _Reader:
             st.time += dur
             bar.length += dur
             if float(st.time) * self.tune.seconds_per_whole > self.limits.max_seconds:
-                raise GuardError(self._finding(
-                    f"the music lasts more than {self.limits.max_seconds:g} s; make it shorter", col, None))
+                raise GuardError(
+                    self._finding(
+                        f"the music lasts more than {self.limits.max_seconds:g} s; make it shorter", col, None
+                    )
+                )
         st.last_event = ev
         return ev
 
@@ -504,8 +556,11 @@ class _Reader:
         assert m is not None
         digits, slashes, digits2 = m.group(1), m.group(2), m.group(3)
         if len(digits) > 4 or len(digits2) > 4 or len(slashes) > 6:
-            raise GuardError(self._finding(
-                f"note length '{m.group(0)}' is out of range; write lengths such as 2, 3/2 or /4", col, None))
+            raise GuardError(
+                self._finding(
+                    f"note length '{m.group(0)}' is out of range; write lengths such as 2, 3/2 or /4", col, None
+                )
+            )
         num = int(digits) if digits else 1
         if slashes:
             if digits2:
@@ -555,7 +610,7 @@ class _Reader:
                 continue
             if c in "!+":
                 j = s.find(c, i + 1)
-                if c == "!" and (j < 0 or any(ch in s[i + 1:j] for ch in " |\t")):
+                if c == "!" and (j < 0 or any(ch in s[i + 1 : j] for ch in " |\t")):
                     i += 1  # ABC 1.6 line break, not a decoration
                     continue
                 if j < 0:
@@ -579,7 +634,7 @@ class _Reader:
                 if j < 0:
                     self.error(f"unclosed inline field '[{s[i + 1]}:'", col)
                     return
-                self.inline_field(s[i + 1], s[i + 3:j], col)
+                self.inline_field(s[i + 1], s[i + 3 : j], col)
                 st = self.ensure_voice()
                 i = j + 1
                 continue
@@ -590,7 +645,11 @@ class _Reader:
                 st.pending_ending = int(m.group(1))
                 i += m.end()
                 continue
-            if c in _BAR_CHARS or (c == "[" and i + 1 < n and s[i + 1] == "|") or (c == "." and s[i + 1:i + 2] == "|"):
+            if (
+                c in _BAR_CHARS
+                or (c == "[" and i + 1 < n and s[i + 1] == "|")
+                or (c == "." and s[i + 1 : i + 2] == "|")
+            ):
                 j = i + (1 if c in "[." else 0)
                 while j < n and s[j] in "|:":
                     j += 1
@@ -658,7 +717,7 @@ class _Reader:
                     self.error(f"broken rhythm '{s[i:j]}' must stand between two notes", col)
                     i = j
                     continue
-                short = Fraction(1, 2 ** k)
+                short = Fraction(1, 2**k)
                 long = 2 - short
                 first, second = (long, short) if c == ">" else (short, long)
                 ev = st.last_event
@@ -733,7 +792,7 @@ class _Reader:
         if j < 0 or (0 <= bar < j):
             self.error("unclosed chord: '[' has no matching ']' before the bar line", col)
             return i + 1
-        inner = s[i + 1:j]
+        inner = s[i + 1 : j]
         pitches: list[int] = []
         first_len: Fraction | None = None
         k = 0
@@ -835,8 +894,9 @@ class _Reader:
 
     def run(self) -> Tune:
         if len(self.text) > self.limits.max_chars:
-            self.error(f"the tune has {len(self.text)} characters, more than the limit of "
-                       f"{self.limits.max_chars}", line=None)
+            self.error(
+                f"the tune has {len(self.text)} characters, more than the limit of {self.limits.max_chars}", line=None
+            )
             return self.tune
         try:
             self._run()
@@ -867,7 +927,7 @@ class _Reader:
                         break
                 continue
             fm = _FIELD_RE.match(stripped)
-            if fm and not (self.header_done and stripped[0] in "|[" ):
+            if fm and not (self.header_done and stripped[0] in "|["):
                 key, value = fm.group(1), fm.group(2)
                 if "%" in value and key not in "wW":
                     value = value.split("%", 1)[0]
@@ -899,8 +959,7 @@ class _Reader:
         if missing_k:
             self.warn("no K: field before the music; assuming K:C (write K: as the last header line)", line=None)
         if not self.meter_seen:
-            self.warn("no M: field; assuming free meter, so bar lengths are not checked (add e.g. M:4/4)",
-                      line=None)
+            self.warn("no M: field; assuming free meter, so bar lengths are not checked (add e.g. M:4/4)", line=None)
         if not self.unit_seen:
             if self.tune.meter is not None and Fraction(*self.tune.meter) < Fraction(3, 4):
                 self.tune.unit = Fraction(1, 16)
@@ -918,13 +977,24 @@ class _Reader:
             if st.bar is not None:
                 st.bar = None
             for line, col in st.slurs:
-                self.tune.warnings.append(Finding(
-                    message="unclosed slur: '(' has no matching ')'", line=line, column=col, bar=None,
-                    voice=st.voice.id if len(self.states) > 1 else None))
+                self.tune.warnings.append(
+                    Finding(
+                        message="unclosed slur: '(' has no matching ')'",
+                        line=line,
+                        column=col,
+                        bar=None,
+                        voice=st.voice.id if len(self.states) > 1 else None,
+                    )
+                )
             if st.tuplet is not None:
-                self.tune.warnings.append(Finding(
-                    message=f"tuplet is missing {st.tuplet[1]} note(s) at the end of the tune",
-                    line=st.tuplet[2], column=st.tuplet[3], voice=st.voice.id if len(self.states) > 1 else None))
+                self.tune.warnings.append(
+                    Finding(
+                        message=f"tuplet is missing {st.tuplet[1]} note(s) at the end of the tune",
+                        line=st.tuplet[2],
+                        column=st.tuplet[3],
+                        voice=st.voice.id if len(self.states) > 1 else None,
+                    )
+                )
         # drop voices that were declared but never written
         for vid in [v for v, s in self.states.items() if not s.voice.events]:
             if len(self.states) > 1:
@@ -955,26 +1025,39 @@ class _Reader:
                 needs = _fmt_frac(b.expected * den)
                 who = f" of voice {v.id}" if multi else ""
                 unit = "beat" if has == "1" else "beats"
-                self.tune.warnings.append(Finding(
-                    message=f"bar {b.number}{who} has {has} {unit}, M:{b.meter_text or '?'} needs {needs}",
-                    line=b.line, column=b.column, bar=b.number, voice=v.id if multi else None))
+                self.tune.warnings.append(
+                    Finding(
+                        message=f"bar {b.number}{who} has {has} {unit}, M:{b.meter_text or '?'} needs {needs}",
+                        line=b.line,
+                        column=b.column,
+                        bar=b.number,
+                        voice=v.id if multi else None,
+                    )
+                )
         if multi:
             lengths = {vid: v.length for vid, v in self.tune.voices.items()}
             longest = max(lengths.values())
             for vid, ln in lengths.items():
                 if ln != longest:
-                    self.tune.warnings.append(Finding(
-                        message=f"voice {vid} lasts {_fmt_frac(ln / self.tune.unit)} units of L:{self.tune.unit} "
-                                f"but the longest voice lasts {_fmt_frac(longest / self.tune.unit)}; "
-                                "voices should have the same length",
-                        voice=vid))
+                    self.tune.warnings.append(
+                        Finding(
+                            message=f"voice {vid} lasts {_fmt_frac(ln / self.tune.unit)} units of L:{self.tune.unit} "
+                            f"but the longest voice lasts {_fmt_frac(longest / self.tune.unit)}; "
+                            "voices should have the same length",
+                            voice=vid,
+                        )
+                    )
 
 
 def _fmt_frac(x: Fraction) -> str:
     if x.denominator == 1:
         return str(x.numerator)
     f = float(x)
-    return f"{f:.3f}".rstrip("0").rstrip(".") if abs(f * 1000 - round(f * 1000)) < 1e-9 else f"{x.numerator}/{x.denominator}"
+    return (
+        f"{f:.3f}".rstrip("0").rstrip(".")
+        if abs(f * 1000 - round(f * 1000)) < 1e-9
+        else f"{x.numerator}/{x.denominator}"
+    )
 
 
 def _looks_like_music(rest: str) -> bool:

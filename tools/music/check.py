@@ -42,8 +42,15 @@ def check_abc(text: str, limits: Limits | None = None, *, extract: bool = True) 
     """Extract the tune from ``text`` (unless ``extract`` is false) and check it."""
     limits = limits or Limits()
     if len(text) > limits.max_chars * 4:
-        return CheckResult(False, "", "", None, errors=[Finding(
-            f"the answer has {len(text)} characters, far more than a tune may have ({limits.max_chars})")])
+        return CheckResult(
+            False,
+            "",
+            "",
+            None,
+            errors=[
+                Finding(f"the answer has {len(text)} characters, far more than a tune may have ({limits.max_chars})")
+            ],
+        )
     if extract:
         try:
             ex = extract_abc(text)

@@ -83,8 +83,9 @@ def _voice_notes(voice: Voice) -> list[tuple[Fraction, Fraction, int]]:
                 notes.append((start, ev.dur, p))
                 if ev.tie:
                     open_ties[p] = len(notes) - 1
-        cursor += max(bar.length, max((e.start + e.dur - bar.start for e in by_bar.get(bar.number, [])),
-                                      default=Fraction(0)))
+        cursor += max(
+            bar.length, max((e.start + e.dur - bar.start for e in by_bar.get(bar.number, [])), default=Fraction(0))
+        )
     return notes
 
 
@@ -172,7 +173,9 @@ def write_wav(midi_path: Path, path: Path, timeout_s: float = 120.0) -> Path:
     try:
         proc = subprocess.run(
             [exe, "-ni", "-q", "-g", "0.8", "-r", "44100", "-F", str(tmp), str(sf), str(midi_path)],
-            capture_output=True, text=True, timeout=timeout_s,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
         )
         if proc.returncode != 0 or not tmp.exists() or tmp.stat().st_size == 0:
             raise ConversionError(f"fluidsynth failed: {(proc.stderr or proc.stdout).strip()[:300]}")
@@ -195,8 +198,9 @@ def write_svg(abc: str, path: Path, timeout_s: float = 30.0) -> Path:
         src.write_text(abc, encoding="utf-8")
         out = Path(d) / "out"
         try:
-            proc = subprocess.run([exe, "-g", "-O", str(out), str(src)], capture_output=True, text=True,
-                                  timeout=timeout_s, cwd=d)
+            proc = subprocess.run(
+                [exe, "-g", "-O", str(out), str(src)], capture_output=True, text=True, timeout=timeout_s, cwd=d
+            )
         except subprocess.TimeoutExpired as e:
             raise ConversionError(f"abcm2ps took longer than {timeout_s:g} s") from e
         pages = sorted(Path(d).glob("out*.svg"))

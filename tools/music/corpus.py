@@ -45,7 +45,7 @@ def iter_corpus() -> Iterator[CorpusTune]:
         header, tunes = split_tunes(text)
         parts = path.parts
         collection = parts[parts.index("corpus") + 1] if "corpus" in parts else path.parent.name
-        rel = "/".join(parts[parts.index("corpus") + 1:]) if "corpus" in parts else path.name
+        rel = "/".join(parts[parts.index("corpus") + 1 :]) if "corpus" in parts else path.name
         for n, tune in enumerate(tunes, start=1):
             abc = tune.strip() + "\n"
             if header:

@@ -98,8 +98,12 @@ def _tunes_in(lines: list[str], trusted: bool) -> list[tuple[int, int]]:
                 k = j
                 while k < n and not lines[k].strip():
                     k += 1
-                if k < n and (trusted or _is_music(lines[k])) and not lines[k].strip().startswith("X:") \
-                        and _tune_has_key(lines[start:j]):
+                if (
+                    k < n
+                    and (trusted or _is_music(lines[k]))
+                    and not lines[k].strip().startswith("X:")
+                    and _tune_has_key(lines[start:j])
+                ):
                     j = k
                     continue
                 break

@@ -14,10 +14,20 @@ _CACHE: dict[tuple[object, ...], VLM] = {}
 _LOCK = threading.Lock()
 
 
-def make_vlm(backend: str, model: str, *, replay_file: Path | None = None, device: str = "auto",
-             dtype: str = "auto", trust_remote_code: bool = False, max_pixels: int = 512 * 512,
-             base_url: str | None = None, api_key: str | None = None, timeout_s: float = 300.0,
-             replay_delay_s: float = 0.0) -> VLM:
+def make_vlm(
+    backend: str,
+    model: str,
+    *,
+    replay_file: Path | None = None,
+    device: str = "auto",
+    dtype: str = "auto",
+    trust_remote_code: bool = False,
+    max_pixels: int = 512 * 512,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    timeout_s: float = 300.0,
+    replay_delay_s: float = 0.0,
+) -> VLM:
     """The VLM for these settings; local models are loaded once per process and reused."""
     match backend:
         case "replay":
@@ -32,17 +42,21 @@ def make_vlm(backend: str, model: str, *, replay_file: Path | None = None, devic
                 if key not in _CACHE:
                     from tools.vlm.hf import TransformersVLM
 
-                    _CACHE[key] = TransformersVLM(model, device=device, dtype=dtype,
-                                                  trust_remote_code=trust_remote_code, max_pixels=max_pixels)
+                    _CACHE[key] = TransformersVLM(
+                        model, device=device, dtype=dtype, trust_remote_code=trust_remote_code, max_pixels=max_pixels
+                    )
                 return _CACHE[key]
         case "openai":
             from tools.vlm.openai_compat import OpenAIVLM
 
             if not base_url:
-                raise VLMError("the openai backend needs a server: set I2M_VLM_BASE_URL, "
-                               "e.g. http://localhost:8000/v1 for vLLM or http://localhost:11434/v1 for Ollama")
-            return OpenAIVLM(base_url=base_url, model=model, api_key=api_key, timeout_s=timeout_s,
-                             max_pixels=max_pixels)
+                raise VLMError(
+                    "the openai backend needs a server: set I2M_VLM_BASE_URL, "
+                    "e.g. http://localhost:8000/v1 for vLLM or http://localhost:11434/v1 for Ollama"
+                )
+            return OpenAIVLM(
+                base_url=base_url, model=model, api_key=api_key, timeout_s=timeout_s, max_pixels=max_pixels
+            )
         case _:
             raise VLMError(f"unknown VLM backend '{backend}': use transformers, replay or openai")
 

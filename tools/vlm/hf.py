@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from PIL import Image
@@ -41,12 +41,16 @@ def load_error(what: str, model_id: str, env_var: str, flag: str, err: BaseExcep
     reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     local = Path(model_id).expanduser()
     if local.exists():
-        hint = (f"the folder {local} exists but does not hold a loadable checkpoint "
-                "(config.json, the weights and the processor files)")
+        hint = (
+            f"the folder {local} exists but does not hold a loadable checkpoint "
+            "(config.json, the weights and the processor files)"
+        )
     else:
-        hint = (f"if '{model_id}' is a Hugging Face hub id, download it once with `hf download {model_id}` "
-                f"(needs network; set HF_HUB_OFFLINE=1 afterwards to stay offline), or point {env_var} / "
-                f"{flag} at a local folder that holds the checkpoint")
+        hint = (
+            f"if '{model_id}' is a Hugging Face hub id, download it once with `hf download {model_id}` "
+            f"(needs network; set HF_HUB_OFFLINE=1 afterwards to stay offline), or point {env_var} / "
+            f"{flag} at a local folder that holds the checkpoint"
+        )
     return f"cannot load the {what} '{model_id}': {reason[:300]}. {hint}"
 
 
@@ -62,8 +66,15 @@ def fit_pixels(image: Image.Image, max_pixels: int) -> Image.Image:
 class TransformersVLM:
     """A local vision-language model through transformers."""
 
-    def __init__(self, model_id: str, *, device: str = "auto", dtype: str = "auto",
-                 trust_remote_code: bool = False, max_pixels: int = 512 * 512) -> None:
+    def __init__(
+        self,
+        model_id: str,
+        *,
+        device: str = "auto",
+        dtype: str = "auto",
+        trust_remote_code: bool = False,
+        max_pixels: int = 512 * 512,
+    ) -> None:
         import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -79,7 +90,7 @@ class TransformersVLM:
             )
         except (OSError, ValueError, KeyError, ImportError) as e:
             raise VLMError(load_error("VLM", model_id, "I2M_VLM_MODEL", "--vlm-model", e)) from e
-        self.model.to(self.device).eval()
+        cast(Any, self.model).to(self.device).eval()
         self._torch = torch
         self.image_token_id = _image_token_id(self.model.config, self.processor)
 
@@ -89,8 +100,9 @@ class TransformersVLM:
             text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         except (ValueError, AttributeError) as e:
             raise VLMError(f"the processor of '{self.name}' has no usable chat template: {e}") from e
-        inputs = self.processor(text=[text], images=[fit_pixels(image.convert("RGB"), self.max_pixels)],
-                                return_tensors="pt")
+        inputs = self.processor(
+            text=[text], images=[fit_pixels(image.convert("RGB"), self.max_pixels)], return_tensors="pt"
+        )
         return {k: (v.to(self.device) if hasattr(v, "to") else v) for k, v in inputs.items()}
 
     def generate(
@@ -112,8 +124,11 @@ class TransformersVLM:
         else:
             gen_kwargs.update(do_sample=False)
         torch.manual_seed(settings.seed + call_index)
-        positions = np.nonzero((ids == self.image_token_id).cpu().numpy())[0] if self.image_token_id is not None \
+        positions = (
+            np.nonzero((ids == self.image_token_id).cpu().numpy())[0]
+            if self.image_token_id is not None
             else np.zeros(0, dtype=int)
+        )
         recorder: AttentionRecorder | None = None
         previous = getattr(self.model.config, "_attn_implementation", None)
         try:
@@ -132,21 +147,25 @@ class TransformersVLM:
         finally:
             if recorder is not None and previous and previous != "eager":
                 self.model.set_attn_implementation(previous)
-        new = out[0, ids.shape[0]:]
+        new = out[0, ids.shape[0] :]
         tok = getattr(self.processor, "tokenizer", self.processor)
         text = tok.decode(new, skip_special_tokens=True)
         result = VLMResult(text=text, meta={"new_tokens": int(new.shape[0])})
         if recorder is not None:
             rows = recorder.result()
             if rows.size:
-                grid, use = image_grid(len(positions), inputs, self.model.config,
-                                       merge_size=getattr(getattr(self.processor, "image_processor", None),
-                                                          "merge_size", None),
-                                       tile_tokens=getattr(self.processor, "image_seq_len", None))
+                grid, use = image_grid(
+                    len(positions),
+                    inputs,
+                    self.model.config,
+                    merge_size=getattr(getattr(self.processor, "image_processor", None), "merge_size", None),
+                    tile_tokens=getattr(self.processor, "image_seq_len", None),
+                )
                 result.token_attention = rows[:, use]
                 result.grid = grid
-                result.token_offsets = [len(tok.decode(new[: i + 1], skip_special_tokens=True))
-                                        for i in range(min(len(new), len(rows)))]
+                result.token_offsets = [
+                    len(tok.decode(new[: i + 1], skip_special_tokens=True)) for i in range(min(len(new), len(rows)))
+                ]
         return result
 
 

@@ -17,8 +17,15 @@ from tools.vlm.hf import fit_pixels
 class OpenAIVLM:
     """A served model; it has no attentions, so explanation maps come from the CLIP fallback."""
 
-    def __init__(self, *, base_url: str, model: str, api_key: str | None = None, timeout_s: float = 300.0,
-                 max_pixels: int = 512 * 512) -> None:
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        model: str,
+        api_key: str | None = None,
+        timeout_s: float = 300.0,
+        max_pixels: int = 512 * 512,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.name = model
         self.api_key = api_key
@@ -36,21 +43,38 @@ class OpenAIVLM:
         self._image_cache = (key, url)
         return url
 
-    def generate(self, *, node: str, prompt: str, image: Image.Image, call_index: int,
-                 settings: GenerationSettings, capture_attention: bool = False) -> VLMResult:
+    def generate(
+        self,
+        *,
+        node: str,
+        prompt: str,
+        image: Image.Image,
+        call_index: int,
+        settings: GenerationSettings,
+        capture_attention: bool = False,
+    ) -> VLMResult:
         body = {
             "model": self.name,
-            "messages": [{"role": "user", "content": [
-                {"type": "image_url", "image_url": {"url": self._data_url(image)}},
-                {"type": "text", "text": prompt},
-            ]}],
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "image_url", "image_url": {"url": self._data_url(image)}},
+                        {"type": "text", "text": prompt},
+                    ],
+                }
+            ],
             "max_tokens": settings.max_new_tokens,
             "temperature": settings.temperature,
             "top_p": settings.top_p,
             "seed": settings.seed + call_index,
         }
-        req = urllib.request.Request(f"{self.base_url}/chat/completions", data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"}, method="POST")
+        req = urllib.request.Request(
+            f"{self.base_url}/chat/completions",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
         if self.api_key:
             req.add_header("Authorization", f"Bearer {self.api_key}")
         try:
@@ -60,8 +84,10 @@ class OpenAIVLM:
             detail = e.read().decode("utf-8", "replace")[:300]
             raise VLMError(f"the server at {self.base_url} answered HTTP {e.code}: {detail}") from e
         except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
-            raise VLMError(f"cannot reach the VLM server at {self.base_url}: {getattr(e, 'reason', e)}; "
-                           "is it running? (I2M_VLM_BASE_URL)") from e
+            raise VLMError(
+                f"cannot reach the VLM server at {self.base_url}: {getattr(e, 'reason', e)}; "
+                "is it running? (I2M_VLM_BASE_URL)"
+            ) from e
         except json.JSONDecodeError as e:
             raise VLMError(f"the server at {self.base_url} did not answer JSON") from e
         try:

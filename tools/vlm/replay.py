@@ -56,7 +56,7 @@ class ReplayVLM:
         if call_index >= len(answers):
             raise VLMError(
                 f"replay file {self.path} has {len(answers)} answer(s) for node '{node}', "
-                f"but this run needs answer {call_index + 1}: add more lines with \"node\": \"{node}\""
+                f'but this run needs answer {call_index + 1}: add more lines with "node": "{node}"'
             )
         if self.delay_s:
             time.sleep(self.delay_s)

@@ -1,0 +1,194 @@
+"""The i2m command line: exit codes, outputs, clear messages."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from conftest import ABC_DIR, GOOD_ABC, ROOT, fenced, write_replay
+
+from graph.cli import main
+
+I2M = [sys.executable, "-m", "graph.cli"]
+
+
+def cli(*args: str, stdin: str | None = None):  # noqa: ANN201
+    return CliRunner().invoke(main, list(args), input=stdin, catch_exceptions=False)
+
+
+def _replay(tmp_path: Path) -> Path:
+    return write_replay(
+        tmp_path / "calls.jsonl",
+        [
+            ("describe", "A quiet harbour at dawn."),
+            ("compose", fenced(GOOD_ABC)),
+            ("reflect", fenced(GOOD_ABC)),
+            ("explain", "Calm G major for a calm morning."),
+        ],
+    )
+
+
+def test_compose_json_and_files(tmp_path: Path, image_path: Path, tiny_clip: Path) -> None:
+    out = tmp_path / "out"
+    r = cli(
+        "compose",
+        str(image_path),
+        "--replay",
+        str(_replay(tmp_path)),
+        "--embed-model",
+        str(tiny_clip),
+        "-o",
+        str(out),
+        "--json",
+    )
+    assert r.exit_code == 0, r.output
+    rec = json.loads(r.stdout)
+    assert rec["status"] == "ok" and (out / "music.mid").exists() and (out / "run.json").exists()
+
+
+def test_compose_subprocess_exit_codes(tmp_path: Path, image_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    ok = subprocess.run(
+        [
+            *I2M,
+            "compose",
+            str(image_path),
+            "--replay",
+            str(_replay(tmp_path)),
+            "--top-k",
+            "0",
+            "-o",
+            str(tmp_path / "o1"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert "✓ describe" in ok.stderr and "Traceback" not in ok.stderr
+    missing = subprocess.run(
+        [*I2M, "compose", str(tmp_path / "nope.jpg"), "--replay", "x.jsonl"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert missing.returncode == 2 and "image not found" in missing.stderr and "Traceback" not in missing.stderr
+    failed = subprocess.run(
+        [
+            *I2M,
+            "compose",
+            str(image_path),
+            "--replay",
+            str(write_replay(tmp_path / "short.jsonl", [("describe", "x")])),
+            "--top-k",
+            "0",
+            "-o",
+            str(tmp_path / "o2"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert failed.returncode == 1 and "answer(s) for node 'compose'" in failed.stderr
+    assert "Traceback" not in failed.stderr
+
+
+def test_compose_bad_prompt_override(tmp_path: Path, image_path: Path) -> None:
+    bad = tmp_path / "p.md"
+    bad.write_text("Compose for $image only.")
+    r = cli("compose", str(image_path), "--replay", str(_replay(tmp_path)), "--prompt", f"compose={bad}")
+    assert r.exit_code == 2 and "unknown variable(s) $image" in r.output
+
+
+def test_abc_check_exit_codes_and_json() -> None:
+    r = cli("abc", "check", str(ABC_DIR / "fig2_bars.abc"), "--json")
+    assert r.exit_code == 0
+    d = json.loads(r.stdout)
+    assert d["ok"] and d["title"] == "Sunset Over the Coast" and d["parts"] == 1
+    assert any("1.5 beats" in w["message"] for w in d["warnings"])
+    r = cli("abc", "check", "-", "--json", stdin=(ABC_DIR / "unclosed_chord.abc").read_text())
+    assert r.exit_code == 1 and json.loads(r.stdout)["ok"] is False
+    r = cli("abc", "check", "missing-file.abc")
+    assert r.exit_code == 2
+
+
+def test_abc_render_and_metrics(tmp_path: Path) -> None:
+    src = tmp_path / "t.abc"
+    src.write_text(GOOD_ABC)
+    r = cli("abc", "render", str(src), "--to", "mid")
+    assert r.exit_code == 0 and (tmp_path / "t.mid").exists()
+    r = cli("abc", "render", str(src), "--to", "musicxml", "-o", str(tmp_path / "x.musicxml"))
+    assert r.exit_code == 0 and (tmp_path / "x.musicxml").exists()
+    r = cli("metrics", str(src), "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["pitch_range"] == 20
+    r = cli("metrics", str(tmp_path / "t.mid"), "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["n_pitch_classes_used"] == 7
+    bad = tmp_path / "bad.abc"
+    bad.write_text((ABC_DIR / "unknown_key.abc").read_text())
+    assert cli("abc", "render", str(bad), "--to", "mid").exit_code == 1
+    assert cli("metrics", str(bad)).exit_code == 1
+
+
+def test_kb_build_stats_query(tmp_path: Path, tiny_clip: Path) -> None:
+    r = cli("kb", "build-starter", "--embed-model", str(tiny_clip), "--limit", "40")
+    assert r.exit_code == 0, r.output
+    r = cli("kb", "stats", "--embed-model", str(tiny_clip), "--json")
+    assert json.loads(r.stdout)["count"] == 40
+    r = cli("kb", "build-starter", "--embed-model", str(tiny_clip), "--limit", "40")
+    assert "0 added, 40 in the base" in r.output
+    r = cli("kb", "query", "--text", "a slow air in D minor", "-k", "3", "--embed-model", str(tiny_clip), "--json")
+    hits = json.loads(r.stdout)
+    assert len(hits) == 3 and all(h["via"] == "text" for h in hits)
+
+
+def test_compose_uses_the_knowledge_base(tmp_path: Path, image_path: Path, tiny_clip: Path) -> None:
+    assert cli("kb", "build-starter", "--embed-model", str(tiny_clip), "--limit", "30").exit_code == 0
+    r = cli(
+        "compose",
+        str(image_path),
+        "--replay",
+        str(_replay(tmp_path)),
+        "--embed-model",
+        str(tiny_clip),
+        "--top-k",
+        "2",
+        "-o",
+        str(tmp_path / "o"),
+        "--json",
+    )
+    rec = json.loads(r.stdout)
+    assert 2 <= len(rec["references"]) <= 4
+    assert {"id", "caption", "score", "via"} <= set(rec["references"][0])
+    prompt = json.loads((tmp_path / "o" / "vlm_calls.jsonl").read_text().splitlines()[1])["prompt"]
+    assert "Reference 1:" in prompt and "```abc" in prompt
+
+
+def test_auto_build_when_no_base(
+    tmp_path: Path, image_path: Path, tiny_clip: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tools.kb
+
+    real = tools.kb.build_starter
+    monkeypatch.setattr(tools.kb, "build_starter", lambda s, kb=None, **kw: real(s, kb, limit=25, progress=False))
+    monkeypatch.setenv("I2M_KB_AUTO_BUILD", "true")
+    r = cli(
+        "compose",
+        str(image_path),
+        "--replay",
+        str(_replay(tmp_path)),
+        "--embed-model",
+        str(tiny_clip),
+        "-o",
+        str(tmp_path / "o"),
+        "--json",
+    )
+    assert r.exit_code == 0 and "building the starter base" in r.stderr
+    assert json.loads(r.stdout)["references"]

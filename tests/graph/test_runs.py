@@ -1,0 +1,132 @@
+"""End-to-end graph runs with scripted VLM answers (replay backend)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import muspy
+import pytest
+from conftest import BROKEN_ABC, GOOD_ABC, WARN_ABC, fenced, write_replay
+
+from graph.config import load_settings
+from graph.runner import InputError, compose_image
+
+DESC = ("describe", "A harbour at dawn with small boats and pink light.")
+EXPLAIN = ("explain", "The gentle G major melody follows the boats rocking in the pink light.")
+
+
+def run(tmp_path: Path, image: Path, calls: list[tuple[str, str]], **overrides: object):  # noqa: ANN201
+    replay = write_replay(tmp_path / "calls.jsonl", calls)
+    settings = load_settings(vlm_backend="replay", replay_file=replay, top_k=0, **overrides)
+    return compose_image(image, settings, run_dir=tmp_path / "run")
+
+
+def test_clean_run_writes_everything(tmp_path: Path, image_path: Path) -> None:
+    res = run(tmp_path, image_path, [DESC, ("compose", fenced(GOOD_ABC)), ("reflect", fenced(GOOD_ABC)), EXPLAIN])
+    rec = res.record
+    assert rec["status"] == "ok" and rec["reason"] is None
+    assert rec["path"] == [
+        "describe",
+        "retrieve",
+        "compose",
+        "parse_check",
+        "evaluate",
+        "reflect",
+        "parse_check",
+        "evaluate",
+        "explain",
+    ]
+    assert len(rec["timings"]) == len(rec["path"])
+    assert [v["node"] for v in rec["versions"]] == ["compose", "reflect"]
+    assert all(v["metrics"] and v["metrics"]["pitch_range"] == 20 for v in rec["versions"])
+    assert rec["final"]["version"] == 2 and rec["motivation"].startswith("The gentle")
+    assert rec["versions"][0]["commentary"].startswith("Here is the music.")
+    assert set(rec["prompts"]) >= {"describe", "compose", "reflect", "explain"}
+    run_dir = tmp_path / "run"
+    for f in ("run.json", "vlm_calls.jsonl", "music.abc", "music.mid", "music.musicxml"):
+        assert (run_dir / f).exists(), f
+    assert muspy.read_midi(str(run_dir / "music.mid")).get_end_time() > 0
+    calls = [json.loads(x) for x in (run_dir / "vlm_calls.jsonl").read_text().splitlines()]
+    assert [c["node"] for c in calls] == ["describe", "compose", "reflect", "explain"]
+    assert "A harbour at dawn" in calls[1]["prompt"]  # the description reaches compose
+    assert "pitch_range = 20" in calls[2]["prompt"]  # metrics reach reflect
+    assert json.loads((run_dir / "run.json").read_text()) == rec
+
+
+def test_parse_error_then_fixed_compose(tmp_path: Path, image_path: Path) -> None:
+    res = run(
+        tmp_path,
+        image_path,
+        [DESC, ("compose", fenced(BROKEN_ABC)), ("compose", fenced(GOOD_ABC)), EXPLAIN],
+        refine_rounds=0,
+    )
+    rec = res.record
+    assert rec["status"] == "ok"
+    assert rec["path"][:6] == ["describe", "retrieve", "compose", "parse_check", "compose", "parse_check"]
+    assert [v["ok"] for v in rec["versions"]] == [False, True]
+    err = rec["versions"][0]["errors"][0]
+    assert err["line"] == 6 and err["message"].startswith("unclosed chord")
+    calls = [json.loads(x) for x in (tmp_path / "run" / "vlm_calls.jsonl").read_text().splitlines()]
+    assert "unclosed chord" in calls[2]["prompt"] and "could not be used" in calls[2]["prompt"]
+    assert "reflect" not in rec["path"]
+
+
+def test_retries_exhausted_fails_with_best_so_far(tmp_path: Path, image_path: Path) -> None:
+    calls = [DESC, ("compose", fenced(GOOD_ABC))] + [("reflect", "I cannot improve it, sorry.")] * 3
+    res = run(tmp_path, image_path, calls, max_parse_retries=2)
+    rec = res.record
+    assert rec["status"] == "failed"
+    assert "no valid ABC after 3 attempt(s) in reflect round 1" in rec["reason"]
+    assert rec["path"].count("reflect") == 3 and rec["path"][-1] == "parse_check"
+    assert rec["final"]["version"] == 1  # the valid compose version is kept
+    assert (tmp_path / "run" / "music.mid").exists()
+    assert "explain" not in rec["path"]
+
+
+def test_compose_retries_exhausted_has_no_final(tmp_path: Path, image_path: Path) -> None:
+    res = run(tmp_path, image_path, [DESC] + [("compose", "No music today.")] * 2, max_parse_retries=1)
+    assert res.record["status"] == "failed" and res.record["final"] is None
+    assert not (tmp_path / "run" / "music.mid").exists()
+
+
+@pytest.mark.parametrize("rounds", [0, 1, 3])
+def test_refine_rounds_are_honoured(tmp_path: Path, image_path: Path, rounds: int) -> None:
+    calls = [DESC, ("compose", fenced(WARN_ABC))] + [("reflect", fenced(GOOD_ABC))] * rounds + [EXPLAIN]
+    rec = run(tmp_path, image_path, calls, refine_rounds=rounds).record
+    assert rec["status"] == "ok"
+    assert rec["path"].count("reflect") == rounds
+    assert rec["vlm_calls"].get("reflect", 0) == rounds
+    # the compose version has bar warnings; a valid refinement without warnings is kept
+    assert rec["final"]["version"] == (1 if rounds == 0 else rounds + 1)
+    if rounds:
+        prompt = json.loads((tmp_path / "run" / "vlm_calls.jsonl").read_text().splitlines()[2])["prompt"]
+        assert "bar 2 has 2 beats, M:6/4 needs 6" in prompt
+
+
+def test_worse_reflection_keeps_the_better_version(tmp_path: Path, image_path: Path) -> None:
+    rec = run(
+        tmp_path, image_path, [DESC, ("compose", fenced(GOOD_ABC)), ("reflect", fenced(WARN_ABC)), EXPLAIN]
+    ).record
+    assert rec["status"] == "ok" and rec["final"]["version"] == 1
+
+
+def test_running_out_of_replay_answers_is_a_clear_failure(tmp_path: Path, image_path: Path) -> None:
+    rec = run(tmp_path, image_path, [DESC]).record
+    assert rec["status"] == "failed" and "has 0 answer(s) for node 'compose'" in rec["reason"]
+
+
+def test_bad_image_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "x.jpg").write_text("not an image")
+    with pytest.raises(InputError, match="not an image"):
+        run(tmp_path, tmp_path / "x.jpg", [DESC])
+
+
+def test_nothing_is_written_to_the_working_directory(tmp_path: Path, image_path: Path) -> None:
+    cwd = Path.cwd()
+    before = set(cwd.iterdir())
+    replay = write_replay(tmp_path / "calls.jsonl", [DESC, ("compose", fenced(GOOD_ABC)), EXPLAIN])
+    settings = load_settings(vlm_backend="replay", replay_file=replay, top_k=0, refine_rounds=0)
+    res = compose_image(image_path, settings)  # default run dir under I2M_HOME
+    assert res.run_dir.is_relative_to(settings.home)
+    assert set(cwd.iterdir()) == before
