@@ -362,6 +362,46 @@ def kb_build_starter(embed_model: str | None, limit: int | None) -> None:
     )
 
 
+@kb.command("ingest-midicaps")
+@click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--limit", type=int, help="Only the first N entries of train.json.")
+@click.option("--jobs", type=int, default=1, show_default=True, help="Processes converting MIDI to ABC.")
+@click.option(
+    "--converter",
+    type=click.Choice(["auto", "midi2abc", "python"]),
+    default="auto",
+    show_default=True,
+    help="auto: midi2abc (Debian abcmidi) when installed, else the pure-Python writer.",
+)
+@click.option("--embed-model", help="CLIP hub id or local folder [env I2M_EMBED_MODEL].")
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+@handle_errors
+def kb_ingest_midicaps(
+    directory: Path, limit: int | None, jobs: int, converter: str, embed_model: str | None, as_json: bool
+) -> None:
+    """Add MidiCaps (train.json + MIDI files) to the base; resumes after an interruption, never duplicates.
+
+    Example: i2m kb ingest-midicaps ~/data/midicaps --jobs 2 --limit 10000
+    """
+    from tools.kb import ingest_midicaps
+
+    settings = settings_from(embed_model=embed_model)
+    try:
+        counts = ingest_midicaps(settings, directory, limit=limit, jobs=max(1, jobs), converter=converter)
+    except (FileNotFoundError, ValueError) as e:
+        fail(str(e), 2)
+        return
+    if as_json:
+        out.print_json(json.dumps(counts))
+        return
+    err.print(
+        f"[green]done[/green]: {counts['added']} added, {counts['present']} already present, "
+        f"{counts['skipped']} skipped, {counts['total']} in the base"
+    )
+    for reason, n in counts["reasons"].items():
+        err.print(f"  skipped {n}: {reason}")
+
+
 @kb.command("stats")
 @click.option("--embed-model", help="CLIP hub id or local folder [env I2M_EMBED_MODEL].")
 @click.option("--json", "as_json", is_flag=True)

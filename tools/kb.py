@@ -191,3 +191,147 @@ def build_starter(
                 added += kb.add(todo, vecs)
             bar.advance(task, len(chunk))
     return {"added": added, "total": kb.count(), "truncated_captions": embedder.truncated}
+
+
+# --- MidiCaps ----------------------------------------------------------------------------------------
+
+
+def _midicaps_meta(rec: dict[str, Any]) -> dict[str, Any]:
+    def join(v: Any) -> str:
+        if isinstance(v, list):
+            return ", ".join(str(x) for x in v[:6])
+        return "" if v is None else str(v)
+
+    return {
+        "key": join(rec.get("key")),
+        "meter": join(rec.get("time_signature")),
+        "tempo": float(rec["tempo"]) if isinstance(rec.get("tempo"), (int, float)) else 0.0,
+        "genre": join(rec.get("genre")),
+        "mood": join(rec.get("mood")),
+        "instruments": join(rec.get("instrument_summary")),
+        "collection": "midicaps",
+    }
+
+
+def _convert_one(args: tuple[str, str, str, str]) -> tuple[str, str | None, str]:
+    """(id, abc or None, route or reason) — runs in a worker process."""
+    from tools.music.midi2abc import MidiConversionError, midi_to_abc
+
+    entry_id, path, title, converter = args
+    p = Path(path)
+    if not p.is_file():
+        return entry_id, None, "MIDI file missing"
+    try:
+        abc, route = midi_to_abc(p, title=title, prefer_exe=converter != "python")
+    except MidiConversionError as e:
+        return entry_id, None, str(e)[:200]
+    return entry_id, abc, route
+
+
+def iter_midicaps(root: Path) -> Iterator[dict[str, Any]]:
+    """Records of ``root/train.json`` (JSON Lines; a JSON array is accepted too)."""
+    meta = root / "train.json"
+    if not meta.is_file():
+        raise FileNotFoundError(f"{meta} not found: DIR must hold MidiCaps' train.json and the MIDI files")
+    text = meta.read_text(encoding="utf-8")
+    if text.lstrip().startswith("["):
+        yield from json.loads(text)
+        return
+    for n, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{meta}, line {n}: not JSON ({e.msg})") from e
+
+
+def ingest_midicaps(
+    settings: Any,
+    root: Path,
+    *,
+    limit: int | None = None,
+    jobs: int = 1,
+    batch: int = 256,
+    converter: str = "auto",
+    progress: bool = True,
+    kb: KnowledgeBase | None = None,
+) -> dict[str, Any]:
+    """Convert, caption-embed and store MidiCaps entries; resumable (present ids are skipped), no duplicates.
+
+    Returns counts: ``seen``, ``added``, ``present`` (already in the base), ``skipped`` and ``reasons``.
+    """
+    import time
+    from collections import Counter
+    from concurrent.futures import ProcessPoolExecutor
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from tools.embedder import get_embedder
+
+    kb = kb or KnowledgeBase(settings.kb_dir, settings.embed_model, url=settings.chroma_url)
+    records = []
+    for rec in iter_midicaps(root):
+        if "location" not in rec or "caption" not in rec:
+            continue
+        records.append(rec)
+        if limit and len(records) >= limit:
+            break
+    embedder = get_embedder(settings.embed_model, settings.vlm_device)
+    counts: dict[str, Any] = {"seen": len(records), "added": 0, "present": 0, "skipped": 0}
+    reasons: Counter[str] = Counter()
+    t_convert = t_embed = t_store = 0.0
+    pool = ProcessPoolExecutor(max_workers=jobs) if jobs > 1 else None
+    try:
+        with Progress(
+            TextColumn("MidiCaps ingest"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            disable=not progress,
+            transient=True,
+        ) as bar:
+            task = bar.add_task("ingest", total=len(records))
+            for i in range(0, len(records), batch):
+                chunk = records[i : i + batch]
+                ids = [stable_id("midicaps:" + r["location"]) for r in chunk]
+                have = kb.existing_ids(ids)
+                counts["present"] += len(have)
+                todo = [(eid, r) for eid, r in zip(ids, chunk, strict=True) if eid not in have]
+                t0 = time.perf_counter()
+                args = [(eid, str(root / r["location"]), Path(r["location"]).stem, converter) for eid, r in todo]
+                results = list(pool.map(_convert_one, args, chunksize=8)) if pool else [_convert_one(a) for a in args]
+                t_convert += time.perf_counter() - t0
+                entries = []
+                by_id = dict(todo)
+                for eid, abc, how in results:
+                    if abc is None:
+                        counts["skipped"] += 1
+                        reasons[how.split(":")[0] if ":" in how else how] += 1
+                        continue
+                    r = by_id[eid]
+                    entries.append(
+                        Entry(
+                            id=eid,
+                            caption=str(r["caption"]),
+                            abc=abc,
+                            source=f"midicaps:{r['location']}",
+                            metadata={**_midicaps_meta(r), "converter": how},
+                        )
+                    )
+                if entries:
+                    t0 = time.perf_counter()
+                    vecs = embedder.embed_texts([e.caption for e in entries])
+                    t_embed += time.perf_counter() - t0
+                    t0 = time.perf_counter()
+                    counts["added"] += kb.add(entries, vecs)
+                    t_store += time.perf_counter() - t0
+                bar.advance(task, len(chunk))
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    counts["reasons"] = dict(reasons)
+    counts["seconds"] = {"convert": round(t_convert, 3), "embed": round(t_embed, 3), "store": round(t_store, 3)}
+    counts["truncated_captions"] = embedder.truncated
+    counts["total"] = kb.count()
+    return counts

@@ -106,14 +106,15 @@ class KnowledgeBase:
         return _client(self.kb_dir, self.url)
 
     def _collections(self) -> list[Any]:
+        client = self.client  # raises StoreError with its own message when it cannot connect
         try:
-            return [
-                self.client.get_collection(c.name if hasattr(c, "name") else c) for c in self.client.list_collections()
-            ]
-        except Exception as e:  # a corrupt store fails here first
+            return [client.get_collection(c.name if hasattr(c, "name") else c) for c in client.list_collections()]
+        except Exception as e:  # chromadb raises many types; a corrupt store fails here first
+            if self.url:
+                raise StoreError(f"the Chroma server at {self.url} failed: {type(e).__name__}: {str(e)[:200]}") from e
             raise StoreError(
-                f"the knowledge base at {self.kb_dir or self.url} cannot be read "
-                f"({type(e).__name__}); move it away and rebuild it with `{BUILD_HINT}`"
+                f"the knowledge base at {self.kb_dir} cannot be read ({type(e).__name__}); "
+                f"move it away and rebuild it with `{BUILD_HINT}`"
             ) from e
 
     def _get(self) -> Any | None:

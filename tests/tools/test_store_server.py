@@ -1,0 +1,74 @@
+"""Server mode: the same store code against a Chroma server started on loopback (I2M_CHROMA_URL)."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tools.store import Entry, KnowledgeBase, forget_clients
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def chroma_server(tmp_path: Path) -> Iterator[str]:
+    import sys
+
+    exe = shutil.which("chroma") or str(Path(sys.executable).parent / "chroma")
+    if not Path(exe).exists():
+        pytest.skip("the chroma CLI is not installed")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [exe, "run", "--path", str(tmp_path / "srv"), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=tmp_path,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"{url}/api/v2/heartbeat", timeout=1).read()
+                break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            pytest.fail("the chroma server did not start")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        forget_clients()
+
+
+def test_store_against_a_server(chroma_server: str) -> None:
+    kb = KnowledgeBase(None, "tiny/clip", url=chroma_server)
+    assert not kb.exists()
+    entries = [Entry(id=f"s{i}", caption=f"caption {i}", abc=f"X:{i}\nK:C\nC|\n", source="t") for i in range(3)]
+    vecs = np.eye(3, 8, dtype=np.float32)
+    assert kb.add(entries, vecs) == 3 and kb.add(entries, vecs) == 0
+    hits = kb.query(vecs[1], 2)
+    assert hits[0].id == "s1" and hits[0].abc.startswith("X:1")
+    info = kb.info()
+    assert info["count"] == 3 and info["location"] == chroma_server and info["dim"] == 8
+
+
+def test_unreachable_server_is_a_clear_message() -> None:
+    from tools.store import StoreError
+
+    kb = KnowledgeBase(None, "tiny/clip", url=f"http://127.0.0.1:{_free_port()}")
+    with pytest.raises(StoreError, match="cannot open the Chroma server"):
+        kb.count()
+    forget_clients()
