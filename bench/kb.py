@@ -51,9 +51,11 @@ def ingest_throughput(n_files: int, jobs: int) -> None:
             kb.add(entries, vecs)
             t_store = time.perf_counter() - t0
             rate = len(recs) / (t_conv + t_store)
-            print(f"  ingest ({conv:>6}, {jobs} job(s)): convert {len(recs) / t_conv:7.1f} files/s, store "
-                  f"{len(entries) / t_store:7.1f} files/s, convert+store {rate:7.1f} files/s "
-                  f"(goal >= 200: {'met' if rate >= 200 else 'NOT met'})")
+            print(
+                f"  ingest ({conv:>6}, {jobs} job(s)): convert {len(recs) / t_conv:7.1f} files/s, store "
+                f"{len(entries) / t_store:7.1f} files/s, convert+store {rate:7.1f} files/s "
+                f"(goal >= 200: {'met' if rate >= 200 else 'NOT met'})"
+            )
 
 
 def query_latency(n: int, dim: int = 768, queries: int = 200) -> None:
@@ -65,8 +67,10 @@ def query_latency(n: int, dim: int = 768, queries: int = 200) -> None:
         t0 = time.perf_counter()
         step = 5000
         for i in range(0, n, step):
-            kb.add([Entry(id=str(j), caption="c", abc="", source="s") for j in range(i, min(n, i + step))],
-                   vecs[i: i + step])
+            kb.add(
+                [Entry(id=str(j), caption="c", abc="", source="s") for j in range(i, min(n, i + step))],
+                vecs[i : i + step],
+            )
         t_add = time.perf_counter() - t0
         qs = rng.standard_normal((queries, dim)).astype(np.float32)
         qs /= np.linalg.norm(qs, axis=1, keepdims=True)
@@ -80,9 +84,11 @@ def query_latency(n: int, dim: int = 768, queries: int = 200) -> None:
             t_flat.append(time.perf_counter() - t0)
         c50, c95 = np.percentile(t_chroma, [50, 95]) * 1000
         f50, f95 = np.percentile(t_flat, [50, 95]) * 1000
-        print(f"  {n:>7} x {dim}: add {n / t_add:7.0f} vec/s | query p50 {c50:6.2f} ms p95 {c95:6.2f} ms (chroma) "
-              f"vs p50 {f50:6.2f} ms p95 {f95:6.2f} ms (numpy flat) | ratio p50 chroma/flat = {c50 / f50:.2f}"
-              + (f" | goal p50 <= 10 ms: {'met' if c50 <= 10 else 'NOT met'}" if n >= 100_000 else ""))
+        print(
+            f"  {n:>7} x {dim}: add {n / t_add:7.0f} vec/s | query p50 {c50:6.2f} ms p95 {c95:6.2f} ms (chroma) "
+            f"vs p50 {f50:6.2f} ms p95 {f95:6.2f} ms (numpy flat) | ratio p50 chroma/flat = {c50 / f50:.2f}"
+            + (f" | goal p50 <= 10 ms: {'met' if c50 <= 10 else 'NOT met'}" if n >= 100_000 else "")
+        )
 
 
 def main() -> None:

@@ -192,7 +192,13 @@ def compose(image: Path, output: Path | None, prompt_files: tuple[str, ...], as_
             prompt_overrides=overrides,
             on_event=progress,
             notify=lambda m: err.print(f"[yellow]{m}[/yellow]"),
+            on_start=lambda rid, d: err.print(f"run [bold]{rid}[/bold] (resume with `i2m runs resume {rid}`)"),
         )
+    report_result(result, as_json)
+
+
+def report_result(result: Any, as_json: bool) -> None:
+    """Print a finished run (run.json with --json) and exit 0 when ok, 1 when failed."""
     rec = result.record
     if as_json:
         out.print_json(json.dumps(rec, ensure_ascii=False))
@@ -456,3 +462,252 @@ def kb_query(text: str | None, image: Path | None, k: int, embed_model: str | No
     for r in refs:
         table.add_row(f"{r['score']:.3f}", r["via"], r["id"], r["caption"])
     out.print(table)
+
+
+# --- runs ------------------------------------------------------------------------------------------------
+
+
+@main.group()
+def runs() -> None:
+    """List, show, resume, replay and compare runs (they live in I2M_HOME/runs.sqlite)."""
+
+
+@runs.command("list")
+@click.option("-n", "limit", type=int, default=20, show_default=True, help="How many, newest first.")
+@click.option("--json", "as_json", is_flag=True)
+@handle_errors
+def runs_list(limit: int, as_json: bool) -> None:
+    """The latest runs.
+
+    Example: i2m runs list -n 5
+    """
+    import time as _time
+
+    from graph.runner import connect_db, list_runs
+
+    conn = connect_db(settings_from())
+    try:
+        infos = list_runs(conn, limit)
+    finally:
+        conn.close()
+    if as_json:
+        out.print_json(
+            json.dumps(
+                [
+                    {
+                        "run_id": i.run_id,
+                        "status": i.status,
+                        "image": i.image,
+                        "run_dir": str(i.run_dir),
+                        "created": i.created,
+                        "parent": i.parent,
+                    }
+                    for i in infos
+                ]
+            )
+        )
+        return
+    from rich.table import Table
+
+    table = Table("run id", "status", "created", "image", "run dir")
+    for i in infos:
+        colour = {"ok": "green", "failed": "red"}.get(i.status, "yellow")
+        table.add_row(
+            i.run_id,
+            f"[{colour}]{i.status}[/{colour}]",
+            _time.strftime("%Y-%m-%d %H:%M", _time.localtime(i.created)),
+            Path(i.image).name,
+            str(i.run_dir),
+        )
+    out.print(table)
+
+
+def _load_run(run_id: str) -> tuple[Any, dict[str, Any]]:
+    from graph.runner import connect_db, get_run, load_record
+
+    conn = connect_db(settings_from())
+    try:
+        info = get_run(conn, run_id)
+    finally:
+        conn.close()
+    try:
+        return info, load_record(info.run_dir)
+    except (OSError, ValueError) as e:
+        fail(
+            f"run {info.run_id} has no readable run.json in {info.run_dir} ({e}); "
+            f"if it was interrupted, `i2m runs resume {info.run_id}`",
+            1,
+        )
+        raise
+
+
+@runs.command("show")
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True, help="Print run.json.")
+@handle_errors
+def runs_show(run_id: str, as_json: bool) -> None:
+    """A run's description, references, versions with metrics, final ABC and motivation.
+
+    Example: i2m runs show 20261126-130241
+    """
+    info, rec = _load_run(run_id)
+    if as_json:
+        out.print_json(json.dumps(rec, ensure_ascii=False))
+        return
+    show_record(rec, info.run_dir)
+
+
+def show_record(rec: dict[str, Any], run_dir: Path) -> None:
+    from rich.panel import Panel
+    from rich.syntax import Syntax
+    from rich.table import Table
+
+    colour = "green" if rec["status"] == "ok" else "red"
+    out.print(f"[bold]{rec['run_id']}[/bold]  [{colour}]{rec['status']}[/{colour}]  {rec['image']}")
+    if rec.get("reason"):
+        out.print(f"reason: {rec['reason']}")
+    if rec.get("description"):
+        out.print(Panel(rec["description"], title="description"))
+    if rec.get("references"):
+        t = Table("score", "via", "caption", title="references")
+        for r in rec["references"]:
+            t.add_row(f"{r['score']:.3f}", r["via"], r["caption"])
+        out.print(t)
+    if rec.get("versions"):
+        out.print(metrics_table(rec["versions"]))
+    if rec.get("final"):
+        out.print(
+            Panel(
+                Syntax(rec["final"]["abc"], "text", word_wrap=True), title=f"final: version {rec['final']['version']}"
+            )
+        )
+    if rec.get("motivation"):
+        out.print(Panel(rec["motivation"], title="motivation"))
+    out.print(" -> ".join(f"{n} {t:.2f}s" for n, t in zip(rec.get("path", []), rec.get("timings", []), strict=False)))
+    for key, fname in (rec.get("files") or {}).items():
+        out.print(f"  {key:<9} {run_dir / fname}")
+
+
+def metrics_table(versions: list[dict[str, Any]]) -> Any:
+    """Metrics of every version side by side (before and after refinement)."""
+    from rich.table import Table
+
+    from tools.music.metrics import METRIC_MEANINGS
+
+    t = Table(
+        "metric",
+        *[f"v{i + 1} {v['node']}" + ("" if v["ok"] else " (invalid)") for i, v in enumerate(versions)],
+        title="versions",
+    )
+    for name in METRIC_MEANINGS:
+        row = []
+        for v in versions:
+            m = v.get("metrics") or {}
+            val = m.get(name)
+            row.append("-" if val is None else str(val))
+        t.add_row(name, *row)
+    t.add_row("warnings", *[str(len(v.get("warnings") or [])) for v in versions])
+    t.add_row("errors", *[str(len(v.get("errors") or [])) for v in versions])
+    return t
+
+
+@runs.command("resume")
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True, help="Print run.json to stdout.")
+@handle_errors
+def runs_resume(run_id: str, as_json: bool) -> None:
+    """Continue an interrupted run; nodes that had finished are not run again.
+
+    Example: i2m runs resume 20261126-130241-fbeb89
+    """
+    from graph.runner import resume_run
+
+    with NodeProgress(err) as progress:
+        result = resume_run(
+            run_id, settings_from(), on_event=progress, notify=lambda m: err.print(f"[yellow]{m}[/yellow]")
+        )
+    report_result(result, as_json)
+
+
+@runs.command("replay")
+@click.argument("run_id")
+@click.option(
+    "--from",
+    "from_node",
+    required=True,
+    type=click.Choice(["describe", "retrieve", "compose", "parse_check", "evaluate", "reflect", "explain"]),
+    help="Re-run from this node; the nodes before it come from the record.",
+)
+@click.option("--prompt", "prompt_files", multiple=True, metavar="NODE=FILE", help="Use FILE as the prompt of NODE.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Run dir of the new run.")
+@model_options
+@click.option("--json", "as_json", is_flag=True, help="Print run.json to stdout.")
+@handle_errors
+def runs_replay(
+    run_id: str, from_node: str, prompt_files: tuple[str, ...], output: Path | None, as_json: bool, **flags: Any
+) -> None:
+    """A new run from a checkpoint of RUN_ID, e.g. to try another prompt for compose.
+
+    Example: i2m runs replay 20261126-130241 --from compose --prompt compose=my_compose.md
+    """
+    from graph.runner import replay_run
+
+    overrides = {k: v for k, v in flags.items() if v is not None}
+    if overrides.get("replay_file") is not None and overrides.get("vlm_backend") is None:
+        overrides["vlm_backend"] = "replay"
+    with NodeProgress(err) as progress:
+        result = replay_run(
+            run_id,
+            from_node,
+            settings_from(),
+            prompt_overrides=parse_prompt_overrides(prompt_files),
+            on_event=progress,
+            notify=lambda m: err.print(f"[yellow]{m}[/yellow]"),
+            run_dir=output,
+            **overrides,
+        )
+    report_result(result, as_json)
+
+
+@runs.command("diff")
+@click.argument("run_a")
+@click.argument("run_b")
+@handle_errors
+def runs_diff(run_a: str, run_b: str) -> None:
+    """Two runs side by side: prompts, final ABC and metrics.
+
+    Example: i2m runs diff 20261126-130241 20261126-131502
+    """
+    import difflib
+
+    from rich.table import Table
+
+    from tools.music.metrics import METRIC_MEANINGS
+
+    (ia, ra), (ib, rb) = _load_run(run_a), _load_run(run_b)
+    out.print(f"[bold]{ra['run_id']}[/bold] ({ra['status']})  vs  [bold]{rb['run_id']}[/bold] ({rb['status']})")
+    for node in sorted(set(ra.get("prompts", {})) | set(rb.get("prompts", {}))):
+        pa = ia.run_dir / "prompts" / f"{node}.md"
+        pb = ib.run_dir / "prompts" / f"{node}.md"
+        ta = pa.read_text(encoding="utf-8") if pa.exists() else ""
+        tb = pb.read_text(encoding="utf-8") if pb.exists() else ""
+        if ta == tb:
+            out.print(f"prompt {node}: same")
+            continue
+        out.print(f"[bold]prompt {node}[/bold]: differs")
+        for line in difflib.unified_diff(ta.splitlines(), tb.splitlines(), "A", "B", lineterm="", n=1):
+            style = "green" if line.startswith("+") else "red" if line.startswith("-") else "dim"
+            out.print(f"[{style}]{line}[/{style}]", markup=True, highlight=False)
+    fa = (ra.get("final") or {}).get("abc", "")
+    fb = (rb.get("final") or {}).get("abc", "")
+    t = Table("final ABC of A", "final ABC of B")
+    t.add_row(fa or "(none)", fb or "(none)")
+    out.print(t)
+    m = Table("metric", "A", "B", title="final metrics")
+    ma = (ra.get("final") or {}).get("metrics") or {}
+    mb = (rb.get("final") or {}).get("metrics") or {}
+    for name in METRIC_MEANINGS:
+        a, b = ma.get(name), mb.get(name)
+        mark = "" if a == b else " *"
+        m.add_row(name + mark, "-" if a is None else str(a), "-" if b is None else str(b))
+    out.print(m)

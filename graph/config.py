@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     vlm_backend: Literal["transformers", "replay", "openai"] = "transformers"
     vlm_model: str = "Qwen/Qwen3-VL-4B-Instruct"
     replay_file: Path | None = None
+    replay_delay_s: float = Field(0.0, ge=0)
     vlm_device: str = "auto"
     vlm_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     trust_remote_code: bool = False

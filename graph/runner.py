@@ -60,26 +60,95 @@ def new_run_id() -> str:
 # --- the run database (checkpoints + an index of runs) -------------------------------------------------
 
 
+@dataclass
+class RunInfo:
+    """A run as the run database knows it (enough to resume or replay it)."""
+
+    run_id: str
+    run_dir: Path
+    image: str
+    created: float
+    status: str
+    settings: dict[str, Any]
+    prompts: dict[str, str]
+    parent: str | None = None
+
+
 def connect_db(settings: Settings) -> sqlite3.Connection:
+    """The run database under I2M_HOME (SQLite in WAL mode, shared safely by concurrent runs)."""
     settings.home.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(str(settings.db_path), check_same_thread=False, timeout=60)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA busy_timeout=60000")
     conn.execute(
-        "CREATE TABLE IF NOT EXISTS i2m_runs (run_id TEXT PRIMARY KEY, run_dir TEXT, image TEXT, "
-        "created REAL, status TEXT)"
+        "CREATE TABLE IF NOT EXISTS i2m_runs (run_id TEXT PRIMARY KEY, run_dir TEXT, image TEXT, created REAL, "
+        "status TEXT, settings TEXT, prompts TEXT, parent TEXT)"
     )
     conn.commit()
     return conn
 
 
-def register_run(conn: sqlite3.Connection, run_id: str, run_dir: Path, image: str, status: str) -> None:
+def register_run(
+    conn: sqlite3.Connection,
+    run_id: str,
+    run_dir: Path,
+    image: str,
+    settings: Settings,
+    prompts: dict[str, str],
+    parent: str | None = None,
+) -> None:
     conn.execute(
-        "INSERT INTO i2m_runs (run_id, run_dir, image, created, status) VALUES (?, ?, ?, ?, ?) "
-        "ON CONFLICT(run_id) DO UPDATE SET status=excluded.status",
-        (run_id, str(run_dir), image, time.time(), status),
+        "INSERT OR REPLACE INTO i2m_runs (run_id, run_dir, image, created, status, settings, prompts, parent) "
+        "VALUES (?, ?, ?, ?, 'running', ?, ?, ?)",
+        (run_id, str(run_dir), image, time.time(), settings.model_dump_json(), json.dumps(prompts), parent),
     )
     conn.commit()
+
+
+def set_status(conn: sqlite3.Connection, run_id: str, status: str) -> None:
+    conn.execute("UPDATE i2m_runs SET status = ? WHERE run_id = ?", (status, run_id))
+    conn.commit()
+
+
+def _info(row: tuple[Any, ...]) -> RunInfo:
+    return RunInfo(
+        run_id=row[0],
+        run_dir=Path(row[1]),
+        image=row[2],
+        created=row[3],
+        status=row[4],
+        settings=json.loads(row[5] or "{}"),
+        prompts=json.loads(row[6] or "{}"),
+        parent=row[7],
+    )
+
+
+_COLUMNS = "run_id, run_dir, image, created, status, settings, prompts, parent"
+
+
+def get_run(conn: sqlite3.Connection, run_id: str) -> RunInfo:
+    """The run with this id (a unique prefix is enough); InputError when unknown."""
+    rows = conn.execute(
+        f"SELECT {_COLUMNS} FROM i2m_runs WHERE run_id LIKE ? ORDER BY created", (run_id.replace("%", "") + "%",)
+    ).fetchall()
+    exact = [r for r in rows if r[0] == run_id]
+    if exact:
+        return _info(exact[0])
+    if len(rows) == 1:
+        return _info(rows[0])
+    if not rows:
+        raise InputError(f"no run '{run_id}' in {conn_path(conn)}; see `i2m runs list`")
+    raise InputError(f"'{run_id}' matches {len(rows)} runs; give more of the id")
+
+
+def list_runs(conn: sqlite3.Connection, limit: int = 20) -> list[RunInfo]:
+    rows = conn.execute(f"SELECT {_COLUMNS} FROM i2m_runs ORDER BY created DESC LIMIT ?", (limit,)).fetchall()
+    return [_info(r) for r in rows]
+
+
+def conn_path(conn: sqlite3.Connection) -> str:
+    row = conn.execute("PRAGMA database_list").fetchone()
+    return str(row[2]) if row else "the run database"
 
 
 def checkpointer(conn: sqlite3.Connection) -> Any:
@@ -157,6 +226,7 @@ def build_context(
             base_url=settings.vlm_base_url,
             api_key=settings.vlm_api_key,
             timeout_s=settings.vlm_timeout_s,
+            replay_delay_s=settings.replay_delay_s,
         )
         retriever = make_retriever(settings, notify)
     except (VLMError, StoreError) as e:
@@ -168,7 +238,12 @@ def build_context(
 
 
 def write_outputs(
-    ctx: RunContext, run_id: str, state: dict[str, Any], image_path: Path, error: str | None = None
+    ctx: RunContext,
+    run_id: str,
+    state: dict[str, Any],
+    image_path: Path,
+    error: str | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> RunResult:
     """Write run.json, the final music files and the attention map from a (final or interrupted) state."""
     run_dir = ctx.run_dir
@@ -254,6 +329,7 @@ def write_outputs(
             "top_k": ctx.settings.top_k,
         },
         "vlm_calls": dict(state.get("calls", {})),
+        **(extra or {}),
     }
     atomic_write_json(run_dir / "run.json", record)
     return RunResult(run_id=run_id, run_dir=run_dir, record=record, files=files)
@@ -262,19 +338,41 @@ def write_outputs(
 # --- running -------------------------------------------------------------------------------------------
 
 
-def _stream(
-    ctx: RunContext, conn: sqlite3.Connection, config: dict[str, Any], graph_input: Any, on_event: Event | None
-) -> str | None:
-    """Run the graph, reporting node updates; returns an error message or None."""
+def _config(run_id: str, settings: Settings) -> dict[str, Any]:
+    return {"configurable": {"thread_id": run_id}, "recursion_limit": settings.recursion_limit}
+
+
+def _execute(
+    ctx: RunContext,
+    conn: sqlite3.Connection,
+    run_id: str,
+    image_path: Path,
+    graph_input: Any,
+    on_event: Event | None,
+    extra: dict[str, Any] | None = None,
+) -> RunResult:
+    """Stream the graph (checkpointing after every node), then write the outputs from the saved state."""
+    from langgraph.errors import GraphRecursionError
+
     graph = build_graph(checkpointer(conn))
+    config = _config(run_id, ctx.settings)
+    error: str | None = None
     try:
-        for chunk in graph.stream(graph_input, config=config, context=ctx, stream_mode="updates"):
+        for chunk in graph.stream(graph_input, config=config, context=ctx, stream_mode="updates", durability="sync"):
             for node, update in chunk.items():
                 if on_event is not None and isinstance(update, dict):
                     on_event(node, update)
     except (VLMError, StoreError) as e:
-        return str(e)
-    return None
+        error = str(e)
+    except GraphRecursionError:
+        error = (
+            f"the run exceeded its step budget (I2M_RECURSION_LIMIT={ctx.settings.recursion_limit}); "
+            "lower I2M_MAX_PARSE_RETRIES or I2M_REFINE_ROUNDS, or raise the limit"
+        )
+    state = dict(graph.get_state(config).values)
+    result = write_outputs(ctx, run_id, state, image_path, error, extra=extra)
+    set_status(conn, run_id, result.record["status"])
+    return result
 
 
 def compose_image(
@@ -287,6 +385,7 @@ def compose_image(
     notify: Callable[[str], None] = _notify_stderr,
     run_id: str | None = None,
     user_feedback: str | None = None,
+    on_start: Callable[[str, Path], None] | None = None,
 ) -> RunResult:
     """Turn one image into music. Raises InputError (refused input) or RunError (cannot start)."""
     image_path = Path(image).expanduser().absolute()
@@ -297,32 +396,140 @@ def compose_image(
     shutil.copyfile(image_path, run_dir / f"input{image_path.suffix.lower() or '.img'}")
     conn = connect_db(settings)
     try:
-        register_run(conn, run_id, run_dir, str(image_path), "running")
-        config = {"configurable": {"thread_id": run_id}, "recursion_limit": settings.recursion_limit}
+        register_run(
+            conn, run_id, run_dir, str(image_path), settings, {k: str(v) for k, v in (prompt_overrides or {}).items()}
+        )
+        if on_start is not None:
+            on_start(run_id, run_dir)
         graph_input: dict[str, Any] = {"image": str(image_path)}
         if user_feedback:
             graph_input["user_feedback"] = user_feedback
-        error = _run_guarded(ctx, conn, config, graph_input, on_event)
-        state = build_graph(checkpointer(conn)).get_state(config).values
-        result = write_outputs(ctx, run_id, dict(state), image_path, error)
-        register_run(conn, run_id, run_dir, str(image_path), result.record["status"])
-        return result
+        return _execute(ctx, conn, run_id, image_path, graph_input, on_event)
     finally:
         conn.close()
 
 
-def _run_guarded(
-    ctx: RunContext, conn: sqlite3.Connection, config: dict[str, Any], graph_input: Any, on_event: Event | None
-) -> str | None:
-    from langgraph.errors import GraphRecursionError
+def _stored_settings(info: RunInfo, overrides: dict[str, Any]) -> Settings:
+    return Settings.model_validate(info.settings).with_overrides(**overrides)
 
+
+def resume_run(
+    run_id: str,
+    settings: Settings,
+    *,
+    on_event: Event | None = None,
+    notify: Callable[[str], None] = _notify_stderr,
+    **overrides: Any,
+) -> RunResult:
+    """Continue an interrupted run from its last checkpoint; finished nodes are not run again."""
+    conn = connect_db(settings)
     try:
-        return _stream(ctx, conn, config, graph_input, on_event)
-    except GraphRecursionError:
-        return (
-            f"the run exceeded its step budget (I2M_RECURSION_LIMIT={ctx.settings.recursion_limit}); "
-            "lower I2M_MAX_PARSE_RETRIES or I2M_REFINE_ROUNDS, or raise the limit"
+        info = get_run(conn, run_id)
+        run_settings = _stored_settings(info, overrides)
+        ctx = build_context(
+            run_settings, Path(info.image), info.run_dir, {k: Path(v) for k, v in info.prompts.items()}, notify
         )
+        snapshot = build_graph(checkpointer(conn)).get_state(_config(info.run_id, run_settings))
+        if not snapshot.values:
+            raise InputError(f"run {info.run_id} has no checkpoint to resume from; start it again")
+        if not snapshot.next:
+            notify(f"run {info.run_id} had already finished; its outputs are written again")
+        graph_input = None
+        return _execute(ctx, conn, info.run_id, Path(info.image), graph_input, on_event)
+    finally:
+        conn.close()
+
+
+def replay_run(
+    run_id: str,
+    from_node: str,
+    settings: Settings,
+    *,
+    prompt_overrides: dict[str, Path] | None = None,
+    on_event: Event | None = None,
+    notify: Callable[[str], None] = _notify_stderr,
+    run_dir: Path | None = None,
+    **overrides: Any,
+) -> RunResult:
+    """A new run that starts from the checkpoint of ``run_id`` just before ``from_node`` first ran.
+
+    The nodes before ``from_node`` are not run again: their results (and VLM answers) come from the record.
+    """
+    from graph.builder import NODE_IDS
+
+    if from_node not in NODE_IDS:
+        raise InputError(f"unknown node '{from_node}': use one of {', '.join(NODE_IDS)}")
+    conn = connect_db(settings)
+    try:
+        info = get_run(conn, run_id)
+        run_settings = _stored_settings(info, overrides)
+        graph = build_graph(checkpointer(conn))
+        history = list(graph.get_state_history(_config(info.run_id, run_settings)))
+        before = next((h for h in reversed(history) if from_node in (h.next or ())), None)
+        if before is None:
+            raise InputError(f"run {info.run_id} never reached '{from_node}'; nothing to replay from")
+        prompts = {**{k: Path(v) for k, v in info.prompts.items()}, **(prompt_overrides or {})}
+        new_id = new_run_id()
+        new_dir = Path(run_dir).absolute() if run_dir is not None else run_settings.runs_dir / new_id
+        ctx = build_context(run_settings, Path(info.image), new_dir, prompts, notify)
+        new_dir.mkdir(parents=True, exist_ok=True)
+        register_run(
+            conn, new_id, new_dir, info.image, run_settings, {k: str(v) for k, v in prompts.items()}, parent=info.run_id
+        )
+        # the new thread starts with the recorded state; as_node makes the graph continue at from_node
+        previous = {
+            "describe": None,
+            "retrieve": "describe",
+            "compose": "retrieve",
+            "parse_check": "compose",
+            "evaluate": "parse_check",
+            "reflect": "evaluate",
+            "explain": "evaluate",
+        }[from_node]
+        values = dict(before.values)
+        if previous is None:
+            return _execute(
+                ctx,
+                conn,
+                new_id,
+                Path(info.image),
+                {"image": info.image},
+                on_event,
+                extra={"replayed_from": {"run_id": info.run_id, "node": from_node}},
+            )
+        graph.update_state(_config(new_id, run_settings), values, as_node=previous)
+        recorded = _recorded_calls(info.run_dir, values.get("calls", {}))
+        if recorded:
+            (new_dir / "vlm_calls.jsonl").write_text(recorded, encoding="utf-8")
+        return _execute(
+            ctx,
+            conn,
+            new_id,
+            Path(info.image),
+            None,
+            on_event,
+            extra={"replayed_from": {"run_id": info.run_id, "node": from_node}},
+        )
+    finally:
+        conn.close()
+
+
+def _recorded_calls(run_dir: Path, counts: dict[str, int]) -> str:
+    """The first ``counts[node]`` recorded calls of each node, so the new run's record is complete."""
+    path = Path(run_dir) / "vlm_calls.jsonl"
+    if not path.exists():
+        return ""
+    seen: dict[str, int] = {}
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            node = json.loads(line)["node"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
+        if seen.get(node, 0) < counts.get(node, 0):
+            seen[node] = seen.get(node, 0) + 1
+            out.append(line + "\n")
+    return "".join(out)
 
 
 def load_record(run_dir: Path) -> dict[str, Any]:

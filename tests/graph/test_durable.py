@@ -1,0 +1,142 @@
+"""Durable runs: kill a run mid-way and resume it; replay from a checkpoint; list, show and diff runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from click.testing import CliRunner
+from conftest import GOOD_ABC, ROOT, WARN_ABC, fenced, write_replay
+
+from graph.cli import main
+
+
+def _nodes(run_dir: Path) -> list[str]:
+    return [json.loads(x)["node"] for x in (run_dir / "vlm_calls.jsonl").read_text().splitlines()]
+
+
+def test_kill_and_resume(tmp_path: Path, image_path: Path) -> None:
+    replay = write_replay(
+        tmp_path / "calls.jsonl",
+        [
+            ("describe", "A harbour."),
+            ("compose", fenced(WARN_ABC)),
+            ("reflect", fenced(GOOD_ABC)),
+            ("explain", "Because."),
+        ],
+    )
+    run_dir = tmp_path / "run"
+    log = tmp_path / "stderr.txt"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "I2M_REPLAY_DELAY_S": "1.5", "I2M_TOP_K": "0"}
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "graph.cli",
+                "compose",
+                str(image_path),
+                "--replay",
+                str(replay),
+                "-o",
+                str(run_dir),
+            ],
+            stderr=fh,
+            stdout=subprocess.DEVNULL,
+            env=env,
+        )
+    deadline = time.time() + 120
+    while "evaluate" not in log.read_text() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    os.kill(proc.pid, signal.SIGKILL)  # during reflect's (slow) model call
+    proc.wait()
+    assert _nodes(run_dir) == ["describe", "compose"]
+    assert not (run_dir / "run.json").exists()
+    run_id = next(line.split()[1] for line in log.read_text().splitlines() if line.startswith("run "))
+
+    r = CliRunner().invoke(main, ["runs", "resume", run_id, "--json"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    rec = json.loads(r.stdout)
+    assert rec["status"] == "ok" and rec["final"]["version"] == 2
+    # describe and compose had finished: not called again; the rest ran once
+    assert _nodes(run_dir) == ["describe", "compose", "reflect", "explain"]
+    assert rec["path"].count("describe") == 1 and rec["path"].count("compose") == 1
+
+
+def test_replay_from_compose_with_another_prompt(tmp_path: Path, image_path: Path) -> None:
+    replay = write_replay(
+        tmp_path / "calls.jsonl",
+        [
+            ("describe", "A harbour."),
+            ("compose", fenced(GOOD_ABC)),
+            ("explain", "Because."),
+        ],
+    )
+    # answers for the replayed nodes (the k-th call of a node gets the k-th line: k counts from the record)
+    other = write_replay(
+        tmp_path / "other.jsonl", [("describe", "never used"), ("compose", fenced(WARN_ABC)), ("explain", "Again.")]
+    )
+    cli = CliRunner()
+    r = cli.invoke(
+        main,
+        [
+            "compose",
+            str(image_path),
+            "--replay",
+            str(replay),
+            "--top-k",
+            "0",
+            "--refine-rounds",
+            "0",
+            "-o",
+            str(tmp_path / "a"),
+            "--json",
+        ],
+        catch_exceptions=False,
+    )
+    first = json.loads(r.stdout)
+    prompt = tmp_path / "my_compose.md"
+    prompt.write_text("Write ABC music for: $description\n$examples\n$feedback")
+    r = cli.invoke(
+        main,
+        [
+            "runs",
+            "replay",
+            first["run_id"],
+            "--from",
+            "compose",
+            "--prompt",
+            f"compose={prompt}",
+            "--replay",
+            str(other),
+            "-o",
+            str(tmp_path / "b"),
+            "--json",
+        ],
+        catch_exceptions=False,
+    )
+    assert r.exit_code == 0, r.output
+    second = json.loads(r.stdout)
+    assert second["replayed_from"] == {"run_id": first["run_id"], "node": "compose"}
+    assert second["description"] == "A harbour." and second["final"]["title"] == "Short bars"
+    calls = [json.loads(x) for x in (tmp_path / "b" / "vlm_calls.jsonl").read_text().splitlines()]
+    assert [c["node"] for c in calls] == ["describe", "compose", "explain"]
+    assert calls[1]["prompt"].startswith("Write ABC music for: A harbour.")  # the new prompt was used
+    assert second["prompts"]["compose"] == str(prompt)
+
+    r = cli.invoke(main, ["runs", "list", "--json"], catch_exceptions=False)
+    listed = json.loads(r.stdout)
+    assert [x["run_id"] for x in listed][:2] == [second["run_id"], first["run_id"]]
+    assert listed[0]["parent"] == first["run_id"]
+    r = cli.invoke(main, ["runs", "show", first["run_id"][:-2]], catch_exceptions=False)
+    assert r.exit_code == 0 and "Calm Harbour" in r.stdout and "pitch_range" in r.stdout
+    r = cli.invoke(main, ["runs", "diff", first["run_id"], second["run_id"]], catch_exceptions=False)
+    assert r.exit_code == 0 and "prompt compose" in r.stdout and "differs" in r.stdout and "Short bars" in r.stdout
+    r = cli.invoke(main, ["runs", "show", "nope"])
+    assert r.exit_code == 2 and "no run 'nope'" in r.output
