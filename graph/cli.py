@@ -711,3 +711,134 @@ def runs_diff(run_a: str, run_b: str) -> None:
         mark = "" if a == b else " *"
         m.add_row(name + mark, "-" if a is None else str(a), "-" if b is None else str(b))
     out.print(m)
+
+
+# --- graph, prompts, batch -------------------------------------------------------------------------------
+
+
+@main.command("graph")
+@click.option("--format", "fmt", type=click.Choice(["mermaid", "ascii", "png"]), default="mermaid", show_default=True)
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Write to FILE (PNG needs it).")
+@click.option("--run", "run_id", help="Draw the path this run actually took (retries, rounds, seconds).")
+@handle_errors
+def graph_cmd(fmt: str, output: Path | None, run_id: str | None) -> None:
+    """Draw the graph (mermaid text, ASCII, or PNG with graphviz, offline).
+
+    Examples: i2m graph --format ascii;  i2m graph --format png -o graph.png;  i2m graph --run RUN_ID
+    """
+    from graph import viz
+    from tools.files import atomic_write_bytes, atomic_write_text
+
+    record = _load_run(run_id)[1] if run_id else None
+    try:
+        if fmt == "png":
+            if output is None:
+                raise click.UsageError("--format png needs -o FILE")
+            text_dot = viz.run_path_dot(record) if record else viz.dot()
+            atomic_write_bytes(output, viz.render_png(text_dot))
+            err.print(f"wrote {output}")
+            return
+    except viz.VizError as e:
+        fail(str(e), 1)
+    if record:
+        text = viz.run_path_mermaid(record) if fmt == "mermaid" else viz.run_path_ascii(record)
+    else:
+        text = viz.mermaid() if fmt == "mermaid" else viz.ascii_art()
+    if output is not None:
+        atomic_write_text(output, text)
+        err.print(f"wrote {output}")
+    else:
+        click.echo(text, nl=False)
+
+
+@main.group("prompts")
+def prompts_cmd() -> None:
+    """The prompt templates (files with $variables) and how to override them per run."""
+
+
+@prompts_cmd.command("list")
+def prompts_list() -> None:
+    """Every prompt with its variables (required, optional).
+
+    Example: i2m prompts list
+    """
+    import prompts as p
+
+    for name, spec in p.SPECS.items():
+        req = ", ".join("$" + v for v in sorted(spec.required)) or "-"
+        opt = ", ".join("$" + v for v in sorted(spec.optional)) or "-"
+        out.print(f"{name:<9} required: {req:<40} optional: {opt}")
+
+
+@prompts_cmd.command("show")
+@click.argument("name")
+@handle_errors
+def prompts_show(name: str) -> None:
+    """Print a built-in prompt.
+
+    Example: i2m prompts show compose
+    """
+    import prompts as p
+
+    click.echo(p.load(name).text, nl=False)
+
+
+@prompts_cmd.command("path")
+@click.argument("name")
+@handle_errors
+def prompts_path(name: str) -> None:
+    """Where a built-in prompt file is (copy it, edit it, pass it with --prompt NAME=FILE).
+
+    Example: cp $(i2m prompts path compose) my_compose.md
+    """
+    import prompts as p
+
+    click.echo(str(p.builtin_path(name)))
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True, metavar="DIR|FILES...")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="One sub-folder per image.")
+@click.option("--jobs", type=int, default=1, show_default=True, help="Images composed at the same time.")
+@model_options
+@click.option("--prompt", "prompt_files", multiple=True, metavar="NODE=FILE", help="Use FILE as the prompt of NODE.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results.jsonl rows as a JSON list.")
+@handle_errors
+def batch(
+    inputs: tuple[str, ...], output: Path, jobs: int, prompt_files: tuple[str, ...], as_json: bool, **flags: Any
+) -> None:
+    """Compose music for many images; one failure never stops the batch. Exit 1 if any image failed.
+
+    Example: i2m batch photos/ -o out/ --jobs 2
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from graph.batch import collect_images, run_batch
+
+    settings = settings_from(**flags)
+    overrides = parse_prompt_overrides(prompt_files)
+    import prompts as p
+
+    p.load_all(overrides)  # a bad prompt file stops the batch before any image
+    images = collect_images(inputs)
+    if not images:
+        fail("no images found in " + ", ".join(inputs), 2)
+    with Progress(
+        TextColumn("batch"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err, transient=True
+    ) as bar:
+        task = bar.add_task("images", total=len(images))
+
+        def done(row: dict[str, Any]) -> None:
+            colour = "green" if row["status"] == "ok" else "red"
+            err.print(
+                f"  [{colour}]{row['status']:<8}[/{colour}] {row['path']}"
+                + (f"  ({row['reason']})" if row["reason"] else "")
+            )
+            bar.advance(task)
+
+        rows = run_batch(images, output, settings, jobs=max(1, jobs), prompt_overrides=overrides, on_done=done)
+    n_ok = sum(r["status"] == "ok" for r in rows)
+    err.print(f"{n_ok}/{len(rows)} ok; results in {output / 'results.jsonl'}")
+    if as_json:
+        out.print_json(json.dumps(rows, ensure_ascii=False))
+    sys.exit(0 if n_ok == len(rows) else 1)

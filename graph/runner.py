@@ -84,6 +84,10 @@ def connect_db(settings: Settings) -> sqlite3.Connection:
         "CREATE TABLE IF NOT EXISTS i2m_runs (run_id TEXT PRIMARY KEY, run_dir TEXT, image TEXT, created REAL, "
         "status TEXT, settings TEXT, prompts TEXT, parent TEXT)"
     )
+    have = {row[1] for row in conn.execute("PRAGMA table_info(i2m_runs)")}
+    for column in ("settings", "prompts", "parent"):  # databases written by earlier versions
+        if column not in have:
+            conn.execute(f"ALTER TABLE i2m_runs ADD COLUMN {column} TEXT")
     conn.commit()
     return conn
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any, cast
 
@@ -83,6 +84,7 @@ class TransformersVLM:
         self.dtype = pick_dtype(self.device, dtype)
         self.max_pixels = max_pixels
         self.vision_calls = 0
+        self._lock = threading.Lock()  # one generate at a time on a shared model (batch --jobs)
         try:
             self.processor = AutoProcessor.from_pretrained(model_id, trust_remote_code=trust_remote_code)
             self.model = AutoModelForImageTextToText.from_pretrained(
@@ -114,6 +116,12 @@ class TransformersVLM:
         call_index: int,
         settings: GenerationSettings,
         capture_attention: bool = False,
+    ) -> VLMResult:
+        with self._lock:
+            return self._generate(prompt, image, call_index, settings, capture_attention)
+
+    def _generate(
+        self, prompt: str, image: Image.Image, call_index: int, settings: GenerationSettings, capture_attention: bool
     ) -> VLMResult:
         torch = self._torch
         inputs = self._inputs(prompt, image)

@@ -1,0 +1,106 @@
+"""Scripted runs: many images, one sub-folder each, a results.jsonl line per image; failures never stop it."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+from graph.config import Settings
+from graph.runner import InputError, RunError, compose_image
+from tools.files import safe_name
+from tools.store import StoreError
+from tools.vlm import VLMError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+
+
+def collect_images(inputs: Iterable[str | Path]) -> list[Path]:
+    """Image files from files and directories (directories: their image files, sorted, not recursive)."""
+    out: list[Path] = []
+    for item in inputs:
+        p = Path(item).expanduser()
+        if p.is_dir():
+            out.extend(sorted(x for x in p.iterdir() if x.is_file() and x.suffix.lower() in IMAGE_SUFFIXES))
+        else:
+            out.append(p)
+    return out
+
+
+def run_batch(
+    inputs: Iterable[str | Path],
+    out_dir: Path,
+    settings: Settings,
+    *,
+    jobs: int = 1,
+    prompt_overrides: dict[str, Path] | None = None,
+    on_done: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Compose music for every image; returns the results.jsonl rows in input order."""
+    images = collect_images(inputs)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names: dict[Path, str] = {}
+    used: set[str] = set()
+    for img in images:
+        base = safe_name(img.stem, default="image")
+        name, n = base, 2
+        while name in used:
+            name, n = f"{base}-{n}", n + 1
+        used.add(name)
+        names[img] = name
+    lock = threading.Lock()
+    results_path = out_dir / "results.jsonl"
+    results_path.write_text("", encoding="utf-8")
+    rows: dict[Path, dict[str, Any]] = {}
+
+    def one(img: Path) -> dict[str, Any]:
+        run_dir = out_dir / names[img]
+        t0 = time.perf_counter()
+        row: dict[str, Any] = {
+            "path": str(img),
+            "status": "failed",
+            "reason": None,
+            "run_dir": str(run_dir),
+            "run_id": None,
+            "seconds": None,
+            "timings": None,
+        }
+        try:
+            res = compose_image(
+                img, settings, run_dir=run_dir, prompt_overrides=prompt_overrides, notify=lambda m: None
+            )
+            steps = zip(res.record["path"], res.record["timings"], strict=False)
+            row.update(
+                status=res.record["status"],
+                reason=res.record["reason"],
+                run_id=res.run_id,
+                timings=[[node, secs] for node, secs in steps],
+            )
+        except InputError as e:
+            row.update(status="refused", reason=str(e))
+        except (RunError, VLMError, StoreError) as e:
+            row.update(reason=str(e))
+        except Exception as e:  # noqa: BLE001 - one image's unexpected failure must not stop the batch
+            row.update(reason=f"internal error: {type(e).__name__}: {e}")
+        row["seconds"] = round(time.perf_counter() - t0, 3)
+        with lock:
+            with open(results_path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+            if on_done is not None:
+                on_done(row)
+        return row
+
+    if jobs <= 1:
+        for img in images:
+            rows[img] = one(img)
+    else:
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            futures = {pool.submit(one, img): img for img in images}
+            for f in as_completed(futures):
+                rows[futures[f]] = f.result()
+    return [rows[i] for i in images]

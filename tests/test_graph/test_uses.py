@@ -1,0 +1,91 @@
+"""The ways people use it: graph drawing, prompt commands, batch runs and the Python API."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from conftest import GOOD_ABC, ROOT, fenced, write_replay
+
+from graph import Result, compose
+from graph.cli import main
+
+
+def cli(*args: str):  # noqa: ANN201
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def _replay(tmp_path: Path) -> Path:
+    return write_replay(
+        tmp_path / "calls.jsonl",
+        [("describe", "Boats."), ("compose", fenced(GOOD_ABC)), ("reflect", fenced(GOOD_ABC)), ("explain", "Calm.")],
+    )
+
+
+def test_graph_mermaid_and_ascii() -> None:
+    r = cli("graph")
+    assert r.exit_code == 0 and "parse_check -.-> compose;" in r.stdout and "evaluate -.-> reflect;" in r.stdout
+    r = cli("graph", "--format", "ascii")
+    assert r.exit_code == 0 and "| describe |" in r.stdout
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="graphviz not installed")
+def test_graph_png(tmp_path: Path) -> None:
+    r = cli("graph", "--format", "png", "-o", str(tmp_path / "g.png"))
+    assert r.exit_code == 0 and (tmp_path / "g.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_graph_png_without_graphviz(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    r = cli("graph", "--format", "png", "-o", str(tmp_path / "g.png"))
+    assert r.exit_code == 1 and "'graphviz'" in r.output
+
+
+def test_graph_of_a_run(tmp_path: Path, image_path: Path) -> None:
+    rec = json.loads(
+        cli("compose", str(image_path), "--replay", str(_replay(tmp_path)), "--top-k", "0", "--json").stdout
+    )
+    r = cli("graph", "--run", rec["run_id"])
+    assert "evaluate -->|6:" in r.stdout and "explain --> __end__([ok])" in r.stdout
+    r = cli("graph", "--run", rec["run_id"], "--format", "ascii")
+    assert "reflect" in r.stdout and "(round 1)" in r.stdout
+
+
+def test_prompt_commands() -> None:
+    r = cli("prompts", "list")
+    assert "compose" in r.stdout and "$description" in r.stdout
+    assert "ABC notation" in cli("prompts", "show", "compose").stdout
+    path = Path(cli("prompts", "path", "reflect").stdout.strip())
+    assert path == ROOT / "prompts" / "reflect.md" and path.exists()
+    assert cli("prompts", "show", "nope").exit_code == 2
+
+
+def test_batch_mixed_inputs(tmp_path: Path, image_path: Path) -> None:
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    shutil.copy(image_path, imgs / "one.png")
+    shutil.copy(image_path, imgs / "two.png")
+    (imgs / "bad.jpg").write_text("not an image")
+    (imgs / "notes.txt").write_text("ignored")
+    out = tmp_path / "out"
+    r = cli(
+        "batch", str(imgs), "-o", str(out), "--jobs", "2", "--replay", str(_replay(tmp_path)), "--top-k", "0", "--json"
+    )
+    assert r.exit_code == 1  # one image was refused
+    rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    by_name = {Path(x["path"]).name: x for x in rows}
+    assert set(by_name) == {"one.png", "two.png", "bad.jpg"}
+    assert by_name["one.png"]["status"] == "ok" and by_name["bad.jpg"]["status"] == "refused"
+    assert (out / "one" / "music.mid").exists() and (out / "two" / "run.json").exists()
+    assert by_name["one.png"]["timings"][0][0] == "describe"
+    assert json.loads(r.stdout)[0]["path"].endswith("bad.jpg")  # input order
+
+
+def test_python_api(tmp_path: Path, image_path: Path) -> None:
+    res = compose(image_path, output=tmp_path / "api", vlm_backend="replay", replay_file=_replay(tmp_path), top_k=0)
+    assert isinstance(res, Result) and res.ok and res.abc and "Calm Harbour" in res.abc
+    assert res.midi is not None and res.midi.exists() and res.metrics and res.metrics["pitch_range"] == 20
+    assert res.motivation == "Calm."
