@@ -335,7 +335,11 @@ def write_outputs(
         "vlm_calls": dict(state.get("calls", {})),
         **(extra or {}),
     }
+    files["report"] = "report.html"
     atomic_write_json(run_dir / "run.json", record)
+    from graph.report import write_report
+
+    write_report(record, run_dir)
     return RunResult(run_id=run_id, run_dir=run_dir, record=record, files=files)
 
 

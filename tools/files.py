@@ -18,6 +18,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> Path:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file normal permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -37,3 +38,9 @@ def safe_name(text: str, default: str = "untitled", max_len: int = 60) -> str:
     """A file-name-safe slug of ``text`` (no path separators, no leading dots)."""
     s = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-._")
     return s[:max_len].strip("-._") or default
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
