@@ -18,8 +18,10 @@ color:#222;background:#fcfcfd}
 h1{font-size:1.6rem;margin-bottom:.2rem}h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid #ddd}
 .status-ok{color:#176f2c}.status-failed{color:#b3261e}.muted{color:#666}
 .grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(300px,1fr));gap:1rem}
-figure{margin:0}figure img{max-width:100%;border-radius:6px;border:1px solid #ddd}figcaption{font-size:.85rem;color:#555}
-table{border-collapse:collapse;width:100%;font-size:.9rem}th,td{border:1px solid #e2e2e2;padding:.3rem .5rem;text-align:left}
+figure{margin:0}figure img{max-width:100%;border-radius:6px;border:1px solid #ddd}
+figcaption{font-size:.85rem;color:#555}
+table{border-collapse:collapse;width:100%;font-size:.9rem}
+th,td{border:1px solid #e2e2e2;padding:.3rem .5rem;text-align:left}
 th{background:#f3f1fb}pre{background:#f6f6f8;padding:.8rem;overflow-x:auto;border-radius:6px;font-size:.85rem}
 .score svg{max-width:100%;height:auto;background:white}audio{width:100%}
 """
