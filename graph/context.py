@@ -26,6 +26,8 @@ class RunContext:
     image: Image.Image
     retriever: Any = None
     """Callable (image, description) -> references; None runs without examples."""
+    fallback_map: Any = None
+    """Callable text -> attention grid for backends without attentions (CLIP occlusion); None when off."""
     results: dict[str, VLMResult] = field(default_factory=dict)
     """The latest raw VLM result per node in this process (attention rows for maps)."""
     _lock: threading.Lock = field(default_factory=threading.Lock)

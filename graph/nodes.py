@@ -11,6 +11,7 @@ from langgraph.runtime import Runtime
 
 from graph.context import RunContext
 from graph.state import State
+from tools.attention import section_maps
 from tools.files import atomic_write_bytes, atomic_write_text
 from tools.music.abcparse import read_tune
 from tools.music.check import check_abc
@@ -89,9 +90,12 @@ def describe(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
     )
     update: dict[str, Any] = {"description": strip_think(res.text), "calls": {"describe": 1}}
     grid = res.attention_map()
+    method = "vlm-attention"
+    if grid is None and ctx.fallback_map is not None and update["description"]:
+        grid, method = ctx.fallback_map(update["description"]), "clip-occlusion"
     if grid is not None:
         update["attention"] = {
-            "describe": {"grid": grid.round(6).tolist(), "shape": list(grid.shape), "method": "vlm-attention"}
+            "describe": {"grid": grid.round(6).tolist(), "shape": list(grid.shape), "method": method}
         }
     return update
 
@@ -115,8 +119,8 @@ def compose(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
         examples=format_examples(state.get("references", []), ctx.settings.example_max_chars),
         feedback=feedback,
     )
-    res = ctx.ask("compose", prompt, _calls(state, "compose"))
-    return {"draft": {"node": "compose", "text": res.text}, "calls": {"compose": 1}}
+    res = ctx.ask("compose", prompt, _calls(state, "compose"), capture_attention=ctx.settings.attention_maps)
+    return {"draft": {"node": "compose", "text": res.text, "attention": section_maps(res)}, "calls": {"compose": 1}}
 
 
 @timed("parse_check")
@@ -137,6 +141,7 @@ def parse_check(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
         "metrics": None,
         "commentary": result.commentary,
         "title": result.title,
+        "attention_maps": draft.get("attention") or {},
     }
     vdir = ctx.run_dir / "versions"
     if result.abc:
@@ -186,8 +191,11 @@ def reflect(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
         user_feedback=f"The listener asks for this change: {user}\n" if user else "",
         feedback=feedback,
     )
-    res = ctx.ask("reflect", prompt, _calls(state, "reflect"))
-    update: dict[str, Any] = {"draft": {"node": "reflect", "text": res.text}, "calls": {"reflect": 1}}
+    res = ctx.ask("reflect", prompt, _calls(state, "reflect"), capture_attention=ctx.settings.attention_maps)
+    update: dict[str, Any] = {
+        "draft": {"node": "reflect", "text": res.text, "attention": section_maps(res)},
+        "calls": {"reflect": 1},
+    }
     if not failures:
         update["refine_round"] = int(state.get("refine_round", 0)) + 1
     if user:

@@ -21,7 +21,7 @@ from graph.config import Settings
 from graph.context import RunContext
 from graph.nodes import best_version
 from tools.attention import save_overlay
-from tools.files import atomic_write_json, atomic_write_text
+from tools.files import atomic_write_json, atomic_write_text, safe_name
 from tools.images import ImageError, load_image
 from tools.music.abcparse import read_tune
 from tools.music.convert import ConversionError, write_midi, write_musicxml, write_svg, write_wav
@@ -235,7 +235,34 @@ def build_context(
         retriever = make_retriever(settings, notify)
     except (VLMError, StoreError) as e:
         raise RunError(str(e)) from e
-    return RunContext(settings=settings, vlm=vlm, prompts=prompts, run_dir=run_dir, image=image, retriever=retriever)
+    return RunContext(
+        settings=settings,
+        vlm=vlm,
+        prompts=prompts,
+        run_dir=run_dir,
+        image=image,
+        retriever=retriever,
+        fallback_map=make_fallback_map(settings, image, notify),
+    )
+
+
+def make_fallback_map(settings: Settings, image: Any, notify: Callable[[str], None]) -> Any:
+    """For served models (no attentions): a CLIP occlusion map of the image against a text, or None."""
+    if not settings.attention_maps or settings.vlm_backend != "openai":
+        return None
+
+    def _map(text: str) -> Any:
+        from tools.attention import clip_occlusion_map
+        from tools.embedder import EmbedderError, get_embedder
+
+        try:
+            embedder = get_embedder(settings.embed_model, settings.vlm_device)
+        except EmbedderError as e:
+            notify(f"no explanation map: {e}")
+            return None
+        return clip_occlusion_map(embedder, image, text)
+
+    return _map
 
 
 # --- outputs -------------------------------------------------------------------------------------------
@@ -284,6 +311,11 @@ def write_outputs(
         fname = "attention.png" if name == "describe" else f"attention-{name}.png"
         save_overlay(ctx.image, grid, run_dir / fname)
         attention_files[name] = fname
+    if best is not None and best["ok"]:
+        for section, att in (best.get("attention_maps") or {}).items():
+            fname = f"attention-section-{safe_name(section, default='part')}.png"
+            save_overlay(ctx.image, np.asarray(att["grid"], dtype=np.float32), run_dir / fname)
+            attention_files[f"section: {section}"] = fname
     if "describe" in attention_files:
         files["attention"] = "attention.png"
     status = state.get("status")

@@ -9,6 +9,7 @@ positions).
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,20 +20,34 @@ from tools.files import atomic_write_bytes
 
 
 class AttentionRecorder:
-    """Forward hooks on the language model's attention layers that accumulate attention to the image."""
+    """Forward hooks on the language model's attention layers that accumulate attention to the image.
+
+    The prompt pass runs with the model's own (fused, memory-light) attention; from the first decoding step
+    on, the model switches to eager attention, whose weights for one new query row are tiny. So the prompt
+    pass never materialises a full attention matrix, and only one vector per generated token is kept.
+    The first generated token (produced by the prompt pass) therefore has no row.
+    """
 
     def __init__(self, model: Any, image_positions: np.ndarray) -> None:
         import torch
 
-        self.torch = torch
+        self.model = model
         self.positions = torch.as_tensor(image_positions, dtype=torch.long)
         self.layers = _attention_layers(model)
-        self.rows: list[np.ndarray] = []
+        self.rows: list[Any] = []
         self._step_sum: Any = None
         self._step_layers = 0
         self._handles: list[Any] = []
+        self._previous: str | None = None
+        self._switched = False
 
     def __enter__(self) -> AttentionRecorder:
+        self._previous = getattr(self.model.config, "_attn_implementation", None)
+        decoder = self.model.get_decoder() if hasattr(self.model, "get_decoder") else None
+        if decoder is not None and self._previous != "eager":
+            self._handles.append(decoder.register_forward_pre_hook(self._maybe_switch, with_kwargs=True))
+        elif self._previous == "eager":
+            self._switched = True
         for layer in self.layers:
             self._handles.append(layer.register_forward_hook(self._hook))
         return self
@@ -42,18 +57,28 @@ class AttentionRecorder:
         for h in self._handles:
             h.remove()
         self._handles.clear()
+        if self._switched and self._previous and self._previous != "eager":
+            self.model.set_attn_implementation(self._previous)
+
+    def _maybe_switch(self, module: Any, args: Any, kwargs: dict[str, Any]) -> None:
+        x = kwargs.get("inputs_embeds")
+        if x is None:
+            x = kwargs.get("input_ids", args[0] if args else None)
+        if not self._switched and x is not None and x.shape[1] == 1:
+            self.model.set_attn_implementation("eager")
+            self._switched = True
 
     def _hook(self, module: Any, args: Any, output: Any) -> None:
         weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
         if weights is None:
             return
         # [batch, heads, q, k]: the last query row is the token being generated at this step
-        last = weights[0, :, -1, :].float()
-        if self.positions.numel() and int(self.positions.max()) >= last.shape[-1]:
+        last = weights[0, :, -1, :]
+        if self.positions.numel() and int(self.positions[-1]) >= last.shape[-1]:
             return
-        vec = last[:, self.positions].mean(dim=0).detach().cpu()
-        if self._step_layers and self._step_sum is not None and vec.shape != self._step_sum.shape:
-            self._flush()
+        if self.positions.device != last.device:
+            self.positions = self.positions.to(last.device)
+        vec = last.index_select(-1, self.positions).float().mean(dim=0)
         self._step_sum = vec if self._step_sum is None else self._step_sum + vec
         self._step_layers += 1
         if self._step_layers == len(self.layers):
@@ -61,12 +86,16 @@ class AttentionRecorder:
 
     def _flush(self) -> None:
         if self._step_layers:
-            self.rows.append((self._step_sum / self._step_layers).numpy())
+            self.rows.append(self._step_sum / self._step_layers)
         self._step_sum = None
         self._step_layers = 0
 
     def result(self) -> np.ndarray:
-        return np.stack(self.rows) if self.rows else np.zeros((0, len(self.positions)), dtype=np.float32)
+        if not self.rows:
+            return np.zeros((0, len(self.positions)), dtype=np.float32)
+        import torch
+
+        return torch.stack(self.rows).cpu().numpy()
 
 
 def _attention_layers(model: Any) -> list[Any]:
@@ -144,3 +173,58 @@ def save_overlay(image: Image.Image, grid: np.ndarray, path: Path) -> Path:
     buf = io.BytesIO()
     overlay(image, grid).save(buf, format="PNG")
     return atomic_write_bytes(Path(path), buf.getvalue())
+
+
+_SECTION = re.compile(r"^[ \t]*%[ \t]*\[([^\]\n]{1,60})\]|^[ \t]*V:[ \t]*(\S+)|^[ \t]*\[V:[ \t]*([^\]\s]+)", re.M)
+
+
+def abc_sections(text: str) -> list[tuple[str, int, int]]:
+    """Parts of a model answer, as (name, start char, end char): each ``% [section]`` and each voice.
+
+    A section runs to the next section mark (or the end of the text); a voice is named ``voice <id>``.
+    """
+    marks = []
+    for m in _SECTION.finditer(text):
+        name = m.group(1) or (f"voice {m.group(2) or m.group(3)}")
+        marks.append((name.strip(), m.start()))
+    out = []
+    for i, (name, start) in enumerate(marks):
+        end = marks[i + 1][1] if i + 1 < len(marks) else len(text)
+        fence = text.find("```", start)
+        if 0 <= fence < end:
+            end = fence
+        out.append((name, start, end))
+    return out
+
+
+def section_maps(result: Any) -> dict[str, dict[str, Any]]:
+    """Attention grid per section/voice of a VLM answer that carries token attention (else empty)."""
+    maps: dict[str, dict[str, Any]] = {}
+    for name, start, end in abc_sections(result.text):
+        grid = result.attention_map(start, end)
+        if grid is not None and name not in maps:
+            maps[name] = {"grid": np.round(grid, 6).tolist(), "shape": list(grid.shape), "method": "vlm-attention"}
+    return maps
+
+
+def clip_occlusion_map(embedder: Any, image: Image.Image, text: str, grid: tuple[int, int] = (6, 6)) -> np.ndarray:
+    """Model-agnostic map: how much hiding each region lowers the image's CLIP similarity to ``text``.
+
+    Used when the VLM exposes no attentions (served models). Higher = the region matters more for the text.
+    """
+    rgb = image.convert("RGB")
+    w, h = rgb.size
+    rows, cols = grid
+    fill = tuple(int(c) for c in np.asarray(rgb, dtype=np.float32).reshape(-1, 3).mean(axis=0))
+    variants = [rgb]
+    for r in range(rows):
+        for c in range(cols):
+            occluded = rgb.copy()
+            box = (c * w // cols, r * h // rows, (c + 1) * w // cols, (r + 1) * h // rows)
+            occluded.paste(fill, box)
+            variants.append(occluded)
+    img_vecs = embedder.embed_images(variants)
+    txt = embedder.embed_texts([text])[0]
+    sims = img_vecs @ txt
+    drop = sims[0] - sims[1:]
+    return np.asarray(drop, dtype=np.float32).reshape(rows, cols)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from pathlib import Path
 from typing import Any, cast
@@ -95,6 +96,46 @@ class TransformersVLM:
         cast(Any, self.model).to(self.device).eval()
         self._torch = torch
         self.image_token_id = _image_token_id(self.model.config, self.processor)
+        self._vision_cache: tuple[bytes, Any] | None = None
+        self._install_vision_cache()
+
+    def _install_vision_cache(self) -> None:
+        """Encode each image once: later calls with the same pixels reuse the vision features.
+
+        Every generate call would otherwise run the vision tower again (describe, compose, reflect, explain,
+        and each retry). ``vision_calls`` counts the tower's forward passes.
+        """
+        inner: Any = (
+            self.model.model if hasattr(getattr(self.model, "model", None), "get_image_features") else self.model
+        )
+        original = getattr(inner, "get_image_features", None)
+        if original is None:
+            return
+        tower = next(
+            (
+                getattr(inner, n)
+                for n in ("vision_tower", "visual", "vision_model")
+                if getattr(inner, n, None) is not None
+            ),
+            None,
+        )
+        if tower is not None:
+            tower.register_forward_hook(self._count_vision)
+
+        @functools.wraps(original)  # generate() inspects this signature to route pixel arguments
+        def cached(*args: Any, **kwargs: Any) -> Any:
+            key = _features_key(args, kwargs)
+            if key is not None and self._vision_cache is not None and self._vision_cache[0] == key:
+                return self._vision_cache[1]
+            out = original(*args, **kwargs)
+            if key is not None:
+                self._vision_cache = (key, out)
+            return out
+
+        inner.get_image_features = cached
+
+    def _count_vision(self, module: Any, args: Any, output: Any) -> None:
+        self.vision_calls += 1
 
     def _inputs(self, prompt: str, image: Image.Image) -> dict[str, Any]:
         messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
@@ -138,23 +179,16 @@ class TransformersVLM:
             else np.zeros(0, dtype=int)
         )
         recorder: AttentionRecorder | None = None
-        previous = getattr(self.model.config, "_attn_implementation", None)
         try:
-            if capture_attention and len(positions):
-                # attention weights exist only in the eager implementation; switch for this call only
-                if previous != "eager":
-                    self.model.set_attn_implementation("eager")
-                recorder = AttentionRecorder(self.model, positions)
-                with torch.inference_mode(), recorder:
-                    out = self.model.generate(**inputs, **gen_kwargs)
-            else:
-                with torch.inference_mode():
+            with torch.inference_mode():
+                if capture_attention and len(positions):
+                    recorder = AttentionRecorder(self.model, positions)
+                    with recorder:
+                        out = self.model.generate(**inputs, **gen_kwargs)
+                else:
                     out = self.model.generate(**inputs, **gen_kwargs)
         except RuntimeError as e:
             raise VLMError(f"generation with '{self.name}' failed on {self.device}: {str(e)[:300]}") from e
-        finally:
-            if recorder is not None and previous and previous != "eager":
-                self.model.set_attn_implementation(previous)
         new = out[0, ids.shape[0] :]
         tok = getattr(self.processor, "tokenizer", self.processor)
         text = tok.decode(new, skip_special_tokens=True)
@@ -171,8 +205,9 @@ class TransformersVLM:
                 )
                 result.token_attention = rows[:, use]
                 result.grid = grid
+                # row i belongs to generated token i + 1 (the prompt pass made token 0)
                 result.token_offsets = [
-                    len(tok.decode(new[: i + 1], skip_special_tokens=True)) for i in range(min(len(new), len(rows)))
+                    len(tok.decode(new[: i + 2], skip_special_tokens=True)) for i in range(min(len(new) - 1, len(rows)))
                 ]
         return result
 
@@ -187,3 +222,21 @@ def _image_token_id(config: Any, processor: Any) -> int | None:
     if isinstance(tok, str) and tokenizer is not None:
         return int(tokenizer.convert_tokens_to_ids(tok))
     return None
+
+
+def _features_key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes | None:
+    """A digest of the pixel tensors (and grid) a vision encoder is asked to encode."""
+    import hashlib
+
+    import torch
+
+    h = hashlib.blake2b(digest_size=20)
+    found = False
+    for v in list(args) + [kwargs[k] for k in sorted(kwargs)]:
+        if isinstance(v, torch.Tensor):
+            h.update(str((tuple(v.shape), v.dtype)).encode())
+            h.update(v.detach().contiguous().cpu().view(torch.uint8).numpy().tobytes())
+            found = True
+        elif isinstance(v, (int, float, str, bool)) or v is None:
+            h.update(repr(v).encode())
+    return h.digest() if found else None

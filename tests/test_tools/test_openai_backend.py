@@ -1,0 +1,113 @@
+"""The OpenAI-compatible backend against a small fake server on loopback; CLIP fallback map."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import GOOD_ABC, fenced
+from PIL import Image
+
+from graph.config import load_settings
+from graph.runner import compose_image
+from tools.vlm import GenerationSettings, VLMError, make_vlm
+
+ANSWERS = {
+    "Look carefully": "A lighthouse at sunset over a calm sea.",
+    "You are a composer who writes": fenced(GOOD_ABC),
+    "revising your own piece": fenced(GOOD_ABC),
+    "Explain the motivation": "The lighthouse beam inspired the rising theme.",
+}
+
+
+class FakeServer:
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                outer.requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
+                if body.get("model") == "missing-model":
+                    self.send_response(404)
+                    self.end_headers()
+                    self.wfile.write(b'{"error": "model not found"}')
+                    return
+                prompt = body["messages"][0]["content"][1]["text"]
+                text = next((a for k, a in ANSWERS.items() if k in prompt), "I do not know.")
+                data = json.dumps(
+                    {
+                        "choices": [{"message": {"role": "assistant", "content": text}}],
+                        "usage": {"completion_tokens": 10},
+                    }
+                ).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def server() -> Iterator[FakeServer]:
+    s = FakeServer()
+    yield s
+    s.httpd.shutdown()
+
+
+def test_generate_sends_image_as_data_url(server: FakeServer) -> None:
+    vlm = make_vlm("openai", "served-vlm", base_url=server.url, api_key="secret")
+    res = vlm.generate(
+        node="describe",
+        prompt="Look carefully at this image.",
+        image=Image.new("RGB", (8, 8)),
+        call_index=0,
+        settings=GenerationSettings(max_new_tokens=64, temperature=0.2),
+    )
+    assert res.text.startswith("A lighthouse")
+    req = server.requests[0]
+    assert req["path"] == "/v1/chat/completions" and req["auth"] == "Bearer secret"
+    content = req["body"]["messages"][0]["content"]
+    assert content[0]["image_url"]["url"].startswith("data:image/png;base64,")
+    assert req["body"]["max_tokens"] == 64 and req["body"]["model"] == "served-vlm"
+
+
+def test_server_errors_are_clear(server: FakeServer) -> None:
+    vlm = make_vlm("openai", "missing-model", base_url=server.url)
+    with pytest.raises(VLMError, match="HTTP 404"):
+        vlm.generate(
+            node="describe", prompt="x", image=Image.new("RGB", (8, 8)), call_index=0, settings=GenerationSettings()
+        )
+    down = make_vlm("openai", "m", base_url="http://127.0.0.1:9/v1")
+    with pytest.raises(VLMError, match="cannot reach the VLM server"):
+        down.generate(
+            node="describe", prompt="x", image=Image.new("RGB", (8, 8)), call_index=0, settings=GenerationSettings()
+        )
+
+
+def test_run_with_served_model_uses_the_clip_fallback_map(
+    server: FakeServer, tmp_path: Path, image_path: Path, tiny_clip: Path
+) -> None:
+    s = load_settings(
+        vlm_backend="openai", vlm_base_url=server.url, vlm_model="served-vlm", embed_model=str(tiny_clip), top_k=0
+    )
+    res = compose_image(image_path, s, run_dir=tmp_path / "run")
+    rec = res.record
+    assert rec["status"] == "ok" and rec["motivation"].startswith("The lighthouse beam")
+    assert rec["attention"]["method"] == "clip-occlusion"
+    assert rec["attention"]["files"] == {"describe": "attention.png"}
+    assert (tmp_path / "run" / "attention.png").exists()
+    assert len(server.requests) == 4
