@@ -213,10 +213,6 @@ def report_result(result: Any, as_json: bool) -> None:
     sys.exit(0 if result.ok else 1)
 
 
-if __name__ == "__main__":  # pragma: no cover
-    main()
-
-
 # --- ABC tools -------------------------------------------------------------------------------------------
 
 
@@ -842,3 +838,7 @@ def batch(
     if as_json:
         out.print_json(json.dumps(rows, ensure_ascii=False))
     sys.exit(0 if n_ok == len(rows) else 1)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import subprocess
 import tempfile
@@ -171,12 +172,17 @@ def write_wav(midi_path: Path, path: Path, timeout_s: float = 120.0) -> Path:
     with tempfile.NamedTemporaryFile(prefix=f".{path.name}.", suffix=".wav", dir=path.parent, delete=False) as t:
         tmp = Path(t.name)
     try:
-        proc = subprocess.run(
-            [exe, "-ni", "-q", "-g", "0.8", "-r", "44100", "-F", str(tmp), str(sf), str(midi_path)],
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-        )
+        with tempfile.TemporaryDirectory(prefix="i2m-fluidsynth-") as scratch:
+            # its audio libraries write client config under $HOME; keep that in the temp dir
+            env = {**os.environ, "HOME": scratch, "XDG_CONFIG_HOME": scratch, "XDG_RUNTIME_DIR": scratch}
+            proc = subprocess.run(
+                [exe, "-ni", "-q", "-g", "0.8", "-r", "44100", "-F", str(tmp), str(sf), str(midi_path)],
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
+                env=env,
+                cwd=scratch,
+            )
         if proc.returncode != 0 or not tmp.exists() or tmp.stat().st_size == 0:
             raise ConversionError(f"fluidsynth failed: {(proc.stderr or proc.stdout).strip()[:300]}")
         tmp.replace(path)

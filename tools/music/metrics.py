@@ -7,6 +7,7 @@ Values that are not available (an empty tune, a NaN from MusPy) are ``None``, ne
 from __future__ import annotations
 
 import math
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -55,8 +56,17 @@ def _clean(x: Any) -> float | int | None:
     return int(f) if isinstance(x, int) or (float(f).is_integer() and not isinstance(x, float)) else round(f, 4)
 
 
+def _scratch_caches() -> None:
+    """muspy imports matplotlib, which writes a font cache under ~/.cache: keep it in the system temp dir."""
+    if "MPLCONFIGDIR" not in os.environ:
+        d = Path(tempfile.gettempdir()) / f"i2m-matplotlib-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
+        d.mkdir(parents=True, exist_ok=True)
+        os.environ["MPLCONFIGDIR"] = str(d)
+
+
 def muspy_metrics(midi_path: Path) -> dict[str, float | int | None]:
     """The 8 MusPy metrics of a MIDI file; ``None`` where MusPy has no value (e.g. an empty song)."""
+    _scratch_caches()
     import muspy
 
     music = muspy.read_midi(str(midi_path))

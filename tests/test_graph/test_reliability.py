@@ -1,0 +1,210 @@
+"""Reliability and safety: bad images, bad model output, budgets, files, concurrency, corrupt stores."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import GOOD_ABC, ROOT, fenced, write_replay
+from PIL import Image
+
+from graph.cli import main
+from graph.config import load_settings
+from graph.runner import compose_image
+
+CALLS = [("describe", "A harbour."), ("compose", fenced(GOOD_ABC)), ("reflect", fenced(GOOD_ABC)), ("explain", "Calm.")]
+
+
+def _bad_images(d: Path) -> dict[str, tuple[Path, int]]:
+    """name -> (path, expected exit code): 2 = refused with one line, 0 = converted and composed."""
+    d.mkdir()
+    cases: dict[str, tuple[Path, int]] = {}
+    (d / "empty.png").write_bytes(b"")
+    cases["empty file"] = (d / "empty.png", 2)
+    buf = io.BytesIO()
+    Image.new("RGB", (120, 120), (1, 2, 3)).save(buf, format="PNG")
+    (d / "trunc.png").write_bytes(buf.getvalue()[:200])
+    cases["truncated PNG"] = (d / "trunc.png", 2)
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (120, 120, 3), dtype=np.uint8)).save(buf, format="JPEG")
+    (d / "trunc.jpg").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 3])
+    cases["truncated JPEG"] = (d / "trunc.jpg", 2)
+    (d / "text.jpg").write_text("this is not a picture")
+    cases["text named .jpg"] = (d / "text.jpg", 2)
+    Image.new("1", (30000, 30000)).save(d / "bomb.png")
+    cases["decompression bomb"] = (d / "bomb.png", 2)
+    Image.fromarray((np.arange(64 * 64).reshape(64, 64) * 15).astype(np.uint16)).save(d / "sixteen.png")
+    cases["16-bit"] = (d / "sixteen.png", 0)
+    Image.new("CMYK", (40, 40), (10, 200, 30, 0)).save(d / "cmyk.jpg")
+    cases["CMYK"] = (d / "cmyk.jpg", 0)
+    Image.new("P", (40, 40), 0).save(d / "pal.png", transparency=0)
+    cases["palette with transparency"] = (d / "pal.png", 0)
+    frames = [Image.new("RGB", (30, 30), c) for c in [(200, 0, 0), (0, 200, 0)]]
+    frames[0].save(d / "anim.gif", save_all=True, append_images=frames[1:])
+    cases["animated GIF"] = (d / "anim.gif", 0)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (60, 30)).save(d / "rotated.jpg", exif=exif)
+    cases["EXIF-rotated"] = (d / "rotated.jpg", 0)
+    cases["missing path"] = (d / "nope.png", 2)
+    (d / "folder.png").mkdir()
+    cases["a directory"] = (d / "folder.png", 2)
+    return cases
+
+
+def test_bad_images_end_in_one_clear_line_or_a_result(tmp_path: Path) -> None:
+    replay = write_replay(tmp_path / "calls.jsonl", CALLS)
+    cases = _bad_images(tmp_path / "imgs")
+    outcomes = {}
+    for name, (path, expected) in cases.items():
+        t0 = time.perf_counter()
+        r = CliRunner().invoke(
+            main,
+            [
+                "compose",
+                str(path),
+                "--replay",
+                str(replay),
+                "--top-k",
+                "0",
+                "-o",
+                str(tmp_path / "runs" / name.replace(" ", "_")),
+            ],
+        )
+        outcomes[name] = r.exit_code
+        assert r.exit_code == expected, (name, r.output)
+        assert "Traceback" not in r.output and r.exception is None or isinstance(r.exception, SystemExit), name
+        assert time.perf_counter() - t0 < 60, name
+        if expected == 2:
+            errors = [ln for ln in r.output.splitlines() if ln.startswith("error:")]
+            assert len(errors) == 1, (name, r.output)
+    print(
+        f"bad images: {len(cases)} cases, {sum(v == 2 for v in outcomes.values())} refused, "
+        f"{sum(v == 0 for v in outcomes.values())} converted"
+    )
+    rotated = json.loads((tmp_path / "runs" / "EXIF-rotated" / "run.json").read_text())
+    assert rotated["status"] == "ok"
+
+
+def test_huge_answer_is_capped_and_the_run_ends_within_budget(tmp_path: Path, image_path: Path) -> None:
+    endless = "la " * 400_000  # a model that rambles on
+    replay = write_replay(tmp_path / "c.jsonl", [("describe", "A harbour.")] + [("compose", endless)] * 3)
+    s = load_settings(vlm_backend="replay", replay_file=replay, top_k=0, max_parse_retries=2)
+    t0 = time.perf_counter()
+    rec = compose_image(image_path, s, run_dir=tmp_path / "run").record
+    assert rec["status"] == "failed" and rec["path"].count("compose") == 3
+    assert "characters" in rec["versions"][0]["errors"][0]["message"]
+    assert time.perf_counter() - t0 < 30
+
+
+def test_hostile_abc_is_rejected_and_retried(tmp_path: Path, image_path: Path) -> None:
+    hostile = fenced("X:1\nT:t\nM:4/4\nL:1/8\nK:C\nC999999999 |]")
+    replay = write_replay(
+        tmp_path / "c.jsonl", [("describe", "x"), ("compose", hostile), ("compose", fenced(GOOD_ABC)), ("explain", "y")]
+    )
+    s = load_settings(vlm_backend="replay", replay_file=replay, top_k=0, refine_rounds=0)
+    rec = compose_image(image_path, s, run_dir=tmp_path / "run").record
+    assert rec["status"] == "ok" and [v["ok"] for v in rec["versions"]] == [False, True]
+    assert "out of range" in rec["versions"][0]["errors"][0]["message"]
+
+
+def test_recursion_limit_is_a_clear_failure(tmp_path: Path, image_path: Path) -> None:
+    replay = write_replay(tmp_path / "c.jsonl", [("describe", "x")] + [("compose", "no music")] * 20)
+    s = load_settings(vlm_backend="replay", replay_file=replay, top_k=0, max_parse_retries=20, recursion_limit=10)
+    rec = compose_image(image_path, s, run_dir=tmp_path / "run").record
+    assert rec["status"] == "failed" and "I2M_RECURSION_LIMIT=10" in rec["reason"]
+    assert len(rec["path"]) <= 10
+
+
+def test_nothing_is_written_outside_the_run_dir_and_home(tmp_path: Path, image_path: Path) -> None:
+    home, cwd, data = tmp_path / "userhome", tmp_path / "work", tmp_path / "data"
+    home.mkdir()
+    cwd.mkdir()
+    replay = write_replay(tmp_path / "c.jsonl", CALLS)
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(home),
+        "I2M_HOME": str(data),
+        "I2M_KB_AUTO_BUILD": "false",
+        "PYTHONPATH": str(ROOT),
+        "HF_HUB_OFFLINE": "1",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "graph.cli", "compose", str(image_path), "--replay", str(replay), "--top-k", "0"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert list(home.rglob("*")) == [] and list(cwd.iterdir()) == []
+    assert (data / "runs.sqlite").exists() and len(list((data / "runs").iterdir())) == 1
+
+
+def test_concurrent_runs_share_the_knowledge_base_and_database(
+    tmp_path: Path, image_path: Path, tiny_clip: Path
+) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "I2M_EMBED_MODEL": str(tiny_clip)}
+    # two builders at once: the write lock and stable ids keep the base exact
+    builders = [
+        subprocess.Popen(
+            [sys.executable, "-m", "graph.cli", "kb", "build-starter", "--limit", "60"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(2)
+    ]
+    for b in builders:
+        assert b.wait(timeout=300) == 0, b.stderr.read() if b.stderr else ""
+    replay = write_replay(tmp_path / "c.jsonl", CALLS)
+    runs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "graph.cli",
+                "compose",
+                str(image_path),
+                "--replay",
+                str(replay),
+                "--top-k",
+                "2",
+                "-o",
+                str(tmp_path / f"run{i}"),
+                "--json",
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    recs = []
+    for p in runs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+        recs.append(json.loads(out))
+    assert all(r["status"] == "ok" and r["references"] for r in recs)
+    r = CliRunner().invoke(main, ["kb", "stats", "--embed-model", str(tiny_clip), "--json"])
+    assert json.loads(r.stdout)["count"] == 60
+    r = CliRunner().invoke(main, ["runs", "list", "--json"])
+    assert {x["run_id"] for x in json.loads(r.stdout)} >= {rec["run_id"] for rec in recs}
+
+
+def test_corrupt_knowledge_base_is_a_clear_message(tmp_path: Path, tiny_clip: Path) -> None:
+    s = load_settings(embed_model=str(tiny_clip))
+    s.kb_dir.mkdir(parents=True)
+    (s.kb_dir / "chroma.sqlite3").write_bytes(b"this is not a database" * 100)
+    r = CliRunner().invoke(main, ["kb", "stats", "--embed-model", str(tiny_clip)])
+    assert r.exit_code == 1 and "i2m kb build-starter" in r.output and "Traceback" not in r.output
