@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 from click.testing import CliRunner
 from conftest import GOOD_ABC, ROOT, fenced, write_replay
 from PIL import Image
