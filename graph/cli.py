@@ -840,5 +840,52 @@ def batch(
     sys.exit(0 if n_ok == len(rows) else 1)
 
 
+@main.command("eval")
+@click.argument("images", nargs=-1, required=True, metavar="IMAGES...")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Where results go.")
+@click.option(
+    "--ablation",
+    default="full,no-rag,no-refine,none",
+    show_default=True,
+    help="Configurations, comma-separated: full, no-rag, no-refine, none.",
+)
+@click.option(
+    "--judge", default="none", show_default=True, help="none | self (the run's model) | a VLM hub id or local folder."
+)
+@click.option(
+    "--judge-retries", type=int, default=2, show_default=True, help="Retries after an unreadable judge answer."
+)
+@model_options
+@handle_errors
+def eval_cmd(
+    images: tuple[str, ...], output: Path, ablation: str, judge: str, judge_retries: int, **flags: Any
+) -> None:
+    """Reproduce the paper's ablation on any model: every configuration on every image, same seed.
+
+    Writes results.csv (image x configuration), summary.md (Table II shape) and metrics.png.
+
+    Example: i2m eval photos/*.jpg -o eval/ --judge self
+    """
+    from graph.batch import collect_images
+    from graph.evaluation import run_eval
+
+    settings = settings_from(**flags)
+    imgs = collect_images(images)
+    if not imgs:
+        fail("no images given", 2)
+    configs = [c.strip() for c in ablation.split(",") if c.strip()]
+
+    def row(r: dict[str, Any]) -> None:
+        colour = "green" if r["status"] == "ok" else "red"
+        err.print(f"  [{colour}]{r['status']:<6}[/{colour}] {r['config']:<10} {Path(r['image']).name}")
+
+    try:
+        run_eval(imgs, output, settings, ablation=configs, judge=judge, judge_retries=judge_retries, on_row=row)
+    except ValueError as e:
+        fail(str(e), 2)
+    err.print(f"wrote {output / 'results.csv'}, {output / 'summary.md'}, {output / 'metrics.png'}")
+    click.echo((output / "summary.md").read_text(encoding="utf-8"))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -489,6 +489,7 @@ def replay_run(
     on_event: Event | None = None,
     notify: Callable[[str], None] = _notify_stderr,
     run_dir: Path | None = None,
+    state_overrides: dict[str, Any] | None = None,
     **overrides: Any,
 ) -> RunResult:
     """A new run that starts from the checkpoint of ``run_id`` just before ``from_node`` first ran.
@@ -526,7 +527,7 @@ def replay_run(
             "reflect": "evaluate",
             "explain": "evaluate",
         }[from_node]
-        values = dict(before.values)
+        values = {**before.values, **(state_overrides or {})}
         if previous is None:
             return _execute(
                 ctx,

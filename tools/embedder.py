@@ -54,7 +54,7 @@ class ClipEmbedder:
         out = []
         for i in range(0, len(texts), self.batch_size):
             batch = [t if t.strip() else " " for t in texts[i : i + self.batch_size]]
-            full = tok(batch, truncation=False)["input_ids"]
+            full = tok(batch, truncation=False, verbose=False)["input_ids"]
             self.truncated += sum(1 for ids in full if len(ids) > self.max_positions)
             enc = tok(batch, padding=True, truncation=True, max_length=self.max_positions, return_tensors="pt")
             enc = {k: v.to(self.device) for k, v in enc.items()}

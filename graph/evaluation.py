@@ -1,0 +1,459 @@
+"""Built-in evaluation: the paper's ablation (full, no-rag, no-refine, none) on any model and images.
+
+Every configuration runs on every image with the same seed. The first configuration runs the whole graph;
+the others start from its checkpoint after ``retrieve`` (``runs replay --from compose``), so the
+description and the retrieval are shared where they are identical (no-rag configurations get no
+references). Objective metrics need no judge; an optional VLM judge asks the paper's questions.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError
+
+import prompts as prompt_lib
+from graph.config import Settings
+from graph.runner import RunResult, compose_image, replay_run
+from tools.files import atomic_write_text, safe_name
+from tools.images import load_image
+from tools.vlm import VLM, GenerationSettings, VLMError, make_vlm, strip_think
+
+CONFIGS: dict[str, dict[str, Any]] = {
+    "full": {},
+    "no-rag": {"top_k": 0},
+    "no-refine": {"refine_rounds": 0},
+    "none": {"top_k": 0, "refine_rounds": 0},
+}
+LABELS = {"full": "Ours (full)", "no-rag": "w/o RAG", "no-refine": "w/o Refinement", "none": "w/o RAG, Refinement"}
+QUALITY = ("overall", "melody", "rhythm", "authenticity", "harmony")
+CONSISTENCY = ("consistency_overall", "semantics", "emotion")
+OBJECTIVE = (
+    "first_try_ok",
+    "ok_within_budget",
+    "attempts",
+    "bar_consistency",
+    "pitch_range",
+    "n_pitches_used",
+    "n_pitch_classes_used",
+    "polyphony",
+    "scale_consistency",
+    "pitch_entropy",
+    "pitch_class_entropy",
+    "empty_beat_rate",
+    "duration_seconds",
+    "agreement",
+)
+
+SLOW_WORDS = (
+    "slow",
+    "calm",
+    "gentle",
+    "peaceful",
+    "serene",
+    "tranquil",
+    "adagio",
+    "largo",
+    "andante",
+    "lullaby",
+    "quiet",
+    "still",
+)
+FAST_WORDS = ("fast", "lively", "energetic", "upbeat", "allegro", "presto", "vivace", "brisk", "dance", "busy")
+MINOR_WORDS = ("minor", "melanchol", "sad", "dark", "somber", "sombre", "mournful", "gloomy", "tragic", "lonely")
+MAJOR_WORDS = ("major", "bright", "happy", "joyful", "cheerful", "sunny", "playful", "triumphant")
+MINOR_MODES = ("m", "min", "dor", "phr", "aeo", "loc")
+
+
+class JudgeScores(BaseModel):
+    """The paper's questions, scored 1-7."""
+
+    overall: int = Field(ge=1, le=7)
+    melody: int = Field(ge=1, le=7)
+    rhythm: int = Field(ge=1, le=7)
+    authenticity: int = Field(ge=1, le=7)
+    harmony: int = Field(ge=1, le=7)
+    consistency_overall: int = Field(ge=1, le=7)
+    semantics: int = Field(ge=1, le=7)
+    emotion: int = Field(ge=1, le=7)
+
+
+class JudgeError(ValueError):
+    """The judge's answer is not the expected structure."""
+
+
+def parse_judge(text: str) -> JudgeScores:
+    """The last JSON object in the answer, validated; JudgeError with what was wrong."""
+    visible = strip_think(text)
+    objs = re.findall(r"\{[^{}]*\}", visible, re.S)
+    if not objs:
+        raise JudgeError("no JSON object in the answer")
+    try:
+        return JudgeScores.model_validate(json.loads(objs[-1]))
+    except json.JSONDecodeError as e:
+        raise JudgeError(f"not valid JSON: {e.msg}") from e
+    except ValidationError as e:
+        raise JudgeError(
+            "; ".join(f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors())
+        ) from e
+
+
+# --- objective agreement rules ---------------------------------------------------------------------------
+
+
+def _has(text: str, words: tuple[str, ...]) -> bool:
+    t = text.lower()
+    return any(re.search(r"\b" + re.escape(w), t) for w in words)
+
+
+def tempo_agreement(text: str, qpm: float | None) -> float | None:
+    """1 when the words and Q: agree (slow words: Q < 90; fast words: Q >= 110), 0 when not, None if no word."""
+    if qpm is None:
+        return None
+    slow, fast = _has(text, SLOW_WORDS), _has(text, FAST_WORDS)
+    if slow == fast:
+        return None
+    return float(qpm < 90) if slow else float(qpm >= 110)
+
+
+def mode_agreement(text: str, key: str | None) -> float | None:
+    """1 when minor/dark words meet a minor-like mode (m, dor, phr, aeo, loc), or major/bright words a major-like
+    one; 0 when they contradict; None if the text names neither."""
+    if not key:
+        return None
+    minor, major = _has(text, MINOR_WORDS), _has(text, MAJOR_WORDS)
+    if minor == major:
+        return None
+    m = re.match(r"^[A-G][#b]?(.*)$", key)
+    mode = (m.group(1) if m else "").lower()
+    is_minor = mode in MINOR_MODES
+    return float(is_minor) if minor else float(not is_minor)
+
+
+def objective_row(rec: dict[str, Any]) -> dict[str, Any]:
+    versions = rec.get("versions") or []
+    final = rec.get("final") or {}
+    metrics = final.get("metrics") or {}
+    text = " ".join(x for x in (rec.get("description"), rec.get("motivation")) if x)
+    tempo = tempo_agreement(text, metrics.get("tempo_qpm"))
+    mode = mode_agreement(text, metrics.get("key"))
+    known = [x for x in (tempo, mode) if x is not None]
+    row: dict[str, Any] = {
+        "first_try_ok": float(bool(versions) and bool(versions[0]["ok"])),
+        "ok_within_budget": float(bool(final)),
+        "attempts": len(versions),
+        "agreement_tempo": tempo,
+        "agreement_mode": mode,
+        "agreement": sum(known) / len(known) if known else None,
+    }
+    for k in (
+        "bar_consistency",
+        "pitch_range",
+        "n_pitches_used",
+        "n_pitch_classes_used",
+        "polyphony",
+        "scale_consistency",
+        "pitch_entropy",
+        "pitch_class_entropy",
+        "empty_beat_rate",
+        "duration_seconds",
+    ):
+        row[k] = metrics.get(k)
+    return row
+
+
+# --- running ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Judge:
+    vlm: VLM
+    prompt: prompt_lib.Prompt
+    retries: int
+    calls: int = 0
+
+    def score(self, image_path: Path, description: str, abc: str) -> tuple[JudgeScores | None, str | None]:
+        image = load_image(image_path)
+        feedback = ""
+        last_error = None
+        for _ in range(self.retries + 1):
+            text = self.prompt.render(abc=abc.strip(), description=description or "", feedback=feedback)
+            res = self.vlm.generate(
+                node="judge",
+                prompt=text,
+                image=image,
+                call_index=self.calls,
+                settings=GenerationSettings(max_new_tokens=256, temperature=0.0),
+            )
+            self.calls += 1
+            try:
+                return parse_judge(res.text), None
+            except JudgeError as e:
+                last_error = str(e)
+                feedback = (
+                    f"\nYour previous answer could not be read ({last_error}). Answer with exactly one JSON "
+                    "object with the eight integer scores from 1 to 7.\n"
+                )
+        return None, f"judge answer unusable after {self.retries + 1} attempt(s): {last_error}"
+
+
+def make_judge(spec: str, settings: Settings, retries: int) -> Judge | None:
+    if spec == "none":
+        return None
+    prompt = prompt_lib.load("judge")
+    if spec == "self":
+        vlm = make_vlm(
+            settings.vlm_backend,
+            settings.vlm_model,
+            replay_file=settings.replay_file,
+            device=settings.vlm_device,
+            dtype=settings.vlm_dtype,
+            trust_remote_code=settings.trust_remote_code,
+            max_pixels=settings.image_max_pixels,
+            base_url=settings.vlm_base_url,
+            api_key=settings.vlm_api_key,
+            timeout_s=settings.vlm_timeout_s,
+        )
+    else:
+        backend = "openai" if settings.vlm_backend == "openai" else "transformers"
+        vlm = make_vlm(
+            backend,
+            spec,
+            device=settings.vlm_device,
+            dtype=settings.vlm_dtype,
+            trust_remote_code=settings.trust_remote_code,
+            max_pixels=settings.image_max_pixels,
+            base_url=settings.vlm_base_url,
+            api_key=settings.vlm_api_key,
+            timeout_s=settings.vlm_timeout_s,
+        )
+    return Judge(vlm=vlm, prompt=prompt, retries=retries)
+
+
+def run_eval(
+    images: list[Path],
+    out_dir: Path,
+    settings: Settings,
+    *,
+    ablation: list[str],
+    judge: str = "none",
+    judge_retries: int = 2,
+    on_row: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Run every configuration on every image; write results.csv, summary.md and plots. Returns the summary."""
+    unknown = [a for a in ablation if a not in CONFIGS]
+    if unknown:
+        raise ValueError(f"unknown configuration(s) {', '.join(unknown)}: use {', '.join(CONFIGS)}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    jdg = make_judge(judge, settings, judge_retries)
+    rows: list[dict[str, Any]] = []
+    # configurations with retrieval run first, so the base run's references can be shared
+    order = sorted(ablation, key=lambda c: CONFIGS[c].get("top_k") == 0)
+    for img in images:
+        name = safe_name(Path(img).stem, default="image")
+        base: RunResult | None = None
+        for cfg in order:
+            run_dir = out_dir / "runs" / name / cfg
+            if base is None:
+                # the first configuration runs the whole graph; the others reuse its describe and retrieve
+                base = compose_image(
+                    img, settings.with_overrides(**CONFIGS[cfg]), run_dir=run_dir, notify=lambda m: None
+                )
+                result = base
+            else:
+                state: dict[str, Any] | None = {"references": []} if CONFIGS[cfg].get("top_k") == 0 else None
+                result = replay_run(
+                    base.run_id,
+                    "compose",
+                    settings,
+                    run_dir=run_dir,
+                    notify=lambda m: None,
+                    state_overrides=state,
+                    **CONFIGS[cfg],
+                )
+            rec = result.record
+            row: dict[str, Any] = {
+                "image": str(img),
+                "config": cfg,
+                "status": rec["status"],
+                "run_id": result.run_id,
+                "run_dir": str(result.run_dir),
+                "references": len(rec.get("references") or []),
+                "reflect_rounds": rec["path"].count("reflect"),
+            }
+            row.update(objective_row(rec))
+            if jdg is not None and rec.get("final"):
+                try:
+                    scores, problem = jdg.score(Path(img), rec.get("description") or "", rec["final"]["abc"])
+                except VLMError as e:
+                    scores, problem = None, str(e)
+                row["judge_error"] = problem
+                if scores is not None:
+                    row.update(scores.model_dump())
+            rows.append(row)
+            if on_row is not None:
+                on_row(row)
+    summary = summarise(rows, ablation)
+    write_csv(rows, out_dir / "results.csv")
+    atomic_write_text(out_dir / "summary.md", summary_markdown(summary, ablation, judge != "none"))
+    plot(rows, ablation, out_dir)
+    return summary
+
+
+def _mean(values: list[Any]) -> float | None:
+    nums = [float(v) for v in values if v is not None]
+    return round(statistics.fmean(nums), 3) if nums else None
+
+
+def summarise(rows: list[dict[str, Any]], ablation: list[str]) -> dict[str, dict[str, float | None]]:
+    """Mean of every metric per configuration (None where nothing was measured)."""
+    out: dict[str, dict[str, float | None]] = {}
+    for cfg in ablation:
+        sub = [r for r in rows if r["config"] == cfg]
+        means = {k: _mean([r.get(k) for r in sub]) for k in (*QUALITY, *CONSISTENCY, *OBJECTIVE)}
+        q = [means[k] for k in QUALITY]
+        c = [means[k] for k in CONSISTENCY]
+        means["quality_average"] = round(statistics.fmean(q), 3) if all(x is not None for x in q) else None  # type: ignore[arg-type]
+        means["consistency_average"] = round(statistics.fmean(c), 3) if all(x is not None for x in c) else None  # type: ignore[arg-type]
+        out[cfg] = means
+    return out
+
+
+def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    keys: list[str] = []
+    for r in rows:
+        keys.extend(k for k in r if k not in keys)
+    import io
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys)
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in keys})
+    atomic_write_text(path, buf.getvalue())
+
+
+def _table(
+    summary: dict[str, dict[str, float | None]],
+    ablation: list[str],
+    cols: list[tuple[str, str]],
+    higher_is_better: set[str],
+) -> str:
+    head = "| Method | " + " | ".join(label for _, label in cols) + " |"
+    sep = "|---|" + "---|" * len(cols)
+    best: dict[str, float] = {}
+    for key, _ in cols:
+        vals = [v for c in ablation if (v := summary[c][key]) is not None]
+        if vals and key in higher_is_better:
+            best[key] = max(vals)
+    lines = [head, sep]
+    for cfg in ablation:
+        cells = []
+        for key, _ in cols:
+            v = summary[cfg][key]
+            text = "–" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v)
+            if v is not None and key in best and v == best[key] and len(ablation) > 1:
+                text = f"**{text}**"
+            cells.append(text)
+        lines.append(f"| {LABELS.get(cfg, cfg)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def summary_markdown(summary: dict[str, dict[str, float | None]], ablation: list[str], judged: bool) -> str:
+    parts = ["# Evaluation summary", ""]
+    if judged:
+        cols = [(k, k.replace("_", " ").title()) for k in QUALITY] + [("quality_average", "Average")]
+        cols += [
+            ("consistency_overall", "Overall"),
+            ("semantics", "Semantics"),
+            ("emotion", "Emotion"),
+            ("consistency_average", "Average"),
+        ]
+        judge_keys = {k for k, _ in cols}
+        parts += [
+            "## VLM judge (1–7; as the paper's Table II)",
+            "",
+            "Columns 1–6: music quality; 7–10: music-image consistency. Mean per configuration, best in bold.",
+            "",
+            _table(summary, ablation, cols, judge_keys),
+            "",
+        ]
+    obj_cols = [
+        ("first_try_ok", "Parse ok 1st try"),
+        ("ok_within_budget", "Ok within budget"),
+        ("attempts", "Attempts"),
+        ("bar_consistency", "Bar consistency"),
+        ("agreement", "Text-ABC agreement"),
+        ("scale_consistency", "Scale consistency"),
+        ("pitch_class_entropy", "PCE"),
+        ("empty_beat_rate", "EBR"),
+        ("duration_seconds", "Duration (s)"),
+    ]
+    parts += [
+        "## Objective metrics (no judge)",
+        "",
+        "Mean per configuration; bold marks the best where higher is better (parse success, bar consistency,"
+        " agreement). The MusPy metrics are style-dependent: reported, not ranked.",
+        "",
+        _table(summary, ablation, obj_cols, {"first_try_ok", "ok_within_budget", "bar_consistency", "agreement"}),
+        "",
+        "Agreement rules: tempo words in the description or motivation (slow, calm, adagio ... vs fast, lively,"
+        " allegro ...) must match Q: (< 90 vs >= 110 quarter notes per minute); mood words (minor, sad, dark ..."
+        " vs major, bright, happy ...) must match the mode of K: (m, dor, phr, aeo, loc count as minor)."
+        " Texts that name neither, or both, are not scored.",
+        "",
+    ]
+    return "\n".join(parts)
+
+
+def plot(rows: list[dict[str, Any]], ablation: list[str], out_dir: Path) -> list[Path]:
+    """Box plots of the metric distributions per configuration (matplotlib, Agg)."""
+    from tools.music.metrics import _scratch_caches
+
+    _scratch_caches()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [
+        k
+        for k in (
+            "bar_consistency",
+            "scale_consistency",
+            "pitch_entropy",
+            "pitch_class_entropy",
+            "empty_beat_rate",
+            "duration_seconds",
+            "overall",
+            "consistency_overall",
+        )
+        if any(r.get(k) is not None for r in rows)
+    ]
+    if not keys:
+        return []
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 3.4), squeeze=False)
+    for ax, key in zip(axes[0], keys, strict=True):
+        data = [[float(r[key]) for r in rows if r["config"] == c and r.get(key) is not None] for c in ablation]
+        ax.boxplot([d if d else [float("nan")] for d in data])
+        ax.set_xticks(range(1, len(ablation) + 1), ablation, rotation=30, fontsize=8)
+        ax.set_title(key.replace("_", " "), fontsize=9)
+    fig.tight_layout()
+    path = out_dir / "metrics.png"
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    from tools.files import atomic_write_bytes
+
+    atomic_write_bytes(path, buf.getvalue())
+    return [path]
