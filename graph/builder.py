@@ -14,8 +14,9 @@ from graph.state import InputState, State
 NODE_IDS = ("describe", "retrieve", "compose", "parse_check", "evaluate", "reflect", "explain")
 
 
-def build_graph(checkpointer: Any = None) -> Any:
-    """The compiled graph; pass a checkpointer to make runs durable and resumable."""
+def build_graph(checkpointer: Any = None, interrupt_before: tuple[str, ...] = ()) -> Any:
+    """The compiled graph; pass a checkpointer to make runs durable and resumable, and ``interrupt_before``
+    (e.g. ``("reflect",)``) to pause for a person's words before those nodes."""
     g = StateGraph(State, context_schema=RunContext, input_schema=InputState, output_schema=State)
     for name in NODE_IDS:
         g.add_node(name, getattr(nodes, name))
@@ -27,7 +28,7 @@ def build_graph(checkpointer: Any = None) -> Any:
     g.add_conditional_edges("evaluate", after_evaluate)
     g.add_edge("reflect", "parse_check")
     g.add_edge("explain", END)
-    return g.compile(checkpointer=checkpointer)
+    return g.compile(checkpointer=checkpointer, interrupt_before=list(interrupt_before) or None)
 
 
 graph = build_graph()

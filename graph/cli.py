@@ -887,5 +887,21 @@ def eval_cmd(
     click.echo((output / "summary.md").read_text(encoding="utf-8"))
 
 
+@main.command()
+@model_options
+@handle_errors
+def chat(**flags: Any) -> None:
+    """An interactive session: give an image, watch the graph run, then accept, refine with your own
+    words, play, open another image or quit. Ctrl-C cancels the current run, not the session.
+
+    Example: i2m chat --vlm-model Qwen/Qwen3-VL-4B-Instruct
+    """
+    from graph.chat import ChatSession, enable_path_completion
+
+    settings = settings_from(**flags)
+    enable_path_completion()
+    ChatSession(settings, err).loop()
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

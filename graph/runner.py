@@ -382,7 +382,7 @@ def _config(run_id: str, settings: Settings) -> dict[str, Any]:
     return {"configurable": {"thread_id": run_id}, "recursion_limit": settings.recursion_limit}
 
 
-def _execute(
+def execute_graph(
     ctx: RunContext,
     conn: sqlite3.Connection,
     run_id: str,
@@ -390,18 +390,32 @@ def _execute(
     graph_input: Any,
     on_event: Event | None,
     extra: dict[str, Any] | None = None,
+    on_pause: Callable[[dict[str, Any]], str | None] | None = None,
 ) -> RunResult:
-    """Stream the graph (checkpointing after every node), then write the outputs from the saved state."""
-    from langgraph.errors import GraphRecursionError
+    """Stream the graph (checkpointing after every node), then write the outputs from the saved state.
 
-    graph = build_graph(checkpointer(conn))
+    With ``on_pause`` the run stops before every reflect round and asks it for a person's words, which are
+    added to that round's prompt (human-in-the-loop refinement).
+    """
+    from langgraph.errors import GraphRecursionError
+    from langgraph.types import Command
+
+    graph = build_graph(checkpointer(conn), interrupt_before=("reflect",) if on_pause else ())
     config = _config(run_id, ctx.settings)
     error: str | None = None
     try:
-        for chunk in graph.stream(graph_input, config=config, context=ctx, stream_mode="updates", durability="sync"):
-            for node, update in chunk.items():
-                if on_event is not None and isinstance(update, dict):
-                    on_event(node, update)
+        while True:
+            for chunk in graph.stream(
+                graph_input, config=config, context=ctx, stream_mode="updates", durability="sync"
+            ):
+                for node, update in chunk.items():
+                    if on_event is not None and isinstance(update, dict):
+                        on_event(node, update)
+            snapshot = graph.get_state(config)
+            if on_pause is None or "reflect" not in (snapshot.next or ()):
+                break
+            words = on_pause(dict(snapshot.values))
+            graph_input = Command(update={"user_feedback": words} if words else {})
     except (VLMError, StoreError) as e:
         error = str(e)
     except GraphRecursionError:
@@ -444,7 +458,7 @@ def compose_image(
         graph_input: dict[str, Any] = {"image": str(image_path)}
         if user_feedback:
             graph_input["user_feedback"] = user_feedback
-        return _execute(ctx, conn, run_id, image_path, graph_input, on_event)
+        return execute_graph(ctx, conn, run_id, image_path, graph_input, on_event)
     finally:
         conn.close()
 
@@ -475,7 +489,7 @@ def resume_run(
         if not snapshot.next:
             notify(f"run {info.run_id} had already finished; its outputs are written again")
         graph_input = None
-        return _execute(ctx, conn, info.run_id, Path(info.image), graph_input, on_event)
+        return execute_graph(ctx, conn, info.run_id, Path(info.image), graph_input, on_event)
     finally:
         conn.close()
 
@@ -529,7 +543,7 @@ def replay_run(
         }[from_node]
         values = {**before.values, **(state_overrides or {})}
         if previous is None:
-            return _execute(
+            return execute_graph(
                 ctx,
                 conn,
                 new_id,
@@ -542,7 +556,7 @@ def replay_run(
         recorded = _recorded_calls(info.run_dir, values.get("calls", {}))
         if recorded:
             (new_dir / "vlm_calls.jsonl").write_text(recorded, encoding="utf-8")
-        return _execute(
+        return execute_graph(
             ctx,
             conn,
             new_id,

@@ -1,0 +1,253 @@
+"""``i2m chat``: an interactive terminal session around the graph.
+
+Give an image path (Tab completes paths), watch the graph run node by node, read the description, the
+references, the ABC and the metrics of every version, then act: accept, refine with your own words (a human
+round through the graph: the run pauses before reflect and your words go into the reflect prompt), play,
+open another image, or quit. Ctrl-C cancels the current run (it can be resumed), not the session.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from graph.config import Settings
+from graph.runner import (
+    InputError,
+    RunError,
+    RunResult,
+    build_context,
+    connect_db,
+    execute_graph,
+    new_run_id,
+    register_run,
+)
+from tools.images import ImageError
+from tools.store import StoreError
+from tools.vlm import VLMError
+
+PLAYERS = (["aplay", "-q"], ["paplay"], ["afplay"], ["ffplay", "-nodisp", "-autoexit", "-loglevel", "quiet"])
+
+
+def enable_path_completion() -> None:
+    """Tab completion of file paths in ``input()`` (readline, where available)."""
+    try:
+        import readline
+    except ImportError:  # pragma: no cover - Windows without pyreadline
+        return
+
+    def complete(text: str, state: int) -> str | None:
+        expanded = os.path.expanduser(text)
+        matches = [m + ("/" if os.path.isdir(m) else "") for m in sorted(glob.glob(expanded + "*"))]
+        return matches[state] if state < len(matches) else None
+
+    readline.set_completer_delims(" \t\n;")
+    readline.set_completer(complete)
+    readline.parse_and_bind("tab: complete")
+
+
+def highlight_abc(abc: str) -> Text:
+    """ABC with headers, comments, bar lines and chords coloured."""
+    out = Text()
+    for line in abc.rstrip("\n").split("\n"):
+        s = line.strip()
+        if s.startswith("%"):
+            out.append(line + "\n", style="green")
+        elif len(s) > 1 and s[1] == ":" and s[0].isalpha():
+            out.append(line[:2], style="bold cyan")
+            out.append(line[2:] + "\n", style="cyan")
+        else:
+            for ch in line:
+                style = "bold magenta" if ch in "|:[]" else "yellow" if ch in "^_=" else None
+                out.append(ch, style=style)
+            out.append("\n")
+    return out
+
+
+def find_player() -> list[str] | None:
+    for cmd in PLAYERS:
+        if shutil.which(cmd[0]):
+            return cmd
+    return None
+
+
+class ChatSession:
+    """The interactive loop; ``ask`` reads a line (``input`` in a terminal)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        console: Console,
+        ask: Callable[[str], str] = input,
+        progress_factory: Callable[[], Any] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.console = console
+        self.ask = ask
+        self.progress_factory = progress_factory
+        self.result: RunResult | None = None
+        self.ctx: Any = None
+        self.image: Path | None = None
+
+    # -- input ------------------------------------------------------------------------------------------
+    def prompt(self, text: str) -> str | None:
+        """A line from the user; None on Ctrl-D; '' on Ctrl-C at the prompt."""
+        try:
+            return self.ask(text).strip()
+        except EOFError:
+            return None
+        except KeyboardInterrupt:
+            self.console.print()
+            return ""
+
+    # -- the loop ---------------------------------------------------------------------------------------
+    def loop(self) -> None:
+        self.console.print(
+            Panel("Turn a picture into music. Type an image path (Tab completes), or q to quit.", title="i2m chat")
+        )
+        while True:
+            line = self.prompt("image path> ")
+            if line is None or line.lower() in ("q", "quit", "exit"):
+                break
+            if not line:
+                continue
+            if self.compose(Path(os.path.expanduser(line))):
+                if not self.act():
+                    break
+        self.console.print("bye")
+
+    def on_pause(self, state: dict[str, Any]) -> str | None:
+        rnd = int(state.get("refine_round", 0)) + 1
+        words = self.prompt(f"refinement round {rnd}: your words for the composer (Enter: let it decide)> ")
+        return words or None
+
+    def _progress(self) -> Any:
+        if self.progress_factory is not None:
+            return self.progress_factory()
+        from graph.cli import NodeProgress
+
+        return NodeProgress(self.console)
+
+    def compose(self, image: Path, graph_input: Any = None) -> bool:
+        """Run (or continue) the graph for ``image``; True when there is a result to act on."""
+        run_id = self.result.run_id if graph_input is not None and self.result else new_run_id()
+        try:
+            if graph_input is None:
+                run_dir = self.settings.runs_dir / run_id
+                self.ctx = build_context(
+                    self.settings, image, run_dir, notify=lambda m: self.console.print(f"[yellow]{m}[/yellow]")
+                )
+                run_dir.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(image, run_dir / f"input{image.suffix.lower() or '.img'}")
+                self.image = image
+            conn = connect_db(self.settings)
+            try:
+                if graph_input is None:
+                    register_run(conn, run_id, self.ctx.run_dir, str(image), self.settings, {})
+                    self.console.print(f"run [bold]{run_id}[/bold]")
+                with self._progress() as progress:
+                    self.result = execute_graph(
+                        self.ctx,
+                        conn,
+                        run_id,
+                        image,
+                        graph_input if graph_input is not None else {"image": str(image)},
+                        progress,
+                        on_pause=self.on_pause,
+                    )
+            finally:
+                conn.close()
+        except (InputError, ImageError) as e:
+            self.console.print(f"[red]cannot use that image:[/red] {e}")
+            return False
+        except (RunError, VLMError, StoreError) as e:
+            self.console.print(f"[red]error:[/red] {e}")
+            return False
+        except KeyboardInterrupt:
+            self.console.print(f"\n[yellow]run cancelled[/yellow]; continue it later with `i2m runs resume {run_id}`")
+            return False
+        self.show(self.result)
+        return True
+
+    def show(self, result: RunResult) -> None:
+        from graph.cli import metrics_table
+
+        rec = result.record
+        c = self.console
+        if rec.get("description"):
+            c.print(Panel(rec["description"], title="what the model sees"))
+        if rec.get("references"):
+            t = Table("score", "via", "caption", title="references")
+            for r in rec["references"]:
+                t.add_row(f"{r['score']:.3f}", r["via"], r["caption"])
+            c.print(t)
+        if rec.get("versions"):
+            c.print(metrics_table(rec["versions"]))
+        if rec.get("final"):
+            c.print(Panel(highlight_abc(rec["final"]["abc"]), title=f"the music (version {rec['final']['version']})"))
+        if rec.get("motivation"):
+            c.print(Panel(rec["motivation"], title="why it sounds like this"))
+        colour = "green" if result.ok else "red"
+        c.print(f"[{colour}]{rec['status']}[/{colour}]" + (f": {rec['reason']}" if rec.get("reason") else ""))
+        for key, fname in result.files.items():
+            c.print(f"  {key:<9} {result.run_dir / fname}")
+
+    def act(self) -> bool:
+        """The action menu after a run; False to end the session."""
+        while True:
+            line = self.prompt("[a]ccept  [r]efine with your words  [p]lay  [o]pen another image  [q]uit> ")
+            if line is None:
+                return False
+            choice = line[:1].lower()
+            if choice == "q":
+                return False
+            if choice in ("a", "o"):
+                if choice == "a" and self.result is not None:
+                    self.console.print(f"kept: {self.result.run_dir}")
+                return True
+            if choice == "p":
+                self.play()
+            elif choice == "r":
+                self.refine()
+
+    def refine(self) -> None:
+        from langgraph.types import Command
+
+        if self.result is None or self.image is None or not self.result.record.get("final"):
+            self.console.print("[yellow]nothing to refine yet[/yellow]")
+            return
+        words = self.prompt("your words (e.g. slower, more melancholic, add a bass line)> ")
+        if not words:
+            return
+        self.compose(self.image, graph_input=Command(goto="reflect", update={"user_feedback": words}))
+
+    def play(self) -> None:
+        if self.result is None:
+            return
+        wav = self.result.run_dir / "music.wav"
+        player = find_player()
+        if not wav.exists():
+            self.console.print(
+                "[yellow]no audio: install FluidSynth and a soundfont (Debian: fluidsynth fluid-soundfont-gm)[/yellow]"
+            )
+            return
+        if player is None:
+            self.console.print(
+                f"[yellow]no audio player found (aplay, paplay, afplay, ffplay); the audio is {wav}[/yellow]"
+            )
+            return
+        self.console.print(f"playing {wav} with {player[0]} (Ctrl-C stops)")
+        try:
+            subprocess.run([*player, str(wav)], check=False)
+        except KeyboardInterrupt:
+            self.console.print("stopped")

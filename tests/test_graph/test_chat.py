@@ -1,0 +1,100 @@
+"""The interactive session, typed into a real pseudo-terminal (pexpect) with the replay backend."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pexpect
+from conftest import GOOD_ABC, ROOT, WARN_ABC, fenced, write_replay
+
+
+def test_chat_session_in_a_terminal(tmp_path: Path, image_path: Path) -> None:
+    slower = GOOD_ABC.replace("Q:1/4=80", "Q:1/4=60").replace("Calm Harbour", "Slower Harbour")
+    replay = write_replay(
+        tmp_path / "calls.jsonl",
+        [
+            ("describe", "A harbour at dawn."),
+            ("compose", fenced(WARN_ABC)),
+            ("reflect", fenced(GOOD_ABC)),
+            ("explain", "Calm G major."),
+            ("reflect", fenced(slower)),
+            ("explain", "Slower, as you asked."),
+        ],
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "I2M_TOP_K": "0", "COLUMNS": "140", "TERM": "xterm"}
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "graph.cli", "chat", "--replay", str(replay)],
+        env=env,
+        cwd=str(tmp_path),
+        encoding="utf-8",
+        timeout=120,
+        dimensions=(50, 140),
+    )
+    log = []
+    child.logfile_read = type("L", (), {"write": lambda self, s: log.append(s), "flush": lambda self: None})()
+    try:
+        child.expect("image path> ")
+        child.sendline(str(tmp_path / "missing.png"))
+        child.expect("cannot use that image")
+        child.expect("image path> ")
+        # Tab completion of paths: type the folder and a prefix, complete, run
+        child.send(str(image_path.parent) + "/im")
+        child.send("\t")
+        child.sendline("")
+        child.expect("refinement round 1")
+        child.sendline("keep it calm")  # the run paused before reflect: a person's words for this round
+        child.expect(r"\[a\]ccept")
+        text = "".join(log)
+        assert "what the model sees" in text and "Calm Harbour" in text and "pitch_range" in text
+        assert "why it sounds like this" in text and "Calm G major." in text
+        child.sendline("r")
+        child.expect("your words")
+        child.sendline("slower, more melancholic")
+        child.expect(r"\[a\]ccept")
+        assert "Slower Harbour" in "".join(log)
+        child.sendline("q")
+        child.expect("bye")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    runs = list((Path(env.get("I2M_HOME", os.environ["I2M_HOME"])) / "runs").iterdir())
+    assert len(runs) == 1
+    calls = [json.loads(x) for x in (runs[0] / "vlm_calls.jsonl").read_text().splitlines()]
+    reflects = [c["prompt"] for c in calls if c["node"] == "reflect"]
+    assert "The listener asks for this change: keep it calm" in reflects[0]
+    assert "The listener asks for this change: slower, more melancholic" in reflects[1]
+    rec = json.loads((runs[0] / "run.json").read_text())
+    assert rec["final"]["title"] == "Slower Harbour" and rec["path"].count("reflect") == 2
+
+
+def test_ctrl_c_cancels_the_run_not_the_session(tmp_path: Path, image_path: Path) -> None:
+    replay = write_replay(
+        tmp_path / "calls.jsonl", [("describe", "x"), ("compose", fenced(GOOD_ABC)), ("explain", "y")]
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "I2M_TOP_K": "0", "I2M_REPLAY_DELAY_S": "3", "I2M_REFINE_ROUNDS": "0"}
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "graph.cli", "chat", "--replay", str(replay)],
+        env=env,
+        cwd=str(tmp_path),
+        encoding="utf-8",
+        timeout=120,
+        dimensions=(50, 140),
+    )
+    try:
+        child.expect("image path> ")
+        child.sendline(str(image_path))
+        child.expect("run ")
+        child.sendintr()
+        child.expect("run cancelled")
+        child.expect("i2m runs resume")
+        child.expect("image path> ")  # the session goes on
+        child.sendline("q")
+        child.expect("bye")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
