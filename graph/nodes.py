@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import time
+from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
@@ -37,6 +38,26 @@ def timed(name: str) -> Callable[[NodeFn], NodeFn]:
         return wrapper
 
     return deco
+
+
+_STUDIO_CONTEXTS: dict[str, RunContext] = {}
+
+
+def context_of(state: State, runtime: Runtime[RunContext]) -> RunContext:
+    """The run context; when the graph runs without one (``langgraph dev`` / Studio), one is built from the
+    environment's settings for the state's image, once per image."""
+    if runtime.context is not None:
+        return runtime.context
+    image = state.get("image")
+    if not image:
+        raise ValueError("the input needs an 'image' path")
+    if image not in _STUDIO_CONTEXTS:
+        from graph.config import load_settings
+        from graph.runner import build_context, new_run_id
+
+        settings = load_settings()
+        _STUDIO_CONTEXTS[image] = build_context(settings, Path(image), settings.runs_dir / new_run_id())
+    return _STUDIO_CONTEXTS[image]
 
 
 def _calls(state: State, node: str) -> int:
@@ -81,7 +102,7 @@ def retry_feedback(version: dict[str, Any]) -> str:
 @timed("describe")
 def describe(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """Describe the image (and capture where the model looked while doing it)."""
-    ctx = runtime.context
+    ctx = context_of(state, runtime)
     res = ctx.ask(
         "describe",
         ctx.prompts["describe"].render(),
@@ -103,7 +124,7 @@ def describe(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
 @timed("retrieve")
 def retrieve(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """Find reference music similar to the image and to its description."""
-    ctx = runtime.context
+    ctx = context_of(state, runtime)
     refs = ctx.retriever(ctx.image, state.get("description", "")) if ctx.retriever is not None else []
     return {"references": refs}
 
@@ -111,7 +132,7 @@ def retrieve(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
 @timed("compose")
 def compose(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """Write music for the image, guided by the references (and by the checker's errors on a retry)."""
-    ctx = runtime.context
+    ctx = context_of(state, runtime)
     versions = state.get("versions", [])
     feedback = retry_feedback(versions[-1]) if state.get("parse_failures", 0) and versions else ""
     prompt = ctx.prompts["compose"].render(
@@ -126,7 +147,7 @@ def compose(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
 @timed("parse_check")
 def parse_check(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """Extract and check the draft; write its ABC and MIDI; count failures against the budget."""
-    ctx = runtime.context
+    ctx = context_of(state, runtime)
     draft = state["draft"]
     versions = state.get("versions", [])
     result = check_abc(draft["text"], ctx.settings.abc_limits)
@@ -166,7 +187,7 @@ def parse_check(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
 @timed("evaluate")
 def evaluate(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """Measure the latest version with the MusPy metrics and what the checker knows."""
-    ctx = runtime.context
+    ctx = context_of(state, runtime)
     version = state["versions"][-1]
     tune = read_tune(version["abc"], ctx.settings.abc_limits)
     midi = ctx.run_dir / "versions" / f"v{version['index'] + 1}.mid"
@@ -176,7 +197,7 @@ def evaluate(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
 @timed("reflect")
 def reflect(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """Revise the latest valid version using its metrics and warnings (and a person's words, if any)."""
-    ctx = runtime.context
+    ctx = context_of(state, runtime)
     versions = state.get("versions", [])
     base = latest_valid(versions)
     assert base is not None, "reflect runs only after a valid version was evaluated"
@@ -206,7 +227,7 @@ def reflect(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
 @timed("explain")
 def explain(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """Explain in words why the final music sounds as it does."""
-    ctx = runtime.context
+    ctx = context_of(state, runtime)
     best = best_version(state.get("versions", []))
     assert best is not None and best["ok"], "explain runs only with a valid version"
     prompt = ctx.prompts["explain"].render(

@@ -24,6 +24,8 @@ def after_parse_check(
 
 def after_evaluate(state: State, runtime: Runtime[RunContext]) -> Literal["reflect", "explain"]:
     """Reflect while refine rounds remain (every round, as in the paper), then explain."""
-    if int(state.get("refine_round", 0)) < runtime.context.settings.refine_rounds:
+    from graph.nodes import context_of
+
+    if int(state.get("refine_round", 0)) < context_of(state, runtime).settings.refine_rounds:
         return "reflect"
     return "explain"
