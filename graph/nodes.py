@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import functools
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from langgraph.runtime import Runtime
