@@ -18,8 +18,6 @@ from typing import Any
 
 from rich.console import Console
 from rich.panel import Panel
-from rich.table import Table
-from rich.text import Text
 
 from graph.config import Settings
 from graph.runner import (
@@ -54,24 +52,6 @@ def enable_path_completion() -> None:
     readline.set_completer_delims(" \t\n;")
     readline.set_completer(complete)
     readline.parse_and_bind("tab: complete")
-
-
-def highlight_abc(abc: str) -> Text:
-    """ABC with headers, comments, bar lines and chords coloured."""
-    out = Text()
-    for line in abc.rstrip("\n").split("\n"):
-        s = line.strip()
-        if s.startswith("%"):
-            out.append(line + "\n", style="green")
-        elif len(s) > 1 and s[1] == ":" and s[0].isalpha():
-            out.append(line[:2], style="bold cyan")
-            out.append(line[2:] + "\n", style="cyan")
-        else:
-            for ch in line:
-                style = "bold magenta" if ch in "|:[]" else "yellow" if ch in "^_=" else None
-                out.append(ch, style=style)
-            out.append("\n")
-    return out
 
 
 def find_player() -> list[str] | None:
@@ -180,27 +160,9 @@ class ChatSession:
         return True
 
     def show(self, result: RunResult) -> None:
-        from graph.cli import metrics_table
+        from graph.display import show_record
 
-        rec = result.record
-        c = self.console
-        if rec.get("description"):
-            c.print(Panel(rec["description"], title="what the model sees"))
-        if rec.get("references"):
-            t = Table("score", "via", "caption", title="references")
-            for r in rec["references"]:
-                t.add_row(f"{r['score']:.3f}", r["via"], r["caption"])
-            c.print(t)
-        if rec.get("versions"):
-            c.print(metrics_table(rec["versions"]))
-        if rec.get("final"):
-            c.print(Panel(highlight_abc(rec["final"]["abc"]), title=f"the music (version {rec['final']['version']})"))
-        if rec.get("motivation"):
-            c.print(Panel(rec["motivation"], title="why it sounds like this"))
-        colour = "green" if result.ok else "red"
-        c.print(f"[{colour}]{rec['status']}[/{colour}]" + (f": {rec['reason']}" if rec.get("reason") else ""))
-        for key, fname in result.files.items():
-            c.print(f"  {key:<9} {result.run_dir / fname}")
+        show_record(self.console, result.record, result.run_dir)
 
     def act(self) -> bool:
         """The action menu after a run; False to end the session."""

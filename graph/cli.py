@@ -550,61 +550,9 @@ def runs_show(run_id: str, as_json: bool) -> None:
     if as_json:
         out.print_json(json.dumps(rec, ensure_ascii=False))
         return
-    show_record(rec, info.run_dir)
+    from graph.display import show_record
 
-
-def show_record(rec: dict[str, Any], run_dir: Path) -> None:
-    from rich.panel import Panel
-    from rich.syntax import Syntax
-    from rich.table import Table
-
-    colour = "green" if rec["status"] == "ok" else "red"
-    out.print(f"[bold]{rec['run_id']}[/bold]  [{colour}]{rec['status']}[/{colour}]  {rec['image']}")
-    if rec.get("reason"):
-        out.print(f"reason: {rec['reason']}")
-    if rec.get("description"):
-        out.print(Panel(rec["description"], title="description"))
-    if rec.get("references"):
-        t = Table("score", "via", "caption", title="references")
-        for r in rec["references"]:
-            t.add_row(f"{r['score']:.3f}", r["via"], r["caption"])
-        out.print(t)
-    if rec.get("versions"):
-        out.print(metrics_table(rec["versions"]))
-    if rec.get("final"):
-        out.print(
-            Panel(
-                Syntax(rec["final"]["abc"], "text", word_wrap=True), title=f"final: version {rec['final']['version']}"
-            )
-        )
-    if rec.get("motivation"):
-        out.print(Panel(rec["motivation"], title="motivation"))
-    out.print(" -> ".join(f"{n} {t:.2f}s" for n, t in zip(rec.get("path", []), rec.get("timings", []), strict=False)))
-    for key, fname in (rec.get("files") or {}).items():
-        out.print(f"  {key:<9} {run_dir / fname}")
-
-
-def metrics_table(versions: list[dict[str, Any]]) -> Any:
-    """Metrics of every version side by side (before and after refinement)."""
-    from rich.table import Table
-
-    from tools.music.metrics import METRIC_MEANINGS
-
-    t = Table(
-        "metric",
-        *[f"v{i + 1} {v['node']}" + ("" if v["ok"] else " (invalid)") for i, v in enumerate(versions)],
-        title="versions",
-    )
-    for name in METRIC_MEANINGS:
-        row = []
-        for v in versions:
-            m = v.get("metrics") or {}
-            val = m.get(name)
-            row.append("-" if val is None else str(val))
-        t.add_row(name, *row)
-    t.add_row("warnings", *[str(len(v.get("warnings") or [])) for v in versions])
-    t.add_row("errors", *[str(len(v.get("errors") or [])) for v in versions])
-    return t
+    show_record(out, rec, info.run_dir)
 
 
 @runs.command("resume")

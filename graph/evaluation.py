@@ -21,10 +21,11 @@ from pydantic import BaseModel, Field, ValidationError
 
 import prompts as prompt_lib
 from graph.config import Settings
-from graph.runner import RunResult, compose_image, replay_run
+from graph.runner import RunResult, compose_image, replay_run, vlm_from_settings
 from tools.files import atomic_write_text, safe_name
 from tools.images import load_image
-from tools.vlm import VLM, GenerationSettings, VLMError, make_vlm, strip_think
+from tools.music.metrics import MUSPY_METRICS
+from tools.vlm import VLM, GenerationSettings, VLMError, strip_think
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "full": {},
@@ -35,22 +36,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
 LABELS = {"full": "Ours (full)", "no-rag": "w/o RAG", "no-refine": "w/o Refinement", "none": "w/o RAG, Refinement"}
 QUALITY = ("overall", "melody", "rhythm", "authenticity", "harmony")
 CONSISTENCY = ("consistency_overall", "semantics", "emotion")
-OBJECTIVE = (
-    "first_try_ok",
-    "ok_within_budget",
-    "attempts",
-    "bar_consistency",
-    "pitch_range",
-    "n_pitches_used",
-    "n_pitch_classes_used",
-    "polyphony",
-    "scale_consistency",
-    "pitch_entropy",
-    "pitch_class_entropy",
-    "empty_beat_rate",
-    "duration_seconds",
-    "agreement",
-)
+FINAL_METRICS = ("bar_consistency", *MUSPY_METRICS, "duration_seconds")
+OBJECTIVE = ("first_try_ok", "ok_within_budget", "attempts", *FINAL_METRICS, "agreement")
 
 SLOW_WORDS = (
     "slow",
@@ -153,18 +140,7 @@ def objective_row(rec: dict[str, Any]) -> dict[str, Any]:
         "agreement_mode": mode,
         "agreement": sum(known) / len(known) if known else None,
     }
-    for k in (
-        "bar_consistency",
-        "pitch_range",
-        "n_pitches_used",
-        "n_pitch_classes_used",
-        "polyphony",
-        "scale_consistency",
-        "pitch_entropy",
-        "pitch_class_entropy",
-        "empty_beat_rate",
-        "duration_seconds",
-    ):
+    for k in FINAL_METRICS:
         row[k] = metrics.get(k)
     return row
 
@@ -209,30 +185,10 @@ def make_judge(spec: str, settings: Settings, retries: int) -> Judge | None:
         return None
     prompt = prompt_lib.load("judge")
     if spec == "self":
-        vlm = make_vlm(
-            settings.vlm_backend,
-            settings.vlm_model,
-            replay_file=settings.replay_file,
-            device=settings.vlm_device,
-            dtype=settings.vlm_dtype,
-            trust_remote_code=settings.trust_remote_code,
-            max_pixels=settings.image_max_pixels,
-            base_url=settings.vlm_base_url,
-            api_key=settings.vlm_api_key,
-            timeout_s=settings.vlm_timeout_s,
-        )
+        vlm = vlm_from_settings(settings)
     else:
-        backend = "openai" if settings.vlm_backend == "openai" else "transformers"
-        vlm = make_vlm(
-            backend,
-            spec,
-            device=settings.vlm_device,
-            dtype=settings.vlm_dtype,
-            trust_remote_code=settings.trust_remote_code,
-            max_pixels=settings.image_max_pixels,
-            base_url=settings.vlm_base_url,
-            api_key=settings.vlm_api_key,
-            timeout_s=settings.vlm_timeout_s,
+        vlm = vlm_from_settings(
+            settings, backend="openai" if settings.vlm_backend == "openai" else "transformers", model=spec
         )
     return Judge(vlm=vlm, prompt=prompt, retries=retries)
 

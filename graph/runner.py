@@ -203,6 +203,23 @@ def _notify_stderr(msg: str) -> None:
     print(msg, file=sys.stderr)
 
 
+def vlm_from_settings(settings: Settings, backend: str | None = None, model: str | None = None) -> Any:
+    """The VLM the settings describe (or another ``model`` / ``backend`` with the same device options)."""
+    return make_vlm(
+        backend or settings.vlm_backend,
+        model or settings.vlm_model,
+        replay_file=settings.replay_file,
+        device=settings.vlm_device,
+        dtype=settings.vlm_dtype,
+        trust_remote_code=settings.trust_remote_code,
+        max_pixels=settings.image_max_pixels,
+        base_url=settings.vlm_base_url,
+        api_key=settings.vlm_api_key,
+        timeout_s=settings.vlm_timeout_s,
+        replay_delay_s=settings.replay_delay_s,
+    )
+
+
 def build_context(
     settings: Settings,
     image_path: Path,
@@ -219,19 +236,7 @@ def build_context(
     except prompt_lib.PromptError as e:
         raise InputError(str(e)) from e
     try:
-        vlm = make_vlm(
-            settings.vlm_backend,
-            settings.vlm_model,
-            replay_file=settings.replay_file,
-            device=settings.vlm_device,
-            dtype=settings.vlm_dtype,
-            trust_remote_code=settings.trust_remote_code,
-            max_pixels=settings.image_max_pixels,
-            base_url=settings.vlm_base_url,
-            api_key=settings.vlm_api_key,
-            timeout_s=settings.vlm_timeout_s,
-            replay_delay_s=settings.replay_delay_s,
-        )
+        vlm = vlm_from_settings(settings)
         retriever = make_retriever(settings, notify)
     except (VLMError, StoreError) as e:
         raise RunError(str(e)) from e

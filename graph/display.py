@@ -1,0 +1,72 @@
+"""How a run is shown in the terminal (``i2m runs show`` and ``i2m chat``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from tools.music.metrics import METRIC_MEANINGS
+
+
+def highlight_abc(abc: str) -> Text:
+    """ABC with headers, comments, bar lines and accidentals coloured."""
+    out = Text()
+    for line in abc.rstrip("\n").split("\n"):
+        s = line.strip()
+        if s.startswith("%"):
+            out.append(line + "\n", style="green")
+        elif len(s) > 1 and s[1] == ":" and s[0].isalpha():
+            out.append(line[:2], style="bold cyan")
+            out.append(line[2:] + "\n", style="cyan")
+        else:
+            for ch in line:
+                style = "bold magenta" if ch in "|:[]" else "yellow" if ch in "^_=" else None
+                out.append(ch, style=style)
+            out.append("\n")
+    return out
+
+
+def metrics_table(versions: list[dict[str, Any]]) -> Table:
+    """Metrics of every version side by side (before and after refinement)."""
+    t = Table(
+        "metric",
+        *[f"v{i + 1} {v['node']}" + ("" if v["ok"] else " (invalid)") for i, v in enumerate(versions)],
+        title="versions",
+    )
+    for name in METRIC_MEANINGS:
+        t.add_row(
+            name, *["-" if (v.get("metrics") or {}).get(name) is None else str(v["metrics"][name]) for v in versions]
+        )
+    t.add_row("warnings", *[str(len(v.get("warnings") or [])) for v in versions])
+    t.add_row("errors", *[str(len(v.get("errors") or [])) for v in versions])
+    return t
+
+
+def show_record(console: Console, rec: dict[str, Any], run_dir: Path) -> None:
+    """Description, references, metrics of every version, the final ABC, the motivation, the files."""
+    colour = "green" if rec["status"] == "ok" else "red"
+    console.print(f"[bold]{rec['run_id']}[/bold]  [{colour}]{rec['status']}[/{colour}]  {rec['image']}")
+    if rec.get("reason"):
+        console.print(f"reason: {rec['reason']}")
+    if rec.get("description"):
+        console.print(Panel(rec["description"], title="what the model sees"))
+    if rec.get("references"):
+        t = Table("score", "via", "caption", title="references")
+        for r in rec["references"]:
+            t.add_row(f"{r['score']:.3f}", r["via"], r["caption"])
+        console.print(t)
+    if rec.get("versions"):
+        console.print(metrics_table(rec["versions"]))
+    if rec.get("final"):
+        console.print(Panel(highlight_abc(rec["final"]["abc"]), title=f"the music (version {rec['final']['version']})"))
+    if rec.get("motivation"):
+        console.print(Panel(rec["motivation"], title="why it sounds like this"))
+    steps = zip(rec.get("path", []), rec.get("timings", []), strict=False)
+    console.print(" -> ".join(f"{n} {t:.2f}s" for n, t in steps))
+    for key, fname in (rec.get("files") or {}).items():
+        console.print(f"  {key:<9} {run_dir / fname}")
