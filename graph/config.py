@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     temperature: float = 0.7
     top_p: float = 0.9
     seed: int = 0
+    node_generation: dict[str, dict[str, float | int]] = Field(default_factory=dict)
+    """Per-node overrides of max_new_tokens, temperature, top_p and seed, e.g. {"describe": {"temperature": 0.2}}."""
     attention_maps: bool = True
     vlm_base_url: str | None = None
     vlm_api_key: str | None = None
@@ -70,6 +72,20 @@ class Settings(BaseSettings):
     @classmethod
     def _expand(cls, v: Path) -> Path:
         return Path(os.path.expanduser(str(v))).absolute()
+
+    @field_validator("node_generation", mode="after")
+    @classmethod
+    def _check_node_generation(cls, v: dict[str, dict[str, float | int]]) -> dict[str, dict[str, float | int]]:
+        nodes = {"describe", "compose", "reflect", "explain", "judge"}
+        keys = {"max_new_tokens", "temperature", "top_p", "seed"}
+        for node, opts in v.items():
+            if node not in nodes:
+                raise ValueError(f"unknown node '{node}' (use {', '.join(sorted(nodes))})")
+            bad = set(opts) - keys
+            if bad:
+                raise ValueError(f"unknown generation setting(s) {', '.join(sorted(bad))} for {node} "
+                                 f"(use {', '.join(sorted(keys))})")
+        return v
 
     @property
     def runs_dir(self) -> Path:

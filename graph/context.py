@@ -33,11 +33,15 @@ class RunContext:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def generation(self, node: str) -> GenerationSettings:
+        """Generation settings of a node: the global ones, per-node token caps, then I2M_NODE_GENERATION."""
         s = self.settings
         max_new = {"describe": s.describe_max_new_tokens, "explain": s.explain_max_new_tokens}.get(
             node, s.max_new_tokens
         )
-        return GenerationSettings(max_new_tokens=max_new, temperature=s.temperature, top_p=s.top_p, seed=s.seed)
+        base = {"max_new_tokens": max_new, "temperature": s.temperature, "top_p": s.top_p, "seed": s.seed}
+        base.update(s.node_generation.get(node, {}))
+        return GenerationSettings(max_new_tokens=int(base["max_new_tokens"]), temperature=float(base["temperature"]),
+                                  top_p=float(base["top_p"]), seed=int(base["seed"]))
 
     def ask(self, node: str, prompt: str, call_index: int, capture_attention: bool = False) -> VLMResult:
         """One VLM call, recorded in ``vlm_calls.jsonl`` (replayable)."""

@@ -39,3 +39,31 @@ def test_env_example_documents_every_setting() -> None:
     text = (Path(__file__).resolve().parents[2] / ".env.example").read_text()
     for name in Settings.model_fields:
         assert f"I2M_{name.upper()}" in text, name
+
+
+def test_per_node_generation_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from graph.context import RunContext
+
+    monkeypatch.setenv("I2M_NODE_GENERATION", '{"describe": {"temperature": 0.1}, "compose": {"max_new_tokens": 99}}')
+    s = load_settings(temperature=0.7, max_new_tokens=500, describe_max_new_tokens=64)
+    ctx = RunContext(settings=s, vlm=None, prompts={}, run_dir=tmp_path, image=Image.new("RGB", (2, 2)))  # type: ignore[arg-type]
+    d, c, r = ctx.generation("describe"), ctx.generation("compose"), ctx.generation("reflect")
+    assert (d.temperature, d.max_new_tokens) == (0.1, 64)
+    assert (c.temperature, c.max_new_tokens) == (0.7, 99)
+    assert (r.temperature, r.max_new_tokens) == (0.7, 500)
+    monkeypatch.setenv("I2M_NODE_GENERATION", '{"composer": {"temperature": 0.1}}')
+    with pytest.raises(ValidationError, match="unknown node 'composer'"):
+        Settings()
+
+
+def test_the_network_guard_refuses_non_loopback() -> None:
+    import socket
+
+    s = socket.socket()
+    try:
+        with pytest.raises(AssertionError, match="network connection"):
+            s.connect(("93.184.216.34", 80))
+    finally:
+        s.close()
