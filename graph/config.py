@@ -83,8 +83,9 @@ class Settings(BaseSettings):
                 raise ValueError(f"unknown node '{node}' (use {', '.join(sorted(nodes))})")
             bad = set(opts) - keys
             if bad:
-                raise ValueError(f"unknown generation setting(s) {', '.join(sorted(bad))} for {node} "
-                                 f"(use {', '.join(sorted(keys))})")
+                raise ValueError(
+                    f"unknown generation setting(s) {', '.join(sorted(bad))} for {node} (use {', '.join(sorted(keys))})"
+                )
         return v
 
     @property

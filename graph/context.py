@@ -40,8 +40,12 @@ class RunContext:
         )
         base = {"max_new_tokens": max_new, "temperature": s.temperature, "top_p": s.top_p, "seed": s.seed}
         base.update(s.node_generation.get(node, {}))
-        return GenerationSettings(max_new_tokens=int(base["max_new_tokens"]), temperature=float(base["temperature"]),
-                                  top_p=float(base["top_p"]), seed=int(base["seed"]))
+        return GenerationSettings(
+            max_new_tokens=int(base["max_new_tokens"]),
+            temperature=float(base["temperature"]),
+            top_p=float(base["top_p"]),
+            seed=int(base["seed"]),
+        )
 
     def ask(self, node: str, prompt: str, call_index: int, capture_attention: bool = False) -> VLMResult:
         """One VLM call, recorded in ``vlm_calls.jsonl`` (replayable)."""

@@ -209,3 +209,67 @@ def build_tiny_qwen25vl(path: Path) -> Path:
     model.save_pretrained(path)
     proc.save_pretrained(path)
     return path
+
+
+def build_tiny_idefics3(path: Path) -> Path:
+    """A tiny Idefics3 (SigLIP-style vision + Llama text; images split into tiles plus a global view)."""
+    from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor
+    from transformers.models.idefics3 import Idefics3ImageProcessor
+
+    specials = [
+        "<s>",
+        "</s>",
+        "<pad>",
+        "<image>",
+        "<fake_token_around_image>",
+        "<global-img>",
+        "<end_of_utterance>",
+        "<|user|>",
+        "<|assistant|>",
+        "<|end|>",
+    ]
+    tok = train_tokenizer(specials)
+    tok.bos_token, tok.eos_token, tok.pad_token = "<s>", "</s>", "<pad>"
+    tok.add_special_tokens({"additional_special_tokens": specials[3:]})
+    image_size, patch, scale = 32, 8, 2
+    seq_len = (image_size // patch) ** 2 // (scale * scale)  # 4 tokens per tile
+    cfg = Idefics3Config(
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "image_size": image_size,
+            "patch_size": patch,
+        },
+        text_config={
+            "vocab_size": len(tok),
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 1024,
+            "bos_token_id": tok.bos_token_id,
+            "eos_token_id": tok.eos_token_id,
+            "pad_token_id": tok.pad_token_id,
+        },
+        image_token_id=tok.convert_tokens_to_ids("<image>"),
+        scale_factor=scale,
+    )
+    model = Idefics3ForConditionalGeneration(cfg).eval()
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.generation_config.pad_token_id = tok.pad_token_id
+    ip = Idefics3ImageProcessor(
+        size={"longest_edge": image_size * 2}, max_image_size={"longest_edge": image_size}, do_image_splitting=True
+    )
+    proc = Idefics3Processor(
+        image_processor=ip,
+        tokenizer=tok,
+        image_seq_len=seq_len,
+        chat_template=CHAT_TEMPLATE.replace("{{ image_token }}", "<image>"),
+    )
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path)
+    proc.save_pretrained(path)
+    return path

@@ -114,12 +114,18 @@ def _attention_layers(model: Any) -> list[Any]:
 
 
 def image_grid(
-    n_positions: int, inputs: dict[str, Any], config: Any, merge_size: int | None = None, tile_tokens: int | None = None
+    n_positions: int,
+    inputs: dict[str, Any],
+    config: Any,
+    merge_size: int | None = None,
+    tile_tokens: int | None = None,
+    image_size: tuple[int, int] | None = None,
 ) -> tuple[tuple[int, int], np.ndarray]:
     """(rows, cols) of the image grid for this architecture, and which of the ``n_positions`` to use.
 
     Qwen-VL: ``image_grid_thw`` patches merged ``merge_size`` x ``merge_size``. LLaVA: a square grid.
-    Idefics3: tiles of ``tile_tokens`` each, the global view last (it covers the whole image).
+    Idefics3: tiles of ``tile_tokens`` each, in rows, then the global view; the tiles are stitched into one
+    grid (rows x cols chosen to match the image's aspect), else the global view is used.
     """
     idx = np.arange(n_positions)
     thw = inputs.get("image_grid_thw")
@@ -133,13 +139,36 @@ def image_grid(
     if tile_tokens and n_positions > tile_tokens and n_positions % tile_tokens == 0:
         side = math.isqrt(tile_tokens)
         if side * side == tile_tokens:
-            return (side, side), idx[-tile_tokens:]
+            tiles = n_positions // tile_tokens - 1  # the tiles, then the global view
+            shape = _tile_layout(tiles, image_size)
+            if shape is None:
+                return (side, side), idx[-tile_tokens:]
+            rows, cols = shape
+            order = np.empty(tiles * tile_tokens, dtype=int)
+            width = cols * side
+            for r in range(rows):
+                for c in range(cols):
+                    for i in range(side):
+                        for j in range(side):
+                            order[(r * side + i) * width + c * side + j] = (r * cols + c) * tile_tokens + i * side + j
+            return (rows * side, cols * side), order
     side = math.isqrt(n_positions)
     if side * side == n_positions:
         return (side, side), idx
     if side * side == n_positions - 1:  # a leading CLS-like token
         return (side, side), idx[1:]
     return (1, n_positions), idx
+
+
+def _tile_layout(tiles: int, image_size: tuple[int, int] | None) -> tuple[int, int] | None:
+    """(rows, cols) with rows * cols == tiles whose shape best matches the image (width, height)."""
+    if tiles < 1:
+        return None
+    options = [(r, tiles // r) for r in range(1, tiles + 1) if tiles % r == 0]
+    if image_size is None:
+        return None if len(options) > 1 and tiles > 1 else options[0]
+    w, h = image_size
+    return min(options, key=lambda rc: abs(math.log((rc[1] / rc[0]) / (w / h))))
 
 
 def _colormap(x: np.ndarray) -> np.ndarray:

@@ -132,13 +132,18 @@ def test_nothing_is_written_to_the_working_directory(tmp_path: Path, image_path:
     assert set(cwd.iterdir()) == before
 
 
-def test_module_graph_runs_without_a_context_as_in_studio(tmp_path: Path, image_path: Path,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_module_graph_runs_without_a_context_as_in_studio(
+    tmp_path: Path, image_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from graph.builder import graph
 
     replay = write_replay(tmp_path / "calls.jsonl", [DESC, ("compose", fenced(GOOD_ABC)), EXPLAIN])
-    for k, v in {"I2M_VLM_BACKEND": "replay", "I2M_REPLAY_FILE": str(replay), "I2M_TOP_K": "0",
-                 "I2M_REFINE_ROUNDS": "0"}.items():
+    for k, v in {
+        "I2M_VLM_BACKEND": "replay",
+        "I2M_REPLAY_FILE": str(replay),
+        "I2M_TOP_K": "0",
+        "I2M_REFINE_ROUNDS": "0",
+    }.items():
         monkeypatch.setenv(k, v)
     out = graph.invoke({"image": str(image_path)})
     assert out["status"] == "ok" and out["path"][-1] == "explain" and out["motivation"] == EXPLAIN[1]

@@ -18,6 +18,11 @@ def test_grid_for_qwen_llava_and_tiles() -> None:
     assert (r, c) == (4, 4)
     (r, c), idx = image_grid(5 * 9, {}, None, tile_tokens=9)  # 4 tiles + the global view
     assert (r, c) == (3, 3) and list(idx) == list(range(36, 45))
+    # Idefics3 tiles stitched in rows: 2x2 tiles of 2x2 tokens -> a 4x4 grid
+    (r, c), idx = image_grid(5 * 4, {}, None, tile_tokens=4, image_size=(60, 40))
+    assert (r, c) == (4, 4) and idx.reshape(4, 4)[0].tolist() == [0, 1, 4, 5] and idx.reshape(4, 4)[1, 0] == 2
+    (r, c), idx = image_grid(3 * 4, {}, None, tile_tokens=4, image_size=(90, 40))  # 1x2 tiles of a wide image
+    assert (r, c) == (2, 4)
     (r, c), idx = image_grid(7, {}, None)
     assert (r, c) == (1, 7)
 

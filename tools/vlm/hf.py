@@ -202,6 +202,7 @@ class TransformersVLM:
                     self.model.config,
                     merge_size=getattr(getattr(self.processor, "image_processor", None), "merge_size", None),
                     tile_tokens=getattr(self.processor, "image_seq_len", None),
+                    image_size=fit_pixels(image, self.max_pixels).size,
                 )
                 result.token_attention = rows[:, use]
                 result.grid = grid
