@@ -134,6 +134,8 @@ class NodeProgress:
     def __init__(self, console: Console) -> None:
         self.console = console
         self.status = console.status("describing the image...")
+        self.compose_attempts = 0
+        self.refine_round = 0
 
     def __enter__(self) -> NodeProgress:
         self.status.__enter__()
@@ -155,6 +157,15 @@ class NodeProgress:
     def __call__(self, node: str, update: dict[str, Any]) -> None:
         secs = (update.get("timings") or [0.0])[-1]
         detail = NODE_DETAILS.get(node, lambda u: "")(update)
+        if node == "compose":
+            self.compose_attempts += 1
+            detail = "" if self.compose_attempts == 1 else f"[yellow]retry {self.compose_attempts - 1}[/yellow]"
+        elif node == "reflect":
+            if "refine_round" in update:
+                self.refine_round = int(update["refine_round"])
+                detail = f"round {self.refine_round}"
+            else:
+                detail = f"round {self.refine_round}, [yellow]retry after parse errors[/yellow]"
         self.console.print(f"  [green]✓[/green] {node:<12} {secs:7.2f}s  {detail}")
         self.status.update(self.NEXT.get(node, "working") + "...")
 

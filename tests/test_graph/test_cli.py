@@ -192,3 +192,22 @@ def test_auto_build_when_no_base(
     )
     assert r.exit_code == 0 and "building the starter base" in r.stderr
     assert json.loads(r.stdout)["references"]
+
+
+def test_progress_shows_retries_and_rounds(tmp_path: Path, image_path: Path) -> None:
+    from conftest import BROKEN_ABC
+
+    replay = write_replay(
+        tmp_path / "c.jsonl",
+        [
+            ("describe", "x"),
+            ("compose", fenced(BROKEN_ABC)),
+            ("compose", fenced(GOOD_ABC)),
+            ("reflect", "no music"),
+            ("reflect", fenced(GOOD_ABC)),
+            ("explain", "y"),
+        ],
+    )
+    r = cli("compose", str(image_path), "--replay", str(replay), "--top-k", "0", "-o", str(tmp_path / "o"))
+    assert r.exit_code == 0, r.output
+    assert "retry 1" in r.stderr and "round 1" in r.stderr and "retry after parse errors" in r.stderr
