@@ -7,6 +7,7 @@ touches the network.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|{{ message['role'] }}|>"
@@ -44,6 +45,17 @@ def train_tokenizer(special: list[str], vocab_size: int = 400, add_bos_eos: bool
     return PreTrainedTokenizerFast(tokenizer_object=tok)
 
 
+def save(model: Any, proc: Any, tok: Any, path: Path) -> Path:
+    """Stop generation at the tokenizer's EOS, then ``save_pretrained`` model and processor to ``path``."""
+    if getattr(model, "generation_config", None) is not None and tok.eos_token_id is not None:
+        model.generation_config.eos_token_id = tok.eos_token_id
+        model.generation_config.pad_token_id = tok.pad_token_id
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path)
+    proc.save_pretrained(path)
+    return path
+
+
 def build_tiny_clip(path: Path, max_positions: int = 77, image_size: int = 32) -> Path:
     """A tiny CLIP (text + vision) folder loadable with ``CLIPModel`` / ``AutoProcessor``."""
     from transformers import CLIPConfig, CLIPModel, CLIPProcessor
@@ -79,10 +91,7 @@ def build_tiny_clip(path: Path, max_positions: int = 77, image_size: int = 32) -
         size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
     )
     proc = CLIPProcessor(image_processor=ip, tokenizer=tok)
-    path.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(path)
-    proc.save_pretrained(path)
-    return path
+    return save(model, proc, tok, path)
 
 
 def build_tiny_llava(path: Path, image_size: int = 32, patch: int = 8) -> Path:
@@ -123,8 +132,6 @@ def build_tiny_llava(path: Path, image_size: int = 32, patch: int = 8) -> Path:
         vision_feature_layer=-1,
     )
     model = LlavaForConditionalGeneration(cfg).eval()
-    model.generation_config.eos_token_id = tok.eos_token_id
-    model.generation_config.pad_token_id = tok.pad_token_id
     ip = CLIPImageProcessorPil(
         size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
     )
@@ -137,10 +144,7 @@ def build_tiny_llava(path: Path, image_size: int = 32, patch: int = 8) -> Path:
         image_token="<image>",
         num_additional_image_tokens=1,
     )
-    path.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(path)
-    proc.save_pretrained(path)
-    return path
+    return save(model, proc, tok, path)
 
 
 def build_tiny_qwen25vl(path: Path) -> Path:
@@ -196,8 +200,6 @@ def build_tiny_qwen25vl(path: Path) -> Path:
         vision_end_token_id=ids["<|vision_end|>"],
     )
     model = Qwen2_5_VLForConditionalGeneration(cfg).eval()
-    model.generation_config.eos_token_id = tok.eos_token_id
-    model.generation_config.pad_token_id = tok.pad_token_id
     ip = Qwen2VLImageProcessor(
         min_pixels=56 * 56, max_pixels=112 * 112, patch_size=14, merge_size=2, temporal_patch_size=2
     )
@@ -205,10 +207,7 @@ def build_tiny_qwen25vl(path: Path) -> Path:
     proc = Qwen2_5_VLProcessor(
         image_processor=ip, tokenizer=tok, video_processor=Qwen2VLVideoProcessor(), chat_template=template
     )
-    path.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(path)
-    proc.save_pretrained(path)
-    return path
+    return save(model, proc, tok, path)
 
 
 def build_tiny_idefics3(path: Path) -> Path:
@@ -258,8 +257,6 @@ def build_tiny_idefics3(path: Path) -> Path:
         scale_factor=scale,
     )
     model = Idefics3ForConditionalGeneration(cfg).eval()
-    model.generation_config.eos_token_id = tok.eos_token_id
-    model.generation_config.pad_token_id = tok.pad_token_id
     ip = Idefics3ImageProcessor(
         size={"longest_edge": image_size * 2}, max_image_size={"longest_edge": image_size}, do_image_splitting=True
     )
@@ -269,7 +266,4 @@ def build_tiny_idefics3(path: Path) -> Path:
         image_seq_len=seq_len,
         chat_template=CHAT_TEMPLATE.replace("{{ image_token }}", "<image>"),
     )
-    path.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(path)
-    proc.save_pretrained(path)
-    return path
+    return save(model, proc, tok, path)

@@ -159,12 +159,27 @@ def iter_starter(path: Path = STARTER_DATA) -> Iterator[Entry]:
             yield Entry(id=r["id"], caption=r["caption"], abc=r["abc"], source=r["source"], metadata=r["metadata"])
 
 
+def progress_bar(label: str, enabled: bool = True) -> Any:
+    """A progress bar with count, elapsed time and ETA (on stderr; off in tests)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn(label),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        disable=not enabled,
+        transient=True,
+        console=Console(stderr=True),
+    )
+
+
 def build_starter(
     settings: Any, kb: KnowledgeBase | None = None, *, limit: int | None = None, progress: bool = True, batch: int = 64
 ) -> dict[str, int]:
     """Embed the shipped captions and store them; entries already present are skipped (resumable)."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
     from tools.embedder import get_embedder
 
     kb = kb or KnowledgeBase(settings.kb_dir, settings.embed_model, url=settings.chroma_url)
@@ -173,14 +188,7 @@ def build_starter(
         entries = entries[:limit]
     embedder = get_embedder(settings.embed_model, settings.vlm_device)
     added = 0
-    with Progress(
-        TextColumn("starter base"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeRemainingColumn(),
-        disable=not progress,
-        transient=True,
-    ) as bar:
+    with progress_bar("starter base", enabled=progress) as bar:
         task = bar.add_task("build", total=len(entries))
         for i in range(0, len(entries), batch):
             chunk = entries[i : i + batch]
@@ -264,8 +272,6 @@ def ingest_midicaps(
     from collections import Counter
     from concurrent.futures import ProcessPoolExecutor
 
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
     from tools.embedder import get_embedder
 
     kb = kb or KnowledgeBase(settings.kb_dir, settings.embed_model, url=settings.chroma_url)
@@ -282,15 +288,7 @@ def ingest_midicaps(
     t_convert = t_embed = t_store = 0.0
     pool = ProcessPoolExecutor(max_workers=jobs) if jobs > 1 else None
     try:
-        with Progress(
-            TextColumn("MidiCaps ingest"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            disable=not progress,
-            transient=True,
-        ) as bar:
+        with progress_bar("MidiCaps ingest", enabled=progress) as bar:
             task = bar.add_task("ingest", total=len(records))
             for i in range(0, len(records), batch):
                 chunk = records[i : i + batch]
