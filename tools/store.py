@@ -99,6 +99,7 @@ class KnowledgeBase:
         self.embed_model = embed_model
         self.url = url
         self.name = collection_name(embed_model)
+        self._collection: Any = None
         self._lock = FileLock(str(self.kb_dir / ".write.lock")) if self.kb_dir is not None and not url else None
 
     @property
@@ -118,8 +119,11 @@ class KnowledgeBase:
             ) from e
 
     def _get(self) -> Any | None:
+        if self._collection is not None:
+            return self._collection
         for c in self._collections():
             if c.name == self.name:
+                self._collection = c  # a handle is cheap to keep; looking it up costs SQLite round trips
                 return c
         return None
 
@@ -154,11 +158,12 @@ class KnowledgeBase:
     def _collection_for_write(self, dim: int) -> Any:
         c = self._get()
         if c is None:
-            c = self.client.create_collection(
+            c = self.client.get_or_create_collection(
                 name=self.name,
                 metadata={"embed_model": self.embed_model, "dim": dim, "hnsw:space": "cosine"},
                 embedding_function=None,
             )
+            self._collection = c
         self._check_dim(c, dim)
         return c
 
@@ -215,12 +220,11 @@ class KnowledgeBase:
                 )
             return []
         self._check_dim(c, int(vector.shape[-1]))
-        n = c.count()
-        if n == 0:
-            return []
+        # no count() here: at 168k entries it costs several times the query itself; Chroma returns fewer
+        # hits when k exceeds the entries
         res = c.query(
             query_embeddings=[vector.astype(np.float32).tolist()],
-            n_results=min(k, n),
+            n_results=k,
             include=["documents", "metadatas", "distances"],
         )
         hits = []

@@ -54,6 +54,7 @@ def test_add_is_idempotent_and_query_returns_scores(tiny_clip: Path, tmp_path: P
     assert hits[0].id == "e2" and hits[0].score == pytest.approx(1.0, abs=1e-4)
     assert hits[0].abc.startswith("X:2") and hits[0].metadata["tags"] == "a, b"
     assert "none" not in hits[0].metadata
+    assert len(kb.query(vecs[0], 50)) == 6  # more asked than stored: all of them
 
 
 def test_other_embedder_is_a_clear_error(tiny_clip: Path, tmp_path: Path) -> None:
