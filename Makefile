@@ -27,6 +27,8 @@ lint: install
 
 bench: install
 	$(BIN)/python bench/abc_check.py
+	$(BIN)/python bench/attention.py
+	$(BIN)/python bench/kb.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache
