@@ -11,6 +11,20 @@ import pexpect
 from conftest import GOOD_ABC, ROOT, WARN_ABC, fenced, write_replay
 
 
+def spawn_chat(replay: Path, cwd: Path, **env: str) -> pexpect.spawn:
+    """`i2m chat` with the replay backend in a real pseudo-terminal."""
+    full = {**os.environ, "PYTHONPATH": str(ROOT), "I2M_TOP_K": "0", "COLUMNS": "140", "TERM": "xterm", **env}
+    return pexpect.spawn(
+        sys.executable,
+        ["-m", "graph.cli", "chat", "--replay", str(replay)],
+        env=full,
+        cwd=str(cwd),
+        encoding="utf-8",
+        timeout=120,
+        dimensions=(50, 140),
+    )
+
+
 def test_chat_session_in_a_terminal(tmp_path: Path, image_path: Path) -> None:
     slower = GOOD_ABC.replace("Q:1/4=80", "Q:1/4=60").replace("Calm Harbour", "Slower Harbour")
     replay = write_replay(
@@ -24,16 +38,7 @@ def test_chat_session_in_a_terminal(tmp_path: Path, image_path: Path) -> None:
             ("explain", "Slower, as you asked."),
         ],
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "I2M_TOP_K": "0", "COLUMNS": "140", "TERM": "xterm"}
-    child = pexpect.spawn(
-        sys.executable,
-        ["-m", "graph.cli", "chat", "--replay", str(replay)],
-        env=env,
-        cwd=str(tmp_path),
-        encoding="utf-8",
-        timeout=120,
-        dimensions=(50, 140),
-    )
+    child = spawn_chat(replay, tmp_path)
     log = []
     child.logfile_read = type("L", (), {"write": lambda self, s: log.append(s), "flush": lambda self: None})()
     try:
@@ -61,7 +66,7 @@ def test_chat_session_in_a_terminal(tmp_path: Path, image_path: Path) -> None:
         child.expect(pexpect.EOF)
     finally:
         child.close(force=True)
-    runs = list((Path(env.get("I2M_HOME", os.environ["I2M_HOME"])) / "runs").iterdir())
+    runs = list((Path(os.environ["I2M_HOME"]) / "runs").iterdir())
     assert len(runs) == 1
     calls = [json.loads(x) for x in (runs[0] / "vlm_calls.jsonl").read_text().splitlines()]
     reflects = [c["prompt"] for c in calls if c["node"] == "reflect"]
@@ -75,16 +80,7 @@ def test_ctrl_c_cancels_the_run_not_the_session(tmp_path: Path, image_path: Path
     replay = write_replay(
         tmp_path / "calls.jsonl", [("describe", "x"), ("compose", fenced(GOOD_ABC)), ("explain", "y")]
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "I2M_TOP_K": "0", "I2M_REPLAY_DELAY_S": "3", "I2M_REFINE_ROUNDS": "0"}
-    child = pexpect.spawn(
-        sys.executable,
-        ["-m", "graph.cli", "chat", "--replay", str(replay)],
-        env=env,
-        cwd=str(tmp_path),
-        encoding="utf-8",
-        timeout=120,
-        dimensions=(50, 140),
-    )
+    child = spawn_chat(replay, tmp_path, I2M_REPLAY_DELAY_S="3", I2M_REFINE_ROUNDS="0")
     try:
         child.expect("image path> ")
         child.sendline(str(image_path))
