@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
 from pydantic import BaseModel, Field, ValidationError
 
 import prompts as prompt_lib
@@ -155,8 +156,7 @@ class Judge:
     retries: int
     calls: int = 0
 
-    def score(self, image_path: Path, description: str, abc: str) -> tuple[JudgeScores | None, str | None]:
-        image = load_image(image_path)
+    def score(self, image: Image.Image, description: str, abc: str) -> tuple[JudgeScores | None, str | None]:
         feedback = ""
         last_error = None
         for _ in range(self.retries + 1):
@@ -216,6 +216,7 @@ def run_eval(
     for img in images:
         name = safe_name(Path(img).stem, default="image")
         base: RunResult | None = None
+        image: Image.Image | None = None
         for cfg in order:
             run_dir = out_dir / "runs" / name / cfg
             if base is None:
@@ -248,7 +249,9 @@ def run_eval(
             row.update(objective_row(rec))
             if jdg is not None and rec.get("final"):
                 try:
-                    scores, problem = jdg.score(Path(img), rec.get("description") or "", rec["final"]["abc"])
+                    if image is None:
+                        image = load_image(img)  # once per image, for all its configurations
+                    scores, problem = jdg.score(image, rec.get("description") or "", rec["final"]["abc"])
                 except VLMError as e:
                     scores, problem = None, str(e)
                 row["judge_error"] = problem

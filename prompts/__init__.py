@@ -53,10 +53,6 @@ class Prompt:
         return string.Template(self.text).substitute(full).strip() + "\n"
 
 
-def names() -> list[str]:
-    return list(SPECS)
-
-
 def builtin_path(name: str) -> Path:
     if name not in SPECS:
         raise PromptError(f"unknown prompt '{name}': the prompts are {', '.join(SPECS)}")

@@ -325,6 +325,7 @@ class _Reader:
         self.key_seen = False
         self.line_no = 0
         self.last_decl: str | None = None
+        self.body_tempo_seen = False
         self.decl_programs: dict[str, int] = {}
 
     # -- reporting ---------------------------------------------------------------------------------------
@@ -344,9 +345,7 @@ class _Reader:
     def header_field(self, key: str, value: str, col: int) -> None:
         value = value.strip()
         self.tune.headers.setdefault(key, []).append(value)
-        if key == "T" and self.tune.title is None and value:
-            self.tune.title = value
-        elif key == "M":
+        if key == "M":
             self.meter_seen = True
             met = parse_meter(value)
             if isinstance(met, str):
@@ -371,10 +370,10 @@ class _Reader:
             q = parse_tempo(value, self.tune.unit)
             if isinstance(q, str):
                 self.error(q, col)
-            elif not self.header_done or not self.tune.headers.get("_Qbody"):
+            elif not self.header_done or not self.body_tempo_seen:
+                # one tempo per MIDI file: the header's, or the first Q: of the body that overrides it
                 self.tune.tempo_qpm = q
-                if self.header_done:
-                    self.tune.headers["_Qbody"] = [value]
+                self.body_tempo_seen = self.header_done
         elif key == "K":
             self.key_seen = True
             ks = key_signature(value)
@@ -906,13 +905,9 @@ class _Reader:
 
     def _run(self) -> None:
         lines = self.text.split("\n")
-        continued = ""
         for idx, raw in enumerate(lines, start=1):
             self.line_no = idx
             line = raw.rstrip("\r")
-            if continued:
-                line = continued + line
-                continued = ""
             stripped = line.strip()
             if stripped.startswith("%%"):
                 self.midi_directive(stripped)

@@ -82,13 +82,7 @@ def muspy_metrics(midi_path: Path) -> dict[str, float | int | None]:
 
 def bar_consistency(tune: Tune) -> float | None:
     """Share of bars (all voices) whose length matches the meter; ``None`` in free meter."""
-    total = 0
-    good = 0
-    for v in tune.voices.values():
-        bars = [b for b in v.bars if b.length > 0 and b.expected is not None]
-        for b in bars:
-            total += 1
-            good += b.length == b.expected
+    total = sum(1 for v in tune.voices.values() for b in v.bars if b.length > 0 and b.expected is not None)
     flagged = sum(1 for w in tune.warnings if w.bar is not None and "needs" in w.message)
     if total == 0:
         return None
