@@ -1,28 +1,39 @@
 # `make run IMAGE=photo.jpg` sets up everything and composes; `make test` sets up and runs the tests.
+# No activation needed: every target uses the project's .venv (activate it with `. .venv/bin/activate`
+# to have `i2m` in your shell).
 VENV ?= .venv
 PYTHON ?= python3
 IMAGE ?= examples/sunset_lighthouse.png
 ARGS ?=
 BIN = $(VENV)/bin
 
-.PHONY: install run test lint bench clean
+.PHONY: install install-dev run demo test lint bench clean
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+$(BIN)/.installed-dev: $(BIN)/.installed
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
 
 install: $(BIN)/.installed
 
+install-dev: $(BIN)/.installed-dev
+
 run: install
 	$(BIN)/i2m compose $(IMAGE) $(ARGS)
 
-test: install
+demo: install
+	$(BIN)/i2m compose examples/sunset_lighthouse.png --replay examples/replay_sunset.jsonl --top-k 0 $(ARGS)
+
+test: install-dev
 	$(BIN)/python -m pytest -q
 
-lint: install
-	$(BIN)/ruff check graph tools prompts tests bench
+lint: install-dev
+	$(BIN)/ruff check graph tools prompts image2music tests bench
 	$(BIN)/mypy
 
 bench: install
@@ -31,4 +42,4 @@ bench: install
 	$(BIN)/python bench/kb.py
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) *.egg-info build dist .pytest_cache .mypy_cache .ruff_cache

@@ -14,9 +14,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tools.music import abc2midi  # noqa: E402
-from tools.music.check import check_abc  # noqa: E402
-from tools.music.convert import midi_bytes  # noqa: E402
+from image2music.tools.music import abc2midi  # noqa: E402
+from image2music.tools.music.check import check_abc  # noqa: E402
+from image2music.tools.music.convert import midi_bytes  # noqa: E402
 
 BARS = [
     "G2B2 d2B2",

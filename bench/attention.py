@@ -43,10 +43,9 @@ def child(path: str, mode: str) -> None:
     sys.path.insert(0, str(ROOT))
     import numpy as np
     import torch
+    from image2music.tools.attention import AttentionRecorder
     from PIL import Image
     from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    from tools.attention import AttentionRecorder
 
     proc = AutoProcessor.from_pretrained(path)
     model = AutoModelForImageTextToText.from_pretrained(
@@ -90,9 +89,8 @@ def child(path: str, mode: str) -> None:
 
 def vision_calls(path: str) -> tuple[int, int]:
     sys.path.insert(0, str(ROOT))
+    from image2music.tools.vlm import GenerationSettings, make_vlm
     from PIL import Image
-
-    from tools.vlm import GenerationSettings, make_vlm
 
     vlm = make_vlm("transformers", path)
     img = Image.new("RGB", (64, 64), (1, 2, 3))

@@ -22,13 +22,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from tools.store import Entry, KnowledgeBase  # noqa: E402
+from image2music.tools.store import Entry, KnowledgeBase  # noqa: E402
 
 
 def ingest_throughput(n_files: int, jobs: int) -> None:
+    from image2music.tools.kb import _convert_one, iter_midicaps, stable_id
     from midicaps_fixture import build_midicaps
-
-    from tools.kb import _convert_one, iter_midicaps, stable_id
 
     with tempfile.TemporaryDirectory(prefix="i2m-bench-") as d:
         root = build_midicaps(Path(d) / "mc", n=n_files, broken=0)

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from image2music.graph import nodes
+from image2music.graph.context import RunContext
+from image2music.graph.routing import after_evaluate, after_parse_check
+from image2music.graph.state import NODE_IDS, InputState, State
 from langgraph.graph import END, START, StateGraph
-
-from graph import nodes
-from graph.context import RunContext
-from graph.routing import after_evaluate, after_parse_check
-from graph.state import InputState, State
-
-NODE_IDS = ("describe", "retrieve", "compose", "parse_check", "evaluate", "reflect", "explain")
 
 
 def build_graph(checkpointer: Any = None, interrupt_before: tuple[str, ...] = ()) -> Any:

@@ -7,10 +7,10 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal
 
+from image2music.tools.music.abcparse import Limits
+from image2music.tools.vlm.base import VLM_NODES, GenerationSettings
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-from tools.music.abcparse import Limits
 
 
 def default_home() -> Path:
@@ -59,7 +59,8 @@ class Settings(BaseSettings):
     # loop bounds
     max_parse_retries: int = Field(3, ge=0, le=20)
     refine_rounds: int = Field(1, ge=0, le=20)
-    recursion_limit: int = Field(100, ge=10)
+    max_human_rounds: int = Field(20, ge=0, le=100)
+    """Extra reflect rounds a person may ask for in ``i2m chat`` (counted in the step budget)."""
 
     # ABC guards
     abc_max_chars: int = Field(100_000, ge=100)
@@ -76,7 +77,7 @@ class Settings(BaseSettings):
     @field_validator("node_generation", mode="after")
     @classmethod
     def _check_node_generation(cls, v: dict[str, dict[str, float | int]]) -> dict[str, dict[str, float | int]]:
-        nodes = {"describe", "compose", "reflect", "explain", "judge"}
+        nodes = set(VLM_NODES)
         keys = {"max_new_tokens", "temperature", "top_p", "seed"}
         for node, opts in v.items():
             if node not in nodes:
@@ -109,6 +110,34 @@ class Settings(BaseSettings):
             max_seconds=self.abc_max_seconds,
             max_parse_seconds=self.abc_max_parse_seconds,
         )
+
+    def generation(self, node: str) -> GenerationSettings:
+        """Generation settings of a VLM node (judge included): the global ones, per-node token caps, then
+        ``I2M_NODE_GENERATION``."""
+        max_new = {"describe": self.describe_max_new_tokens, "explain": self.explain_max_new_tokens}.get(
+            node, self.max_new_tokens
+        )
+        base: dict[str, float | int] = {
+            "max_new_tokens": max_new,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "seed": self.seed,
+        }
+        base.update(self.node_generation.get(node, {}))
+        return GenerationSettings(
+            max_new_tokens=int(base["max_new_tokens"]),
+            temperature=float(base["temperature"]),
+            top_p=float(base["top_p"]),
+            seed=int(base["seed"]),
+        )
+
+    @property
+    def recursion_limit(self) -> int:
+        """LangGraph's step budget, computed from the loop bounds so it can never cut a legal run short:
+        describe, retrieve, explain, plus per writer (compose and each refine round, and a person's extra
+        rounds) its retries × (writer + check), plus evaluate per round; with a margin."""
+        writers = 1 + self.refine_rounds + self.max_human_rounds
+        return 3 + writers * (2 * (self.max_parse_retries + 1) + 1) + 10
 
     def with_overrides(self, **overrides: Any) -> Settings:
         """A copy with the non-None ``overrides`` applied and validated (CLI flags win over env)."""

@@ -5,22 +5,22 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
+from image2music.graph import services
+from image2music.graph.context import RunContext, context_of
+from image2music.graph.state import State, Version
+from image2music.graph.versions import best_version, latest_valid, render_findings, retry_feedback
+from image2music.tools.attention import section_maps
+from image2music.tools.files import atomic_write_bytes, atomic_write_text
+from image2music.tools.music.abcparse import read_tune
+from image2music.tools.music.check import check_abc
+from image2music.tools.music.convert import midi_bytes
+from image2music.tools.music.findings import Finding
+from image2music.tools.music.metrics import describe_metrics, tune_metrics
+from image2music.tools.retrieval import format_examples
+from image2music.tools.vlm import strip_think
 from langgraph.runtime import Runtime
-
-from graph.context import RunContext
-from graph.state import State
-from tools.attention import section_maps
-from tools.files import atomic_write_bytes, atomic_write_text
-from tools.music.abcparse import read_tune
-from tools.music.check import check_abc
-from tools.music.convert import midi_bytes
-from tools.music.findings import Finding
-from tools.music.metrics import describe_metrics, tune_metrics
-from tools.retrieval import format_examples
-from tools.vlm import strip_think
 
 NodeFn = Callable[[State, Runtime[RunContext]], dict[str, Any]]
 
@@ -40,80 +40,27 @@ def timed(name: str) -> Callable[[NodeFn], NodeFn]:
     return deco
 
 
-_STUDIO_CONTEXTS: dict[str, RunContext] = {}
-
-
-def context_of(state: State, runtime: Runtime[RunContext]) -> RunContext:
-    """The run context; when the graph runs without one (``langgraph dev`` / Studio), one is built from the
-    environment's settings for the state's image, once per image."""
-    if runtime.context is not None:
-        return runtime.context
-    image = state.get("image")
-    if not image:
-        raise ValueError("the input needs an 'image' path")
-    if image not in _STUDIO_CONTEXTS:
-        from graph.config import load_settings
-        from graph.runner import build_context, new_run_id
-
-        settings = load_settings()
-        _STUDIO_CONTEXTS[image] = build_context(settings, Path(image), settings.runs_dir / new_run_id())
-    return _STUDIO_CONTEXTS[image]
-
-
 def _calls(state: State, node: str) -> int:
     return int(state.get("calls", {}).get(node, 0))
 
 
-def best_version(versions: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The version to keep: valid first, then fewest warnings, then the latest."""
-    if not versions:
-        return None
-    _, best = max(enumerate(versions), key=lambda iv: (bool(iv[1]["ok"]), -len(iv[1]["warnings"]), iv[0]))
-    return best
-
-
-def latest_valid(versions: list[dict[str, Any]]) -> dict[str, Any] | None:
-    for v in reversed(versions):
-        if v["ok"]:
-            return v
-    return None
-
-
-def render_findings(findings: list[dict[str, Any]], limit: int = 20) -> str:
-    lines = [f"- {Finding.from_dict(f).render()}" for f in findings[:limit]]
-    if len(findings) > limit:
-        lines.append(f"- ... and {len(findings) - limit} more")
-    return "\n".join(lines)
-
-
-def retry_feedback(version: dict[str, Any]) -> str:
-    """What a writer is told after its answer failed the check."""
-    abc = version["abc"].strip()
-    shown = f"\n```abc\n{abc}\n```\n" if abc else "\n(no ABC was found in your answer)\n"
-    return (
-        "\nYour previous answer could not be used. It was:"
-        + shown
-        + "The checker reported these errors:\n"
-        + render_findings(version["errors"])
-        + "\nWrite the complete tune again with these errors fixed.\n"
-    )
+def _prompt(ctx: RunContext, node: str, **values: str) -> str:
+    return services.get_prompts(ctx.prompt_paths)[node].render(**values)
 
 
 @timed("describe")
 def describe(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """Describe the image (and capture where the model looked while doing it)."""
     ctx = context_of(state, runtime)
-    res = ctx.ask(
-        "describe",
-        ctx.prompts["describe"].render(),
-        _calls(state, "describe"),
-        capture_attention=ctx.settings.attention_maps,
-    )
+    prompt = _prompt(ctx, "describe")
+    capture = ctx.settings.attention_maps
+    res = services.ask(ctx, "describe", prompt, _calls(state, "describe"), capture_attention=capture)
     update: dict[str, Any] = {"description": strip_think(res.text), "calls": {"describe": 1}}
     grid = res.attention_map()
     method = "vlm-attention"
-    if grid is None and ctx.fallback_map is not None and update["description"]:
-        grid, method = ctx.fallback_map(update["description"]), "clip-occlusion"
+    fallback = services.get_fallback_map(ctx.settings)
+    if grid is None and fallback is not None and update["description"]:
+        grid, method = fallback(services.get_image(ctx.image_path), update["description"]), "clip-occlusion"
     if grid is not None:
         update["attention"] = {
             "describe": {"grid": grid.round(6).tolist(), "shape": list(grid.shape), "method": method}
@@ -125,7 +72,8 @@ def describe(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
 def retrieve(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """Find reference music similar to the image and to its description."""
     ctx = context_of(state, runtime)
-    refs = ctx.retriever(ctx.image, state.get("description", "")) if ctx.retriever is not None else []
+    retriever = services.get_retriever(ctx.settings)
+    refs = retriever(services.get_image(ctx.image_path), state.get("description", "")) if retriever else []
     return {"references": refs}
 
 
@@ -135,12 +83,14 @@ def compose(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
     ctx = context_of(state, runtime)
     versions = state.get("versions", [])
     feedback = retry_feedback(versions[-1]) if state.get("parse_failures", 0) and versions else ""
-    prompt = ctx.prompts["compose"].render(
+    prompt = _prompt(
+        ctx,
+        "compose",
         description=state.get("description", ""),
-        examples=format_examples(state.get("references", []), ctx.settings.example_max_chars),
+        examples=format_examples(list(state.get("references", [])), ctx.settings.example_max_chars),
         feedback=feedback,
     )
-    res = ctx.ask("compose", prompt, _calls(state, "compose"), capture_attention=ctx.settings.attention_maps)
+    res = services.ask(ctx, "compose", prompt, _calls(state, "compose"), capture_attention=ctx.settings.attention_maps)
     return {"draft": {"node": "compose", "text": res.text, "attention": section_maps(res)}, "calls": {"compose": 1}}
 
 
@@ -152,13 +102,13 @@ def parse_check(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
     versions = state.get("versions", [])
     result = check_abc(draft["text"], ctx.settings.abc_limits)
     index = len(versions)
-    version: dict[str, Any] = {
+    version: Version = {
         "index": index,
         "node": draft["node"],
         "abc": result.abc,
         "ok": result.ok,
-        "errors": [f.to_dict() for f in result.errors],
-        "warnings": [f.to_dict() for f in result.warnings],
+        "errors": [f.to_dict() for f in result.errors],  # type: ignore[misc]
+        "warnings": [f.to_dict() for f in result.warnings],  # type: ignore[misc]
         "metrics": None,
         "commentary": result.commentary,
         "title": result.title,
@@ -204,15 +154,17 @@ def reflect(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
     failures = int(state.get("parse_failures", 0))
     feedback = retry_feedback(versions[-1]) if failures else ""
     user = state.get("user_feedback") or ""
-    prompt = ctx.prompts["reflect"].render(
+    prompt = _prompt(
+        ctx,
+        "reflect",
         description=state.get("description", ""),
         abc=base["abc"].strip(),
-        metrics=describe_metrics(base["metrics"] or {}),
+        metrics=describe_metrics(base.get("metrics") or {}),
         warnings=render_findings(base["warnings"]) or "(none)",
         user_feedback=f"The listener asks for this change: {user}\n" if user else "",
         feedback=feedback,
     )
-    res = ctx.ask("reflect", prompt, _calls(state, "reflect"), capture_attention=ctx.settings.attention_maps)
+    res = services.ask(ctx, "reflect", prompt, _calls(state, "reflect"), capture_attention=ctx.settings.attention_maps)
     update: dict[str, Any] = {
         "draft": {"node": "reflect", "text": res.text, "attention": section_maps(res)},
         "calls": {"reflect": 1},
@@ -230,8 +182,8 @@ def explain(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
     ctx = context_of(state, runtime)
     best = best_version(state.get("versions", []))
     assert best is not None and best["ok"], "explain runs only with a valid version"
-    prompt = ctx.prompts["explain"].render(
-        description=state.get("description", ""), abc=best["abc"].strip(), commentary=best["commentary"]
+    prompt = _prompt(
+        ctx, "explain", description=state.get("description", ""), abc=best["abc"].strip(), commentary=best["commentary"]
     )
-    res = ctx.ask("explain", prompt, _calls(state, "explain"))
+    res = services.ask(ctx, "explain", prompt, _calls(state, "explain"))
     return {"motivation": strip_think(res.text), "status": "ok", "reason": None, "calls": {"explain": 1}}

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
+from image2music.graph.context import RunContext, context_of
+from image2music.graph.state import State
 from langgraph.runtime import Runtime
-
-from graph.context import RunContext
-from graph.state import State
 
 
 def after_parse_check(
@@ -24,8 +23,6 @@ def after_parse_check(
 
 def after_evaluate(state: State, runtime: Runtime[RunContext]) -> Literal["reflect", "explain"]:
     """Reflect while refine rounds remain (every round, as in the paper), then explain."""
-    from graph.nodes import context_of
-
     if int(state.get("refine_round", 0)) < context_of(state, runtime).settings.refine_rounds:
         return "reflect"
     return "explain"

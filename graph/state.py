@@ -1,12 +1,72 @@
-"""The graph's state: what each node reads and the partial updates it returns."""
+"""The graph's state: what each node reads and the partial updates it returns, with typed records."""
 
 from __future__ import annotations
 
 import operator
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, Any, Literal, TypedDict, get_args
+
+NodeId = Literal["describe", "retrieve", "compose", "parse_check", "evaluate", "reflect", "explain"]
+NODE_IDS: tuple[NodeId, ...] = get_args(NodeId)
+"""Every node of the graph, in the order of a run without retries (the one list of node ids)."""
 
 
-def upsert_versions(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+class FindingRecord(TypedDict):
+    """One checker finding as stored: where, a stable ``code`` that code reacts to, and the message."""
+
+    line: int | None
+    column: int | None
+    bar: int | None
+    voice: str | None
+    code: str
+    message: str
+
+
+class AttentionMap(TypedDict):
+    """Where the model looked: a rows × cols grid of weights over the image."""
+
+    grid: list[list[float]]
+    shape: list[int]
+    method: str
+    """vlm-attention | clip-occlusion"""
+
+
+class Reference(TypedDict, total=False):
+    """One retrieved piece of music."""
+
+    id: str
+    caption: str
+    abc: str
+    score: float
+    via: str
+    """image | text | both: which query found it"""
+    metadata: dict[str, Any]
+
+
+class Draft(TypedDict, total=False):
+    """The latest answer of compose or reflect, not yet checked."""
+
+    node: str
+    text: str
+    attention: dict[str, AttentionMap]
+    """Attention per `% [section]` / voice of the answer."""
+
+
+class Version(TypedDict, total=False):
+    """One checked answer of compose or reflect."""
+
+    index: int
+    node: str
+    abc: str
+    ok: bool
+    errors: list[FindingRecord]
+    warnings: list[FindingRecord]
+    metrics: dict[str, float] | None
+    commentary: str
+    title: str | None
+    attention_maps: dict[str, AttentionMap]
+
+
+def upsert_versions(old: list[Version], new: list[Version]) -> list[Version]:
     """Versions keyed by ``index``: a new index appends, a known index replaces (evaluate adds metrics)."""
     out = list(old or [])
     for v in new or []:
@@ -27,6 +87,7 @@ def add_counts(old: dict[str, int], new: dict[str, int]) -> dict[str, int]:
 
 
 def merge_dicts(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """Shallow merge: keys of ``new`` win."""
     return {**(old or {}), **(new or {})}
 
 
@@ -44,20 +105,20 @@ class State(InputState, total=False):
 
     description: str
     """The VLM's description of the image (describe)."""
-    references: list[dict[str, Any]]
-    """Retrieved music: {id, caption, abc, score, via, metadata}."""
-    draft: dict[str, Any]
-    """The latest answer of compose or reflect, not yet checked: {node, text}."""
-    versions: Annotated[list[dict[str, Any]], upsert_versions]
-    """Every checked version: {index, node, abc, ok, errors, warnings, metrics, commentary, title}."""
+    references: list[Reference]
+    """Retrieved music."""
+    draft: Draft
+    """The latest answer of compose or reflect, not yet checked."""
+    versions: Annotated[list[Version], upsert_versions]
+    """Every checked version."""
     parse_failures: int
     """Failed checks in a row for the current writer (compose or a reflect round)."""
     refine_round: int
     """Reflect rounds started."""
     calls: Annotated[dict[str, int], add_counts]
     """VLM calls made so far per node."""
-    attention: Annotated[dict[str, Any], merge_dicts]
-    """Attention maps: name -> {grid, shape, method}."""
+    attention: Annotated[dict[str, AttentionMap], merge_dicts]
+    """Attention maps of whole answers: name (e.g. describe) -> map."""
     motivation: str
     """The explain node's text."""
     status: str

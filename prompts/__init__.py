@@ -6,10 +6,12 @@ import string
 from dataclasses import dataclass
 from pathlib import Path
 
+from image2music.tools.errors import InputError
+
 PROMPTS_DIR = Path(__file__).resolve().parent
 
 
-class PromptError(ValueError):
+class PromptError(InputError):
     """A prompt template is missing, or uses variables that are unknown or leaves out required ones."""
 
 

@@ -6,9 +6,9 @@ import hashlib
 import json
 from pathlib import Path
 
-from tools.music.check import check_abc
-from tools.music.convert import midi_bytes
-from tools.music.corpus import sample_corpus
+from image2music.tools.music.check import check_abc
+from image2music.tools.music.convert import midi_bytes
+from image2music.tools.music.corpus import sample_corpus
 
 MOODS = ["happy", "melancholic", "calm", "energetic", "dark"]
 

@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from image2music.tools.files import atomic_write_bytes
 from PIL import Image
-
-from tools.files import atomic_write_bytes
 
 
 class AttentionRecorder:

@@ -6,13 +6,12 @@ import threading
 from typing import Any
 
 import numpy as np
+from image2music.tools.errors import RunError
+from image2music.tools.vlm.hf import load_error, pick_device
 from PIL import Image
 
-from tools.vlm.base import VLMError
-from tools.vlm.hf import load_error, pick_device
 
-
-class EmbedderError(VLMError):
+class EmbedderError(RunError):
     """The embedding model could not be loaded or used."""
 
 

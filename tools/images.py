@@ -6,12 +6,13 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from image2music.tools.errors import InputError
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 MAX_PIXELS = 64_000_000  # a 8000 x 8000 photo; bigger is refused before decoding
 
 
-class ImageError(ValueError):
+class ImageError(InputError):
     """The file is not an image we can use."""
 
 

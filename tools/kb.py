@@ -15,8 +15,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from tools.music.abcparse import Tune, read_tune
-from tools.store import Entry, KnowledgeBase
+from image2music.tools.music.abcparse import Tune, read_tune
+from image2music.tools.store import Entry, KnowledgeBase
 
 STARTER_DATA = Path(__file__).resolve().parent / "data" / "starter.jsonl.gz"
 
@@ -128,7 +128,7 @@ def stable_id(source: str) -> str:
 
 def prepare_starter_data(path: Path = STARTER_DATA, limit: int | None = None) -> dict[str, int]:
     """Check every corpus tune, caption the valid ones, write the gzip JSONL data file. Returns counts."""
-    from tools.music.corpus import iter_corpus
+    from image2music.tools.music.corpus import iter_corpus
 
     kept = skipped = 0
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -180,7 +180,7 @@ def build_starter(
     settings: Any, kb: KnowledgeBase | None = None, *, limit: int | None = None, progress: bool = True, batch: int = 64
 ) -> dict[str, int]:
     """Embed the shipped captions and store them; entries already present are skipped (resumable)."""
-    from tools.embedder import get_embedder
+    from image2music.tools.embedder import get_embedder
 
     kb = kb or KnowledgeBase(settings.kb_dir, settings.embed_model, url=settings.chroma_url)
     entries = list(iter_starter())
@@ -223,7 +223,7 @@ def _midicaps_meta(rec: dict[str, Any]) -> dict[str, Any]:
 
 def _convert_one(args: tuple[str, str, str, str]) -> tuple[str, str | None, str]:
     """(id, abc or None, route or reason) — runs in a worker process."""
-    from tools.music.midi2abc import MidiConversionError, midi_to_abc
+    from image2music.tools.music.midi2abc import MidiConversionError, midi_to_abc
 
     entry_id, path, title, converter = args
     p = Path(path)
@@ -272,7 +272,7 @@ def ingest_midicaps(
     from collections import Counter
     from concurrent.futures import ProcessPoolExecutor
 
-    from tools.embedder import get_embedder
+    from image2music.tools.embedder import get_embedder
 
     kb = kb or KnowledgeBase(settings.kb_dir, settings.embed_model, url=settings.chroma_url)
     records = []

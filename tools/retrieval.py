@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from image2music.tools.embedder import ClipEmbedder
+from image2music.tools.store import KnowledgeBase
 from PIL import Image
-
-from tools.embedder import ClipEmbedder
-from tools.store import KnowledgeBase
 
 
 def retrieve(

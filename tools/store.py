@@ -16,12 +16,13 @@ from typing import Any
 
 import numpy as np
 from filelock import FileLock
+from image2music.tools.errors import RunError
 
 COLLECTION_PREFIX = "i2m-"
 BUILD_HINT = "i2m kb build-starter"
 
 
-class StoreError(RuntimeError):
+class StoreError(RunError):
     """The knowledge base cannot be used as asked; the message says how to fix it."""
 
 

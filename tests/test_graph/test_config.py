@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from image2music.graph.config import Settings, load_settings
 from pydantic import ValidationError
-
-from graph.config import Settings, load_settings
 
 
 def test_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -42,13 +41,11 @@ def test_env_example_documents_every_setting() -> None:
 
 
 def test_per_node_generation_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from PIL import Image
-
-    from graph.context import RunContext
+    from image2music.graph.context import RunContext
 
     monkeypatch.setenv("I2M_NODE_GENERATION", '{"describe": {"temperature": 0.1}, "compose": {"max_new_tokens": 99}}')
     s = load_settings(temperature=0.7, max_new_tokens=500, describe_max_new_tokens=64)
-    ctx = RunContext(settings=s, vlm=None, prompts={}, run_dir=tmp_path, image=Image.new("RGB", (2, 2)))  # type: ignore[arg-type]
+    ctx = RunContext(settings=s, run_id="r", image_path=tmp_path / "i.png", run_dir=tmp_path)
     d, c, r = ctx.generation("describe"), ctx.generation("compose"), ctx.generation("reflect")
     assert (d.temperature, d.max_new_tokens) == (0.1, 64)
     assert (c.temperature, c.max_new_tokens) == (0.7, 99)

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from image2music.tools.attention import image_grid, normalise, overlay, save_overlay
 from PIL import Image
-
-from tools.attention import image_grid, normalise, overlay, save_overlay
 
 
 def test_grid_for_qwen_llava_and_tiles() -> None:

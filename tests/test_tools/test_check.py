@@ -6,9 +6,8 @@ import time
 
 import pytest
 from conftest import ABC_DIR
-
-from tools.music.abcparse import Limits
-from tools.music.check import check_abc
+from image2music.tools.music.abcparse import Limits
+from image2music.tools.music.check import check_abc
 
 
 def check_file(name: str):  # noqa: ANN201

@@ -9,9 +9,15 @@ import mido
 import muspy
 import pytest
 from conftest import ABC_DIR, GOOD_ABC
-
-from tools.music.abcparse import read_tune
-from tools.music.convert import ConversionError, play_order, write_midi, write_musicxml, write_svg, write_wav
+from image2music.tools.music.abcparse import read_tune
+from image2music.tools.music.convert import (
+    ConversionError,
+    play_order,
+    write_midi,
+    write_musicxml,
+    write_svg,
+    write_wav,
+)
 
 
 def _midi(tmp_path: Path, abc: str) -> mido.MidiFile:

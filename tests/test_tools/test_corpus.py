@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from tools.music.check import check_abc
-from tools.music.convert import midi_bytes
-from tools.music.corpus import sample_corpus, split_tunes
+from image2music.tools.music.check import check_abc
+from image2music.tools.music.convert import midi_bytes
+from image2music.tools.music.corpus import sample_corpus, split_tunes
 
 SAMPLE = 250
 SEED = 2026
@@ -34,8 +34,7 @@ def test_split_tunes_keeps_file_header() -> None:
 
 def test_bar_warnings_agree_with_abc2midi() -> None:
     import pytest
-
-    from tools.music import abc2midi
+    from image2music.tools.music import abc2midi
 
     if not abc2midi.available():
         pytest.skip("abc2midi not installed (Debian: abcmidi)")

@@ -6,10 +6,9 @@ import time
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from tools.music.abcparse import Limits
-from tools.music.check import check_abc
-from tools.music.convert import midi_bytes
+from image2music.tools.music.abcparse import Limits
+from image2music.tools.music.check import check_abc
+from image2music.tools.music.convert import midi_bytes
 
 LIMITS = Limits(max_parse_seconds=0.5)
 ABC_ALPHABET = "ABCDEFGabcdefgzZxy^_=,'/0123456789()[]{}<>|:.~-!+\"% \n&HTMKLVQX\\"

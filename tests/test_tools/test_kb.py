@@ -5,13 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from image2music.graph.config import load_settings
+from image2music.tools.kb import build_starter, caption_for, ingest_midicaps, iter_starter
+from image2music.tools.music.abcparse import read_tune
+from image2music.tools.music.midi2abc import MidiConversionError, abc_pitch, midi_to_abc, python_midi_to_abc
+from image2music.tools.store import KnowledgeBase
 from midicaps_fixture import build_midicaps
-
-from graph.config import load_settings
-from tools.kb import build_starter, caption_for, ingest_midicaps, iter_starter
-from tools.music.abcparse import read_tune
-from tools.music.midi2abc import MidiConversionError, abc_pitch, midi_to_abc, python_midi_to_abc
-from tools.store import KnowledgeBase
 
 
 def test_starter_data_is_checked_and_captioned() -> None:

@@ -6,9 +6,8 @@ import json
 from pathlib import Path
 
 from conftest import ABC_DIR, GOOD_ABC
-
-from tools.music.abcparse import read_tune
-from tools.music.metrics import METRIC_MEANINGS, MUSPY_METRICS, describe_metrics, tune_metrics
+from image2music.tools.music.abcparse import read_tune
+from image2music.tools.music.metrics import METRIC_MEANINGS, MUSPY_METRICS, describe_metrics, tune_metrics
 
 
 def test_all_metrics_present_and_meaningful() -> None:
@@ -37,8 +36,7 @@ def test_bar_consistency_counts_flagged_bars() -> None:
 
 def test_rest_only_metrics_are_none_not_nan(tmp_path: Path) -> None:
     import mido
-
-    from tools.music.metrics import muspy_metrics
+    from image2music.tools.music.metrics import muspy_metrics
 
     mid = mido.MidiFile()
     mid.tracks.append(mido.MidiTrack())

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 from conftest import GOOD_ABC, fenced
+from image2music.graph.config import load_settings
+from image2music.tools.vlm import GenerationSettings, VLMError, make_vlm
 from PIL import Image
 
-from graph.config import load_settings
-from graph.runner import compose_image
-from tools.vlm import GenerationSettings, VLMError, make_vlm
+from image2music.runner import compose_image
 
 ANSWERS = {
     "Look carefully": "A lighthouse at sunset over a calm sea.",

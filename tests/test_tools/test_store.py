@@ -6,11 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from image2music.tools.embedder import ClipEmbedder, EmbedderError, get_embedder
+from image2music.tools.retrieval import format_examples, retrieve
+from image2music.tools.store import Entry, KnowledgeBase, StoreError
 from PIL import Image
-
-from tools.embedder import ClipEmbedder, EmbedderError, get_embedder
-from tools.retrieval import format_examples, retrieve
-from tools.store import Entry, KnowledgeBase, StoreError
 
 
 def _entries(n: int) -> list[Entry]:

@@ -7,10 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import write_replay
+from image2music.tools.vlm import GenerationSettings, VLMError, make_vlm, strip_think
+from image2music.tools.vlm.replay import ReplayVLM
 from PIL import Image
-
-from tools.vlm import GenerationSettings, VLMError, make_vlm, strip_think
-from tools.vlm.replay import ReplayVLM
 
 IMG = Image.new("RGB", (64, 48), (120, 80, 200))
 

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from image2music.graph.config import load_settings
+from image2music.tools.attention import abc_sections, section_maps
+from image2music.tools.vlm import GenerationSettings, VLMResult, make_vlm
 from PIL import Image
 
-from graph.config import load_settings
-from graph.runner import compose_image
-from tools.attention import abc_sections, section_maps
-from tools.vlm import GenerationSettings, VLMResult, make_vlm
+from image2music.runner import compose_image
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from fractions import Fraction
 
-from tools.music.findings import Finding
+from image2music.tools.music.findings import Finding
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from tools.music.abcparse import Limits, Tune, read_tune
-from tools.music.extract import NoABCError, extract_abc
-from tools.music.findings import Finding
+from image2music.tools.music.abcparse import Limits, Tune, read_tune
+from image2music.tools.music.extract import NoABCError, extract_abc
+from image2music.tools.music.findings import Finding
 
 
 @dataclass

@@ -11,9 +11,8 @@ from fractions import Fraction
 from pathlib import Path
 
 import mido
-
-from tools.files import atomic_write_bytes
-from tools.music.abcparse import Bar, Event, Tune, Voice
+from image2music.tools.files import atomic_write_bytes
+from image2music.tools.music.abcparse import Bar, Event, Tune, Voice
 
 TICKS_PER_QUARTER = 480
 _TICKS_PER_WHOLE = TICKS_PER_QUARTER * 4

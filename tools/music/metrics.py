@@ -12,8 +12,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tools.music.abcparse import Tune
-from tools.music.convert import midi_bytes
+from image2music.tools.music.abcparse import Tune
+from image2music.tools.music.convert import midi_bytes
 
 MUSPY_METRICS = (
     "pitch_range",
@@ -92,7 +92,7 @@ def bar_consistency(tune: Tune) -> float | None:
 
 def duration_seconds(tune: Tune) -> float:
     """Length in seconds, repeats played, at the declared tempo."""
-    from tools.music.convert import _voice_notes
+    from image2music.tools.music.convert import _voice_notes
 
     end = 0.0
     for v in tune.voices.values():

@@ -15,8 +15,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import mido
-
-from tools.music.abcparse import read_tune
+from image2music.tools.music.abcparse import read_tune
 
 
 class MidiConversionError(ValueError):

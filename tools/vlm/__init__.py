@@ -6,7 +6,7 @@ import re
 import threading
 from pathlib import Path
 
-from tools.vlm.base import VLM, GenerationSettings, VLMError, VLMResult
+from image2music.tools.vlm.base import VLM, GenerationSettings, VLMError, VLMResult
 
 __all__ = ["VLM", "GenerationSettings", "VLMError", "VLMResult", "make_vlm", "strip_think"]
 
@@ -33,21 +33,29 @@ def make_vlm(
         case "replay":
             if replay_file is None:
                 raise VLMError("the replay backend needs a file: set I2M_REPLAY_FILE or pass --replay FILE")
-            from tools.vlm.replay import ReplayVLM
+            from image2music.tools.vlm.replay import ReplayVLM
 
-            return ReplayVLM(replay_file, delay_s=replay_delay_s)
+            try:
+                st = Path(replay_file).stat()
+                rkey: tuple[object, ...] = ("replay", str(replay_file), st.st_mtime_ns, st.st_size, replay_delay_s)
+            except OSError:
+                return ReplayVLM(replay_file, delay_s=replay_delay_s)  # raises the clear "cannot read" error
+            with _LOCK:
+                if rkey not in _CACHE:
+                    _CACHE[rkey] = ReplayVLM(replay_file, delay_s=replay_delay_s)
+                return _CACHE[rkey]
         case "transformers":
             key = ("transformers", model, device, dtype, trust_remote_code, max_pixels)
             with _LOCK:
                 if key not in _CACHE:
-                    from tools.vlm.hf import TransformersVLM
+                    from image2music.tools.vlm.hf import TransformersVLM
 
                     _CACHE[key] = TransformersVLM(
                         model, device=device, dtype=dtype, trust_remote_code=trust_remote_code, max_pixels=max_pixels
                     )
                 return _CACHE[key]
         case "openai":
-            from tools.vlm.openai_compat import OpenAIVLM
+            from image2music.tools.vlm.openai_compat import OpenAIVLM
 
             if not base_url:
                 raise VLMError(

@@ -6,10 +6,14 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
+from image2music.tools.errors import RunError
 from PIL import Image
 
+VLM_NODES = ("describe", "compose", "reflect", "explain", "judge")
+"""The places that call a VLM: the graph's writing nodes and the evaluation's judge (one list)."""
 
-class VLMError(RuntimeError):
+
+class VLMError(RunError):
     """A model could not be loaded or could not answer; the message says what to do."""
 
 

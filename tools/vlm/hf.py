@@ -8,10 +8,9 @@ from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
+from image2music.tools.attention import AttentionRecorder, image_grid
+from image2music.tools.vlm.base import GenerationSettings, VLMError, VLMResult
 from PIL import Image
-
-from tools.attention import AttentionRecorder, image_grid
-from tools.vlm.base import GenerationSettings, VLMError, VLMResult
 
 
 def pick_device(device: str = "auto") -> str:

@@ -8,10 +8,9 @@ import json
 import urllib.error
 import urllib.request
 
+from image2music.tools.vlm.base import GenerationSettings, VLMError, VLMResult
+from image2music.tools.vlm.hf import fit_pixels
 from PIL import Image
-
-from tools.vlm.base import GenerationSettings, VLMError, VLMResult
-from tools.vlm.hf import fit_pixels
 
 
 class OpenAIVLM:

@@ -6,11 +6,8 @@ import json
 import time
 from pathlib import Path
 
+from image2music.tools.vlm.base import GenerationSettings, VLMError, VLMResult
 from PIL import Image
-
-from tools.vlm.base import GenerationSettings, VLMError, VLMResult
-
-NODES = ("describe", "compose", "reflect", "explain", "judge")
 
 
 def read_calls(path: Path) -> dict[str, list[str]]:

@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 from conftest import GOOD_ABC, ROOT, fenced, write_replay
 
-from graph import Result, compose
-from graph.cli import main
+from image2music import Result, compose
+from image2music.cli import main
 
 
 def cli(*args: str):  # noqa: ANN201

@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 from click.testing import CliRunner
 from conftest import GOOD_ABC, ROOT, fenced, write_replay
+from image2music.graph.config import load_settings
 from PIL import Image
 
-from graph.cli import main
-from graph.config import load_settings
-from graph.runner import compose_image
+from image2music.cli import main
+from image2music.runner import compose_image
 
 CALLS = [("describe", "A harbour."), ("compose", fenced(GOOD_ABC)), ("reflect", fenced(GOOD_ABC)), ("explain", "Calm.")]
 
@@ -115,12 +115,14 @@ def test_hostile_abc_is_rejected_and_retried(tmp_path: Path, image_path: Path) -
     assert "out of range" in rec["versions"][0]["errors"][0]["message"]
 
 
-def test_recursion_limit_is_a_clear_failure(tmp_path: Path, image_path: Path) -> None:
-    replay = write_replay(tmp_path / "c.jsonl", [("describe", "x")] + [("compose", "no music")] * 20)
-    s = load_settings(vlm_backend="replay", replay_file=replay, top_k=0, max_parse_retries=20, recursion_limit=10)
+def test_step_budget_follows_the_loop_bounds(tmp_path: Path, image_path: Path) -> None:
+    """The step budget is computed from retries and rounds: the longest legal run ends on its retry
+    budget, never on LangGraph's recursion limit."""
+    replay = write_replay(tmp_path / "c.jsonl", [("describe", "x")] + [("compose", "no music")] * 21)
+    s = load_settings(vlm_backend="replay", replay_file=replay, top_k=0, max_parse_retries=20, refine_rounds=20)
     rec = compose_image(image_path, s, run_dir=tmp_path / "run").record
-    assert rec["status"] == "failed" and "I2M_RECURSION_LIMIT=10" in rec["reason"]
-    assert len(rec["path"]) <= 10
+    assert rec["status"] == "failed" and "no valid ABC after 21 attempt(s)" in rec["reason"]
+    assert len(rec["path"]) < s.recursion_limit
 
 
 def test_nothing_is_written_outside_the_run_dir_and_home(tmp_path: Path, image_path: Path) -> None:
@@ -137,7 +139,7 @@ def test_nothing_is_written_outside_the_run_dir_and_home(tmp_path: Path, image_p
         "HF_HUB_OFFLINE": "1",
     }
     proc = subprocess.run(
-        [sys.executable, "-m", "graph.cli", "compose", str(image_path), "--replay", str(replay), "--top-k", "0"],
+        [sys.executable, "-m", "image2music.cli", "compose", str(image_path), "--replay", str(replay), "--top-k", "0"],
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -156,7 +158,7 @@ def test_concurrent_runs_share_the_knowledge_base_and_database(
     # two builders at once: the write lock and stable ids keep the base exact
     builders = [
         subprocess.Popen(
-            [sys.executable, "-m", "graph.cli", "kb", "build-starter", "--limit", "60"],
+            [sys.executable, "-m", "image2music.cli", "kb", "build-starter", "--limit", "60"],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -171,7 +173,7 @@ def test_concurrent_runs_share_the_knowledge_base_and_database(
             [
                 sys.executable,
                 "-m",
-                "graph.cli",
+                "image2music.cli",
                 "compose",
                 str(image_path),
                 "--replay",

@@ -10,11 +10,10 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-from graph.config import Settings
-from graph.runner import InputError, RunError, compose_image
-from tools.files import safe_name
-from tools.store import StoreError
-from tools.vlm import VLMError
+from image2music.graph.config import Settings
+from image2music.runner import compose_image
+from image2music.tools.errors import I2MError, InputError
+from image2music.tools.files import safe_name
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
@@ -83,7 +82,7 @@ def run_batch(
             )
         except InputError as e:
             row.update(status="refused", reason=str(e))
-        except (RunError, VLMError, StoreError) as e:
+        except I2MError as e:
             row.update(reason=str(e))
         except Exception as e:  # noqa: BLE001 - one image's unexpected failure must not stop the batch
             row.update(reason=f"internal error: {type(e).__name__}: {e}")

@@ -13,20 +13,23 @@ import json
 import re
 import statistics
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 from pydantic import BaseModel, Field, ValidationError
 
-import prompts as prompt_lib
-from graph.config import Settings
-from graph.runner import RunResult, compose_image, replay_run, vlm_from_settings
-from tools.files import atomic_write_text, safe_name
-from tools.images import load_image
-from tools.music.metrics import MUSPY_METRICS
-from tools.vlm import VLM, GenerationSettings, VLMError, strip_think
+from image2music import prompts as prompt_lib
+from image2music.graph.config import Settings
+from image2music.graph.services import get_vlm
+from image2music.graph.versions import refine_rounds_run
+from image2music.outputs import RunResult
+from image2music.runner import compose_image, replay_run
+from image2music.tools.files import atomic_write_text, safe_name
+from image2music.tools.images import load_image
+from image2music.tools.music.metrics import MUSPY_METRICS
+from image2music.tools.vlm import VLM, GenerationSettings, VLMError, strip_think
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "full": {},
@@ -154,6 +157,7 @@ class Judge:
     vlm: VLM
     prompt: prompt_lib.Prompt
     retries: int
+    generation: GenerationSettings = field(default_factory=lambda: GenerationSettings(256, 0.0))
     calls: int = 0
 
     def score(self, image: Image.Image, description: str, abc: str) -> tuple[JudgeScores | None, str | None]:
@@ -166,7 +170,7 @@ class Judge:
                 prompt=text,
                 image=image,
                 call_index=self.calls,
-                settings=GenerationSettings(max_new_tokens=256, temperature=0.0),
+                settings=self.generation,
             )
             self.calls += 1
             try:
@@ -185,12 +189,18 @@ def make_judge(spec: str, settings: Settings, retries: int) -> Judge | None:
         return None
     prompt = prompt_lib.load("judge")
     if spec == "self":
-        vlm = vlm_from_settings(settings)
+        vlm = get_vlm(settings)
     else:
-        vlm = vlm_from_settings(
+        vlm = get_vlm(
             settings, backend="openai" if settings.vlm_backend == "openai" else "transformers", model=spec
         )
-    return Judge(vlm=vlm, prompt=prompt, retries=retries)
+    # the judge scores deterministically by default; I2M_NODE_GENERATION's "judge" entry overrides that
+    opts = {"max_new_tokens": 256, "temperature": 0.0, "top_p": settings.top_p, "seed": settings.seed}
+    opts.update(settings.node_generation.get("judge", {}))
+    generation = GenerationSettings(
+        int(opts["max_new_tokens"]), float(opts["temperature"]), float(opts["top_p"]), int(opts["seed"])
+    )
+    return Judge(vlm=vlm, prompt=prompt, retries=retries, generation=generation)
 
 
 def run_eval(
@@ -244,7 +254,7 @@ def run_eval(
                 "run_id": result.run_id,
                 "run_dir": str(result.run_dir),
                 "references": len(rec.get("references") or []),
-                "reflect_rounds": rec["path"].count("reflect"),
+                "reflect_rounds": refine_rounds_run(rec["path"]),
             }
             row.update(objective_row(rec))
             if jdg is not None and rec.get("final"):
@@ -375,7 +385,7 @@ def summary_markdown(summary: dict[str, dict[str, float | None]], ablation: list
 
 def plot(rows: list[dict[str, Any]], ablation: list[str], out_dir: Path) -> list[Path]:
     """Box plots of the metric distributions per configuration (matplotlib, Agg)."""
-    from tools.music.metrics import _scratch_caches
+    from image2music.tools.music.metrics import _scratch_caches
 
     _scratch_caches()
     import matplotlib
@@ -412,7 +422,7 @@ def plot(rows: list[dict[str, Any]], ablation: list[str], out_dir: Path) -> list
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
-    from tools.files import atomic_write_bytes
+    from image2music.tools.files import atomic_write_bytes
 
     atomic_write_bytes(path, buf.getvalue())
     return [path]

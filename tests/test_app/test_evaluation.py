@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 from conftest import GOOD_ABC, fenced, write_replay
 
-from graph.cli import main
-from graph.evaluation import JudgeError, mode_agreement, parse_judge, summarise, tempo_agreement
+from image2music.cli import main
+from image2music.evaluation import JudgeError, mode_agreement, parse_judge, summarise, tempo_agreement
 
 
 def _scores(v: int) -> str:

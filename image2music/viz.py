@@ -6,7 +6,8 @@ import shutil
 import subprocess
 from typing import Any
 
-from graph.builder import build_graph
+from image2music.graph.builder import build_graph
+from image2music.graph.versions import steps
 
 
 class VizError(RuntimeError):
@@ -57,20 +58,9 @@ def run_path_mermaid(record: dict[str, Any]) -> str:
 def run_path_ascii(record: dict[str, Any]) -> str:
     """One line per step: seconds, and whether it was a retry or a refine round."""
     out = []
-    rounds = composes = 0
-    path = record.get("path", [])
-    for i, (node, secs) in enumerate(zip(path, record.get("timings", []), strict=False), start=1):
-        note = ""
-        if node == "compose":
-            composes += 1
-            note = f"  (retry {composes - 1})" if composes > 1 else ""
-        elif node == "reflect":
-            if i >= 2 and path[i - 2] == "evaluate":
-                rounds += 1
-                note = f"  (round {rounds})"
-            else:
-                note = f"  (round {rounds}, retry after parse errors)"
-        out.append(f"{i:>3}. {node:<12} {secs:8.2f}s{note}")
+    for step in steps(record.get("path", []), record.get("timings", [])):
+        note = f"  ({step.label})" if step.label else ""
+        out.append(f"{step.number:>3}. {step.node:<12} {step.seconds:8.2f}s{note}")
     out.append(f"     -> {record.get('status')}")
     return "\n".join(out) + "\n"
 

@@ -16,7 +16,7 @@ def spawn_chat(replay: Path, cwd: Path, **env: str) -> pexpect.spawn:
     full = {**os.environ, "PYTHONPATH": str(ROOT), "I2M_TOP_K": "0", "COLUMNS": "140", "TERM": "xterm", **env}
     return pexpect.spawn(
         sys.executable,
-        ["-m", "graph.cli", "chat", "--replay", str(replay)],
+        ["-m", "image2music.cli", "chat", "--replay", str(replay)],
         env=full,
         cwd=str(cwd),
         encoding="utf-8",

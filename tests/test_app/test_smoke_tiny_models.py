@@ -30,7 +30,7 @@ def test_compose_with_tiny_models_fails_cleanly_within_bounds(
         [
             sys.executable,
             "-m",
-            "graph.cli",
+            "image2music.cli",
             "compose",
             str(image_path),
             "--vlm-backend",

@@ -7,8 +7,8 @@ import html
 from pathlib import Path
 from typing import Any
 
-from tools.files import atomic_write_text
-from tools.music.metrics import METRIC_MEANINGS
+from image2music.tools.files import atomic_write_text
+from image2music.tools.music.metrics import METRIC_MEANINGS
 
 MAX_INLINE_AUDIO = 8 * 1024 * 1024
 

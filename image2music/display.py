@@ -10,7 +10,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from tools.music.metrics import METRIC_MEANINGS
+from image2music.tools.music.metrics import METRIC_MEANINGS
 
 
 def highlight_abc(abc: str) -> Text:
@@ -70,3 +70,57 @@ def show_record(console: Console, rec: dict[str, Any], run_dir: Path) -> None:
     console.print(" -> ".join(f"{n} {t:.2f}s" for n, t in steps))
     for key, fname in (rec.get("files") or {}).items():
         console.print(f"  {key:<9} {run_dir / fname}")
+
+
+def _parse_detail(u: dict[str, Any]) -> str:
+    v = (u.get("versions") or [{}])[-1]
+    if v.get("ok"):
+        return f"valid, {len(v.get('warnings') or [])} warning(s)"
+    return f"[red]{len(v.get('errors') or [])} error(s)[/red]"
+
+
+NODE_DETAILS: dict[str, Any] = {
+    "describe": lambda u: f"{len((u.get('description') or '').split())} words",
+    "retrieve": lambda u: f"{len(u.get('references') or [])} reference(s)",
+    "parse_check": _parse_detail,
+    "evaluate": lambda u: "metrics ready",
+}
+
+
+class NodeProgress:
+    """Rich progress: one line per finished node with its time, a spinner while the run goes on.
+    Retries and refine rounds are labelled by :func:`image2music.graph.versions.steps`."""
+
+    NEXT = {
+        "describe": "retrieving references",
+        "retrieve": "composing",
+        "compose": "checking the ABC",
+        "parse_check": "working",
+        "evaluate": "working",
+        "reflect": "checking the ABC",
+        "explain": "writing files",
+    }
+
+    def __init__(self, console: Console, path: list[str] | None = None) -> None:
+        self.console = console
+        self.status = console.status("describing the image...")
+        self.path: list[str] = list(path or [])
+
+    def __enter__(self) -> NodeProgress:
+        self.status.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.status.__exit__(None, None, None)
+
+    def __call__(self, node: str, update: dict[str, Any]) -> None:
+        from image2music.graph.versions import steps
+
+        secs = (update.get("timings") or [0.0])[-1]
+        self.path.append(node)
+        step = steps(self.path)[-1]
+        detail = NODE_DETAILS.get(node, lambda u: "")(update)
+        if node in ("compose", "reflect") and step.label:
+            detail = f"[yellow]{step.label}[/yellow]" if step.retry else step.label
+        self.console.print(f"  [green]✓[/green] {node:<12} {secs:7.2f}s  {detail}")
+        self.status.update(self.NEXT.get(node, "working") + "...")

@@ -8,9 +8,9 @@ from pathlib import Path
 import muspy
 import pytest
 from conftest import BROKEN_ABC, GOOD_ABC, WARN_ABC, fenced, write_replay
+from image2music.graph.config import load_settings
 
-from graph.config import load_settings
-from graph.runner import InputError, compose_image
+from image2music.runner import InputError, compose_image
 
 DESC = ("describe", "A harbour at dawn with small boats and pink light.")
 EXPLAIN = ("explain", "The gentle G major melody follows the boats rocking in the pink light.")
@@ -135,7 +135,7 @@ def test_nothing_is_written_to_the_working_directory(tmp_path: Path, image_path:
 def test_module_graph_runs_without_a_context_as_in_studio(
     tmp_path: Path, image_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from graph.builder import graph
+    from image2music.graph.builder import graph
 
     replay = write_replay(tmp_path / "calls.jsonl", [DESC, ("compose", fenced(GOOD_ABC)), EXPLAIN])
     for k, v in {

@@ -1,6 +1,6 @@
 """The Python API, stable for notebooks and scripts.
 
-from graph import compose
+from image2music import compose
 result = compose("photo.jpg", vlm_model="Qwen/Qwen3-VL-4B-Instruct", refine_rounds=2)
 print(result.status, result.abc)
 """
@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from graph.config import load_settings
-from graph.runner import RunResult, compose_image
+from image2music.graph.config import load_settings
+from image2music.outputs import RunResult
+from image2music.runner import compose_image
 
 
 @dataclass(frozen=True)
@@ -65,8 +66,8 @@ def compose(
     **settings: Any,
 ) -> Result:
     """Turn ``image`` into music. ``settings`` are any Settings fields (e.g. ``vlm_model``, ``refine_rounds``,
-    ``top_k``) on top of the environment and ``.env``. Raises ``graph.runner.InputError`` for refused input
-    and ``graph.runner.RunError`` when a model or the knowledge base cannot be used; a run that fails
+    ``top_k``) on top of the environment and ``.env``. Raises ``image2music.tools.errors.InputError`` for refused
+    input and ``image2music.tools.errors.RunError`` when a model or the knowledge base cannot be used; a run that fails
     returns a Result with ``status == "failed"`` and a ``reason``.
     """
     s = load_settings(**settings)

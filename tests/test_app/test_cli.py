@@ -12,9 +12,9 @@ import pytest
 from click.testing import CliRunner
 from conftest import ABC_DIR, GOOD_ABC, ROOT, fenced, write_replay
 
-from graph.cli import main
+from image2music.cli import main
 
-I2M = [sys.executable, "-m", "graph.cli"]
+I2M = [sys.executable, "-m", "image2music.cli"]
 
 
 def cli(*args: str, stdin: str | None = None):  # noqa: ANN201
@@ -174,10 +174,10 @@ def test_compose_uses_the_knowledge_base(tmp_path: Path, image_path: Path, tiny_
 def test_auto_build_when_no_base(
     tmp_path: Path, image_path: Path, tiny_clip: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import tools.kb
+    from image2music.tools import kb as kb_module
 
-    real = tools.kb.build_starter
-    monkeypatch.setattr(tools.kb, "build_starter", lambda s, kb=None, **kw: real(s, kb, limit=25, progress=False))
+    real = kb_module.build_starter
+    monkeypatch.setattr(kb_module, "build_starter", lambda s, kb=None, **kw: real(s, kb, limit=25, progress=False))
     monkeypatch.setenv("I2M_KB_AUTO_BUILD", "true")
     r = cli(
         "compose",

@@ -13,7 +13,7 @@ from pathlib import Path
 from click.testing import CliRunner
 from conftest import GOOD_ABC, ROOT, WARN_ABC, fenced, write_replay
 
-from graph.cli import main
+from image2music.cli import main
 
 
 def _nodes(run_dir: Path) -> list[str]:
@@ -38,7 +38,7 @@ def test_kill_and_resume(tmp_path: Path, image_path: Path) -> None:
             [
                 sys.executable,
                 "-m",
-                "graph.cli",
+                "image2music.cli",
                 "compose",
                 str(image_path),
                 "--replay",

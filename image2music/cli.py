@@ -19,21 +19,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
 
-NODE_DETAILS: dict[str, Callable[[dict[str, Any]], str]] = {
-    "describe": lambda u: f"{len((u.get('description') or '').split())} words",
-    "retrieve": lambda u: f"{len(u.get('references') or [])} reference(s)",
-    "parse_check": lambda u: _parse_detail(u),
-    "evaluate": lambda u: "metrics ready",
-}
-
-
-def _parse_detail(u: dict[str, Any]) -> str:
-    v = (u.get("versions") or [{}])[-1]
-    if v.get("ok"):
-        return f"valid, {len(v.get('warnings') or [])} warning(s)"
-    return f"[red]{len(v.get('errors') or [])} error(s)[/red]"
-
-
 def fail(message: str, code: int) -> None:
     err.print(f"[bold red]error:[/bold red] {message}")
     sys.exit(code)
@@ -44,22 +29,16 @@ def handle_errors(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from graph.runner import InputError, RunError
-        from prompts import PromptError
-        from tools.images import ImageError
-        from tools.store import StoreError
-        from tools.vlm import VLMError
+        from image2music.tools.errors import I2MError
 
         try:
             return fn(*args, **kwargs)
-        except (InputError, ImageError, PromptError) as e:
-            fail(str(e), 2)
+        except I2MError as e:
+            fail(str(e), e.exit_code)
         except ValidationError as e:
             first = e.errors()[0]
             loc = ".".join(str(x) for x in first.get("loc", ()))
             fail(f"invalid setting {('I2M_' + loc.upper()) if loc else ''}: {first.get('msg')}", 2)
-        except (RunError, VLMError, StoreError) as e:
-            fail(str(e), 1)
         except KeyboardInterrupt:
             fail("interrupted", 130)
         except click.exceptions.Exit:
@@ -121,53 +100,11 @@ def model_options(fn: F) -> F:
 
 
 def settings_from(**flags: Any) -> Any:
-    from graph.config import load_settings
+    from image2music.graph.config import load_settings
 
     if flags.get("replay_file") is not None and flags.get("vlm_backend") is None:
         flags["vlm_backend"] = "replay"
     return load_settings(**flags)
-
-
-class NodeProgress:
-    """Rich progress: one line per finished node with its time, a spinner while the run goes on."""
-
-    def __init__(self, console: Console) -> None:
-        self.console = console
-        self.status = console.status("describing the image...")
-        self.compose_attempts = 0
-        self.refine_round = 0
-
-    def __enter__(self) -> NodeProgress:
-        self.status.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.status.__exit__(None, None, None)
-
-    NEXT = {
-        "describe": "retrieving references",
-        "retrieve": "composing",
-        "compose": "checking the ABC",
-        "parse_check": "working",
-        "evaluate": "working",
-        "reflect": "checking the ABC",
-        "explain": "writing files",
-    }
-
-    def __call__(self, node: str, update: dict[str, Any]) -> None:
-        secs = (update.get("timings") or [0.0])[-1]
-        detail = NODE_DETAILS.get(node, lambda u: "")(update)
-        if node == "compose":
-            self.compose_attempts += 1
-            detail = "" if self.compose_attempts == 1 else f"[yellow]retry {self.compose_attempts - 1}[/yellow]"
-        elif node == "reflect":
-            if "refine_round" in update:
-                self.refine_round = int(update["refine_round"])
-                detail = f"round {self.refine_round}"
-            else:
-                detail = f"round {self.refine_round}, [yellow]retry after parse errors[/yellow]"
-        self.console.print(f"  [green]✓[/green] {node:<12} {secs:7.2f}s  {detail}")
-        self.status.update(self.NEXT.get(node, "working") + "...")
 
 
 @main.command()
@@ -190,7 +127,8 @@ def compose(image: Path, output: Path | None, prompt_files: tuple[str, ...], as_
 
     Example: i2m compose photo.jpg -o out/  (writes run.json, music.abc, music.mid, attention.png ...)
     """
-    from graph.runner import compose_image
+    from image2music.display import NodeProgress
+    from image2music.runner import compose_image
 
     settings = settings_from(**flags)
     overrides = parse_prompt_overrides(prompt_files)
@@ -250,8 +188,8 @@ def abc_check(file: str, as_json: bool) -> None:
 
     Example: i2m abc check answer.txt --json
     """
-    from graph.config import load_settings
-    from tools.music.check import check_abc
+    from image2music.graph.config import load_settings
+    from image2music.tools.music.check import check_abc
 
     result = check_abc(_read_input(file), load_settings().abc_limits)
     if as_json:
@@ -280,9 +218,9 @@ def abc_render(file: Path, fmt: str, output: Path | None) -> None:
     """
     import tempfile
 
-    from graph.config import load_settings
-    from tools.music.check import check_abc
-    from tools.music.convert import ConversionError, write_midi, write_musicxml, write_svg, write_wav
+    from image2music.graph.config import load_settings
+    from image2music.tools.music.check import check_abc
+    from image2music.tools.music.convert import ConversionError, write_midi, write_musicxml, write_svg, write_wav
 
     result = check_abc(_read_input(str(file)), load_settings().abc_limits)
     if not result.ok or result.tune is None:
@@ -316,9 +254,9 @@ def metrics_cmd(file: Path, as_json: bool) -> None:
 
     Example: i2m metrics music.abc --json
     """
-    from graph.config import load_settings
-    from tools.music.check import check_abc
-    from tools.music.metrics import METRIC_MEANINGS, muspy_metrics, tune_metrics
+    from image2music.graph.config import load_settings
+    from image2music.tools.music.check import check_abc
+    from image2music.tools.music.metrics import METRIC_MEANINGS, muspy_metrics, tune_metrics
 
     if not file.is_file():
         raise click.BadParameter(f"file not found: {file}", param_hint="FILE")
@@ -360,7 +298,7 @@ def kb_build_starter(embed_model: str | None, limit: int | None) -> None:
 
     Example: i2m kb build-starter --limit 2000
     """
-    from tools.kb import build_starter
+    from image2music.tools.kb import build_starter
 
     settings = settings_from(embed_model=embed_model)
     err.print(f"building the starter knowledge base with {settings.embed_model} in {settings.kb_dir}")
@@ -396,7 +334,7 @@ def kb_ingest_midicaps(
 
     Example: i2m kb ingest-midicaps ~/data/midicaps --jobs 2 --limit 10000
     """
-    from tools.kb import ingest_midicaps
+    from image2music.tools.kb import ingest_midicaps
 
     settings = settings_from(embed_model=embed_model)
     try:
@@ -424,7 +362,7 @@ def kb_stats(embed_model: str | None, as_json: bool) -> None:
 
     Example: i2m kb stats --json
     """
-    from tools.store import KnowledgeBase
+    from image2music.tools.store import KnowledgeBase
 
     settings = settings_from(embed_model=embed_model)
     info = KnowledgeBase(settings.kb_dir, settings.embed_model, url=settings.chroma_url).info()
@@ -447,10 +385,10 @@ def kb_query(text: str | None, image: Path | None, k: int, embed_model: str | No
 
     Example: i2m kb query --text "a slow melancholic air in D minor" -k 5
     """
-    from tools.embedder import get_embedder
-    from tools.images import load_image
-    from tools.retrieval import retrieve
-    from tools.store import KnowledgeBase
+    from image2music.tools.embedder import get_embedder
+    from image2music.tools.images import load_image
+    from image2music.tools.retrieval import retrieve
+    from image2music.tools.store import KnowledgeBase
 
     if not text and image is None:
         raise click.UsageError("give --text, --image or both")
@@ -490,7 +428,7 @@ def runs_list(limit: int, as_json: bool) -> None:
     """
     import time as _time
 
-    from graph.runner import connect_db, list_runs
+    from image2music.rundb import connect_db, list_runs
 
     conn = connect_db(settings_from())
     try:
@@ -530,7 +468,8 @@ def runs_list(limit: int, as_json: bool) -> None:
 
 
 def _load_run(run_id: str) -> tuple[Any, dict[str, Any]]:
-    from graph.runner import connect_db, get_run, load_record
+    from image2music.outputs import load_record
+    from image2music.rundb import connect_db, get_run
 
     conn = connect_db(settings_from())
     try:
@@ -561,7 +500,7 @@ def runs_show(run_id: str, as_json: bool) -> None:
     if as_json:
         out.print_json(json.dumps(rec, ensure_ascii=False))
         return
-    from graph.display import show_record
+    from image2music.display import show_record
 
     show_record(out, rec, info.run_dir)
 
@@ -575,7 +514,8 @@ def runs_resume(run_id: str, as_json: bool) -> None:
 
     Example: i2m runs resume 20261126-130241-fbeb89
     """
-    from graph.runner import resume_run
+    from image2music.display import NodeProgress
+    from image2music.runner import resume_run
 
     with NodeProgress(err) as progress:
         result = resume_run(
@@ -605,7 +545,8 @@ def runs_replay(
 
     Example: i2m runs replay 20261126-130241 --from compose --prompt compose=my_compose.md
     """
-    from graph.runner import replay_run
+    from image2music.display import NodeProgress
+    from image2music.runner import replay_run
 
     overrides = {k: v for k, v in flags.items() if v is not None}
     if overrides.get("replay_file") is not None and overrides.get("vlm_backend") is None:
@@ -637,7 +578,7 @@ def runs_diff(run_a: str, run_b: str) -> None:
 
     from rich.table import Table
 
-    from tools.music.metrics import METRIC_MEANINGS
+    from image2music.tools.music.metrics import METRIC_MEANINGS
 
     (ia, ra), (ib, rb) = _load_run(run_a), _load_run(run_b)
     out.print(f"[bold]{ra['run_id']}[/bold] ({ra['status']})  vs  [bold]{rb['run_id']}[/bold] ({rb['status']})")
@@ -681,8 +622,8 @@ def graph_cmd(fmt: str, output: Path | None, run_id: str | None) -> None:
 
     Examples: i2m graph --format ascii;  i2m graph --format png -o graph.png;  i2m graph --run RUN_ID
     """
-    from graph import viz
-    from tools.files import atomic_write_bytes, atomic_write_text
+    from image2music import viz
+    from image2music.tools.files import atomic_write_bytes, atomic_write_text
 
     record = _load_run(run_id)[1] if run_id else None
     try:
@@ -717,7 +658,7 @@ def prompts_list() -> None:
 
     Example: i2m prompts list
     """
-    import prompts as p
+    from image2music import prompts as p
 
     for name, spec in p.SPECS.items():
         req = ", ".join("$" + v for v in sorted(spec.required)) or "-"
@@ -733,7 +674,7 @@ def prompts_show(name: str) -> None:
 
     Example: i2m prompts show compose
     """
-    import prompts as p
+    from image2music import prompts as p
 
     click.echo(p.load(name).text, nl=False)
 
@@ -746,7 +687,7 @@ def prompts_path(name: str) -> None:
 
     Example: cp $(i2m prompts path compose) my_compose.md
     """
-    import prompts as p
+    from image2music import prompts as p
 
     click.echo(str(p.builtin_path(name)))
 
@@ -768,11 +709,11 @@ def batch(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from graph.batch import collect_images, run_batch
+    from image2music.batch import collect_images, run_batch
 
     settings = settings_from(**flags)
     overrides = parse_prompt_overrides(prompt_files)
-    import prompts as p
+    from image2music import prompts as p
 
     p.load_all(overrides)  # a bad prompt file stops the batch before any image
     images = collect_images(inputs)
@@ -825,8 +766,8 @@ def eval_cmd(
 
     Example: i2m eval photos/*.jpg -o eval/ --judge self
     """
-    from graph.batch import collect_images
-    from graph.evaluation import run_eval
+    from image2music.batch import collect_images
+    from image2music.evaluation import run_eval
 
     settings = settings_from(**flags)
     imgs = collect_images(images)
@@ -855,7 +796,7 @@ def chat(**flags: Any) -> None:
 
     Example: i2m chat --vlm-model Qwen/Qwen3-VL-4B-Instruct
     """
-    from graph.chat import ChatSession, enable_path_completion
+    from image2music.chat import ChatSession, enable_path_completion
 
     settings = settings_from(**flags)
     enable_path_completion()

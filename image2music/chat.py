@@ -19,20 +19,10 @@ from typing import Any
 from rich.console import Console
 from rich.panel import Panel
 
-from graph.config import Settings
-from graph.runner import (
-    InputError,
-    RunError,
-    RunResult,
-    build_context,
-    connect_db,
-    execute_graph,
-    new_run_id,
-    register_run,
-)
-from tools.images import ImageError
-from tools.store import StoreError
-from tools.vlm import VLMError
+from image2music.graph.config import Settings
+from image2music.outputs import RunResult
+from image2music.runner import compose_image, continue_run
+from image2music.tools.errors import I2MError, InputError
 
 PLAYERS = (["aplay", "-q"], ["paplay"], ["afplay"], ["ffplay", "-nodisp", "-autoexit", "-loglevel", "quiet"])
 
@@ -78,6 +68,7 @@ class ChatSession:
         self.result: RunResult | None = None
         self.ctx: Any = None
         self.image: Path | None = None
+        self._pending = Path()
 
     # -- input ------------------------------------------------------------------------------------------
     def prompt(self, text: str) -> str | None:
@@ -114,53 +105,50 @@ class ChatSession:
     def _progress(self) -> Any:
         if self.progress_factory is not None:
             return self.progress_factory()
-        from graph.cli import NodeProgress
+        from image2music.display import NodeProgress
 
         return NodeProgress(self.console)
 
     def compose(self, image: Path, graph_input: Any = None) -> bool:
-        """Run (or continue) the graph for ``image``; True when there is a result to act on."""
-        run_id = self.result.run_id if graph_input is not None and self.result else new_run_id()
+        """Run the graph for ``image`` (or continue this session's run with ``graph_input``); True when there
+        is a result to act on."""
+        run_id = self.result.run_id if graph_input is not None and self.result else None
         try:
-            if graph_input is None:
-                run_dir = self.settings.runs_dir / run_id
-                self.ctx = build_context(
-                    self.settings, image, run_dir, notify=lambda m: self.console.print(f"[yellow]{m}[/yellow]")
-                )
-                run_dir.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(image, run_dir / f"input{image.suffix.lower() or '.img'}")
-                self.image = image
-            conn = connect_db(self.settings)
-            try:
+            with self._progress() as progress:
                 if graph_input is None:
-                    register_run(conn, run_id, self.ctx.run_dir, str(image), self.settings, {})
-                    self.console.print(f"run [bold]{run_id}[/bold]")
-                with self._progress() as progress:
-                    self.result = execute_graph(
-                        self.ctx,
-                        conn,
-                        run_id,
+                    self._pending = Path(image).expanduser().absolute()
+                    self.result = compose_image(
                         image,
-                        graph_input if graph_input is not None else {"image": str(image)},
-                        progress,
+                        self.settings,
+                        on_event=progress,
                         on_pause=self.on_pause,
+                        notify=lambda m: self.console.print(f"[yellow]{m}[/yellow]"),
+                        on_start=self._started,
                     )
-            finally:
-                conn.close()
-        except (InputError, ImageError) as e:
+                    self.image = image
+                else:
+                    self.result = continue_run(self.ctx, graph_input, on_event=progress, on_pause=self.on_pause)
+        except InputError as e:
             self.console.print(f"[red]cannot use that image:[/red] {e}")
             return False
-        except (RunError, VLMError, StoreError) as e:
+        except I2MError as e:
             self.console.print(f"[red]error:[/red] {e}")
             return False
         except KeyboardInterrupt:
-            self.console.print(f"\n[yellow]run cancelled[/yellow]; continue it later with `i2m runs resume {run_id}`")
+            rid = run_id or (self.ctx.run_id if self.ctx is not None else "")
+            self.console.print(f"\n[yellow]run cancelled[/yellow]; continue it later with `i2m runs resume {rid}`")
             return False
         self.show(self.result)
         return True
 
+    def _started(self, run_id: str, run_dir: Path) -> None:
+        from image2music.graph.context import RunContext
+
+        self.console.print(f"run [bold]{run_id}[/bold]")
+        self.ctx = RunContext(settings=self.settings, run_id=run_id, image_path=self._pending, run_dir=run_dir)
+
     def show(self, result: RunResult) -> None:
-        from graph.display import show_record
+        from image2music.display import show_record
 
         show_record(self.console, result.record, result.run_dir)
 

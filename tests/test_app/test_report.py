@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 from conftest import GOOD_ABC, fenced, write_replay
+from image2music.graph.config import load_settings
 
-from graph.config import load_settings
-from graph.runner import compose_image
+from image2music.runner import compose_image
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 

@@ -1,0 +1,163 @@
+"""Cached factories for what a run uses but the context does not hold: the model, the image, the prompts,
+the retriever and the fallback attention map. Each is built once per process for the same inputs and shared
+by the runs of that process (batch jobs, chat, evaluation, Studio)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from image2music.graph.config import Settings
+from image2music.graph.context import RunContext
+from image2music.graph.state import Reference
+from image2music.tools.images import load_image
+from image2music.tools.store import StoreError
+from image2music.tools.vlm import VLM, VLMResult, make_vlm
+from PIL import Image
+
+from image2music import prompts as prompt_lib
+
+Notify = Callable[[str], None]
+Retriever = Callable[[Image.Image, str], list[Reference]]
+FallbackMap = Callable[[Image.Image, str], "np.ndarray | None"]
+
+_LOCK = threading.RLock()
+_IMAGES: dict[tuple[str, int, int], Image.Image] = {}
+_RETRIEVERS: dict[tuple[Any, ...], Retriever] = {}
+_MAX_IMAGES = 16
+
+
+def notify_stderr(message: str) -> None:
+    """The default way a factory tells the user what it is doing (e.g. building the starter base)."""
+    print(message, file=sys.stderr)
+
+
+def get_vlm(settings: Settings, backend: str | None = None, model: str | None = None) -> VLM:
+    """The VLM the settings describe (or another ``model`` / ``backend`` with the same device options);
+    local models are loaded once per process."""
+    return make_vlm(
+        backend or settings.vlm_backend,
+        model or settings.vlm_model,
+        replay_file=settings.replay_file,
+        device=settings.vlm_device,
+        dtype=settings.vlm_dtype,
+        trust_remote_code=settings.trust_remote_code,
+        max_pixels=settings.image_max_pixels,
+        base_url=settings.vlm_base_url,
+        api_key=settings.vlm_api_key,
+        timeout_s=settings.vlm_timeout_s,
+        replay_delay_s=settings.replay_delay_s,
+    )
+
+
+def get_image(path: Path) -> Image.Image:
+    """The input image, loaded and normalised once per file version (path, size, modification time)."""
+    p = Path(path)
+    try:
+        st = p.stat()
+        key = (str(p.absolute()), st.st_mtime_ns, st.st_size)
+    except OSError:
+        return load_image(p)  # raises the clear ImageError (missing, unreadable)
+    with _LOCK:
+        if key not in _IMAGES:
+            if len(_IMAGES) >= _MAX_IMAGES:
+                _IMAGES.pop(next(iter(_IMAGES)))
+            _IMAGES[key] = load_image(p)
+        return _IMAGES[key]
+
+
+def get_prompts(overrides: dict[str, Path] | None = None) -> dict[str, prompt_lib.Prompt]:
+    """Every prompt template, with per-node file overrides, checked (PromptError names the problem)."""
+    return prompt_lib.load_all(overrides)
+
+
+def get_retriever(settings: Settings, notify: Notify = notify_stderr) -> Retriever | None:
+    """A callable (image, description) -> references, or None to compose without examples."""
+    if settings.top_k <= 0:
+        return None
+    key = (str(settings.kb_dir), settings.embed_model, settings.chroma_url, settings.vlm_device)
+    with _LOCK:
+        found = _RETRIEVERS.get(key)
+    if found is not None:
+        return _bounded(found, settings)
+    from image2music.tools.store import KnowledgeBase
+
+    kb = KnowledgeBase(settings.kb_dir, settings.embed_model, url=settings.chroma_url)
+    if not kb.exists():
+        if kb.other_models():
+            # a base for another embedder: querying it with this one would be garbage
+            raise StoreError(
+                f"the knowledge base was built with {', '.join(kb.other_models())}, not with "
+                f"'{settings.embed_model}': set I2M_EMBED_MODEL to that model or run `i2m kb build-starter`"
+            )
+        if not settings.kb_auto_build:
+            notify("no knowledge base: composing without examples; build one with `i2m kb build-starter`")
+            return None
+        from image2music.tools.kb import build_starter
+
+        notify("no knowledge base yet: building the starter base (once)")
+        build_starter(settings, kb, progress=True)
+    from image2music.tools.embedder import get_embedder
+    from image2music.tools.retrieval import retrieve
+
+    embedder = get_embedder(settings.embed_model, settings.vlm_device)
+
+    def _query(image: Image.Image, description: str, k: int, threshold: float | None) -> list[Any]:
+        return retrieve(kb, embedder, image, description, k, threshold)
+
+    with _LOCK:
+        _RETRIEVERS[key] = _query  # type: ignore[assignment]
+    return _bounded(_query, settings)  # type: ignore[arg-type]
+
+
+def _bounded(query: Any, settings: Settings) -> Retriever:
+    def _retrieve(image: Image.Image, description: str) -> list[Reference]:
+        return list(query(image, description, settings.top_k, settings.score_threshold))
+
+    return _retrieve
+
+
+def get_fallback_map(settings: Settings, notify: Notify = notify_stderr) -> FallbackMap | None:
+    """For served models (no attentions): a CLIP occlusion map of the image against a text, or None."""
+    if not settings.attention_maps or settings.vlm_backend != "openai":
+        return None
+
+    def _map(image: Image.Image, text: str) -> np.ndarray | None:
+        from image2music.tools.attention import clip_occlusion_map
+        from image2music.tools.embedder import EmbedderError, get_embedder
+
+        try:
+            embedder = get_embedder(settings.embed_model, settings.vlm_device)
+        except EmbedderError as e:
+            notify(f"no explanation map: {e}")
+            return None
+        return clip_occlusion_map(embedder, image, text)
+
+    return _map
+
+
+_CALLS_LOCK = threading.Lock()
+
+
+def ask(ctx: RunContext, node: str, prompt: str, call_index: int, capture_attention: bool = False) -> VLMResult:
+    """One VLM call for ``node`` of the run, recorded in the run's ``vlm_calls.jsonl`` (replayable)."""
+    result = get_vlm(ctx.settings).generate(
+        node=node,
+        prompt=prompt,
+        image=get_image(ctx.image_path),
+        call_index=call_index,
+        settings=ctx.generation(node),
+        capture_attention=capture_attention,
+    )
+    record = {"node": node, "text": result.text, "call": call_index, "prompt": prompt}
+    with _CALLS_LOCK:
+        ctx.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(ctx.run_dir / "vlm_calls.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+            fh.flush()
+    return result

@@ -1,0 +1,145 @@
+"""The outputs of a run: run.json (the run record), the final music files, attention overlays, the report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from image2music.graph import services
+from image2music.graph.context import RunContext
+from image2music.graph.versions import best_version
+from image2music.tools.attention import save_overlay
+from image2music.tools.files import atomic_write_json, atomic_write_text, safe_name
+from image2music.tools.music.abcparse import read_tune
+from image2music.tools.music.convert import ConversionError, write_midi, write_musicxml, write_svg, write_wav
+
+
+@dataclass
+class RunResult:
+    """What a run produced; ``record`` is the content of run.json."""
+
+    run_id: str
+    run_dir: Path
+    record: dict[str, Any]
+    files: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.record.get("status") == "ok"
+
+
+def write_outputs(
+    ctx: RunContext,
+    state: dict[str, Any],
+    error: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> RunResult:
+    """Write run.json, the final music files and the attention maps from a (final or interrupted) state."""
+    run_dir = ctx.run_dir
+    files: dict[str, str] = {}
+    notes: list[str] = []
+    versions = state.get("versions", [])
+    best = best_version(versions)
+    final = None
+    if best is not None and best["ok"]:
+        final = {
+            "version": best["index"] + 1,
+            "abc": best["abc"],
+            "metrics": best["metrics"],
+            "title": best.get("title"),
+        }
+        atomic_write_text(run_dir / "music.abc", best["abc"])
+        files["abc"] = "music.abc"
+        tune = read_tune(best["abc"], ctx.settings.abc_limits)
+        write_midi(tune, run_dir / "music.mid")
+        files["midi"] = "music.mid"
+        for key, fn, fname in (
+            ("musicxml", lambda: write_musicxml(best["abc"], run_dir / "music.musicxml"), "music.musicxml"),
+            ("wav", lambda: write_wav(run_dir / "music.mid", run_dir / "music.wav"), "music.wav"),
+            ("svg", lambda: write_svg(best["abc"], run_dir / "music.svg"), "music.svg"),
+        ):
+            try:
+                fn()
+                files[key] = fname
+            except ConversionError as e:
+                notes.append(f"{key}: {e}")
+    attention_files: dict[str, str] = {}
+    image = services.get_image(ctx.image_path) if state.get("attention") or final else None
+    for name, att in (state.get("attention") or {}).items():
+        grid = np.asarray(att["grid"], dtype=np.float32)
+        fname = "attention.png" if name == "describe" else f"attention-{safe_name(name, default='map')}.png"
+        save_overlay(image, grid, run_dir / fname)
+        attention_files[name] = fname
+    if best is not None and best["ok"]:
+        for section, att in (best.get("attention_maps") or {}).items():
+            fname = f"attention-section-{safe_name(section, default='part')}.png"
+            save_overlay(image, np.asarray(att["grid"], dtype=np.float32), run_dir / fname)
+            attention_files[f"section: {section}"] = fname
+    if "describe" in attention_files:
+        files["attention"] = "attention.png"
+    status = state.get("status")
+    reason = state.get("reason")
+    if error is not None:
+        status, reason = "failed", error
+    elif status is None:
+        status, reason = "failed", "the run stopped before it finished"
+    if status == "ok":
+        reason = None
+    # copies of the prompts this run used, so a run can be read and re-run later
+    prompt_paths = {}
+    for name, p in services.get_prompts(ctx.prompt_paths).items():
+        atomic_write_text(run_dir / "prompts" / f"{name}.md", p.text)
+        prompt_paths[name] = str(p.path)
+    record = {
+        "run_id": ctx.run_id,
+        "status": status,
+        "reason": reason,
+        "image": str(ctx.image_path),
+        "description": state.get("description"),
+        "references": [
+            {"id": r["id"], "caption": r["caption"], "score": r["score"], "via": r["via"]}
+            for r in state.get("references", [])
+        ],
+        "versions": [
+            {k: v.get(k) for k in ("node", "abc", "ok", "errors", "warnings", "metrics", "commentary", "title")}
+            for v in versions
+        ],
+        "final": final,
+        "motivation": state.get("motivation"),
+        "path": state.get("path", []),
+        "timings": state.get("timings", []),
+        "prompts": prompt_paths,
+        "attention": {
+            "method": next((a.get("method") for a in (state.get("attention") or {}).values()), None),
+            "files": attention_files,
+            "shapes": {name: list(att.get("shape") or []) for name, att in (state.get("attention") or {}).items()},
+        },
+        "files": files,
+        "notes": notes,
+        "settings": {
+            "vlm_backend": ctx.settings.vlm_backend,
+            "vlm_model": ctx.settings.vlm_model,
+            "embed_model": ctx.settings.embed_model,
+            "max_parse_retries": ctx.settings.max_parse_retries,
+            "refine_rounds": ctx.settings.refine_rounds,
+            "top_k": ctx.settings.top_k,
+        },
+        "vlm_calls": dict(state.get("calls", {})),
+        **(extra or {}),
+    }
+    files["report"] = "report.html"
+    atomic_write_json(run_dir / "run.json", record)
+    from image2music.report import write_report
+
+    write_report(record, run_dir)
+    return RunResult(run_id=ctx.run_id, run_dir=run_dir, record=record, files=files)
+
+
+def load_record(run_dir: Path) -> dict[str, Any]:
+    """The run.json of a run dir."""
+    import json
+
+    return dict(json.loads((Path(run_dir) / "run.json").read_text(encoding="utf-8")))

@@ -1,0 +1,339 @@
+"""Run the graph for one image: prepare the run, stream the graph with checkpoints, write the outputs.
+
+One guard surrounds every run: whatever a node, a tool, a writer or the database raises, the run ends with
+its run.json (status ``failed`` and the reason), vlm_calls.jsonl, the report and its status in the database.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from image2music.graph import services
+from image2music.graph.builder import build_graph
+from image2music.graph.config import Settings
+from image2music.graph.context import RunContext
+from image2music.graph.state import NODE_IDS
+from image2music.outputs import RunResult, write_outputs
+from image2music.rundb import (
+    SECRET_SETTINGS,
+    RunInfo,
+    checkpointer,
+    connect_db,
+    get_run,
+    register_run,
+    set_status,
+)
+from image2music.tools.errors import I2MError, InputError
+from image2music.tools.files import atomic_write_json, atomic_write_text
+
+Event = Callable[[str, dict[str, Any]], None]
+Pause = Callable[[dict[str, Any]], "str | None"]
+
+__all__ = [
+    "RunResult",
+    "compose_image",
+    "continue_run",
+    "execute_graph",
+    "new_run_id",
+    "prepare_run",
+    "replay_run",
+    "resume_run",
+]
+
+
+def new_run_id() -> str:
+    """A sortable, unique run id: ``20261126-204500-a1b2c3``."""
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+
+
+def _config(run_id: str, settings: Settings) -> dict[str, Any]:
+    return {"configurable": {"thread_id": run_id}, "recursion_limit": settings.recursion_limit}
+
+
+def prepare_run(
+    settings: Settings,
+    image_path: Path,
+    run_dir: Path,
+    run_id: str,
+    prompt_overrides: dict[str, Path] | None = None,
+    notify: services.Notify = services.notify_stderr,
+    copy_input: bool = True,
+) -> RunContext:
+    """Check everything a run needs before it starts (image, prompts, model, knowledge base) and make its
+    run dir with a re-encoded copy of the input image. Raises InputError (exit 2) or RunError (exit 1)."""
+    image = services.get_image(image_path)
+    services.get_prompts(prompt_overrides)
+    services.get_vlm(settings)
+    services.get_retriever(settings, notify)
+    ctx = RunContext(
+        settings=settings,
+        run_id=run_id,
+        image_path=image_path,
+        run_dir=run_dir,
+        prompt_paths=dict(prompt_overrides or {}),
+    )
+    if copy_input:
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            # re-encoded, never copied: the report shows a PNG we wrote, whatever the file was
+            image.save(run_dir / "input.png", format="PNG")
+        except OSError as e:
+            raise InputError(f"cannot write the run dir {run_dir}: {e.strerror or e}") from e
+    return ctx
+
+
+def _failure(error: BaseException, ctx: RunContext) -> tuple[str, dict[str, Any]]:
+    """The reason and the notes entry of a run that an exception ended; the traceback goes to run.log."""
+    from langgraph.errors import GraphRecursionError
+
+    if isinstance(error, GraphRecursionError):
+        s = ctx.settings
+        return (
+            f"the run exceeded its step budget ({s.recursion_limit} steps, computed from "
+            f"I2M_MAX_PARSE_RETRIES={s.max_parse_retries} and I2M_REFINE_ROUNDS={s.refine_rounds})",
+            {"error": type(error).__name__},
+        )
+    if isinstance(error, I2MError):
+        return str(error), {"error": type(error).__name__}
+    try:
+        atomic_write_text(ctx.run_dir / "run.log", "".join(traceback.format_exception(error)))
+    except OSError:
+        pass
+    return (
+        f"internal error: {type(error).__name__}: {error} (the traceback is in run.log)",
+        {"error": type(error).__name__, "log": "run.log"},
+    )
+
+
+def execute_graph(
+    ctx: RunContext,
+    conn: sqlite3.Connection,
+    graph_input: Any,
+    on_event: Event | None,
+    extra: dict[str, Any] | None = None,
+    on_pause: Pause | None = None,
+) -> RunResult:
+    """Stream the graph (checkpointing after every node), then write the outputs from the saved state.
+
+    With ``on_pause`` the run stops before every reflect round and asks it for a person's words, which are
+    added to that round's prompt (human-in-the-loop refinement). Whatever goes wrong, the outputs are written
+    and the run is marked in the database; only KeyboardInterrupt propagates (the run can be resumed).
+    """
+    from langgraph.types import Command
+
+    graph = build_graph(checkpointer(conn), interrupt_before=("reflect",) if on_pause else ())
+    config = _config(ctx.run_id, ctx.settings)
+    error: str | None = None
+    notes: list[dict[str, Any]] = []
+    try:
+        while True:
+            for chunk in graph.stream(
+                graph_input, config=config, context=ctx, stream_mode="updates", durability="sync"
+            ):
+                for node, update in chunk.items():
+                    if on_event is not None and isinstance(update, dict):
+                        on_event(node, update)
+            snapshot = graph.get_state(config)
+            if on_pause is None or "reflect" not in (snapshot.next or ()):
+                break
+            words = on_pause(dict(snapshot.values))
+            graph_input = Command(update={"user_feedback": words} if words else {})
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:  # the one run guard: every failure ends with its record
+        error, note = _failure(e, ctx)
+        notes.append(note)
+    return finish_run(ctx, conn, dict(graph.get_state(config).values), error, {**(extra or {}), **_notes(notes)})
+
+
+def _notes(notes: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"errors": notes} if notes else {}
+
+
+def finish_run(
+    ctx: RunContext, conn: sqlite3.Connection, state: dict[str, Any], error: str | None, extra: dict[str, Any]
+) -> RunResult:
+    """Write the outputs and the database status; if writing the outputs fails, a minimal run.json still is."""
+    try:
+        result = write_outputs(ctx, state, error, extra=extra)
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:  # the outputs themselves failed: the record must still be written
+        reason, note = _failure(e, ctx)
+        record = {
+            "run_id": ctx.run_id,
+            "status": "failed",
+            "reason": error or f"writing the outputs failed: {reason}",
+            "image": str(ctx.image_path),
+            "path": state.get("path", []),
+            "vlm_calls": dict(state.get("calls", {})),
+            **extra,
+            "errors": [*extra.get("errors", []), note],
+        }
+        atomic_write_json(ctx.run_dir / "run.json", record)
+        result = RunResult(run_id=ctx.run_id, run_dir=ctx.run_dir, record=record)
+    set_status(conn, ctx.run_id, result.record["status"])
+    return result
+
+
+def compose_image(
+    image: str | Path,
+    settings: Settings,
+    *,
+    run_dir: Path | None = None,
+    prompt_overrides: dict[str, Path] | None = None,
+    on_event: Event | None = None,
+    notify: services.Notify = services.notify_stderr,
+    run_id: str | None = None,
+    user_feedback: str | None = None,
+    on_start: Callable[[str, Path], None] | None = None,
+    on_pause: Pause | None = None,
+) -> RunResult:
+    """Turn one image into music. Raises InputError (refused input) or RunError (cannot start)."""
+    image_path = Path(image).expanduser().absolute()
+    run_id = run_id or new_run_id()
+    run_dir = Path(run_dir).absolute() if run_dir is not None else settings.runs_dir / run_id
+    ctx = prepare_run(settings, image_path, run_dir, run_id, prompt_overrides, notify)
+    conn = connect_db(settings)
+    try:
+        register_run(
+            conn, run_id, run_dir, str(image_path), settings, {k: str(v) for k, v in (prompt_overrides or {}).items()}
+        )
+        if on_start is not None:
+            on_start(run_id, run_dir)
+        graph_input: dict[str, Any] = {"image": str(image_path)}
+        if user_feedback:
+            graph_input["user_feedback"] = user_feedback
+        return execute_graph(ctx, conn, graph_input, on_event, on_pause=on_pause)
+    finally:
+        conn.close()
+
+
+def continue_run(
+    ctx: RunContext, graph_input: Any, *, on_event: Event | None = None, on_pause: Pause | None = None
+) -> RunResult:
+    """Go on with a run of this process from its checkpoint with ``graph_input`` (e.g. a ``Command`` that
+    sends a person's words to reflect)."""
+    conn = connect_db(ctx.settings)
+    try:
+        return execute_graph(ctx, conn, graph_input, on_event, on_pause=on_pause)
+    finally:
+        conn.close()
+
+
+def _stored_settings(info: RunInfo, settings: Settings, overrides: dict[str, Any]) -> Settings:
+    """The settings a run was started with, secrets taken from the current environment, then overrides."""
+    data = {**info.settings, **{k: getattr(settings, k) for k in SECRET_SETTINGS}}
+    data.pop("recursion_limit", None)  # stored by earlier versions; now computed
+    return Settings.model_validate(data).with_overrides(**overrides)
+
+
+def resume_run(
+    run_id: str,
+    settings: Settings,
+    *,
+    on_event: Event | None = None,
+    notify: services.Notify = services.notify_stderr,
+    **overrides: Any,
+) -> RunResult:
+    """Continue an interrupted run from its last checkpoint; finished nodes are not run again."""
+    conn = connect_db(settings)
+    try:
+        info = get_run(conn, run_id)
+        run_settings = _stored_settings(info, settings, overrides)
+        prompts = {k: Path(v) for k, v in info.prompts.items()}
+        ctx = prepare_run(run_settings, Path(info.image), info.run_dir, info.run_id, prompts, notify, copy_input=False)
+        snapshot = build_graph(checkpointer(conn)).get_state(_config(info.run_id, run_settings))
+        if not snapshot.values:
+            raise InputError(f"run {info.run_id} has no checkpoint to resume from; start it again")
+        if not snapshot.next:
+            notify(f"run {info.run_id} had already finished; its outputs are written again")
+        return execute_graph(ctx, conn, None, on_event)
+    finally:
+        conn.close()
+
+
+def predecessor(path: list[str], from_node: str) -> str | None:
+    """The node that ran just before ``from_node`` first ran, checked against the compiled graph's edges."""
+    if not path:
+        return None
+    prev = path[-1]
+    edges = {(e.source, e.target) for e in build_graph().get_graph().edges}
+    if (prev, from_node) not in edges:
+        raise InputError(f"the recorded run went {prev} -> {from_node}, which this graph cannot replay")
+    return prev
+
+
+def replay_run(
+    run_id: str,
+    from_node: str,
+    settings: Settings,
+    *,
+    prompt_overrides: dict[str, Path] | None = None,
+    on_event: Event | None = None,
+    notify: services.Notify = services.notify_stderr,
+    run_dir: Path | None = None,
+    state_overrides: dict[str, Any] | None = None,
+    **overrides: Any,
+) -> RunResult:
+    """A new run that starts from the checkpoint of ``run_id`` just before ``from_node`` first ran.
+
+    The nodes before ``from_node`` are not run again: their results (and VLM answers) come from the record.
+    """
+    if from_node not in NODE_IDS:
+        raise InputError(f"unknown node '{from_node}': use one of {', '.join(NODE_IDS)}")
+    conn = connect_db(settings)
+    try:
+        info = get_run(conn, run_id)
+        run_settings = _stored_settings(info, settings, overrides)
+        graph = build_graph(checkpointer(conn))
+        history = list(graph.get_state_history(_config(info.run_id, run_settings)))
+        before = next((h for h in reversed(history) if from_node in (h.next or ())), None)
+        if before is None:
+            raise InputError(f"run {info.run_id} never reached '{from_node}'; nothing to replay from")
+        prompts = {**{k: Path(v) for k, v in info.prompts.items()}, **(prompt_overrides or {})}
+        new_id = new_run_id()
+        new_dir = Path(run_dir).absolute() if run_dir is not None else run_settings.runs_dir / new_id
+        ctx = prepare_run(run_settings, Path(info.image), new_dir, new_id, prompts, notify)
+        register_run(
+            conn, new_id, new_dir, info.image, run_settings, {k: str(v) for k, v in prompts.items()}, parent=info.run_id
+        )
+        extra = {"replayed_from": {"run_id": info.run_id, "node": from_node}}
+        values = {**before.values, **(state_overrides or {})}
+        previous = predecessor(list(before.values.get("path", [])), from_node)
+        if previous is None:
+            return execute_graph(ctx, conn, {"image": info.image}, on_event, extra=extra)
+        # the new thread starts with the recorded state; as_node makes the graph continue at from_node
+        graph.update_state(_config(new_id, run_settings), values, as_node=previous)
+        recorded = _recorded_calls(info.run_dir, values.get("calls", {}))
+        if recorded:
+            atomic_write_text(new_dir / "vlm_calls.jsonl", recorded)
+        return execute_graph(ctx, conn, None, on_event, extra=extra)
+    finally:
+        conn.close()
+
+
+def _recorded_calls(run_dir: Path, counts: dict[str, int]) -> str:
+    """The first ``counts[node]`` recorded calls of each node, so the new run's record is complete."""
+    import json
+
+    path = Path(run_dir) / "vlm_calls.jsonl"
+    if not path.exists():
+        return ""
+    seen: dict[str, int] = {}
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            node = json.loads(line)["node"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
+        if seen.get(node, 0) < counts.get(node, 0):
+            seen[node] = seen.get(node, 0) + 1
+            out.append(line + "\n")
+    return "".join(out)

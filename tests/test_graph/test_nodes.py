@@ -1,0 +1,36 @@
+"""Nodes return partial updates and never mutate the state they were given."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+from conftest import ABC_DIR
+from image2music.graph import nodes
+from image2music.graph.config import load_settings
+from image2music.graph.context import RunContext
+from langgraph.runtime import Runtime
+
+
+def _runtime(tmp_path: Path, **settings: Any) -> Runtime[RunContext]:
+    s = load_settings(vlm_backend="replay", **settings)
+    return Runtime(context=RunContext(settings=s, run_id="r", image_path=tmp_path / "i.png", run_dir=tmp_path))
+
+
+def test_parse_check_adds_a_version_and_writes_its_files(tmp_path: Path) -> None:
+    abc = (ABC_DIR / "pickup_ok.abc").read_text()
+    state: dict[str, Any] = {"draft": {"node": "compose", "text": f"```abc\n{abc}\n```"}, "versions": []}
+    before = copy.deepcopy(state)
+    update = nodes.parse_check(state, _runtime(tmp_path))  # type: ignore[arg-type]
+    assert state == before
+    (v,) = update["versions"]
+    assert v["ok"] and v["index"] == 0 and update["parse_failures"] == 0 and update["path"] == ["parse_check"]
+    assert (tmp_path / "versions" / "v1.abc").exists() and (tmp_path / "versions" / "v1.mid").exists()
+
+
+def test_parse_check_ends_the_run_when_the_retry_budget_is_spent(tmp_path: Path) -> None:
+    state: dict[str, Any] = {"draft": {"node": "compose", "text": "no music here"}, "versions": [], "parse_failures": 1}
+    update = nodes.parse_check(state, _runtime(tmp_path, max_parse_retries=1))  # type: ignore[arg-type]
+    assert update["parse_failures"] == 2 and update["status"] == "failed"
+    assert "I2M_MAX_PARSE_RETRIES=1" in update["reason"]
