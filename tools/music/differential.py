@@ -1,0 +1,258 @@
+"""Differential testing against abc2midi (Debian ``abcmidi``) as the oracle for ABC -> MIDI note events.
+
+Both renderings of a tune are reduced to a multiset of note events ``(onset, pitch)``, the onset in quarter
+notes quantised to 1/12 beat. abc2midi runs as ``abc2midi FILE -o OUT -NGUI -NGRA -NFER`` on the tune with
+``R:`` lines removed: no guitar-chord accompaniment, no grace notes, no fermata lengthening, no hornpipe swing;
+trills and rolls are removed (abc2midi plays them as extra notes) and ``%%propagate-accidentals octave`` makes
+it follow the ABC 2.1 rule that an accidental holds for its own octave only.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import mido
+
+TOLERANCE = 1 / 24
+"""Two onsets of the same pitch match when they are at most 1/24 quarter note apart: finer than any written
+rhythm in the corpora (triplet eighths are 1/3 apart, ``L:1/32`` notes 1/8), coarser than abc2midi's slight
+staggering of chord notes and a tick of rounding."""
+
+
+@dataclass(frozen=True)
+class Notes:
+    """Note-on events of one rendering: pitch -> sorted onsets in quarter notes."""
+
+    onsets: dict[int, list[float]]
+
+    @property
+    def count(self) -> int:
+        return sum(len(v) for v in self.onsets.values())
+
+    def matched(self, other: Notes) -> int:
+        """Events of ``self`` paired one-to-one with events of ``other`` (same pitch, onsets within tolerance)."""
+        total = 0
+        for pitch, mine in self.onsets.items():
+            theirs = other.onsets.get(pitch, [])
+            i = j = 0
+            while i < len(mine) and j < len(theirs):
+                d = mine[i] - theirs[j]
+                if abs(d) <= TOLERANCE + 1e-9:
+                    total += 1
+                    i += 1
+                    j += 1
+                elif d < 0:
+                    i += 1
+                else:
+                    j += 1
+        return total
+
+    def only_in(self, other: Notes) -> list[tuple[float, int]]:
+        """Events of ``self`` without a partner in ``other`` (for reading a difference)."""
+        out = []
+        for pitch, mine in self.onsets.items():
+            theirs = list(other.onsets.get(pitch, []))
+            for t in mine:
+                k = next((k for k, u in enumerate(theirs) if abs(u - t) <= TOLERANCE + 1e-9), None)
+                if k is None:
+                    out.append((t, pitch))
+                else:
+                    theirs.pop(k)
+        return sorted(out)
+
+
+def midi_notes(data: bytes) -> Notes:
+    """The note-on events of a MIDI file (drums excluded), onsets in quarter notes."""
+    mid = mido.MidiFile(file=io.BytesIO(data))
+    tpq = mid.ticks_per_beat
+    out: dict[int, list[float]] = {}
+    for track in mid.tracks:
+        t = 0
+        for msg in track:
+            t += msg.time
+            if msg.type == "note_on" and msg.velocity > 0 and msg.channel != 9:
+                out.setdefault(msg.note, []).append(t / tpq)
+    return Notes({p: sorted(v) for p, v in out.items()})
+
+
+_FIELD = re.compile(r"\s*[A-Za-z+]:")
+
+
+def _strip_ornaments(line: str) -> str:
+    """A music line without the ornaments abc2midi plays as extra notes (trills ``T``/``!trill!``, rolls
+    ``~``); quoted text, inline fields and other ``!decorations!`` are kept."""
+    out: list[str] = []
+    i, n = 0, len(line)
+    while i < n:
+        c = line[i]
+        if c == "%":
+            out.append(line[i:])
+            break
+        if c in "\"!+" or (c == "[" and i + 2 < n and line[i + 1].isalpha() and line[i + 2] == ":"):
+            close = {"\"": "\"", "!": "!", "+": "+", "[": "]"}[c]
+            j = line.find(close, i + 1)
+            j = n - 1 if j < 0 else j
+            token = line[i : j + 1]
+            if token not in ("!trill!", "+trill+"):
+                out.append(token)
+            i = j + 1
+            continue
+        if c not in "~T":
+            out.append(c)
+        i += 1
+    return "".join(out)
+
+
+def oracle_input(abc: str) -> str:
+    """The tune as abc2midi gets it: ``R:`` lines removed (abc2midi swings hornpipes) and the ornaments it
+    expands into extra notes (trills, rolls) removed from the music, since we play ornaments as written notes."""
+    out: list[str] = []
+    in_body = False
+    for n, ln in enumerate(abc.splitlines(keepends=True)):
+        if n == 1:
+            # ABC 2.1: an accidental applies to its own octave only (abc2midi's default is every octave)
+            out.append("%%propagate-accidentals octave\n")
+        if re.match(r"\s*R:", ln):
+            continue
+        if _FIELD.match(ln) or ln.lstrip().startswith("%"):
+            in_body = in_body or ln.lstrip().startswith("K:")
+            out.append(ln)
+            continue
+        out.append(_strip_ornaments(ln) if in_body else ln)
+    return "".join(out)
+
+
+def abc2midi_notes(abc: str, timeout_s: float = 20.0) -> Notes | None:
+    """abc2midi's note events for ``abc``, or None when it wrote no MIDI (it rejected the tune)."""
+    exe = shutil.which("abc2midi")
+    if exe is None:
+        raise FileNotFoundError("abc2midi is not installed (Debian package 'abcmidi')")
+    with tempfile.TemporaryDirectory(prefix="i2m-oracle-") as d:
+        src, dst = Path(d) / "t.abc", Path(d) / "t.mid"
+        src.write_text(oracle_input(abc), encoding="utf-8")
+        try:
+            subprocess.run(
+                [exe, str(src), "-o", str(dst), "-NGUI", "-NGRA", "-NFER"],
+                capture_output=True,
+                timeout=timeout_s,
+                cwd=d,
+            )
+        except subprocess.TimeoutExpired:
+            return None
+        if not dst.exists():
+            return None
+        try:
+            return midi_notes(dst.read_bytes())
+        except (OSError, ValueError, EOFError):
+            return None
+
+
+def overlap(a: Notes, b: Notes) -> float:
+    """Matched events over the larger count (1.0 = the same notes at the same times)."""
+    n = max(a.count, b.count)
+    return 1.0 if n == 0 else a.matched(b) / n
+
+
+@dataclass
+class Comparison:
+    """One tune, both ways."""
+
+    source: str
+    oracle_plays: bool
+    accepted: bool
+    identical: bool = False
+    overlap: float = 0.0
+    error: str | None = None
+    """An exception our side raised (never expected)."""
+    first_error: str | None = None
+
+
+def compare(source: str, abc: str) -> Comparison:
+    """Render ``abc`` with our reader and MIDI writer and with abc2midi; compare note events."""
+    from image2music.tools.music.check import check_abc
+    from image2music.tools.music.convert import midi_bytes
+
+    theirs = abc2midi_notes(abc)
+    plays = theirs is not None and theirs.count > 0
+    try:
+        result = check_abc(abc)
+        accepted = result.ok and result.tune is not None
+        if not accepted:
+            first = result.errors[0].render() if result.errors else "not accepted"
+            return Comparison(source, plays, False, first_error=first)
+        ours = midi_notes(midi_bytes(result.tune))  # type: ignore[arg-type]
+    except Exception as e:  # noqa: BLE001 - the differential run counts every exception; none is expected
+        return Comparison(source, plays, False, error=f"{type(e).__name__}: {e}")
+    if theirs is None:
+        return Comparison(source, plays, True)
+    ov = overlap(ours, theirs)
+    return Comparison(source, plays, True, identical=ov == 1.0, overlap=ov)
+
+
+@dataclass
+class Summary:
+    tunes: int
+    oracle_plays: int
+    accepted_of_played: int
+    both: int
+    identical: int
+    mean_overlap: float
+    exceptions: int
+
+    @property
+    def acceptance(self) -> float:
+        return self.accepted_of_played / self.oracle_plays if self.oracle_plays else 1.0
+
+    @property
+    def identical_rate(self) -> float:
+        return self.identical / self.both if self.both else 1.0
+
+    def render(self) -> str:
+        return (
+            f"{self.tunes} tunes; abc2midi plays {self.oracle_plays}; we accept {self.accepted_of_played} of those "
+            f"({self.acceptance:.1%}); note-identical on {self.identical}/{self.both} rendered both ways "
+            f"({self.identical_rate:.1%}), mean overlap {self.mean_overlap:.4f}; exceptions {self.exceptions}"
+        )
+
+
+def summarise(rows: Iterable[Comparison]) -> Summary:
+    rows = list(rows)
+    both = [r for r in rows if r.accepted and r.oracle_plays]
+    return Summary(
+        tunes=len(rows),
+        oracle_plays=sum(r.oracle_plays for r in rows),
+        accepted_of_played=sum(r.accepted for r in rows if r.oracle_plays),
+        both=len(both),
+        identical=sum(r.identical for r in both),
+        mean_overlap=sum(r.overlap for r in both) / len(both) if both else 1.0,
+        exceptions=sum(r.error is not None for r in rows),
+    )
+
+
+def debian_sample_tunes() -> list[tuple[str, str]]:
+    """The sample tunes the Debian ``abcmidi`` and ``abcm2ps`` packages ship, split per tune."""
+    from image2music.tools.music.corpus import split_tunes
+
+    out: list[tuple[str, str]] = []
+    roots = [Path("/usr/share/doc/abcmidi"), Path("/usr/share/doc/abcm2ps"), Path("/usr/share/abcm2ps")]
+    files = sorted({p for r in roots if r.is_dir() for p in r.rglob("*.abc")})
+    for f in files:
+        try:
+            text = f.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        header, tunes = split_tunes(text)
+        for n, tune in enumerate(tunes, start=1):
+            abc = tune.strip() + "\n"
+            if header:
+                first, _, rest = abc.partition("\n")
+                abc = f"{first}\n{header}\n{rest}"
+            out.append((f"{f.name}#{n}", abc))
+    return out
