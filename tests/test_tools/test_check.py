@@ -63,7 +63,7 @@ def test_refusal_is_a_clear_error() -> None:
         ("unclosed_chord.abc", "unclosed chord", 6, 1),
         ("zero_length.abc", "impossible note length", 6, 4),
         ("unknown_key.abc", "unknown key", 5, 3),
-        ("unknown_meter.abc", "unknown meter", 3, 3),
+
         ("hostile_long_note.abc", "out of range", 6, 1),
     ],
 )
@@ -136,4 +136,11 @@ def test_hostile_input_is_rejected_fast() -> None:
 def test_to_dict_shape() -> None:
     d = check_file("voices_mismatch.abc").to_dict()
     assert set(d) == {"extracted", "title", "ok", "errors", "warnings", "parts"}
-    assert set(d["warnings"][0]) == {"line", "column", "bar", "voice", "message"}
+    assert set(d["warnings"][0]) == {"line", "column", "bar", "voice", "code", "message"}
+
+
+def test_unreadable_meter_is_free_meter_with_a_coded_warning() -> None:
+    r = check_file("unknown_meter.abc")
+    assert r.ok
+    (w,) = [w for w in r.warnings if w.code == "unknown-meter"]
+    assert (w.line, w.column) == (3, 3) and "free meter" in w.message

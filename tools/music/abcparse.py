@@ -10,6 +10,7 @@ Time is measured in whole notes (``Fraction``); pitches are MIDI numbers (middle
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from dataclasses import dataclass, field
@@ -67,6 +68,9 @@ class Bar:
     start_repeat: bool = False
     end_repeat: bool = False
     ending: int | None = None
+    """First pass number of the ending (``[1``, ``|2``) this bar belongs to, None outside endings."""
+    passes: tuple[int, ...] = ()
+    """Every pass the ending is played on (``[1,3`` -> (1, 3); ``[1-3`` -> (1, 2, 3))."""
     multirest: int = 0
 
 
@@ -133,6 +137,35 @@ _FLAT_ORDER = "BEADGCF"
 _KEY_RE = re.compile(r"^([A-Ga-g])([#b]?)\s*([A-Za-z]*)$")
 _CLEFS = {"treble", "bass", "alto", "tenor", "perc", "none", "bass3", "alto1", "alto2", "treble-8", "treble+8"}
 _STEP = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
+
+
+_CLEF_RE = re.compile(
+    r"^(treble|bass|alto|tenor|baritone|soprano|mezzo(?:soprano)?|perc(?:ussion)?|[CFG][1-5]?)([1-5])?([+-](?:8|15))?$",
+    re.I,
+)
+
+
+def key_clauses(spec: str) -> tuple[str, int | None]:
+    """Split a K: value into the key itself and its octave shift: clef names (``bass``, ``alto4``,
+    ``treble-8``) and ``name=value`` clauses (``clef=``, ``middle=``, ``transpose=``, ``octave=``, ...) are
+    removed; ``octave=N`` is returned. An empty key means the field only changed the clef (the key stays)."""
+    tokens = spec.split("%", 1)[0].split()
+    octave: int | None = None
+    kept: list[str] = []
+    for n, tok in enumerate(tokens):
+        if "=" in tok and not re.match(r"^=[A-Ga-g]$", tok):
+            m = re.match(r"^octave=([+-]?\d)$", tok, re.I)
+            if m:
+                octave = int(m.group(1))
+            continue
+        short_key = n == 0 and len(tok) <= 2 and _KEY_RE.match(tok) is not None  # "C", "F", "Gm"
+        if tok.lower() == "clef" or (_CLEF_RE.match(tok) and not short_key):
+            continue
+        kept.append(tok)
+    text = " ".join(kept)
+    # explicit accidentals may be glued to the tonic: "C^f^c" -> "C ^f ^c"
+    text = re.sub(r"(?<=[A-Za-z#])(?=(\^\^|\^|__|_|=)[A-Ga-g])", " ", text)
+    return text, octave
 
 
 def key_signature(spec: str) -> tuple[dict[str, int], str] | str:
@@ -256,7 +289,7 @@ def parse_tempo(text: str, unit: Fraction) -> float | str:
     t = re.sub(r'"[^"]*"', " ", text).strip()
     if not t:
         return 120.0
-    m = re.search(r"((?:\d+/\d+\s*)+)=\s*(\d+(?:\.\d+)?)", t)
+    m = re.search(r"((?:\d+/\d+\s*)+)=\s*(?:ca\.?\s*|c\.\s*|~\s*)?(\d+(?:\.\d+)?)", t)
     if m:
         beat = Fraction(0)
         for part in m.group(1).split():
@@ -266,7 +299,7 @@ def parse_tempo(text: str, unit: Fraction) -> float | str:
             beat += fr
         bpm = float(m.group(2))
     else:
-        m2 = re.match(r"^(?:C\s*=\s*)?(\d+(?:\.\d+)?)$", t)
+        m2 = re.match(r"^(?:C\s*=\s*)?(?:ca\.?\s*)?(\d+(?:\.\d+)?)$", t)
         if not m2:
             return f"cannot read tempo Q:{text.strip()}: write Q:1/4=96"
         beat = unit
@@ -279,7 +312,9 @@ def parse_tempo(text: str, unit: Fraction) -> float | str:
 # --- the reader -----------------------------------------------------------------------------------------
 
 _FIELD_RE = re.compile(r"^([A-Za-z+]):(.*)$")
-_NOTE_RE = re.compile(r"(\^\^|\^|__|_|=)?([A-Ga-g])([,']*)")
+_NOTE_RE = re.compile(r"(\^\^|\^|__|_|=)?(?:(?<=[\^_=])\d*/?\d*)?([A-Ga-g])([,']*)")
+"""A note: accidental (a microtonal one such as ``^/`` or ``_3/4`` is played as its nearest semitone),
+letter, octave marks."""
 _LEN_RE = re.compile(r"(\d*)(/*)(\d*)")
 _BAR_CHARS = "|:"
 _DECORATION_LETTERS = set("HIJKLMNOPQRSTUVWhijklmnopqrstuvw.~")
@@ -292,6 +327,8 @@ class _VoiceState:
     meter_text: str
     unit: Fraction
     key_accs: dict[str, int]
+    octave: int = 0
+    """Octave shift of the voice's pitches (``octave=`` in K: or V:)."""
     time: Fraction = Fraction(0)
     bar: Bar | None = None
     bar_accs: dict[tuple[str, int], int] = field(default_factory=dict)
@@ -303,8 +340,8 @@ class _VoiceState:
     last_event: Event | None = None
     pending_begin: bool = True
     pending_repeat: bool = False
-    pending_ending: int | None = None
-    in_ending: int | None = None
+    pending_ending: tuple[int, ...] | None = None
+    in_ending: tuple[int, ...] | None = None
 
 
 class _Reader:
@@ -327,19 +364,24 @@ class _Reader:
         self.last_decl: str | None = None
         self.body_tempo_seen = False
         self.decl_programs: dict[str, int] = {}
+        self.octave = 0
+        self.voice_octaves: dict[str, int] = {}
+        self.in_text_block = False
 
     # -- reporting ---------------------------------------------------------------------------------------
-    def error(self, msg: str, col: int | None = None, line: int | None = None) -> None:
-        self.tune.errors.append(self._finding(msg, col, line))
+    def error(self, msg: str, col: int | None = None, line: int | None = None, code: str = "syntax") -> None:
+        self.tune.errors.append(self._finding(msg, col, line, code))
 
-    def warn(self, msg: str, col: int | None = None, line: int | None = None) -> None:
-        self.tune.warnings.append(self._finding(msg, col, line))
+    def warn(self, msg: str, col: int | None = None, line: int | None = None, code: str = "cosmetic") -> None:
+        self.tune.warnings.append(self._finding(msg, col, line, code))
 
-    def _finding(self, msg: str, col: int | None, line: int | None) -> Finding:
+    def _finding(self, msg: str, col: int | None, line: int | None, code: str = "guard") -> Finding:
         st = self.cur
         bar = st.bar.number if st is not None and st.bar is not None else None
         voice = st.voice.id if st is not None and (len(self.states) > 1 or self.voice_decls) else None
-        return Finding(message=msg, line=line if line is not None else self.line_no, column=col, bar=bar, voice=voice)
+        return Finding(
+            message=msg, line=line if line is not None else self.line_no, column=col, bar=bar, voice=voice, code=code
+        )
 
     # -- header fields -----------------------------------------------------------------------------------
     def header_field(self, key: str, value: str, col: int) -> None:
@@ -347,10 +389,8 @@ class _Reader:
         self.tune.headers.setdefault(key, []).append(value)
         if key == "M":
             self.meter_seen = True
-            met = parse_meter(value)
-            if isinstance(met, str):
-                self.error(met, col)
-            else:
+            met = self.meter_of(value, col)
+            if met is not False:
                 self.tune.meter = met
                 self.tune.meter_text = value
                 if self.cur is not None:
@@ -359,9 +399,9 @@ class _Reader:
             self.unit_seen = True
             fr = parse_fraction(value)
             if isinstance(fr, str):
-                self.error(f"L:{value}: {fr}", col)
-            elif fr <= 0 or fr > 4:
-                self.error(f"impossible unit note length L:{value}", col)
+                self.error(f"L:{value}: {fr}", col, code="bad-length")
+            elif fr <= 0 or fr > 4 or fr < Fraction(1, 512):
+                self.error(f"impossible unit note length L:{value}", col, code="bad-length")
             else:
                 self.tune.unit = fr
                 if self.cur is not None:
@@ -369,16 +409,24 @@ class _Reader:
         elif key == "Q":
             q = parse_tempo(value, self.tune.unit)
             if isinstance(q, str):
-                self.error(q, col)
+                self.warn(f"{q}; the default tempo is used", col, code="tempo")
             elif not self.header_done or not self.body_tempo_seen:
                 # one tempo per MIDI file: the header's, or the first Q: of the body that overrides it
                 self.tune.tempo_qpm = q
                 self.body_tempo_seen = self.header_done
         elif key == "K":
             self.key_seen = True
-            ks = key_signature(value)
+            key_text, octave = key_clauses(value)
+            if octave is not None:
+                if not self.header_done:
+                    self.octave = octave
+                if self.cur is not None:
+                    self.cur.octave = octave
+            if not key_text:
+                return  # only a clef or clauses: the key stays
+            ks = key_signature(key_text)
             if isinstance(ks, str):
-                self.error(ks, col)
+                self.error(ks, col, code="unknown-key")
             else:
                 accs, name = ks
                 if not self.header_done:
@@ -389,6 +437,21 @@ class _Reader:
         elif key == "V":
             self.voice_field(value)
 
+    def meter_of(self, value: str, col: int) -> tuple[int, int] | None | bool:
+        """The meter of an M: field; an unreadable one is free meter with a warning; False on an error."""
+        met = parse_meter(value)
+        if not isinstance(met, str):
+            return met
+        if met.startswith(("impossible", "meter M:")):
+            self.error(met, col, code="unknown-meter")
+            return False
+        first = parse_meter(value.split()[0]) if value.split() else met
+        if not isinstance(first, str):
+            self.warn(f"M:{value.strip()} read as M:{value.split()[0]}", col, code="unknown-meter")
+            return first
+        self.warn(f"{met}; read as free meter, bar lengths are not checked", col, code="unknown-meter")
+        return None
+
     def voice_field(self, value: str) -> None:
         parts = value.split(None, 1)
         if not parts:
@@ -398,6 +461,9 @@ class _Reader:
         rest = parts[1] if len(parts) > 1 else ""
         m = re.search(r'(?:name|nm)\s*=\s*"([^"]*)"', rest) or re.search(r"(?:name|nm)\s*=\s*(\S+)", rest)
         name = m.group(1) if m else None
+        om = re.search(r"(?:^|\s)octave\s*=\s*([+-]?\d)", rest)
+        if om:
+            self.voice_octaves[vid] = int(om.group(1))
         if not self.header_done:
             self.voice_decls[vid] = (name, rest)
             self.last_decl = vid
@@ -425,10 +491,13 @@ class _Reader:
                 meter_text=self.tune.meter_text or "",
                 unit=self.tune.unit,
                 key_accs=dict(self.key_accs),
+                octave=self.voice_octaves.get(vid, self.octave),
             )
             self.states[vid] = st
             self.tune.voices[vid] = v
         self.cur = self.states[vid]
+        if vid in self.voice_octaves:
+            self.cur.octave = self.voice_octaves[vid]
         if name and not self.cur.voice.name:
             self.cur.voice.name = name
 
@@ -459,7 +528,8 @@ class _Reader:
             if st.pending_ending is not None:
                 st.in_ending = st.pending_ending
                 st.pending_ending = None
-            b.ending = st.in_ending
+            b.passes = st.in_ending or ()
+            b.ending = b.passes[0] if b.passes else None
             st.pending_begin = False
             st.pending_repeat = False
             st.voice.bars.append(b)
@@ -586,7 +656,7 @@ class _Reader:
             shift = st.bar_accs[key]
         else:
             shift = st.key_accs.get(letter.upper(), 0)
-        return base + shift
+        return base + shift + 12 * st.octave
 
     def music_line(self, s: str) -> None:
         st = self.ensure_voice()
@@ -595,8 +665,8 @@ class _Reader:
         while i < n:
             c = s[i]
             col = i + 1
-            if c in " \t`$*\\":
-                i += 1
+            if c in " \t`$*\\" or c.isspace() or c in "\u200b\ufeff":
+                i += 1  # any whitespace (non-breaking, thin, ideographic) separates like a space
                 continue
             if c == "%":
                 break
@@ -638,10 +708,10 @@ class _Reader:
                 i = j + 1
                 continue
             if c == "[" and i + 1 < n and s[i + 1].isdigit():
-                m = re.match(r"\[(\d+)(?:[-,]\d+)*", s[i:])
+                m = re.match(r"\[(\d+(?:[-,]\d+)*)", s[i:])
                 assert m is not None
                 self.close_bar(st, "|", col)
-                st.pending_ending = int(m.group(1))
+                st.pending_ending = ending_passes(m.group(1))
                 i += m.end()
                 continue
             if (
@@ -656,13 +726,13 @@ class _Reader:
                     j += 1
                 token = s[i:j]
                 if token == ":" or (token.strip(":") == "" and len(token) == 1):
-                    self.error("stray ':' (not part of a bar line)", col)
+                    self.warn("stray ':' (not part of a bar line) ignored", col)
                     i = j
                     continue
                 self.close_bar(st, token, col)
-                m = re.match(r"\[?(\d+)(?:[-,]\d+)*", s[j:])
+                m = re.match(r"\[?(\d+(?:[-,]\d+)*)", s[j:])
                 if m:
-                    st.pending_ending = int(m.group(1))
+                    st.pending_ending = ending_passes(m.group(1))
                     j += m.end()
                 i = j
                 continue
@@ -758,7 +828,9 @@ class _Reader:
                 i += m.end()
                 continue
             if c == "y":
-                i += 1
+                i += 1  # a spacer, with an optional width
+                while i < n and (s[i].isdigit() or s[i] == "/"):
+                    i += 1
                 continue
             m = _NOTE_RE.match(s, i)
             if m:
@@ -816,7 +888,7 @@ class _Reader:
                 if ch in _DECORATION_LETTERS:
                     k += 1
                     continue
-                self.error(f"unexpected '{ch}' inside a chord", col + 1 + k)
+                self.warn(f"unexpected '{ch}' inside a chord ignored", col + 1 + k)
                 k += 1
                 continue
             pitches.append(self.pitch(st, m.group(1), m.group(2), m.group(3)))
@@ -830,7 +902,7 @@ class _Reader:
             tie = True
             end += 1
         if not pitches:
-            self.error("empty chord '[]'", col)
+            self.warn("empty chord '[]' ignored", col)
             return end
         if post is None:
             return end
@@ -847,10 +919,8 @@ class _Reader:
         if key in "MLKQ":
             st = self.ensure_voice()
             if key == "M":
-                met = parse_meter(value)
-                if isinstance(met, str):
-                    self.error(met, col)
-                else:
+                met = self.meter_of(value, col)
+                if met is not False:
                     st.meter, st.meter_text = met, value.strip()
                     if st.bar is not None and st.bar.length == 0:
                         st.bar.expected = Fraction(met[0], met[1]) if met else None
@@ -858,20 +928,24 @@ class _Reader:
                         st.bar.meter = met
             elif key == "L":
                 fr = parse_fraction(value)
-                if isinstance(fr, str) or fr <= 0:
-                    self.error(f"L:{value.strip()}: impossible unit length", col)
+                if isinstance(fr, str) or fr <= 0 or fr > 4 or fr < Fraction(1, 512):
+                    self.error(f"L:{value.strip()}: impossible unit length", col, code="bad-length")
                 else:
                     st.unit = fr
             elif key == "K":
-                ks = key_signature(value)
-                if isinstance(ks, str):
-                    self.error(ks, col)
-                else:
-                    st.key_accs = ks[0]
+                key_text, octave = key_clauses(value)
+                if octave is not None:
+                    st.octave = octave
+                if key_text:
+                    ks = key_signature(key_text)
+                    if isinstance(ks, str):
+                        self.error(ks, col, code="unknown-key")
+                    else:
+                        st.key_accs = ks[0]
             elif key == "Q":
                 q = parse_tempo(value, st.unit)
                 if isinstance(q, str):
-                    self.error(q, col)
+                    self.warn(f"{q}; the tempo is kept", col, code="tempo")
 
     def midi_directive(self, text: str) -> None:
         m = re.match(r"^%%MIDI\s+program\s+(?:(\d+)\s+)?(\d+)", text)
@@ -900,7 +974,7 @@ class _Reader:
         try:
             self._run()
         except GuardError as g:
-            self.tune.errors.append(g.finding)
+            self.tune.errors.append(dataclasses.replace(g.finding, code="guard"))
         return self.tune
 
     def _run(self) -> None:
@@ -910,8 +984,15 @@ class _Reader:
             line = raw.rstrip("\r")
             stripped = line.strip()
             if stripped.startswith("%%"):
-                self.midi_directive(stripped)
+                if stripped.startswith("%%begintext"):
+                    self.in_text_block = True
+                elif stripped.startswith("%%endtext"):
+                    self.in_text_block = False
+                else:
+                    self.midi_directive(stripped)
                 continue
+            if self.in_text_block:
+                continue  # free text between %%begintext and %%endtext
             if not stripped or stripped.startswith("%"):
                 if not stripped and self.header_done and self.cur is not None and self.cur.voice.events:
                     # a blank line ends the tune (ABC 2.1); anything after it is not this tune's music
@@ -952,15 +1033,27 @@ class _Reader:
     def finish_header(self, missing_k: bool = False) -> None:
         self.header_done = True
         if missing_k:
-            self.warn("no K: field before the music; assuming K:C (write K: as the last header line)", line=None)
+            self.warn(
+                "no K: field before the music; assuming K:C (write K: as the last header line)",
+                line=None,
+                code="missing-header",
+            )
         if not self.meter_seen:
-            self.warn("no M: field; assuming free meter, so bar lengths are not checked (add e.g. M:4/4)", line=None)
+            self.warn(
+                "no M: field; assuming free meter, so bar lengths are not checked (add e.g. M:4/4)",
+                line=None,
+                code="missing-header",
+            )
         if not self.unit_seen:
             if self.tune.meter is not None and Fraction(*self.tune.meter) < Fraction(3, 4):
                 self.tune.unit = Fraction(1, 16)
             else:
                 self.tune.unit = Fraction(1, 8)
-            self.warn(f"no L: field; using the ABC 2.1 default L:{self.tune.unit} from the meter", line=None)
+            self.warn(
+                f"no L: field; using the ABC 2.1 default L:{self.tune.unit} from the meter",
+                line=None,
+                code="missing-header",
+            )
         for vid, (name, _rest) in self.voice_decls.items():
             self.switch_voice(vid, name)
         self.cur = None
@@ -975,6 +1068,7 @@ class _Reader:
                 self.tune.warnings.append(
                     Finding(
                         message="unclosed slur: '(' has no matching ')'",
+                        code="unclosed",
                         line=line,
                         column=col,
                         bar=None,
@@ -985,6 +1079,7 @@ class _Reader:
                 self.tune.warnings.append(
                     Finding(
                         message=f"tuplet is missing {st.tuplet[1]} note(s) at the end of the tune",
+                        code="unclosed",
                         line=st.tuplet[2],
                         column=st.tuplet[3],
                         voice=st.voice.id if len(self.states) > 1 else None,
@@ -995,11 +1090,33 @@ class _Reader:
             if len(self.states) > 1:
                 del self.tune.voices[vid]
         if not any(v.events for v in self.tune.voices.values()):
-            self.error("the tune has no notes: write the music after the K: line", line=None)
+            self.error("the tune has no notes: write the music after the K: line", line=None, code="no-notes")
             return
         if self.tune.n_notes == 0:
-            self.error("the tune has only rests", line=None)
+            self.error("the tune has only rests", line=None, code="no-notes")
         self.check_bars()
+
+    def check_pickups(self, v: Voice, bars: list[Bar], multi: bool) -> None:
+        """A pickup and the closing bar of its section must add up to one bar."""
+        for first, last in _pickup_pairs(bars):
+            assert first.expected is not None
+            total = first.length + last.length
+            if total == first.expected:
+                continue
+            den = first.meter[1] if first.meter else 4
+            self.tune.warnings.append(
+                Finding(
+                    message=f"the pickup (bar {first.number}, {_fmt_frac(first.length * den)}/{den}) and the closing "
+                    f"bar {last.number} ({_fmt_frac(last.length * den)}/{den}) add up to "
+                    f"{_fmt_frac(total * den)}/{den}, but M:{first.meter_text or '?'} needs "
+                    f"{_fmt_frac(first.expected * den)}/{den}",
+                    line=last.line,
+                    column=last.column,
+                    bar=last.number,
+                    voice=v.id if multi else None,
+                    code="pickup-mismatch",
+                )
+            )
 
     def check_bars(self) -> None:
         multi = len(self.tune.voices) > 1
@@ -1027,8 +1144,10 @@ class _Reader:
                         column=b.column,
                         bar=b.number,
                         voice=v.id if multi else None,
+                        code="bar-length",
                     )
                 )
+            self.check_pickups(v, bars, multi)
         if multi:
             lengths = {vid: v.length for vid, v in self.tune.voices.items()}
             longest = max(lengths.values())
@@ -1040,8 +1159,37 @@ class _Reader:
                             f"but the longest voice lasts {_fmt_frac(longest / self.tune.unit)}; "
                             "voices should have the same length",
                             voice=vid,
+                            code="voice-length",
                         )
                     )
+
+
+def _pickup_pairs(bars: list[Bar]) -> list[tuple[Bar, Bar]]:
+    """(pickup, closing bar) of each section whose first bar is short: the closing bar is the last bar before
+    the next section starts (a repeat, ``||`` or the end), endings excluded."""
+    pairs = []
+    starts = [k for k, b in enumerate(bars) if k == 0 or b.start_repeat or bars[k - 1].ends_section]
+    for n, k in enumerate(starts):
+        end = (starts[n + 1] if n + 1 < len(starts) else len(bars)) - 1
+        first = bars[k]
+        while end > k and bars[end].passes and bars[end].ending != 1:
+            end -= 1  # the closing bar of a section with endings: the last bar of its first ending
+        last = bars[end]
+        if end > k and first.expected and last.expected and first.length < first.expected:
+            if last.length < last.expected and not last.passes:
+                pairs.append((first, last))
+    return pairs
+
+
+def ending_passes(spec: str) -> tuple[int, ...]:
+    """The passes of an ending: ``1`` -> (1,), ``1,3`` -> (1, 3), ``1-3`` -> (1, 2, 3) (bounded)."""
+    out: list[int] = []
+    for part in spec.split(","):
+        lo, _, hi = part.partition("-")
+        a = int(lo[:3] or 1)
+        b = int(hi[:3]) if hi else a
+        out.extend(range(a, min(max(a, b), a + 16) + 1))
+    return tuple(sorted(set(out)))
 
 
 def _fmt_frac(x: Fraction) -> str:

@@ -30,34 +30,48 @@ class ConversionError(RuntimeError):
 
 
 def play_order(bars: list[Bar]) -> list[int]:
-    """Indices of ``bars`` in playing order: repeats and first/second endings expanded (bounded)."""
+    """Indices of ``bars`` in playing order, repeats and numbered endings expanded (bounded).
+
+    A ``:|`` goes back to the last ``|:``, or else to the end of the previous repeated section (its last
+    ending), or else to the start of the tune; ``||`` alone starts no repeat (as abc2midi reads it). On pass
+    n only the endings marked for n are played; after the last ending of a section the next section starts.
+    """
     order: list[int] = []
     n = len(bars)
     limit = max(n, 1) * _MAX_EXPANDED_BARS_FACTOR
-    section_start = 0
-    i = 0
+    start = 0
     passno = 1
-    repeated: set[int] = set()
+    jumped: set[int] = set()
+    i = 0
     while i < n and len(order) < limit:
         b = bars[i]
         if b.start_repeat and passno == 1:
-            section_start = i
-        if b.ending is not None and b.ending != passno:
+            start = i
+        if b.passes and passno not in b.passes:
             i += 1
+            if i >= n or not bars[i].passes:
+                start, passno = i, 1  # the section's endings are over
             continue
         order.append(i)
-        if b.end_repeat and i not in repeated:
-            repeated.add(i)
-            passno = 2
-            i = section_start
+        if b.end_repeat and passno < 8 and (_more_passes(bars, i, passno) if b.passes else i not in jumped):
+            jumped.add(i)
+            passno += 1
+            i = start
             continue
-        if b.end_repeat or (b.ending is None and passno == 2 and i > max(repeated, default=-1)):
-            passno = 1
-            section_start = i + 1
-        elif b.ends_section and passno == 1:
-            section_start = i + 1
         i += 1
+        if b.end_repeat or (b.passes and (i >= n or not bars[i].passes)):
+            start, passno = i, 1  # a repeated section is over; the next one starts here
     return order
+
+
+def _more_passes(bars: list[Bar], i: int, passno: int) -> bool:
+    """Whether the endings of the section around bar ``i`` still have a pass after ``passno``."""
+    j = i
+    while j < len(bars) and bars[j].passes:
+        if max(bars[j].passes) > passno:
+            return True
+        j += 1
+    return False
 
 
 def _voice_notes(voice: Voice) -> list[tuple[Fraction, Fraction, int]]:
@@ -72,6 +86,8 @@ def _voice_notes(voice: Voice) -> list[tuple[Fraction, Fraction, int]]:
         bar = voice.bars[idx]
         for ev in by_bar.get(bar.number, []):
             start = cursor + (ev.start - bar.start)
+            for p in [p for p in open_ties if p not in ev.pitches]:
+                del open_ties[p]  # a tie only joins a note to the next note of the same pitch
             for p in ev.pitches:
                 if p in open_ties:
                     k = open_ties.pop(p)

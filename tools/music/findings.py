@@ -19,10 +19,12 @@ class Finding:
     column: int | None = None
     bar: int | None = None
     voice: str | None = None
+    code: str = "syntax"
+    """Stable kind of finding that code reacts to (never the message text); see ``CODES``."""
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        return {k: d[k] for k in ("line", "column", "bar", "voice", "message")}
+        return {k: d[k] for k in ("line", "column", "bar", "voice", "code", "message")}
 
     def render(self) -> str:
         """One human/model readable line: ``line 3, col 5 (bar 2, voice RH): message``."""
@@ -47,4 +49,26 @@ class Finding:
             column=d.get("column"),
             bar=d.get("bar"),
             voice=d.get("voice"),
+            code=str(d.get("code") or "syntax"),
         )
+
+
+CODES = {
+    "syntax": "the text is not readable ABC at this place",
+    "no-abc": "no ABC tune was found in the answer",
+    "no-notes": "the tune has no notes (or only rests)",
+    "guard": "a size or time guard refused the tune (too long, too many notes, absurd lengths)",
+    "unknown-key": "a K: field the reader does not know",
+    "unknown-meter": "an M: field the reader does not know (read as free meter)",
+    "bad-length": "an impossible L: unit or note length",
+    "tempo": "a Q: field that cannot be read as a tempo (the default tempo is used)",
+    "missing-header": "X:, M:, L: or K: is missing and a default is assumed",
+    "bar-length": "a bar is longer or shorter than its meter",
+    "pickup-mismatch": "the pickup and the closing bar of a section do not add up to one bar",
+    "voice-length": "voices of different length",
+    "truncated": "the answer looks cut off (unclosed fence, short last bar, open chord)",
+    "unclosed": "an unclosed slur, tuplet or chord",
+    "cosmetic": "something ABC readers tolerate (odd whitespace, stray ':', empty chord, unknown clause)",
+    "internal": "a music tool failed on this tune",
+}
+"""Every finding code, with what it means."""

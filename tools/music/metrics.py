@@ -83,7 +83,7 @@ def muspy_metrics(midi_path: Path) -> dict[str, float | int | None]:
 def bar_consistency(tune: Tune) -> float | None:
     """Share of bars (all voices) whose length matches the meter; ``None`` in free meter."""
     total = sum(1 for v in tune.voices.values() for b in v.bars if b.length > 0 and b.expected is not None)
-    flagged = sum(1 for w in tune.warnings if w.bar is not None and "needs" in w.message)
+    flagged = sum(1 for w in tune.warnings if w.bar is not None and w.code == "bar-length")
     if total == 0:
         return None
     # pickups and closing bars are not wrong: count as consistent all bars the checker did not flag
