@@ -726,7 +726,11 @@ class _Reader:
                     j += 1
                 token = s[i:j]
                 if token == ":" or (token.strip(":") == "" and len(token) == 1):
-                    self.warn("stray ':' (not part of a bar line) ignored", col)
+                    before = s[:i].rstrip(" \t!")
+                    if before.endswith("|"):
+                        st.pending_repeat = st.pending_begin = True  # "|!:" : a repeat split by an old line break
+                    else:
+                        self.warn("stray ':' (not part of a bar line) ignored", col)
                     i = j
                     continue
                 self.close_bar(st, token, col)
@@ -978,7 +982,7 @@ class _Reader:
         return self.tune
 
     def _run(self) -> None:
-        lines = self.text.split("\n")
+        lines = _join_field_continuations(self.text.split("\n"))
         for idx, raw in enumerate(lines, start=1):
             self.line_no = idx
             line = raw.rstrip("\r")
@@ -1062,6 +1066,20 @@ class _Reader:
         if not self.header_done:
             self.finish_header(missing_k=not self.key_seen)
         for st in self.states.values():
+            b = st.bar
+            if b is not None and b.expected and 0 < b.length < b.expected and len(st.voice.bars) > 1:
+                den = b.meter[1] if b.meter else 4
+                self.tune.warnings.append(
+                    Finding(
+                        message=f"the tune stops in the middle of bar {b.number} ({_fmt_frac(b.length * den)} of "
+                        f"{_fmt_frac(b.expected * den)} beats, no closing bar line): it looks cut off",
+                        line=b.line,
+                        column=b.column,
+                        bar=b.number,
+                        voice=st.voice.id if len(self.states) > 1 else None,
+                        code="truncated",
+                    )
+                )
             if st.bar is not None:
                 st.bar = None
             for line, col in st.slurs:
@@ -1179,6 +1197,17 @@ def _pickup_pairs(bars: list[Bar]) -> list[tuple[Bar, Bar]]:
             if last.length < last.expected and not last.passes:
                 pairs.append((first, last))
     return pairs
+
+
+def _join_field_continuations(lines: list[str]) -> list[str]:
+    """A field line ending in ``\\`` continues on the next line (``T:long \\`` / ``title``); the joined
+    line takes the first line's place and a comment the second's, so line numbers stay true."""
+    out = list(lines)
+    for k in range(len(out) - 1):
+        code = out[k].split("%", 1)[0].rstrip()
+        if code.endswith("\\") and _FIELD_RE.match(out[k].strip()) and not out[k].lstrip().startswith("%"):
+            out[k + 1], out[k] = "%", code[:-1] + out[k + 1].strip()
+    return out
 
 
 def ending_passes(spec: str) -> tuple[int, ...]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,10 +57,21 @@ def check_abc(text: str, limits: Limits | None = None, *, extract: bool = True) 
             ex = extract_abc(text)
         except NoABCError as e:
             return CheckResult(False, "", text.strip(), None, errors=[Finding(str(e))])
-        abc, commentary = ex.abc, ex.commentary
+        abc, commentary, unclosed = ex.abc, ex.commentary, ex.unclosed_fence
     else:
-        abc, commentary = text, ""
+        abc, commentary, unclosed = text, "", False
     tune = read_tune(abc, limits)
+    if unclosed:
+        # an answer whose ```abc block never closes and whose last bar is short was cut off: write it again
+        cut = [w for w in tune.warnings if w.code == "truncated"]
+        if cut:
+            tune.warnings = [w for w in tune.warnings if w.code != "truncated"]
+            tune.errors.extend(
+                dataclasses.replace(
+                    w, message=f"the answer looks truncated: its ```abc block never closes and {w.message}"
+                )
+                for w in cut
+            )
     return CheckResult(
         extracted=True,
         abc=abc,

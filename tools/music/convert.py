@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
 import subprocess
 import tempfile
+import unicodedata
 from fractions import Fraction
 from pathlib import Path
 
@@ -105,13 +107,45 @@ def _voice_notes(voice: Voice) -> list[tuple[Fraction, Fraction, int]]:
     return notes
 
 
+_TRANSLIT = str.maketrans(
+    {
+        "\u2018": "'",
+        "\u2019": "'",
+        "\u201a": "'",
+        "\u201c": '"',
+        "\u201d": '"',
+        "\u201e": '"',
+        "\u2013": "-",
+        "\u2014": "-",
+        "\u2212": "-",
+        "\u2026": "...",
+        "\u00a0": " ",
+        "\u2009": " ",
+        "\u3000": " ",
+    }
+)
+
+
+def midi_text(text: str, limit: int = 120) -> str:
+    """Text a MIDI meta event can hold (Latin-1): typographic quotes and dashes transliterated, accents kept
+    where Latin-1 has them or reduced to their letter, everything else (e.g. CJK) dropped."""
+    out = []
+    for ch in unicodedata.normalize("NFC", text.translate(_TRANSLIT)):
+        if ord(ch) < 256:
+            out.append(ch if ch.isprintable() else " ")
+            continue
+        base = "".join(c for c in unicodedata.normalize("NFKD", ch) if ord(c) < 128 and c.isprintable())
+        out.append(base)
+    return re.sub(r"\s+", " ", "".join(out)).strip(" -")[:limit]
+
+
 def midi_bytes(tune: Tune) -> bytes:
     """A type-1 Standard MIDI File: a tempo/meter track and one track per voice."""
     mid = mido.MidiFile(type=1, ticks_per_beat=TICKS_PER_QUARTER)
     meta = mido.MidiTrack()
     mid.tracks.append(meta)
     if tune.title:
-        meta.append(mido.MetaMessage("track_name", name=tune.title[:120], time=0))
+        meta.append(mido.MetaMessage("track_name", name=midi_text(tune.title), time=0))
     meta.append(mido.MetaMessage("set_tempo", tempo=int(round(60_000_000 / tune.tempo_qpm)), time=0))
     if tune.meter is not None:
         den = tune.meter[1]
@@ -122,7 +156,7 @@ def midi_bytes(tune: Tune) -> bytes:
     for n, voice in enumerate(tune.voices.values()):
         track = mido.MidiTrack()
         mid.tracks.append(track)
-        track.append(mido.MetaMessage("track_name", name=(voice.name or voice.id)[:120], time=0))
+        track.append(mido.MetaMessage("track_name", name=midi_text(voice.name or voice.id) or "voice", time=0))
         ch = (voice.channel - 1) if voice.channel and 1 <= voice.channel <= 16 else channels[n % len(channels)]
         if voice.program is not None:
             track.append(mido.Message("program_change", channel=ch, program=voice.program, time=0))

@@ -95,8 +95,8 @@ def _strip_ornaments(line: str) -> str:
         if c == "%":
             out.append(line[i:])
             break
-        if c in "\"!+" or (c == "[" and i + 2 < n and line[i + 1].isalpha() and line[i + 2] == ":"):
-            close = {"\"": "\"", "!": "!", "+": "+", "[": "]"}[c]
+        if c in '"!+' or (c == "[" and i + 2 < n and line[i + 1].isalpha() and line[i + 2] == ":"):
+            close = {'"': '"', "!": "!", "+": "+", "[": "]"}[c]
             j = line.find(close, i + 1)
             j = n - 1 if j < 0 else j
             token = line[i : j + 1]
@@ -118,7 +118,7 @@ def oracle_input(abc: str) -> str:
     for n, ln in enumerate(abc.splitlines(keepends=True)):
         if n == 1:
             # ABC 2.1: an accidental applies to its own octave only (abc2midi's default is every octave)
-            out.append("%%propagate-accidentals octave\n")
+            out.append("%%propagate-accidentals octave\n%%MIDI chordattack 0\n")
         if re.match(r"\s*R:", ln):
             continue
         if _FIELD.match(ln) or ln.lstrip().startswith("%"):

@@ -28,6 +28,8 @@ class Extracted:
 
     abc: str
     commentary: str
+    unclosed_fence: bool = False
+    """The tune came after a fence that never closes (the answer may have been cut off)."""
 
 
 def _clean_line(line: str) -> str:
@@ -89,8 +91,15 @@ def _tunes_in(lines: list[str], trusted: bool) -> list[tuple[int, int]]:
             continue
         start = i
         j = i + 1
+        in_text = False
         while j < n:
             t = lines[j].strip()
+            if t.startswith("%%begintext"):
+                in_text = True
+            if in_text:  # free text inside the tune (%%begintext ... %%endtext) belongs to it
+                in_text = not t.startswith("%%endtext")
+                j += 1
+                continue
             if _FIELD_RE.match(t) and t.startswith("X:"):
                 break
             if not t:
@@ -197,4 +206,7 @@ def extract_abc(text: str) -> Extracted:
     abc = "\n".join(ln.rstrip() for ln in tune_lines).strip("\n") + "\n"
     commentary = (visible[:start] + visible[end:]).strip()
     commentary = re.sub(r"\n{3,}", "\n\n", commentary)
-    return Extracted(abc=abc, commentary=commentary)
+    last_fence_end = max((b for _a, b in fenced_ranges), default=0)
+    opener = re.search(r"(?m)^[ \t]*(```+|~~~+)", visible[last_fence_end:])
+    unclosed = opener is not None and start >= last_fence_end + opener.start()
+    return Extracted(abc=abc, commentary=commentary, unclosed_fence=unclosed)

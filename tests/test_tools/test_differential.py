@@ -1,0 +1,139 @@
+"""ABC -> MIDI against abc2midi as the oracle, on material we did not write, and one test per bug it found."""
+
+from __future__ import annotations
+
+import pytest
+from image2music.tools.music import abc2midi
+from image2music.tools.music.check import check_abc
+from image2music.tools.music.convert import midi_bytes, midi_text
+from image2music.tools.music.corpus import sample_corpus
+from image2music.tools.music.differential import (
+    abc2midi_notes,
+    compare,
+    debian_sample_tunes,
+    midi_notes,
+    oracle_input,
+    summarise,
+)
+
+SAMPLE, SEED = 300, 2026
+needs_abc2midi = pytest.mark.skipif(not abc2midi.available(), reason="abc2midi not installed (Debian: abcmidi)")
+
+
+def _tune(body: str, header: str = "M:4/4\nL:1/4\nK:C") -> str:
+    return f"X:1\nT:t\n{header}\n{body}\n"
+
+
+def _ours(abc: str) -> list[tuple[float, int]]:
+    r = check_abc(abc, extract=False)
+    assert r.ok, [e.render() for e in r.errors]
+    n = midi_notes(midi_bytes(r.tune))  # type: ignore[arg-type]
+    return sorted((t, p) for p, ts in n.onsets.items() for t in ts)
+
+
+@needs_abc2midi
+def test_differential_sample_agrees_with_abc2midi() -> None:
+    """A fixed-seed sample of music21's corpus plus every sample tune Debian's abcmidi and abcm2ps ship."""
+    rows = [compare(t.source, t.abc) for t in sample_corpus(SAMPLE, seed=SEED)]
+    rows += [compare(src, abc) for src, abc in debian_sample_tunes()]
+    s = summarise(rows)
+    print("differential:", s.render())
+    assert s.exceptions == 0, [r for r in rows if r.error]
+    assert s.acceptance >= 0.97
+    corpus = summarise(rows[:SAMPLE])
+    print("corpus sample:", corpus.render())
+    assert corpus.identical_rate >= 0.95 and corpus.mean_overlap >= 0.99
+
+
+@needs_abc2midi
+def test_the_oracle_sees_what_we_play() -> None:
+    abc = _tune("C D E F|]")
+    theirs = abc2midi_notes(abc)
+    assert theirs is not None and theirs.count == 4 and theirs.matched(midi_notes(midi_bytes(check_abc(abc).tune))) == 4  # type: ignore[arg-type]
+    assert abc2midi_notes("not abc at all") is None or abc2midi_notes("not abc at all").count == 0  # type: ignore[union-attr]
+
+
+def test_oracle_input_drops_trills_rolls_and_rhythm_lines_only() -> None:
+    text = oracle_input('X:1\nR:hornpipe\nT:Trill\nK:C\n"Tune"T~C !trill!D !fermata!E [T:x] F|]\n')
+    assert "R:" not in text and "T:Trill" in text and "%%propagate-accidentals octave" in text
+    assert '"Tune"C D !fermata!E [T:x] F|]' in text
+
+
+def test_a_tie_to_another_pitch_ends_and_swallows_nothing() -> None:
+    # before: the tie from F stayed open and merged the later F into it
+    assert [p for _t, p in _ours(_tune("F-G A F|]"))] == [65, 67, 69, 65]
+    chord = _ours(_tune("[F2A2]-[D2A2] F2|]"))
+    assert (4.0, 65) in chord and (2.0, 69) not in chord and (0.0, 69) in chord
+
+
+def test_double_bar_is_not_a_repeat_start() -> None:
+    notes = [p for _t, p in _ours(_tune("C D E F||G A B c:|"))]
+    assert notes == [60, 62, 64, 65, 67, 69, 71, 72] * 2
+
+
+def test_numbered_endings_with_several_passes() -> None:
+    notes = [p for _t, p in _ours(_tune("|:C D E F|[1,3 G4:|[2 A4:|[4 B4|]"))]
+    assert notes == [60, 62, 64, 65, 67, 60, 62, 64, 65, 69, 60, 62, 64, 65, 67, 60, 62, 64, 65, 71]
+
+
+def test_octave_clause_in_key_and_voice() -> None:
+    assert [p for _t, p in _ours(_tune("C D|]", "M:2/4\nL:1/4\nK:C octave=-1"))] == [48, 50]
+    assert [p for _t, p in _ours(_tune("V:1\nC D|]", "M:2/4\nL:1/4\nV:1 octave=1\nK:C"))] == [72, 74]
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        'M:4/4\nL:1/4\nQ:"Slowly"\nK:C',
+        "M:4/4\nL:1/4\nQ:Fast\nK:C",
+        "M:4/4\nL:1/4\nQ:1/4=ca. 100\nK:C",
+        "M:4/4\nL:1/4\nK:C bass",
+        "M:4/4\nL:1/4\nK:clef=alto",
+        "M:4/4\nL:1/4\nK:D middle=d transpose=0",
+    ],
+)
+def test_cosmetic_headers_are_accepted(header: str) -> None:
+    r = check_abc(_tune("C D E F|[K:treble] G A B c|[K:alto] c B A G|]", header), extract=False)
+    assert r.ok, [e.render() for e in r.errors]
+    assert all(w.code in ("tempo", "cosmetic") for w in r.warnings), [w.render() for w in r.warnings]
+
+
+def test_non_breaking_and_odd_spaces_in_the_music() -> None:
+    r = check_abc(_tune("C\u00a0D\u2009E\u3000F|]"), extract=False)
+    assert r.ok and r.tune is not None and r.tune.n_notes == 4
+
+
+def test_pickup_and_closing_bar_must_make_one_bar() -> None:
+    r = check_abc("X:1\nT:t\nM:6/8\nL:1/8\nK:G\n|:EF|G2ccBc|d2BG2A|B2cd2e|c3c2:|\n", extract=False)
+    assert r.ok and [w.code for w in r.warnings] == ["pickup-mismatch"]
+    fine = check_abc("X:1\nT:t\nM:6/8\nL:1/8\nK:G\n|:E|G2ccBc|d2BG2A|B2cd2e|c3c2:|\n", extract=False)
+    assert fine.ok and not fine.warnings
+
+
+def test_an_answer_cut_off_mid_bar_looks_truncated() -> None:
+    cut = check_abc("Here it is:\n```abc\nX:1\nT:t\nM:4/4\nL:1/4\nK:C\nC D E F|G A B c|d e")
+    assert not cut.ok and cut.errors[0].code == "truncated" and "looks truncated" in cut.errors[0].message
+    closed = check_abc("```abc\nX:1\nT:t\nM:4/4\nL:1/4\nK:C\nC D E F|G A B c|d e\n```")
+    assert closed.ok and [w.code for w in closed.warnings] == ["truncated"]
+
+
+def test_text_blocks_do_not_end_the_tune() -> None:
+    text = (
+        "```abc\nX:1\nT:t\nM:4/4\nL:1/4\nK:C\nC D E F|\n"
+        "%%begintext\nWords about it.\n\nMore words.\n%%endtext\nG A B c|]\n```"
+    )
+    r = check_abc(text)
+    assert r.ok and r.tune is not None and r.tune.n_notes == 8
+
+
+def test_old_line_break_before_a_colon_is_not_an_error() -> None:
+    r = check_abc(_tune("C D E F|!:G A B c:|"), extract=False)
+    assert r.ok, [e.render() for e in r.errors]
+
+
+def test_titles_outside_latin1_never_break_midi() -> None:
+    abc = _tune("C D E F|]").replace("T:t", "T:The Fisherman\u2019s Dawn \u2014 \u591c\u660e\u3051")
+    r = check_abc(abc, extract=False)
+    assert r.ok and midi_bytes(r.tune)[:4] == b"MThd"  # type: ignore[arg-type]
+    assert midi_text("The Fisherman\u2019s Dawn \u2014 \u591c\u660e\u3051") == "The Fisherman's Dawn"
+    assert midi_text("Caf\u00e9 \u0175") == "Caf\u00e9 w"
