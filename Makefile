@@ -40,6 +40,8 @@ bench: install
 	$(BIN)/python bench/abc_check.py
 	$(BIN)/python bench/attention.py
 	$(BIN)/python bench/kb.py
+	$(BIN)/python bench/abc_differential.py
+	$(BIN)/python bench/cli_startup.py
 
 clean:
 	rm -rf $(VENV) *.egg-info build dist .pytest_cache .mypy_cache .ruff_cache

@@ -14,7 +14,7 @@ from image2music.graph.versions import best_version, latest_valid, render_findin
 from image2music.tools.attention import section_maps
 from image2music.tools.files import atomic_write_bytes, atomic_write_text
 from image2music.tools.music.abcparse import read_tune
-from image2music.tools.music.check import check_abc
+from image2music.tools.music.check import CheckResult, check_abc
 from image2music.tools.music.convert import midi_bytes
 from image2music.tools.music.findings import Finding
 from image2music.tools.music.metrics import describe_metrics, tune_metrics
@@ -38,6 +38,10 @@ def timed(name: str) -> Callable[[NodeFn], NodeFn]:
         return wrapper
 
     return deco
+
+
+def _internal(error: Exception, what: str) -> Finding:
+    return Finding(f"{what} failed on this tune: {type(error).__name__}: {error}", code="internal")
 
 
 def _calls(state: State, node: str) -> int:
@@ -100,7 +104,12 @@ def parse_check(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
     ctx = context_of(state, runtime)
     draft = state["draft"]
     versions = state.get("versions", [])
-    result = check_abc(draft["text"], ctx.settings.abc_limits)
+    try:
+        result = check_abc(draft["text"], ctx.settings.abc_limits)
+        midi = midi_bytes(result.tune) if result.ok and result.tune is not None else None
+    except Exception as e:  # noqa: BLE001 - a music tool failing on model output is a finding, not a crash
+        result = CheckResult(True, draft["text"], "", None, errors=[_internal(e, "checking and MIDI")])
+        midi = None
     index = len(versions)
     version: Version = {
         "index": index,
@@ -117,8 +126,8 @@ def parse_check(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
     vdir = ctx.run_dir / "versions"
     if result.abc:
         atomic_write_text(vdir / f"v{index + 1}.abc", result.abc)
-    if result.ok and result.tune is not None:
-        atomic_write_bytes(vdir / f"v{index + 1}.mid", midi_bytes(result.tune))
+    if midi is not None:
+        atomic_write_bytes(vdir / f"v{index + 1}.mid", midi)
     failures = 0 if result.ok else int(state.get("parse_failures", 0)) + 1
     update: dict[str, Any] = {"versions": [version], "parse_failures": failures}
     if not result.ok and failures > ctx.settings.max_parse_retries:
@@ -139,9 +148,13 @@ def evaluate(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """Measure the latest version with the MusPy metrics and what the checker knows."""
     ctx = context_of(state, runtime)
     version = state["versions"][-1]
-    tune = read_tune(version["abc"], ctx.settings.abc_limits)
     midi = ctx.run_dir / "versions" / f"v{version['index'] + 1}.mid"
-    return {"versions": [{**version, "metrics": tune_metrics(tune, midi)}]}
+    try:
+        metrics = tune_metrics(read_tune(version["abc"], ctx.settings.abc_limits), midi)
+    except Exception as e:  # noqa: BLE001 - a metric failing on model output must not end the run
+        warning = _internal(e, "the metrics").to_dict()
+        return {"versions": [{**version, "metrics": {}, "warnings": [*version["warnings"], warning]}]}
+    return {"versions": [{**version, "metrics": metrics}]}
 
 
 @timed("reflect")

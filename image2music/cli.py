@@ -13,11 +13,13 @@ from typing import Any, TypeVar
 import click
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
+
 
 def fail(message: str, code: int) -> None:
     err.print(f"[bold red]error:[/bold red] {message}")
@@ -171,7 +173,7 @@ def _read_input(path: str) -> str:
     p = Path(path)
     if not p.is_file():
         raise click.BadParameter(f"file not found: {path}", param_hint="FILE")
-    return p.read_text(encoding="utf-8", errors="replace")
+    return p.read_text(encoding="utf-8-sig", errors="replace")
 
 
 @main.group()
@@ -180,41 +182,61 @@ def abc() -> None:
 
 
 @abc.command("check")
-@click.argument("file", metavar="FILE|-")
-@click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
+@click.argument("files", nargs=-1, required=True)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help='JSON: one object, or one object per line (with a "file" key) for several files.',
+)
 @handle_errors
-def abc_check(file: str, as_json: bool) -> None:
-    """Check the tune in FILE (or stdin): located errors and warnings. Exit 0 when ok, 1 when not.
+def abc_check(files: tuple[str, ...], as_json: bool) -> None:
+    """Check the tune in each FILE (- for stdin): located errors and warnings, each with a code.
+    Exit 0 when every file is ok, 1 when one is not.
 
-    Example: i2m abc check answer.txt --json
+    Examples: i2m abc check answer.txt --json; i2m abc check tunes/*.abc
     """
     from image2music.graph.config import load_settings
     from image2music.tools.music.check import check_abc
 
-    result = check_abc(_read_input(file), load_settings().abc_limits)
-    if as_json:
-        out.print_json(json.dumps(result.to_dict(), ensure_ascii=False))
-    else:
+    limits = load_settings().abc_limits
+    all_ok = True
+    for file in files:
+        result = check_abc(_read_input(file), limits)
+        all_ok = all_ok and result.ok
+        if as_json:
+            data = result.to_dict()
+            if len(files) > 1:
+                print(json.dumps({"file": file, **data}, ensure_ascii=False))
+            else:
+                out.print_json(json.dumps(data, ensure_ascii=False))
+            continue
         verdict = "[green]ok[/green]" if result.ok else "[red]not ok[/red]"
-        out.print(f"{verdict}  title: {result.title!r}  voices: {result.parts}")
+        name = f"{escape(file)}  " if len(files) > 1 else ""
+        out.print(f"{name}{verdict}  title: {escape(repr(result.title))}  voices: {result.parts}")
         for f in result.errors:
-            out.print(f"  [red]error[/red]   {f.render()}", markup=True)
+            out.print(f"  [red]error[/red]   [{f.code}] {escape(f.render())}")
         for f in result.warnings:
-            out.print(f"  [yellow]warning[/yellow] {f.render()}")
-    sys.exit(0 if result.ok else 1)
+            out.print(f"  [yellow]warning[/yellow] [{f.code}] {escape(f.render())}")
+    sys.exit(0 if all_ok else 1)
 
 
 @abc.command("render")
-@click.argument("file", type=click.Path(path_type=Path))
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--to", "fmt", type=click.Choice(["mid", "musicxml", "wav", "svg"]), required=True)
 @click.option(
-    "-o", "--output", type=click.Path(path_type=Path), help="Output file (default: FILE with the new suffix)."
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    help="Output file for one FILE; with several files, or when it is an existing folder, each FILE becomes "
+    "OUTPUT/<stem>.<suffix> (default: next to each FILE).",
 )
 @handle_errors
-def abc_render(file: Path, fmt: str, output: Path | None) -> None:
-    """Render the tune in FILE as MIDI, MusicXML, WAV (FluidSynth) or SVG (abcm2ps).
+def abc_render(files: tuple[Path, ...], fmt: str, output: Path | None) -> None:
+    """Render the tune in each FILE as MIDI, MusicXML, WAV (FluidSynth) or SVG (abcm2ps).
+    Exit 1 when a file could not be rendered (the others still are).
 
-    Example: i2m abc render music.abc --to wav
+    Examples: i2m abc render music.abc --to wav; i2m abc render a.abc b.abc --to mid -o out/
     """
     import tempfile
 
@@ -222,27 +244,43 @@ def abc_render(file: Path, fmt: str, output: Path | None) -> None:
     from image2music.tools.music.check import check_abc
     from image2music.tools.music.convert import ConversionError, write_midi, write_musicxml, write_svg, write_wav
 
-    result = check_abc(_read_input(str(file)), load_settings().abc_limits)
-    if not result.ok or result.tune is None:
-        for f in result.errors:
-            err.print(f"  error {f.render()}")
-        fail(f"{file} has errors; fix them before rendering (see `i2m abc check {file}`)", 1)
-    assert result.tune is not None
-    target = output or file.with_suffix("." + fmt)
-    try:
-        if fmt == "mid":
-            write_midi(result.tune, target)
-        elif fmt == "musicxml":
-            write_musicxml(result.abc, target)
-        elif fmt == "svg":
-            write_svg(result.abc, target)
+    limits = load_settings().abc_limits
+    to_dir = output is not None and (len(files) > 1 or output.is_dir())
+    if to_dir and output is not None:
+        if output.exists() and not output.is_dir():
+            fail(f"-o {output} is a file; give a folder for several inputs", 2)
+        output.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    for file in files:
+        result = check_abc(_read_input(str(file)), limits)
+        if not result.ok or result.tune is None:
+            for f in result.errors:
+                err.print(f"  error [{f.code}] {escape(f.render())}")
+            err.print(f"[red]{escape(str(file))} has errors[/red]; fix them first (see `i2m abc check {file}`)")
+            failed += 1
+            continue
+        if to_dir and output is not None:
+            target = output / f"{file.stem}.{fmt}"
         else:
-            with tempfile.TemporaryDirectory(prefix="i2m-render-") as d:
-                mid = write_midi(result.tune, Path(d) / "tune.mid")
-                write_wav(mid, target)
-    except ConversionError as e:
-        fail(str(e), 1)
-    err.print(f"wrote {target}")
+            target = output or file.with_suffix("." + fmt)
+        try:
+            if fmt == "mid":
+                write_midi(result.tune, target)
+            elif fmt == "musicxml":
+                write_musicxml(result.abc, target)
+            elif fmt == "svg":
+                write_svg(result.abc, target)
+            else:
+                with tempfile.TemporaryDirectory(prefix="i2m-render-") as d:
+                    mid = write_midi(result.tune, Path(d) / "tune.mid")
+                    write_wav(mid, target)
+        except ConversionError as e:
+            err.print(f"[red]{escape(str(file))}:[/red] {escape(str(e))}")
+            failed += 1
+            continue
+        err.print(f"wrote {escape(str(target))}")
+    if failed:
+        sys.exit(1)
 
 
 @main.command("metrics")

@@ -53,9 +53,11 @@ def write_outputs(
         }
         atomic_write_text(run_dir / "music.abc", best["abc"])
         files["abc"] = "music.abc"
-        tune = read_tune(best["abc"], ctx.settings.abc_limits)
-        write_midi(tune, run_dir / "music.mid")
-        files["midi"] = "music.mid"
+        try:
+            write_midi(read_tune(best["abc"], ctx.settings.abc_limits), run_dir / "music.mid")
+            files["midi"] = "music.mid"
+        except Exception as e:  # noqa: BLE001 - the record is written whatever a writer does
+            notes.append(f"midi: {type(e).__name__}: {e}")
         for key, fn, fname in (
             ("musicxml", lambda: write_musicxml(best["abc"], run_dir / "music.musicxml"), "music.musicxml"),
             ("wav", lambda: write_wav(run_dir / "music.mid", run_dir / "music.wav"), "music.wav"),

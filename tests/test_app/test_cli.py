@@ -211,3 +211,50 @@ def test_progress_shows_retries_and_rounds(tmp_path: Path, image_path: Path) -> 
     r = cli("compose", str(image_path), "--replay", str(replay), "--top-k", "0", "-o", str(tmp_path / "o"))
     assert r.exit_code == 0, r.output
     assert "retry 1" in r.stderr and "round 1" in r.stderr and "retry after parse errors" in r.stderr
+
+
+def test_abc_check_many_files_prints_one_json_object_per_line(tmp_path: Path) -> None:
+    good, bad = tmp_path / "good.abc", tmp_path / "bad.abc"
+    good.write_text(GOOD_ABC)
+    bad.write_text((ABC_DIR / "unclosed_chord.abc").read_text())
+    r = cli("abc", "check", str(good), str(bad), "--json")
+    assert r.exit_code == 1
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [(row["file"], row["ok"]) for row in rows] == [(str(good), True), (str(bad), False)]
+    assert rows[1]["errors"][0]["code"] == "unclosed" or rows[1]["errors"][0]["code"] == "syntax"
+    one = cli("abc", "check", str(good), "--json")
+    assert one.exit_code == 0 and "file" not in json.loads(one.stdout)
+
+
+def test_abc_render_many_files_into_a_folder(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.abc", tmp_path / "b.abc"
+    a.write_text(GOOD_ABC)
+    b.write_text(GOOD_ABC.replace("Calm Harbour", "The Fisherman\u2019s Dawn \u2014 \u591c\u660e\u3051"))
+    out = tmp_path / "out"
+    r = cli("abc", "render", str(a), str(b), "--to", "mid", "-o", str(out))
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in out.iterdir()) == ["a.mid", "b.mid"]
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    assert cli("abc", "render", str(a), "--to", "mid", "-o", str(existing)).exit_code == 0
+    assert (existing / "a.mid").exists()
+
+
+def test_compose_with_a_title_outside_latin1_ends_ok(tmp_path: Path, image_path: Path) -> None:
+    title = "The Fisherman\u2019s Dawn \u2014 \u591c\u660e\u3051"
+    replay = write_replay(
+        tmp_path / "calls.jsonl",
+        [
+            ("describe", "A harbour at dawn."),
+            ("compose", fenced(GOOD_ABC.replace("Calm Harbour", title))),
+            ("reflect", fenced(GOOD_ABC.replace("Calm Harbour", title))),
+            ("explain", "Calm."),
+        ],
+    )
+    out = tmp_path / "out"
+    r = cli("compose", str(image_path), "--replay", str(replay), "--top-k", "0", "-o", str(out), "--json")
+    rec = json.loads((out / "run.json").read_text())
+    assert r.exit_code == 0 and rec["status"] == "ok", rec.get("reason")
+    assert rec["final"]["title"] == title
+    for name in ("music.mid", "music.musicxml", "report.html"):
+        assert (out / name).exists(), name

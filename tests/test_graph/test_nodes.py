@@ -34,3 +34,20 @@ def test_parse_check_ends_the_run_when_the_retry_budget_is_spent(tmp_path: Path)
     update = nodes.parse_check(state, _runtime(tmp_path, max_parse_retries=1))  # type: ignore[arg-type]
     assert update["parse_failures"] == 2 and update["status"] == "failed"
     assert "I2M_MAX_PARSE_RETRIES=1" in update["reason"]
+
+
+def test_a_music_tool_that_raises_becomes_a_finding(tmp_path: Path, monkeypatch: Any) -> None:
+    abc = (ABC_DIR / "pickup_ok.abc").read_text()
+
+    def boom(*_a: Any, **_k: Any) -> Any:
+        raise UnicodeEncodeError("latin-1", "\u591c", 0, 1, "cannot encode")
+
+    monkeypatch.setattr(nodes, "midi_bytes", boom)
+    update = nodes.parse_check({"draft": {"node": "compose", "text": abc}}, _runtime(tmp_path))  # type: ignore[arg-type]
+    (v,) = update["versions"]
+    assert not v["ok"] and v["errors"][0]["code"] == "internal" and "UnicodeEncodeError" in v["errors"][0]["message"]
+    monkeypatch.setattr(nodes, "tune_metrics", boom)
+    version = {"index": 0, "node": "compose", "abc": abc, "ok": True, "errors": [], "warnings": []}
+    update = nodes.evaluate({"versions": [version]}, _runtime(tmp_path))  # type: ignore[arg-type]
+    (v,) = update["versions"]
+    assert v["metrics"] == {} and v["warnings"][-1]["code"] == "internal"

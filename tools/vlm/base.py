@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import numpy as np
 from image2music.tools.errors import RunError
-from PIL import Image
+
+if TYPE_CHECKING:  # numpy and PIL only annotate here; light commands (i2m abc check) import this module
+    import numpy as np
+    from PIL import Image
 
 VLM_NODES = ("describe", "compose", "reflect", "explain", "judge")
 """The places that call a VLM: the graph's writing nodes and the evaluation's judge (one list)."""

@@ -1,0 +1,59 @@
+"""Benchmark: our ABC -> MIDI against abc2midi on the whole music21 corpus and Debian's sample tunes.
+
+Prints, per corpus and together: how many tunes abc2midi plays, how many of those we accept, how many are
+note-identical (same pitches at the same onsets, within 1/24 quarter note), the mean overlap and the number
+of exceptions (checking and every output format of ours). Goals: identical >= 95 %, overlap >= 0.99,
+acceptance >= 97 %, zero exceptions.
+
+Run: .venv/bin/python bench/abc_differential.py [--limit N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+from image2music.tools.music.corpus import iter_corpus
+from image2music.tools.music.differential import Comparison, compare, debian_sample_tunes, summarise
+
+
+def _one(item: tuple[str, str]) -> Comparison:
+    return compare(*item)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--limit", type=int, default=0, help="only the first N corpus tunes (0: all)")
+    ap.add_argument("--jobs", type=int, default=2)
+    args = ap.parse_args()
+    corpus = [(t.source, t.abc) for t in iter_corpus()]
+    if args.limit:
+        corpus = corpus[: args.limit]
+    debian = debian_sample_tunes()
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(args.jobs) as pool:
+        rows = list(pool.map(_one, corpus + debian, chunksize=32))
+    secs = time.perf_counter() - t0
+    parts = {"music21 corpus": rows[: len(corpus)], "Debian samples": rows[len(corpus) :], "all": rows}
+    for name, part in parts.items():
+        print(f"{name:>15}: {summarise(part).render()}")
+    rejected = collections.Counter(
+        (r.first_error or "").split(": ", 1)[-1][:70] for r in rows if r.oracle_plays and not r.accepted
+    )
+    print("most common reasons we refuse a tune abc2midi plays:")
+    for reason, n in rejected.most_common(8):
+        print(f"  {n:5d}  {reason}")
+    for r in rows:
+        if r.error:
+            print(f"exception: {r.source}: {r.error}")
+    print(f"{len(rows)} tunes in {secs:.0f} s")
+    s = summarise(parts["music21 corpus"])
+    ok = s.identical_rate >= 0.95 and s.mean_overlap >= 0.99 and summarise(rows).acceptance >= 0.97
+    return 0 if ok and summarise(rows).exceptions == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
