@@ -74,6 +74,18 @@ class Settings(BaseSettings):
     def _expand(cls, v: Path) -> Path:
         return Path(os.path.expanduser(str(v))).absolute()
 
+    @field_validator("vlm_base_url", "chroma_url", mode="after")
+    @classmethod
+    def _http_only(cls, v: str | None) -> str | None:
+        if v is None or not v.strip():
+            return None
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(v.strip())
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"must be an http:// or https:// URL with a host, not {v!r}")
+        return v.strip()
+
     @field_validator("node_generation", mode="after")
     @classmethod
     def _check_node_generation(cls, v: dict[str, dict[str, float | int]]) -> dict[str, dict[str, float | int]]:

@@ -154,7 +154,12 @@ def ask(ctx: RunContext, node: str, prompt: str, call_index: int, capture_attent
         settings=ctx.generation(node),
         capture_attention=capture_attention,
     )
-    record = {"node": node, "text": result.text, "call": call_index, "prompt": prompt}
+    record: dict[str, Any] = {"node": node, "text": result.text, "call": call_index, "prompt": prompt}
+    retries = (result.meta or {}).get("retries")
+    if retries:  # a served model answered 429/5xx first: each retry is visible
+        record["retries"] = retries
+        for line in retries:
+            notify_stderr(f"{node}: {line}")
     with _CALLS_LOCK:
         ctx.run_dir.mkdir(parents=True, exist_ok=True)
         with open(ctx.run_dir / "vlm_calls.jsonl", "a", encoding="utf-8") as fh:

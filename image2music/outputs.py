@@ -132,12 +132,42 @@ def write_outputs(
         "vlm_calls": dict(state.get("calls", {})),
         **(extra or {}),
     }
+    record["server_retries"] = tidy_calls(run_dir / "vlm_calls.jsonl", dict(state.get("calls", {})))
     files["report"] = "report.html"
     atomic_write_json(run_dir / "run.json", record)
     from image2music.report import write_report
 
     write_report(record, run_dir)
     return RunResult(run_id=ctx.run_id, run_dir=run_dir, record=record, files=files)
+
+
+def tidy_calls(path: Path, counts: dict[str, int]) -> list[str]:
+    """Make vlm_calls.jsonl match the checkpointed state: one line per (node, call index), none past what the
+    state counted (an answer whose checkpoint a kill -9 lost is asked again on resume and must not be doubled),
+    so the file always replays the run exactly. Returns the server retries it records."""
+    import json
+
+    if not path.exists():
+        return []
+    kept: dict[tuple[str, int], str] = {}
+    order: list[tuple[str, int]] = []
+    retries: list[str] = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            obj = json.loads(line)
+            key = (str(obj["node"]), int(obj.get("call", 0)))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            continue
+        if key[0] in counts and key[1] >= counts[key[0]]:
+            continue
+        if key not in kept:
+            order.append(key)
+        kept[key] = line
+        retries += [f"{key[0]} call {key[1] + 1}: {r}" for r in obj.get("retries") or []]
+    text = "".join(kept[k] + "\n" for k in order)
+    if text != path.read_text(encoding="utf-8", errors="replace"):
+        atomic_write_text(path, text)
+    return retries
 
 
 def load_record(run_dir: Path) -> dict[str, Any]:

@@ -23,22 +23,34 @@ figcaption{font-size:.85rem;color:#555}
 table{border-collapse:collapse;width:100%;font-size:.9rem}
 th,td{border:1px solid #e2e2e2;padding:.3rem .5rem;text-align:left}
 th{background:#f3f1fb}pre{background:#f6f6f8;padding:.8rem;overflow-x:auto;border-radius:6px;font-size:.85rem}
-.score svg{max-width:100%;height:auto;background:white}audio{width:100%}
+.score svg,.score img{max-width:100%;height:auto;background:white}audio{width:100%}
 """
 
 
+CSP = (
+    "default-src 'none'; img-src data:; media-src data: 'self'; style-src 'unsafe-inline'; "
+    "base-uri 'none'; form-action 'none'"
+)
+"""The report runs no script at all: only inline styles, data: images and the run's own audio."""
+
+
 def _e(x: Any) -> str:
-    return html.escape("" if x is None else str(x))
+    return html.escape("" if x is None else str(x), quote=True)
 
 
 def _data_uri(path: Path, mime: str) -> str:
     return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
-def _svg_inline(path: Path) -> str:
-    text = path.read_text(encoding="utf-8", errors="replace")
-    start = text.find("<svg")
-    return text[start:] if start >= 0 else ""
+def _svg_image(path: Path) -> str:
+    """The score as an image (an SVG inside <img> can run no script), sanitised once more."""
+    from image2music.tools.music.safe_svg import sanitize_svg
+
+    safe = sanitize_svg(path.read_text(encoding="utf-8", errors="replace"))
+    if safe is None:
+        return "<p class='muted'>(the score could not be shown)</p>"
+    uri = "data:image/svg+xml;base64," + base64.b64encode(safe.encode("utf-8")).decode("ascii")
+    return f"<img alt='the score' src='{uri}'>"
 
 
 def render_report(record: dict[str, Any], run_dir: Path) -> str:
@@ -47,6 +59,7 @@ def render_report(record: dict[str, Any], run_dir: Path) -> str:
     parts: list[str] = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
         "<meta name='viewport' content='width=device-width, initial-scale=1'>",
+        f"<meta http-equiv='Content-Security-Policy' content=\"{CSP}\">",
         f"<title>i2m {_e(record.get('run_id'))}</title><style>{CSS}</style></head><body>",
         f"<h1>{_e((record.get('final') or {}).get('title') or 'image2music run')}</h1>",
         f"<p class='muted'>run {_e(record.get('run_id'))} · <span class='status-{_e(record.get('status'))}'>"
@@ -57,15 +70,10 @@ def render_report(record: dict[str, Any], run_dir: Path) -> str:
     images = []
     src = next(iter(sorted(run_dir.glob("input.*"))), None)
     if src is not None:
-        mime = (
-            "image/png"
-            if src.suffix == ".png"
-            else "image/jpeg"
-            if src.suffix in (".jpg", ".jpeg")
-            else f"image/{src.suffix.lstrip('.')}"
-        )
+        mime = "image/png" if src.suffix == ".png" else "image/jpeg" if src.suffix in (".jpg", ".jpeg") else ""
         images.append(
-            f"<figure><img alt='input image' src='{_data_uri(src, mime)}'><figcaption>the image</figcaption></figure>"
+            f"<figure><img alt='input image' src='{_e(_data_uri(src, mime))}'>"
+            "<figcaption>the image</figcaption></figure>"
         )
     for name, fname in ((record.get("attention") or {}).get("files") or {}).items():
         p = run_dir / fname
@@ -93,7 +101,7 @@ def render_report(record: dict[str, Any], run_dir: Path) -> str:
             src_audio = _data_uri(wav, "audio/wav") if wav.stat().st_size <= MAX_INLINE_AUDIO else "music.wav"
             parts.append(f"<audio controls preload='metadata' src='{src_audio}'></audio>")
         if "svg" in files and (run_dir / "music.svg").exists():
-            parts.append(f"<div class='score'>{_svg_inline(run_dir / 'music.svg')}</div>")
+            parts.append(f"<div class='score'>{_svg_image(run_dir / 'music.svg')}</div>")
         parts.append(f"<pre>{_e(final['abc'])}</pre>")
         links = [f"<a href='{_e(f)}'>{_e(k)}</a>" for k, f in files.items() if k in ("midi", "abc", "musicxml", "wav")]
         parts.append("<p>files: " + " · ".join(links) + "</p>")

@@ -12,13 +12,22 @@ from image2music.graph.config import load_settings
 
 from image2music.runner import compose_image
 
+HOSTILE_ABC = GOOD_ABC.replace(
+    "K:G",
+    "%%beginsvg\n<script>document.title='PWNED'</script>\n%%endsvg\n"
+    "%%<script>document.title=\"PWNED\"</script>\n"
+    "%%postscript <script>document.title='PWNED'</script>\n"
+    "I:beginsvg\n<script>document.title='PWNED'</script>\nI:endsvg\n"
+    "K:G",
+).replace("T:Calm Harbour", "T:Calm Harbour <script>document.title='PWNED'</script>")
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
-def _run(tmp_path: Path, image: Path) -> Path:
+def _run(tmp_path: Path, image: Path, abc: str = GOOD_ABC) -> Path:
     replay = write_replay(
         tmp_path / "c.jsonl",
-        [("describe", "Boats at dawn."), ("compose", fenced(GOOD_ABC)), ("explain", "Calm <b>G major</b>.")],
+        [("describe", "Boats at dawn."), ("compose", fenced(abc)), ("explain", "Calm <b>G major</b>.")],
     )
     s = load_settings(vlm_backend="replay", replay_file=replay, top_k=0, refine_rounds=0)
     return compose_image(image, s, run_dir=tmp_path / "run").run_dir
@@ -59,10 +68,42 @@ def test_report_renders_in_headless_chromium(tmp_path: Path, image_path: Path) -
     url = (run_dir / "report.html").as_uri()
     dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=120)
     assert dom.returncode == 0, dom.stderr[-2000:]
-    assert "<audio" in dom.stdout and "<svg" in dom.stdout and "Calm Harbour" in dom.stdout
+    assert "<audio" in dom.stdout and "data:image/svg+xml" in dom.stdout and "Calm Harbour" in dom.stdout
     # Chromium logs every console message (console.error, uncaught exceptions) as ":CONSOLE" lines
     console = [ln for ln in dom.stderr.splitlines() if ":CONSOLE" in ln]
     assert console == []
     shot = tmp_path / "shot.png"
     subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1000,1400", url], capture_output=True, timeout=120)
     assert shot.exists() and shot.stat().st_size > 10_000
+
+
+def _chromium_dom(tmp_path: Path, url: str) -> str:
+    assert CHROMIUM is not None
+    flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path / 'chrome'}"]
+    dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    return dom.stdout
+
+
+@pytest.mark.skipif(shutil.which("abcm2ps") is None, reason="abcm2ps makes the score")
+def test_model_written_markup_never_reaches_the_score_or_the_report(tmp_path: Path, image_path: Path) -> None:
+    run_dir = _run(tmp_path, image_path, HOSTILE_ABC)
+    svg = (run_dir / "music.svg").read_text()
+    page = (run_dir / "report.html").read_text()
+    assert "<script" not in svg.lower() and "<script" not in page.lower()
+    assert "Content-Security-Policy" in page
+    if CHROMIUM is None:
+        pytest.skip("chromium not installed (Debian: chromium)")
+    for url in ((run_dir / "report.html").as_uri(), (run_dir / "music.svg").as_uri()):
+        dom = _chromium_dom(tmp_path, url)
+        assert "PWNED" not in dom.split("<title>")[-1].split("</title>")[0] if "<title>" in dom else True
+        assert "document.title" not in dom or "&lt;script&gt;" in dom
+
+
+def test_input_copy_is_re_encoded_and_file_names_never_become_markup(tmp_path: Path, image_path: Path) -> None:
+    hostile = tmp_path / "a.x' onerror='document.title=1'<!--.png"
+    hostile.write_bytes(image_path.read_bytes())
+    run_dir = _run(tmp_path, hostile)
+    assert sorted(p.name for p in run_dir.glob("input*")) == ["input.png"]
+    page = (run_dir / "report.html").read_text()
+    assert "onerror" not in page.replace("onerror=&#x27;", "")

@@ -111,3 +111,28 @@ def test_run_with_served_model_uses_the_clip_fallback_map(
     assert rec["attention"]["files"] == {"describe": "attention.png"}
     assert (tmp_path / "run" / "attention.png").exists()
     assert len(server.requests) == 4
+
+
+def test_the_api_key_is_never_stored(server: FakeServer, tmp_path: Path, image_path: Path) -> None:
+    key = "sk-never-store-me-123"
+    s = load_settings(
+        vlm_backend="openai",
+        vlm_base_url=server.url,
+        vlm_model="served-vlm",
+        vlm_api_key=key,
+        top_k=0,
+        attention_maps=False,
+    )
+    res = compose_image(image_path, s, run_dir=tmp_path / "run")
+    assert res.record["status"] == "ok" and server.requests[0]["auth"] == f"Bearer {key}"
+    for path in [*(tmp_path / "run").rglob("*"), *s.home.rglob("*")]:
+        if path.is_file():
+            assert key.encode() not in path.read_bytes(), path
+
+
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://example.org/v1"])
+def test_a_base_url_that_is_not_http_is_refused_as_a_setting(url: str) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="http"):
+        load_settings(vlm_backend="openai", vlm_base_url=url)

@@ -987,16 +987,16 @@ class _Reader:
             self.line_no = idx
             line = raw.rstrip("\r")
             stripped = line.strip()
-            if stripped.startswith("%%"):
-                if stripped.startswith("%%begintext"):
-                    self.in_text_block = True
-                elif stripped.startswith("%%endtext"):
-                    self.in_text_block = False
-                else:
-                    self.midi_directive(stripped)
+            block = re.match(r"^(?:%%|I:)\s*(begin|end)(\w*)", stripped)
+            if block:
+                # %%begintext / %%beginsvg / %%beginps ... %%end...: not music (and never engraved, see safe_svg)
+                self.in_text_block = block.group(1) == "begin"
                 continue
             if self.in_text_block:
-                continue  # free text between %%begintext and %%endtext
+                continue
+            if stripped.startswith("%%"):
+                self.midi_directive(stripped)
+                continue
             if not stripped or stripped.startswith("%"):
                 if not stripped and self.header_done and self.cur is not None and self.cur.voice.events:
                     # a blank line ends the tune (ABC 2.1); anything after it is not this tune's music

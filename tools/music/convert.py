@@ -15,6 +15,7 @@ from pathlib import Path
 import mido
 from image2music.tools.files import atomic_write_bytes
 from image2music.tools.music.abcparse import Bar, Event, Tune, Voice
+from image2music.tools.music.safe_svg import engrave_input, sanitize_svg
 
 TICKS_PER_QUARTER = 480
 _TICKS_PER_WHOLE = TICKS_PER_QUARTER * 4
@@ -250,7 +251,7 @@ def write_svg(abc: str, path: Path, timeout_s: float = 30.0) -> Path:
     path = Path(path)
     with tempfile.TemporaryDirectory(prefix="i2m-abcm2ps-") as d:
         src = Path(d) / "tune.abc"
-        src.write_text(abc, encoding="utf-8")
+        src.write_text(engrave_input(abc), encoding="utf-8")
         out = Path(d) / "out"
         try:
             proc = subprocess.run(
@@ -261,4 +262,7 @@ def write_svg(abc: str, path: Path, timeout_s: float = 30.0) -> Path:
         pages = sorted(Path(d).glob("out*.svg"))
         if not pages:
             raise ConversionError(f"abcm2ps wrote no SVG: {(proc.stderr or proc.stdout).strip()[:300]}")
-        return atomic_write_bytes(path, pages[0].read_bytes())
+        safe = sanitize_svg(pages[0].read_text(encoding="utf-8", errors="replace"))
+        if safe is None:
+            raise ConversionError("abcm2ps wrote an SVG that cannot be read as XML; no score is shown")
+        return atomic_write_bytes(path, safe.encode("utf-8"))

@@ -1,0 +1,144 @@
+"""A hostile OpenAI-compatible server on loopback: errors, rate limits, trickles, silence, huge and cut-off
+answers, redirects to another host, content as parts, invalid UTF-8. Every case ends in a bounded time with
+text or one clear VLMError, and the API key never leaves the configured server."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from image2music.tools.vlm import GenerationSettings, VLMError, openai_compat
+from image2music.tools.vlm.openai_compat import OpenAIVLM, check_base_url
+from PIL import Image
+
+
+def _ok(content: Any) -> bytes:
+    return json.dumps({"choices": [{"message": {"content": content}}]}).encode()
+
+
+class Server:
+    def __init__(self, mode: str, target: str = "") -> None:
+        self.mode, self.target, self.hits, self.auth = mode, target, 0, []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                self.rfile.read(int(self.headers["Content-Length"]))
+                outer.hits += 1
+                outer.auth.append(self.headers.get("Authorization"))
+                m = outer.mode
+                if m in ("500", "429") and outer.hits == 1:
+                    self.send_response(int(m))
+                    if m == "429":
+                        self.send_header("Retry-After", "1")
+                    self.end_headers()
+                    return
+                if m == "redirect":
+                    self.send_response(302)
+                    self.send_header("Location", outer.target)
+                    self.end_headers()
+                    return
+                if m == "silent":
+                    time.sleep(3)
+                    return
+                body = {
+                    "parts": _ok([{"type": "text", "text": "A "}, {"type": "text", "text": "lighthouse."}]),
+                    "number": _ok(42),
+                    "badutf8": b'{"choices": [{"message": {"content": "caf\xe9 \xff"}}]}',
+                }.get(m, _ok("fine"))
+                if m == "huge":
+                    body = _ok("x" * 3000)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body) + (100 if m == "cut" else 0)))
+                self.end_headers()
+                if m == "trickle":
+                    for b in body:
+                        self.wfile.write(bytes([b]))
+                        self.wfile.flush()
+                        time.sleep(0.2)
+                    return
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+
+
+@pytest.fixture
+def server(request: pytest.FixtureRequest) -> Iterator[Server]:
+    s = Server(request.param)
+    yield s
+    s.close()
+
+
+def _ask(url: str, timeout_s: float = 5.0) -> str:
+    vlm = OpenAIVLM(base_url=url, model="m", api_key="sk-SECRET", timeout_s=timeout_s)
+    res = vlm.generate(
+        node="describe", prompt="p", image=Image.new("RGB", (8, 8)), call_index=0, settings=GenerationSettings()
+    )
+    return res.text
+
+
+@pytest.mark.parametrize("server", ["500", "429"], indirect=True)
+def test_errors_and_rate_limits_are_retried(server: Server) -> None:
+    assert _ask(server.url) == "fine" and server.hits == 2
+
+
+@pytest.mark.parametrize(
+    ("server", "text"),
+    [("parts", "A lighthouse."), ("number", "42"), ("badutf8", "caf\ufffd \ufffd")],
+    indirect=["server"],
+)
+def test_odd_but_valid_answers_become_text(server: Server, text: str) -> None:
+    assert _ask(server.url) == text
+
+
+@pytest.mark.parametrize("server", ["trickle", "silent"], indirect=True)
+def test_the_deadline_is_for_the_whole_call(server: Server) -> None:
+    t0 = time.monotonic()
+    with pytest.raises(VLMError, match="within 1.5 s|cannot reach|cut short"):
+        _ask(server.url, timeout_s=1.5)
+    assert time.monotonic() - t0 < 4
+
+
+@pytest.mark.parametrize("server", ["cut"], indirect=True)
+def test_a_body_cut_short_is_a_clear_error(server: Server) -> None:
+    with pytest.raises(VLMError):
+        _ask(server.url, timeout_s=3)
+
+
+@pytest.mark.parametrize("server", ["huge"], indirect=True)
+def test_huge_answers_are_refused(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(openai_compat, "MAX_ANSWER_BYTES", 1000)
+    with pytest.raises(VLMError, match="larger than"):
+        _ask(server.url)
+
+
+def test_redirects_are_not_followed_and_the_key_stays_home() -> None:
+    other = Server("ok")
+    first = Server("redirect", target=other.url + "/chat/completions")
+    try:
+        with pytest.raises(VLMError, match="redirect"):
+            _ask(first.url)
+        assert other.hits == 0 and first.auth == ["Bearer sk-SECRET"]
+    finally:
+        first.close()
+        other.close()
+
+
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://host/v1", "localhost:8000", "data:,x"])
+def test_only_http_base_urls(url: str) -> None:
+    with pytest.raises(VLMError, match="http"):
+        check_base_url(url)
