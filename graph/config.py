@@ -67,7 +67,12 @@ class Settings(BaseSettings):
     abc_max_notes: int = Field(20_000, ge=1)
     abc_max_note_whole_notes: int = Field(16, ge=1)
     abc_max_seconds: float = Field(1800.0, gt=0)
-    abc_max_parse_seconds: float = Field(2.0, gt=0)
+    convert_timeout_s: float = Field(120.0, gt=0)
+    """Deadline of each file conversion (MusicXML, WAV, SVG), each in a child process."""
+    run_deadline_s: float = Field(900.0, gt=0)
+    """Deadline of a whole run: past it the run stops before its next node and ends failed with its record."""
+    abc_max_voices: int = Field(32, ge=1, le=256)
+    abc_max_overlays: int = Field(256, ge=0)
 
     @field_validator("home", mode="after")
     @classmethod
@@ -120,7 +125,8 @@ class Settings(BaseSettings):
             max_notes=self.abc_max_notes,
             max_note_whole_notes=Fraction(self.abc_max_note_whole_notes),
             max_seconds=self.abc_max_seconds,
-            max_parse_seconds=self.abc_max_parse_seconds,
+            max_voices=self.abc_max_voices,
+            max_overlays=self.abc_max_overlays,
         )
 
     def generation(self, node: str) -> GenerationSettings:

@@ -116,15 +116,19 @@ def settings_from(**flags: Any) -> Any:
     "--output",
     "output",
     type=click.Path(path_type=Path),
-    help="Run dir (default: a new dir under I2M_HOME/runs).",
+    help="Run dir (default: a new dir under I2M_HOME/runs). An earlier run there is replaced; a folder with "
+    "other files is refused unless --force.",
 )
+@click.option("--force", is_flag=True, help="Let -o replace a non-empty folder that is not an earlier run.")
 @model_options
 @click.option(
     "--prompt", "prompt_files", multiple=True, metavar="NODE=FILE", help="Use FILE as the prompt of NODE (repeatable)."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print run.json to stdout.")
 @handle_errors
-def compose(image: Path, output: Path | None, prompt_files: tuple[str, ...], as_json: bool, **flags: Any) -> None:
+def compose(
+    image: Path, output: Path | None, force: bool, prompt_files: tuple[str, ...], as_json: bool, **flags: Any
+) -> None:
     """Turn IMAGE into music: describe, retrieve, compose, check, evaluate, refine, explain.
 
     Example: i2m compose photo.jpg -o out/  (writes run.json, music.abc, music.mid, attention.png ...)
@@ -144,6 +148,7 @@ def compose(image: Path, output: Path | None, prompt_files: tuple[str, ...], as_
             on_event=progress,
             notify=lambda m: err.print(f"[yellow]{m}[/yellow]"),
             on_start=lambda rid, d: err.print(f"run [bold]{rid}[/bold] (resume with `i2m runs resume {rid}`)"),
+            force=force,
         )
     report_result(result, as_json)
 

@@ -44,6 +44,7 @@ def write_outputs(
     versions = state.get("versions", [])
     best = best_version(versions)
     final = None
+    limit = ctx.settings.convert_timeout_s
     if best is not None and best["ok"]:
         final = {
             "version": best["index"] + 1,
@@ -59,9 +60,9 @@ def write_outputs(
         except Exception as e:  # noqa: BLE001 - the record is written whatever a writer does
             notes.append(f"midi: {type(e).__name__}: {e}")
         for key, fn, fname in (
-            ("musicxml", lambda: write_musicxml(best["abc"], run_dir / "music.musicxml"), "music.musicxml"),
-            ("wav", lambda: write_wav(run_dir / "music.mid", run_dir / "music.wav"), "music.wav"),
-            ("svg", lambda: write_svg(best["abc"], run_dir / "music.svg"), "music.svg"),
+            ("musicxml", lambda: write_musicxml(best["abc"], run_dir / "music.musicxml", limit), "music.musicxml"),
+            ("wav", lambda: write_wav(run_dir / "music.mid", run_dir / "music.wav", limit), "music.wav"),
+            ("svg", lambda: write_svg(best["abc"], run_dir / "music.svg", limit), "music.svg"),
         ):
             try:
                 fn()

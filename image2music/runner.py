@@ -7,6 +7,7 @@ its run.json (status ``failed`` and the reason), vlm_calls.jsonl, the report and
 from __future__ import annotations
 
 import secrets
+import shutil
 import sqlite3
 import time
 import traceback
@@ -29,7 +30,7 @@ from image2music.rundb import (
     register_run,
     set_status,
 )
-from image2music.tools.errors import I2MError, InputError
+from image2music.tools.errors import I2MError, InputError, RunError
 from image2music.tools.files import atomic_write_json, atomic_write_text
 
 Event = Callable[[str, dict[str, Any]], None]
@@ -45,6 +46,10 @@ __all__ = [
     "replay_run",
     "resume_run",
 ]
+
+
+class RunDeadline(RunError):
+    """The run passed I2M_RUN_DEADLINE_S."""
 
 
 def new_run_id() -> str:
@@ -86,6 +91,27 @@ def prepare_run(
         except OSError as e:
             raise InputError(f"cannot write the run dir {run_dir}: {e.strerror or e}") from e
     return ctx
+
+
+def claim_output_dir(run_dir: Path, force: bool) -> Path | None:
+    """Check an output folder given by the user; an earlier run there is moved aside (returned) so the new run
+    never mixes with it. Raises InputError for a file or a foreign non-empty folder (unless ``force``)."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise InputError(f"-o {run_dir} is a file; give a folder for the run")
+    if not run_dir.is_dir() or not any(run_dir.iterdir()):
+        return None
+    ours = (run_dir / "run.json").is_file()
+    if not ours and not force:
+        raise InputError(
+            f"-o {run_dir} is a folder with other files in it; choose a new or empty folder, or pass --force "
+            "to replace its content"
+        )
+    aside = run_dir.with_name(f".{run_dir.name}.replaced-{secrets.token_hex(3)}")
+    try:
+        run_dir.rename(aside)
+    except OSError as e:
+        raise InputError(f"cannot replace {run_dir}: {e.strerror or e}") from e
+    return aside
 
 
 def _failure(error: BaseException, ctx: RunContext) -> tuple[str, dict[str, Any]]:
@@ -131,6 +157,7 @@ def execute_graph(
     config = _config(ctx.run_id, ctx.settings)
     error: str | None = None
     notes: list[dict[str, Any]] = []
+    deadline = time.monotonic() + ctx.settings.run_deadline_s
     try:
         while True:
             for chunk in graph.stream(
@@ -139,6 +166,11 @@ def execute_graph(
                 for node, update in chunk.items():
                     if on_event is not None and isinstance(update, dict):
                         on_event(node, update)
+                if time.monotonic() > deadline:
+                    raise RunDeadline(
+                        f"the run took longer than I2M_RUN_DEADLINE_S={ctx.settings.run_deadline_s:g} s; it stopped "
+                        f"after {next(iter(chunk), 'a node')} (continue it with `i2m runs resume {ctx.run_id}`)"
+                    )
             snapshot = graph.get_state(config)
             if on_pause is None or "reflect" not in (snapshot.next or ()):
                 break
@@ -194,12 +226,28 @@ def compose_image(
     user_feedback: str | None = None,
     on_start: Callable[[str, Path], None] | None = None,
     on_pause: Pause | None = None,
+    force: bool = False,
 ) -> RunResult:
-    """Turn one image into music. Raises InputError (refused input) or RunError (cannot start)."""
+    """Turn one image into music. Raises InputError (refused input) or RunError (cannot start).
+
+    ``run_dir`` (``-o``) may be new, empty, or an earlier run of ours (it is replaced, never mixed); a
+    non-empty folder of anything else is refused unless ``force``."""
     image_path = Path(image).expanduser().absolute()
     run_id = run_id or new_run_id()
-    run_dir = Path(run_dir).absolute() if run_dir is not None else settings.runs_dir / run_id
-    ctx = prepare_run(settings, image_path, run_dir, run_id, prompt_overrides, notify)
+    replaced: Path | None = None
+    if run_dir is not None:
+        run_dir = Path(run_dir).absolute()
+        replaced = claim_output_dir(run_dir, force)
+    else:
+        run_dir = settings.runs_dir / run_id
+    try:
+        ctx = prepare_run(settings, image_path, run_dir, run_id, prompt_overrides, notify)
+    except BaseException:
+        if replaced is not None and not run_dir.exists():
+            replaced.rename(run_dir)  # nothing was written: the earlier run stays as it was
+        raise
+    if replaced is not None:
+        shutil.rmtree(replaced, ignore_errors=True)
     conn = connect_db(settings)
     try:
         register_run(
@@ -246,6 +294,7 @@ def resume_run(
     conn = connect_db(settings)
     try:
         info = get_run(conn, run_id)
+        _refuse_repeating_a_crash(info)
         run_settings = _stored_settings(info, settings, overrides)
         prompts = {k: Path(v) for k, v in info.prompts.items()}
         ctx = prepare_run(run_settings, Path(info.image), info.run_dir, info.run_id, prompts, notify, copy_input=False)
@@ -257,6 +306,21 @@ def resume_run(
         return execute_graph(ctx, conn, None, on_event)
     finally:
         conn.close()
+
+
+def _refuse_repeating_a_crash(info: RunInfo) -> None:
+    """A run that ended on an internal error would crash the same way again: say so instead."""
+    import json
+
+    try:
+        record = json.loads((info.run_dir / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if record.get("status") == "failed" and any(e.get("log") for e in record.get("errors") or []):
+        raise InputError(
+            f"run {info.run_id} ended on an internal error (see {info.run_dir / 'run.log'}); resuming would repeat "
+            f"it: start a new run, or `i2m runs replay {info.run_id} --from NODE` with other settings"
+        )
 
 
 def predecessor(path: list[str], from_node: str) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 import warnings
 from pathlib import Path
 
@@ -23,6 +24,16 @@ def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
         raise ImageError(f"image not found: {p}")
     if p.is_dir():
         raise ImageError(f"{p} is a directory, not an image file")
+    mode = p.stat().st_mode
+    if not stat.S_ISREG(mode):
+        kind = (
+            "a named pipe (FIFO)" if stat.S_ISFIFO(mode)
+            else "a character device" if stat.S_ISCHR(mode)
+            else "a block device" if stat.S_ISBLK(mode)
+            else "a socket" if stat.S_ISSOCK(mode)
+            else "not a regular file"
+        )  # fmt: skip
+        raise ImageError(f"{p} is {kind}, not an image file")
     if p.stat().st_size == 0:
         raise ImageError(f"{p} is empty (0 bytes)")
     try:

@@ -10,7 +10,7 @@ from image2music.tools.music.abcparse import Limits
 from image2music.tools.music.check import check_abc
 from image2music.tools.music.convert import midi_bytes
 
-LIMITS = Limits(max_parse_seconds=0.5)
+LIMITS = Limits()
 ABC_ALPHABET = "ABCDEFGabcdefgzZxy^_=,'/0123456789()[]{}<>|:.~-!+\"% \n&HTMKLVQX\\"
 HEADER = "X:1\nT:fuzz\nM:{m}\nL:1/8\nK:{k}\n"
 

@@ -2,8 +2,8 @@
 
 It reads one tune into timed note events per voice, with every bar's length and location, and reports
 located errors (what stops conversion) and warnings (music that converts but is doubtful). It is linear
-in the text, enforces the guards in :class:`Limits` before allocating anything, and checks a deadline so a
-hostile tune cannot make it hang.
+in the text and enforces the guards in :class:`Limits` (sizes and counts, never seconds, so a verdict does
+not depend on load) before allocating anything, so a hostile tune cannot make it hang.
 
 Time is measured in whole notes (``Fraction``); pitches are MIDI numbers (middle C = 60 = ``C``).
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import time
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -27,7 +26,9 @@ class Limits:
     max_notes: int = 20_000
     max_note_whole_notes: Fraction = Fraction(16)
     max_seconds: float = 1800.0
-    max_parse_seconds: float = 2.0
+    max_voices: int = 32
+    max_overlays: int = 256
+    """Guards are counts, never seconds: a verdict must not depend on how busy the machine is."""
 
 
 class GuardError(Exception):
@@ -284,6 +285,10 @@ def parse_fraction(text: str) -> Fraction | str:
     return Fraction(int(m.group(1)), int(m.group(2)))
 
 
+class AbsurdValue(str):
+    """A message for a value that is readable but impossible (an error, where an unreadable one only warns)."""
+
+
 def parse_tempo(text: str, unit: Fraction) -> float | str:
     """Quarter notes per minute from ``Q:1/4=96``, ``Q:"Allegro" 3/8=60`` or legacy ``Q:96`` (unit = L)."""
     t = re.sub(r'"[^"]*"', " ", text).strip()
@@ -304,9 +309,10 @@ def parse_tempo(text: str, unit: Fraction) -> float | str:
             return f"cannot read tempo Q:{text.strip()}: write Q:1/4=96"
         beat = unit
         bpm = float(m2.group(1))
-    if bpm <= 0 or bpm > 1000:
-        return f"tempo Q:{text.strip()} is out of range (1-1000 beats per minute)"
-    return bpm * float(beat) * 4.0
+    qpm = bpm * float(beat) * 4.0
+    if bpm <= 0 or bpm > 1000 or not 1 <= qpm <= 4000:
+        return AbsurdValue(f"tempo Q:{text.strip()} is out of range (1-1000 beats per minute)")
+    return qpm
 
 
 # --- the reader -----------------------------------------------------------------------------------------
@@ -351,7 +357,7 @@ class _Reader:
         self.tune = Tune(text=text)
         self.states: dict[str, _VoiceState] = {}
         self.cur: _VoiceState | None = None
-        self.deadline = time.monotonic() + limits.max_parse_seconds
+        self.n_overlays = 0
         self.n_notes = 0
         self.default_program: int | None = None
         self.header_done = False
@@ -408,7 +414,9 @@ class _Reader:
                     self.cur.unit = fr
         elif key == "Q":
             q = parse_tempo(value, self.tune.unit)
-            if isinstance(q, str):
+            if isinstance(q, AbsurdValue):
+                self.error(q, col, code="tempo")
+            elif isinstance(q, str):
                 self.warn(f"{q}; the default tempo is used", col, code="tempo")
             elif not self.header_done or not self.body_tempo_seen:
                 # one tempo per MIDI file: the header's, or the first Q: of the body that overrides it
@@ -472,6 +480,8 @@ class _Reader:
 
     # -- voices ------------------------------------------------------------------------------------------
     def switch_voice(self, vid: str, name: str | None = None) -> None:
+        if vid not in self.states and len(self.states) >= self.limits.max_voices:
+            raise GuardError(self._finding(f"more than {self.limits.max_voices} voices", None, None))
         if vid not in self.states:
             if (
                 self.cur is not None
@@ -570,12 +580,6 @@ class _Reader:
             st.pending_begin = True
 
     def add_event(self, st: _VoiceState, dur: Fraction, pitches: list[int], col: int, tie: bool) -> Event:
-        if time.monotonic() > self.deadline:
-            raise GuardError(
-                self._finding(
-                    f"parsing took longer than {self.limits.max_parse_seconds:g} s; the tune is too large", col, None
-                )
-            )
         if st.tuplet is not None:
             factor, left, tl, tc = st.tuplet
             dur = dur * factor
@@ -749,6 +753,11 @@ class _Reader:
                 b = self.open_bar(st, col)
                 if not st.overlay:
                     st.overlay = True
+                    self.n_overlays += 1
+                    if self.n_overlays > self.limits.max_overlays:
+                        raise GuardError(
+                            self._finding(f"more than {self.limits.max_overlays} voice overlays ('&')", col, None)
+                        )
                 st.overlay_time = b.start
                 i += 1
                 continue
@@ -948,7 +957,9 @@ class _Reader:
                         st.key_accs = ks[0]
             elif key == "Q":
                 q = parse_tempo(value, st.unit)
-                if isinstance(q, str):
+                if isinstance(q, AbsurdValue):
+                    self.error(q, col, code="tempo")
+                elif isinstance(q, str):
                     self.warn(f"{q}; the tempo is kept", col, code="tempo")
 
     def midi_directive(self, text: str) -> None:

@@ -188,17 +188,36 @@ def write_midi(tune: Tune, path: Path) -> Path:
     return atomic_write_bytes(Path(path), midi_bytes(tune))
 
 
-def write_musicxml(abc: str, path: Path) -> Path:
-    """MusicXML through music21 (its ABC reader, our file)."""
-    import music21
+_MUSICXML_CHILD = """
+import sys
+import music21
+abc = sys.stdin.read()
+score = music21.converter.parseData(abc, format="abc")
+sys.stdout.buffer.write(music21.musicxml.m21ToXml.GeneralObjectExporter(score).parse())
+"""
 
+
+def write_musicxml(abc: str, path: Path, timeout_s: float = 120.0) -> Path:
+    """MusicXML through music21 (its ABC reader, our file), in a child process with a deadline: music21 can
+    take minutes on a large tune, and a run must not wait for it."""
+    import sys
+
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     try:
-        score = music21.converter.parseData(abc, format="abc")
-        exporter = music21.musicxml.m21ToXml.GeneralObjectExporter(score)
-        data = exporter.parse()
-    except Exception as e:  # music21 raises many unrelated types for one bad tune
-        raise ConversionError(f"music21 could not write MusicXML for this tune: {type(e).__name__}: {e}") from e
-    return atomic_write_bytes(Path(path), data)
+        proc = subprocess.run(
+            [sys.executable, "-c", _MUSICXML_CHILD],
+            input=abc.encode("utf-8"),
+            capture_output=True,
+            timeout=timeout_s,
+            env=env,
+            cwd=tempfile.gettempdir(),
+        )
+    except subprocess.TimeoutExpired as e:
+        raise ConversionError(f"music21 took longer than {timeout_s:g} s (I2M_CONVERT_TIMEOUT_S); no MusicXML") from e
+    if proc.returncode != 0 or not proc.stdout:
+        last = (proc.stderr.decode("utf-8", "replace").strip().splitlines() or ["no output"])[-1]
+        raise ConversionError(f"music21 could not write MusicXML for this tune: {last[:300]}")
+    return atomic_write_bytes(Path(path), proc.stdout)
 
 
 def find_soundfont() -> Path | None:
@@ -243,7 +262,7 @@ def write_wav(midi_path: Path, path: Path, timeout_s: float = 120.0) -> Path:
     return path
 
 
-def write_svg(abc: str, path: Path, timeout_s: float = 30.0) -> Path:
+def write_svg(abc: str, path: Path, timeout_s: float = 60.0) -> Path:
     """Engrave sheet music as SVG with abcm2ps (first page)."""
     exe = shutil.which("abcm2ps")
     if exe is None:

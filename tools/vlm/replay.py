@@ -9,23 +9,41 @@ from pathlib import Path
 from image2music.tools.vlm.base import GenerationSettings, VLMError, VLMResult
 from PIL import Image
 
+MAX_REPLAY_BYTES = 64 * 1024 * 1024
+"""A replay file larger than this is refused (a recorded run is a few hundred kB)."""
+
+
+class ReplayFileError(VLMError):
+    """The replay file itself is unusable: refused input (exit code 2)."""
+
+    exit_code = 2
+
 
 def read_calls(path: Path) -> dict[str, list[str]]:
     """Group the texts of a ``vlm_calls.jsonl`` / replay file by node, in file order."""
     by_node: dict[str, list[str]] = {}
+    p = Path(path)
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        if not p.exists():
+            raise ReplayFileError(f"cannot read replay file {path}: no such file")
+        if not p.is_file():
+            raise ReplayFileError(f"replay file {path} is not a regular file (a folder, a pipe or a device)")
+        if p.stat().st_size > MAX_REPLAY_BYTES:
+            raise ReplayFileError(f"replay file {path} is larger than {MAX_REPLAY_BYTES >> 20} MB; refused")
+        lines = p.read_text(encoding="utf-8-sig").splitlines()  # a BOM is fine
+    except UnicodeDecodeError as e:
+        raise ReplayFileError(f"replay file {path} is not UTF-8 text") from e
     except OSError as e:
-        raise VLMError(f"cannot read replay file {path}: {e.strerror or e}") from e
+        raise ReplayFileError(f"cannot read replay file {path}: {e.strerror or e}") from e
     for n, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
-            raise VLMError(f"replay file {path}, line {n}: not JSON ({e.msg})") from e
+            raise ReplayFileError(f"replay file {path}, line {n}: not JSON ({e.msg})") from e
         if not isinstance(obj, dict) or not isinstance(obj.get("node"), str) or not isinstance(obj.get("text"), str):
-            raise VLMError(f'replay file {path}, line {n}: expected {{"node": "...", "text": "..."}}')
+            raise ReplayFileError(f'replay file {path}, line {n}: expected {{"node": "...", "text": "..."}}')
         by_node.setdefault(obj["node"], []).append(obj["text"])
     return by_node
 
