@@ -4,6 +4,7 @@ by the runs of that process (batch jobs, chat, evaluation, Studio)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import threading
@@ -154,6 +155,9 @@ def ask(ctx: RunContext, node: str, prompt: str, call_index: int, capture_attent
         settings=ctx.generation(node),
         capture_attention=capture_attention,
     )
+    clean = result.text.encode("utf-8", "replace").decode("utf-8")  # lone surrogates cannot be written
+    if clean != result.text:
+        result = dataclasses.replace(result, text=clean)
     record: dict[str, Any] = {"node": node, "text": result.text, "call": call_index, "prompt": prompt}
     retries = (result.meta or {}).get("retries")
     if retries:  # a served model answered 429/5xx first: each retry is visible

@@ -55,6 +55,39 @@ _CLIENTS: dict[str, Any] = {}
 _CLIENT_LOCK = threading.Lock()
 
 
+CHROMA_TIMEOUT_S = 30.0
+"""Every call to a Chroma server must answer within this time (the client's default is to wait forever)."""
+
+
+def _with_deadline(fn: Any, what: str, timeout_s: float = CHROMA_TIMEOUT_S) -> Any:
+    """Run ``fn`` in a daemon thread and give up after ``timeout_s`` (a server that accepts and never answers)."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as e:  # noqa: BLE001 - handed to the caller
+            box["error"] = e
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(timeout_s)
+    if t.is_alive():
+        raise StoreError(f"{what} did not answer within {timeout_s:g} s; check I2M_CHROMA_URL and the server")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def _set_http_timeout(client: Any, timeout_s: float = CHROMA_TIMEOUT_S) -> None:
+    """Give the HTTP client of a Chroma server connection a timeout on every request."""
+    session = getattr(getattr(client, "_server", None), "_session", None)
+    if session is not None:
+        import httpx
+
+        session.timeout = httpx.Timeout(timeout_s)
+
+
 def _client(kb_dir: Path | None, url: str | None) -> Any:
     import chromadb
     from chromadb.config import Settings as ChromaSettings
@@ -68,9 +101,16 @@ def _client(kb_dir: Path | None, url: str | None) -> Any:
                     from urllib.parse import urlparse
 
                     u = urlparse(url)
-                    _CLIENTS[key] = chromadb.HttpClient(
-                        host=u.hostname or "localhost", port=u.port or 8000, ssl=u.scheme == "https", settings=settings
+                    _CLIENTS[key] = _with_deadline(
+                        lambda: chromadb.HttpClient(
+                            host=u.hostname or "localhost",
+                            port=u.port or 8000,
+                            ssl=u.scheme == "https",
+                            settings=settings,
+                        ),
+                        f"the Chroma server at {url}",
                     )
+                    _set_http_timeout(_CLIENTS[key])
                 else:
                     assert kb_dir is not None
                     kb_dir.mkdir(parents=True, exist_ok=True)

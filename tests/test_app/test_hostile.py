@@ -118,3 +118,15 @@ def test_an_internal_crash_ends_with_a_record_and_is_not_resumed(
 
     with pytest.raises(InputError, match="internal error"):
         resume_run(res.run_id, s)
+
+
+def test_lone_surrogates_and_odd_unicode_in_answers(tmp_path: Path, image_path: Path) -> None:
+    abc = GOOD_ABC.replace("Calm Harbour", "Dawn \ud800 \u2014 \u591c")
+    replay = write_replay(
+        tmp_path / "c.jsonl",
+        [("describe", "A harbour \udfff."), ("compose", fenced(abc)), ("reflect", fenced(abc)), ("explain", "\ud83c")],
+    )
+    s = load_settings(vlm_backend="replay", replay_file=replay, top_k=0)
+    rec = compose_image(image_path, s, run_dir=tmp_path / "run").record
+    assert rec["status"] == "ok", rec["reason"]
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["final"]["title"].startswith("Dawn ")

@@ -71,3 +71,40 @@ def test_unreachable_server_is_a_clear_message() -> None:
     with pytest.raises(StoreError, match="cannot open the Chroma server"):
         kb.count()
     forget_clients()
+
+
+def test_a_server_that_accepts_and_never_answers_times_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from image2music.tools import store
+    from image2music.tools.store import StoreError
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(srv.accept()[0])  # accept, read nothing, answer nothing
+            except OSError:
+                continue
+
+    threading.Thread(target=accept, daemon=True).start()
+    monkeypatch.setattr(store, "CHROMA_TIMEOUT_S", 1.5)
+    monkeypatch.setattr(store._with_deadline, "__defaults__", (1.5,))
+    kb = KnowledgeBase(None, "tiny/clip", url=f"http://127.0.0.1:{srv.getsockname()[1]}")
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(StoreError, match="did not answer within|cannot open"):
+            kb.count()
+        assert time.monotonic() - t0 < 10
+    finally:
+        stop.set()
+        for c in held:
+            c.close()
+        srv.close()
+        forget_clients()
