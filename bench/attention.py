@@ -43,7 +43,7 @@ def child(path: str, mode: str) -> None:
     sys.path.insert(0, str(ROOT))
     import numpy as np
     import torch
-    from image2music.tools.attention import AttentionRecorder
+    from image2music.tools.vlm.capture import AttentionRecorder
     from PIL import Image
     from transformers import AutoModelForImageTextToText, AutoProcessor
 

@@ -22,11 +22,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from image2music.tools.store import Entry, KnowledgeBase  # noqa: E402
+from image2music.tools.kb.store import Entry, KnowledgeBase  # noqa: E402
 
 
 def ingest_throughput(n_files: int, jobs: int) -> None:
-    from image2music.tools.kb import _convert_one, iter_midicaps, stable_id
+    from image2music.tools.kb.ingest import _convert_one, iter_midicaps, stable_id
     from midicaps_fixture import build_midicaps
 
     with tempfile.TemporaryDirectory(prefix="i2m-bench-") as d:

@@ -11,14 +11,14 @@ from image2music.graph import services
 from image2music.graph.context import RunContext, context_of
 from image2music.graph.state import State, Version
 from image2music.graph.versions import best_version, latest_valid, render_findings, retry_feedback
-from image2music.tools.attention import section_maps
 from image2music.tools.files import atomic_write_bytes, atomic_write_text
+from image2music.tools.kb.retrieval import format_examples
 from image2music.tools.music.abcparse import read_tune
 from image2music.tools.music.check import CheckResult, check_abc
 from image2music.tools.music.convert import midi_bytes
 from image2music.tools.music.findings import Finding
 from image2music.tools.music.metrics import describe_metrics, tune_metrics
-from image2music.tools.retrieval import format_examples
+from image2music.tools.music.sections import section_maps
 from image2music.tools.vlm import strip_think
 from langgraph.runtime import Runtime
 

@@ -17,7 +17,7 @@ from image2music.graph.config import Settings
 from image2music.graph.context import RunContext
 from image2music.graph.state import Reference
 from image2music.tools.images import load_image
-from image2music.tools.store import StoreError
+from image2music.tools.kb.store import StoreError
 from image2music.tools.vlm import VLM, VLMResult, make_vlm
 from PIL import Image
 
@@ -77,6 +77,13 @@ def get_prompts(overrides: dict[str, Path] | None = None) -> dict[str, prompt_li
     return prompt_lib.load_all(overrides)
 
 
+def get_kb(settings: Settings) -> Any:
+    """The knowledge base the settings point at (its folder or server, and its embedding model)."""
+    from image2music.tools.kb.store import KnowledgeBase
+
+    return KnowledgeBase(settings.kb_dir, settings.embed_model, url=settings.chroma_url)
+
+
 def get_retriever(settings: Settings, notify: Notify = notify_stderr) -> Retriever | None:
     """A callable (image, description) -> references, or None to compose without examples."""
     if settings.top_k <= 0:
@@ -86,9 +93,7 @@ def get_retriever(settings: Settings, notify: Notify = notify_stderr) -> Retriev
         found = _RETRIEVERS.get(key)
     if found is not None:
         return _bounded(found, settings)
-    from image2music.tools.store import KnowledgeBase
-
-    kb = KnowledgeBase(settings.kb_dir, settings.embed_model, url=settings.chroma_url)
+    kb = get_kb(settings)
     if not kb.exists():
         if kb.other_models():
             # a base for another embedder: querying it with this one would be garbage
@@ -99,12 +104,12 @@ def get_retriever(settings: Settings, notify: Notify = notify_stderr) -> Retriev
         if not settings.kb_auto_build:
             notify("no knowledge base: composing without examples; build one with `i2m kb build-starter`")
             return None
-        from image2music.tools.kb import build_starter
+        from image2music.tools.kb.ingest import build_starter
 
         notify("no knowledge base yet: building the starter base (once)")
-        build_starter(settings, kb, progress=True)
+        build_starter(kb, device=settings.vlm_device, progress=True)
     from image2music.tools.embedder import get_embedder
-    from image2music.tools.retrieval import retrieve
+    from image2music.tools.kb.retrieval import retrieve
 
     embedder = get_embedder(settings.embed_model, settings.vlm_device)
 

@@ -341,11 +341,13 @@ def kb_build_starter(embed_model: str | None, limit: int | None) -> None:
 
     Example: i2m kb build-starter --limit 2000
     """
-    from image2music.tools.kb import build_starter
+    from image2music.tools.kb.ingest import build_starter
 
     settings = settings_from(embed_model=embed_model)
     err.print(f"building the starter knowledge base with {settings.embed_model} in {settings.kb_dir}")
-    stats = build_starter(settings, limit=limit, progress=True)
+    from image2music.graph.services import get_kb
+
+    stats = build_starter(get_kb(settings), device=settings.vlm_device, limit=limit, progress=True)
     err.print(
         f"[green]done[/green]: {stats['added']} added, {stats['total']} in the base"
         + (
@@ -377,11 +379,14 @@ def kb_ingest_midicaps(
 
     Example: i2m kb ingest-midicaps ~/data/midicaps --jobs 2 --limit 10000
     """
-    from image2music.tools.kb import ingest_midicaps
+    from image2music.graph.services import get_kb
+    from image2music.tools.kb.ingest import ingest_midicaps
 
     settings = settings_from(embed_model=embed_model)
     try:
-        counts = ingest_midicaps(settings, directory, limit=limit, jobs=max(1, jobs), converter=converter)
+        counts = ingest_midicaps(
+            get_kb(settings), directory, device=settings.vlm_device, limit=limit, jobs=max(1, jobs), converter=converter
+        )
     except (FileNotFoundError, ValueError) as e:
         fail(str(e), 2)
         return
@@ -405,7 +410,7 @@ def kb_stats(embed_model: str | None, as_json: bool) -> None:
 
     Example: i2m kb stats --json
     """
-    from image2music.tools.store import KnowledgeBase
+    from image2music.tools.kb.store import KnowledgeBase
 
     settings = settings_from(embed_model=embed_model)
     info = KnowledgeBase(settings.kb_dir, settings.embed_model, url=settings.chroma_url).info()
@@ -430,8 +435,8 @@ def kb_query(text: str | None, image: Path | None, k: int, embed_model: str | No
     """
     from image2music.tools.embedder import get_embedder
     from image2music.tools.images import load_image
-    from image2music.tools.retrieval import retrieve
-    from image2music.tools.store import KnowledgeBase
+    from image2music.tools.kb.retrieval import retrieve
+    from image2music.tools.kb.store import KnowledgeBase
 
     if not text and image is None:
         raise click.UsageError("give --text, --image or both")

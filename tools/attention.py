@@ -1,173 +1,16 @@
-"""Attention maps: stream the attention of generated tokens to the image, map it to the image grid, draw it.
-
-Instead of keeping every ``output_attentions`` tensor of every generation step (as the paper's reference
-code does), a forward hook on each decoder attention layer keeps, for each new token, only its attention to
-the image positions averaged over heads; layers are averaged as they arrive. Memory is O(tokens x image
-positions).
-"""
+"""Attention maps as pictures: heat-map overlays on the image, and the model-agnostic CLIP occlusion map used
+when a served model exposes no attentions. Capturing attentions lives with the transformers backend
+(:mod:`image2music.tools.vlm.capture`); maps per section of an answer with the music tools
+(:mod:`image2music.tools.music.sections`)."""
 
 from __future__ import annotations
 
-import math
-import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from image2music.tools.files import atomic_write_bytes
 from PIL import Image
-
-
-class AttentionRecorder:
-    """Forward hooks on the language model's attention layers that accumulate attention to the image.
-
-    The prompt pass runs with the model's own (fused, memory-light) attention; from the first decoding step
-    on, the model switches to eager attention, whose weights for one new query row are tiny. So the prompt
-    pass never materialises a full attention matrix, and only one vector per generated token is kept.
-    The first generated token (produced by the prompt pass) therefore has no row.
-    """
-
-    def __init__(self, model: Any, image_positions: np.ndarray) -> None:
-        import torch
-
-        self.model = model
-        self.positions = torch.as_tensor(image_positions, dtype=torch.long)
-        self.layers = _attention_layers(model)
-        self.rows: list[Any] = []
-        self._step_sum: Any = None
-        self._step_layers = 0
-        self._handles: list[Any] = []
-        self._previous: str | None = None
-        self._switched = False
-
-    def __enter__(self) -> AttentionRecorder:
-        self._previous = getattr(self.model.config, "_attn_implementation", None)
-        decoder = self.model.get_decoder() if hasattr(self.model, "get_decoder") else None
-        if decoder is not None and self._previous != "eager":
-            self._handles.append(decoder.register_forward_pre_hook(self._maybe_switch, with_kwargs=True))
-        elif self._previous == "eager":
-            self._switched = True
-        for layer in self.layers:
-            self._handles.append(layer.register_forward_hook(self._hook))
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._flush()
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()
-        if self._switched and self._previous and self._previous != "eager":
-            self.model.set_attn_implementation(self._previous)
-
-    def _maybe_switch(self, module: Any, args: Any, kwargs: dict[str, Any]) -> None:
-        x = kwargs.get("inputs_embeds")
-        if x is None:
-            x = kwargs.get("input_ids", args[0] if args else None)
-        if not self._switched and x is not None and x.shape[1] == 1:
-            self.model.set_attn_implementation("eager")
-            self._switched = True
-
-    def _hook(self, module: Any, args: Any, output: Any) -> None:
-        weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
-        if weights is None:
-            return
-        # [batch, heads, q, k]: the last query row is the token being generated at this step
-        last = weights[0, :, -1, :]
-        if self.positions.numel() and int(self.positions[-1]) >= last.shape[-1]:
-            return
-        if self.positions.device != last.device:
-            self.positions = self.positions.to(last.device)
-        vec = last.index_select(-1, self.positions).float().mean(dim=0)
-        self._step_sum = vec if self._step_sum is None else self._step_sum + vec
-        self._step_layers += 1
-        if self._step_layers == len(self.layers):
-            self._flush()
-
-    def _flush(self) -> None:
-        if self._step_layers:
-            self.rows.append(self._step_sum / self._step_layers)
-        self._step_sum = None
-        self._step_layers = 0
-
-    def result(self) -> np.ndarray:
-        if not self.rows:
-            return np.zeros((0, len(self.positions)), dtype=np.float32)
-        import torch
-
-        return torch.stack(self.rows).cpu().numpy()
-
-
-def _attention_layers(model: Any) -> list[Any]:
-    """The self-attention module of every decoder layer of the language model."""
-    decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
-    layers = getattr(decoder, "layers", None)
-    if layers is None:
-        for name in ("language_model", "text_model", "model"):
-            sub = getattr(getattr(model, "model", model), name, None)
-            if sub is not None and hasattr(sub, "layers"):
-                layers = sub.layers
-                break
-    if layers is None:
-        return []
-    return [getattr(layer, "self_attn", None) for layer in layers if getattr(layer, "self_attn", None) is not None]
-
-
-def image_grid(
-    n_positions: int,
-    inputs: dict[str, Any],
-    config: Any,
-    merge_size: int | None = None,
-    tile_tokens: int | None = None,
-    image_size: tuple[int, int] | None = None,
-) -> tuple[tuple[int, int], np.ndarray]:
-    """(rows, cols) of the image grid for this architecture, and which of the ``n_positions`` to use.
-
-    Qwen-VL: ``image_grid_thw`` patches merged ``merge_size`` x ``merge_size``. LLaVA: a square grid.
-    Idefics3: tiles of ``tile_tokens`` each, in rows, then the global view; the tiles are stitched into one
-    grid (rows x cols chosen to match the image's aspect), else the global view is used.
-    """
-    idx = np.arange(n_positions)
-    thw = inputs.get("image_grid_thw")
-    if thw is not None:
-        t, h, w = (int(x) for x in thw[0])
-        m = merge_size or int(getattr(getattr(config, "vision_config", None), "spatial_merge_size", 2) or 2)
-        rows, cols = h // m, w // m
-        per_frame = rows * cols
-        if per_frame and n_positions >= per_frame:
-            return (rows, cols), idx[:per_frame]
-    if tile_tokens and n_positions > tile_tokens and n_positions % tile_tokens == 0:
-        side = math.isqrt(tile_tokens)
-        if side * side == tile_tokens:
-            tiles = n_positions // tile_tokens - 1  # the tiles, then the global view
-            shape = _tile_layout(tiles, image_size)
-            if shape is None:
-                return (side, side), idx[-tile_tokens:]
-            rows, cols = shape
-            order = np.empty(tiles * tile_tokens, dtype=int)
-            width = cols * side
-            for r in range(rows):
-                for c in range(cols):
-                    for i in range(side):
-                        for j in range(side):
-                            order[(r * side + i) * width + c * side + j] = (r * cols + c) * tile_tokens + i * side + j
-            return (rows * side, cols * side), order
-    side = math.isqrt(n_positions)
-    if side * side == n_positions:
-        return (side, side), idx
-    if side * side == n_positions - 1:  # a leading CLS-like token
-        return (side, side), idx[1:]
-    return (1, n_positions), idx
-
-
-def _tile_layout(tiles: int, image_size: tuple[int, int] | None) -> tuple[int, int] | None:
-    """(rows, cols) with rows * cols == tiles whose shape best matches the image (width, height)."""
-    if tiles < 1:
-        return None
-    options = [(r, tiles // r) for r in range(1, tiles + 1) if tiles % r == 0]
-    if image_size is None:
-        return None if len(options) > 1 and tiles > 1 else options[0]
-    w, h = image_size
-    return min(options, key=lambda rc: abs(math.log((rc[1] / rc[0]) / (w / h))))
 
 
 def _colormap(x: np.ndarray) -> np.ndarray:
@@ -201,38 +44,6 @@ def save_overlay(image: Image.Image, grid: np.ndarray, path: Path) -> Path:
     buf = io.BytesIO()
     overlay(image, grid).save(buf, format="PNG")
     return atomic_write_bytes(Path(path), buf.getvalue())
-
-
-_SECTION = re.compile(r"^[ \t]*%[ \t]*\[([^\]\n]{1,60})\]|^[ \t]*V:[ \t]*(\S+)|^[ \t]*\[V:[ \t]*([^\]\s]+)", re.M)
-
-
-def abc_sections(text: str) -> list[tuple[str, int, int]]:
-    """Parts of a model answer, as (name, start char, end char): each ``% [section]`` and each voice.
-
-    A section runs to the next section mark (or the end of the text); a voice is named ``voice <id>``.
-    """
-    marks = []
-    for m in _SECTION.finditer(text):
-        name = m.group(1) or (f"voice {m.group(2) or m.group(3)}")
-        marks.append((name.strip(), m.start()))
-    out = []
-    for i, (name, start) in enumerate(marks):
-        end = marks[i + 1][1] if i + 1 < len(marks) else len(text)
-        fence = text.find("```", start)
-        if 0 <= fence < end:
-            end = fence
-        out.append((name, start, end))
-    return out
-
-
-def section_maps(result: Any) -> dict[str, dict[str, Any]]:
-    """Attention grid per section/voice of a VLM answer that carries token attention (else empty)."""
-    maps: dict[str, dict[str, Any]] = {}
-    for name, start, end in abc_sections(result.text):
-        grid = result.attention_map(start, end)
-        if grid is not None and name not in maps:
-            maps[name] = {"grid": np.round(grid, 6).tolist(), "shape": list(grid.shape), "method": "vlm-attention"}
-    return maps
 
 
 def clip_occlusion_map(embedder: Any, image: Image.Image, text: str, grid: tuple[int, int] = (6, 6)) -> np.ndarray:

@@ -72,3 +72,12 @@ def _to_rgb(im: Image.Image) -> Image.Image:
         bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(bg, rgba).convert("RGB")
     return im.convert("RGB")
+
+
+def fit_pixels(image: Image.Image, max_pixels: int) -> Image.Image:
+    """Downscale ``image`` so that width x height <= ``max_pixels`` (aspect kept)."""
+    w, h = image.size
+    if max_pixels <= 0 or w * h <= max_pixels:
+        return image
+    scale = (max_pixels / (w * h)) ** 0.5
+    return image.resize((max(1, int(w * scale)), max(1, int(h * scale))), Image.Resampling.BICUBIC)

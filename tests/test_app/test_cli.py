@@ -174,10 +174,10 @@ def test_compose_uses_the_knowledge_base(tmp_path: Path, image_path: Path, tiny_
 def test_auto_build_when_no_base(
     tmp_path: Path, image_path: Path, tiny_clip: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from image2music.tools import kb as kb_module
+    from image2music.tools.kb import ingest as kb_module
 
     real = kb_module.build_starter
-    monkeypatch.setattr(kb_module, "build_starter", lambda s, kb=None, **kw: real(s, kb, limit=25, progress=False))
+    monkeypatch.setattr(kb_module, "build_starter", lambda kb, **kw: real(kb, limit=25, progress=False))
     monkeypatch.setenv("I2M_KB_AUTO_BUILD", "true")
     r = cli(
         "compose",

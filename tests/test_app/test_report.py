@@ -15,7 +15,7 @@ from image2music.runner import compose_image
 HOSTILE_ABC = GOOD_ABC.replace(
     "K:G",
     "%%beginsvg\n<script>document.title='PWNED'</script>\n%%endsvg\n"
-    "%%<script>document.title=\"PWNED\"</script>\n"
+    '%%<script>document.title="PWNED"</script>\n'
     "%%postscript <script>document.title='PWNED'</script>\n"
     "I:beginsvg\n<script>document.title='PWNED'</script>\nI:endsvg\n"
     "K:G",

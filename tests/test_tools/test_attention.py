@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from image2music.tools.attention import image_grid, normalise, overlay, save_overlay
+from image2music.tools.attention import normalise, overlay, save_overlay
+from image2music.tools.vlm.capture import image_grid
 from PIL import Image
 
 

@@ -63,7 +63,6 @@ def test_refusal_is_a_clear_error() -> None:
         ("unclosed_chord.abc", "unclosed chord", 6, 1),
         ("zero_length.abc", "impossible note length", 6, 4),
         ("unknown_key.abc", "unknown key", 5, 3),
-
         ("hostile_long_note.abc", "out of range", 6, 1),
     ],
 )

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 from image2music.graph.config import load_settings
-from image2music.tools.kb import build_starter, caption_for, ingest_midicaps, iter_starter
+from image2music.tools.kb.ingest import build_starter, caption_for, ingest_midicaps, iter_starter
+from image2music.tools.kb.store import KnowledgeBase
 from image2music.tools.music.abcparse import read_tune
 from image2music.tools.music.midi2abc import MidiConversionError, abc_pitch, midi_to_abc, python_midi_to_abc
-from image2music.tools.store import KnowledgeBase
 from midicaps_fixture import build_midicaps
 
 
@@ -31,8 +31,8 @@ def test_caption_from_the_music() -> None:
 
 def test_build_starter_resumes(tiny_clip: Path) -> None:
     s = load_settings(embed_model=str(tiny_clip))
-    first = build_starter(s, limit=20, progress=False)
-    again = build_starter(s, limit=30, progress=False)
+    first = build_starter(KnowledgeBase(s.kb_dir, s.embed_model), limit=20, progress=False)
+    again = build_starter(KnowledgeBase(s.kb_dir, s.embed_model), limit=30, progress=False)
     assert (first["added"], again["added"], again["total"]) == (20, 10, 30)
 
 
@@ -40,12 +40,13 @@ def test_build_starter_resumes(tiny_clip: Path) -> None:
 def test_ingest_midicaps_resume_and_idempotent(tmp_path: Path, tiny_clip: Path, converter: str) -> None:
     root = build_midicaps(tmp_path / "midicaps", n=10, broken=1)
     s = load_settings(embed_model=str(tiny_clip))
-    part = ingest_midicaps(s, root, limit=4, batch=2, converter=converter, progress=False)  # "interrupted" early
+    kb = KnowledgeBase(s.kb_dir, s.embed_model)
+    part = ingest_midicaps(kb, root, limit=4, batch=2, converter=converter, progress=False)  # "interrupted" early
     assert part["added"] == 4 and part["skipped"] == 0
-    full = ingest_midicaps(s, root, batch=3, converter=converter, progress=False, jobs=2)
+    full = ingest_midicaps(kb, root, batch=3, converter=converter, progress=False, jobs=2)
     assert full["present"] == 4 and full["added"] == 6 and full["skipped"] == 1
     assert list(full["reasons"]) and full["total"] == 10
-    again = ingest_midicaps(s, root, converter=converter, progress=False)
+    again = ingest_midicaps(kb, root, converter=converter, progress=False)
     assert again["added"] == 0 and again["present"] == 10 and again["total"] == 10
     kb = KnowledgeBase(s.kb_dir, s.embed_model)
     hit = kb.query(kb.client.get_collection(kb.name).get(limit=1, include=["embeddings"])["embeddings"][0], 1)[0]
@@ -55,7 +56,7 @@ def test_ingest_midicaps_resume_and_idempotent(tmp_path: Path, tiny_clip: Path, 
 
 def test_missing_train_json(tmp_path: Path, tiny_clip: Path) -> None:
     with pytest.raises(FileNotFoundError, match="train.json"):
-        ingest_midicaps(load_settings(embed_model=str(tiny_clip)), tmp_path, progress=False)
+        ingest_midicaps(KnowledgeBase(tmp_path / "kb", str(tiny_clip)), tmp_path, progress=False)
 
 
 def test_pure_python_midi_to_abc(tmp_path: Path) -> None:

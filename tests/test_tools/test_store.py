@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from image2music.tools.embedder import ClipEmbedder, EmbedderError, get_embedder
-from image2music.tools.retrieval import format_examples, retrieve
-from image2music.tools.store import Entry, KnowledgeBase, StoreError
+from image2music.tools.kb.retrieval import format_examples, retrieve
+from image2music.tools.kb.store import Entry, KnowledgeBase, StoreError
 from PIL import Image
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from image2music.tools.store import Entry, KnowledgeBase, forget_clients
+from image2music.tools.kb.store import Entry, KnowledgeBase, forget_clients
 
 
 def _free_port() -> int:
@@ -65,7 +65,7 @@ def test_store_against_a_server(chroma_server: str) -> None:
 
 
 def test_unreachable_server_is_a_clear_message() -> None:
-    from image2music.tools.store import StoreError
+    from image2music.tools.kb.store import StoreError
 
     kb = KnowledgeBase(None, "tiny/clip", url=f"http://127.0.0.1:{_free_port()}")
     with pytest.raises(StoreError, match="cannot open the Chroma server"):
@@ -76,8 +76,8 @@ def test_unreachable_server_is_a_clear_message() -> None:
 def test_a_server_that_accepts_and_never_answers_times_out(monkeypatch: pytest.MonkeyPatch) -> None:
     import threading
 
-    from image2music.tools import store
-    from image2music.tools.store import StoreError
+    from image2music.tools.kb import store
+    from image2music.tools.kb.store import StoreError
 
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from image2music.graph.config import load_settings
-from image2music.tools.attention import abc_sections, section_maps
+from image2music.tools.music.sections import abc_sections, section_maps
 from image2music.tools.vlm import GenerationSettings, VLMResult, make_vlm
 from PIL import Image
 

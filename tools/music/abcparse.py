@@ -14,7 +14,18 @@ import dataclasses
 import re
 from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import Any
 
+from image2music.tools.music.abcheader import (
+    _STEP,
+    AbsurdValue,
+    ending_passes,
+    key_clauses,
+    key_signature,
+    parse_fraction,
+    parse_meter,
+    parse_tempo,
+)
 from image2music.tools.music.findings import Finding
 
 
@@ -116,203 +127,6 @@ class Tune:
     @property
     def n_notes(self) -> int:
         return sum(1 for v in self.voices.values() for e in v.events if e.pitches)
-
-
-# --- key signatures -------------------------------------------------------------------------------------
-
-_NATURAL_SHARPS = {"C": 0, "G": 1, "D": 2, "A": 3, "E": 4, "B": 5, "F": -1}
-_MODE_OFFSET = {
-    "maj": 0,
-    "ion": 0,
-    "min": -3,
-    "m": -3,
-    "aeo": -3,
-    "mix": -1,
-    "dor": -2,
-    "phr": -4,
-    "lyd": 1,
-    "loc": -5,
-}
-_SHARP_ORDER = "FCGDAEB"
-_FLAT_ORDER = "BEADGCF"
-_KEY_RE = re.compile(r"^([A-Ga-g])([#b]?)\s*([A-Za-z]*)$")
-_CLEFS = {"treble", "bass", "alto", "tenor", "perc", "none", "bass3", "alto1", "alto2", "treble-8", "treble+8"}
-_STEP = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
-
-
-_CLEF_RE = re.compile(
-    r"^(treble|bass|alto|tenor|baritone|soprano|mezzo(?:soprano)?|perc(?:ussion)?|[CFG][1-5]?)([1-5])?([+-](?:8|15))?$",
-    re.I,
-)
-
-
-def key_clauses(spec: str) -> tuple[str, int | None]:
-    """Split a K: value into the key itself and its octave shift: clef names (``bass``, ``alto4``,
-    ``treble-8``) and ``name=value`` clauses (``clef=``, ``middle=``, ``transpose=``, ``octave=``, ...) are
-    removed; ``octave=N`` is returned. An empty key means the field only changed the clef (the key stays)."""
-    tokens = spec.split("%", 1)[0].split()
-    octave: int | None = None
-    kept: list[str] = []
-    for n, tok in enumerate(tokens):
-        if "=" in tok and not re.match(r"^=[A-Ga-g]$", tok):
-            m = re.match(r"^octave=([+-]?\d)$", tok, re.I)
-            if m:
-                octave = int(m.group(1))
-            continue
-        short_key = n == 0 and len(tok) <= 2 and _KEY_RE.match(tok) is not None  # "C", "F", "Gm"
-        if tok.lower() == "clef" or (_CLEF_RE.match(tok) and not short_key):
-            continue
-        kept.append(tok)
-    text = " ".join(kept)
-    # explicit accidentals may be glued to the tonic: "C^f^c" -> "C ^f ^c"
-    text = re.sub(r"(?<=[A-Za-z#])(?=(\^\^|\^|__|_|=)[A-Ga-g])", " ", text)
-    return text, octave
-
-
-def key_signature(spec: str) -> tuple[dict[str, int], str] | str:
-    """Return ({letter: semitone shift}, normalised name) for a K: value, or an error message."""
-    tokens = spec.split()
-    if not tokens:
-        return {}, "C"
-    first = tokens[0]
-    rest = tokens[1:]
-    accs: dict[str, int] = {}
-    name = "C"
-    if first.lower() == "none" or first in ("HP", "Hp"):
-        name = "none" if first.lower() == "none" else "HP"
-        if first == "HP":
-            accs = {}
-        elif first == "Hp":
-            accs = {"F": 1, "C": 1, "G": -0}
-    elif first[0] in "^_=":
-        rest = tokens
-    else:
-        # the mode may be glued ("Am", "Dmix") or separate ("A minor"); clef words follow
-        m = _KEY_RE.match(first)
-        mode_word = ""
-        if m is None:
-            return f"unknown key '{spec}': write a tonic A-G, optional # or b, and a mode, e.g. K:G, K:Am, K:D dorian"
-        if (
-            not m.group(3)
-            and rest
-            and rest[0].isalpha()
-            and rest[0].lower() not in _CLEFS
-            and "=" not in rest[0]
-            and rest[0].lower() != "exp"
-        ):
-            mode_word = rest[0]
-            rest = rest[1:]
-        else:
-            mode_word = m.group(3)
-        tonic = m.group(1).upper()
-        acc = m.group(2)
-        mode = mode_word.lower()
-        if mode in ("", "maj", "major", "ion", "ionian"):
-            offset, mname = 0, ""
-        elif mode == "m":
-            offset, mname = -3, "m"
-        else:
-            key3 = mode[:3]
-            if key3 not in _MODE_OFFSET or (len(mode) > 3 and not _full_mode_ok(mode)):
-                return f"unknown mode '{mode_word}' in K:{spec}: use maj, min (m), dor, phr, lyd, mix, aeo, loc"
-            offset = _MODE_OFFSET[key3]
-            mname = {"min": "m", "aeo": "m"}.get(key3, key3)
-        sharps = _NATURAL_SHARPS[tonic] + (7 if acc == "#" else -7 if acc == "b" else 0) + offset
-        if abs(sharps) > 7:
-            return f"key K:{spec} would need {abs(sharps)} {'sharps' if sharps > 0 else 'flats'}; use its enharmonic"
-        if sharps > 0:
-            accs = {c: 1 for c in _SHARP_ORDER[:sharps]}
-        elif sharps < 0:
-            accs = {c: -1 for c in _FLAT_ORDER[:-sharps]}
-        name = f"{tonic}{acc}{mname}"
-    for tok in rest:
-        mm = re.match(r"^(\^\^|\^|__|_|=)([A-Ga-g])$", tok)
-        if mm:
-            shift = {"^^": 2, "^": 1, "__": -2, "_": -1, "=": 0}[mm.group(1)]
-            accs[mm.group(2).upper()] = shift
-    return accs, name
-
-
-def _full_mode_ok(mode: str) -> bool:
-    return mode in {
-        "major",
-        "minor",
-        "ionian",
-        "aeolian",
-        "mixolydian",
-        "dorian",
-        "phrygian",
-        "lydian",
-        "locrian",
-    }
-
-
-# --- meter, length and tempo ----------------------------------------------------------------------------
-
-
-def parse_meter(text: str) -> tuple[int, int] | None | str:
-    """Return (numerator, denominator), ``None`` for free meter, or an error message."""
-    t = text.strip()
-    if t in ("C", ""):
-        return (4, 4) if t else None
-    if t == "C|":
-        return (2, 2)
-    if t.lower() == "none":
-        return None
-    m = re.match(r"^\(?\s*([0-9+ ]+?)\s*\)?\s*/\s*([0-9]+)$", t)
-    if not m:
-        return f"unknown meter M:{text.strip()}: write it as a fraction such as 4/4, 6/8 or 3/4, or C, C|"
-    try:
-        num = sum(int(p) for p in m.group(1).replace(" ", "").split("+") if p)
-    except ValueError:
-        return f"unknown meter M:{text.strip()}"
-    den = int(m.group(2))
-    if den == 0 or num == 0:
-        return f"impossible meter M:{text.strip()}: numerator and denominator must be positive"
-    if num > 64 or den > 64:
-        return f"meter M:{text.strip()} is out of range"
-    return (num, den)
-
-
-def parse_fraction(text: str) -> Fraction | str:
-    m = re.match(r"^\s*(\d+)\s*/\s*(\d+)\s*$", text)
-    if not m:
-        if re.match(r"^\s*1\s*$", text):
-            return Fraction(1)
-        return f"cannot read '{text.strip()}' as a fraction such as 1/8"
-    if int(m.group(2)) == 0:
-        return f"impossible length {text.strip()}: division by zero"
-    return Fraction(int(m.group(1)), int(m.group(2)))
-
-
-class AbsurdValue(str):
-    """A message for a value that is readable but impossible (an error, where an unreadable one only warns)."""
-
-
-def parse_tempo(text: str, unit: Fraction) -> float | str:
-    """Quarter notes per minute from ``Q:1/4=96``, ``Q:"Allegro" 3/8=60`` or legacy ``Q:96`` (unit = L)."""
-    t = re.sub(r'"[^"]*"', " ", text).strip()
-    if not t:
-        return 120.0
-    m = re.search(r"((?:\d+/\d+\s*)+)=\s*(?:ca\.?\s*|c\.\s*|~\s*)?(\d+(?:\.\d+)?)", t)
-    if m:
-        beat = Fraction(0)
-        for part in m.group(1).split():
-            fr = parse_fraction(part)
-            if isinstance(fr, str):
-                return fr
-            beat += fr
-        bpm = float(m.group(2))
-    else:
-        m2 = re.match(r"^(?:C\s*=\s*)?(?:ca\.?\s*)?(\d+(?:\.\d+)?)$", t)
-        if not m2:
-            return f"cannot read tempo Q:{text.strip()}: write Q:1/4=96"
-        beat = unit
-        bpm = float(m2.group(1))
-    qpm = bpm * float(beat) * 4.0
-    if bpm <= 0 or bpm > 1000 or not 1 <= qpm <= 4000:
-        return AbsurdValue(f"tempo Q:{text.strip()} is out of range (1-1000 beats per minute)")
-    return qpm
 
 
 # --- the reader -----------------------------------------------------------------------------------------
@@ -662,212 +476,215 @@ class _Reader:
             shift = st.key_accs.get(letter.upper(), 0)
         return base + shift + 12 * st.octave
 
+    # -- the music: a token-dispatch reader -------------------------------------------------------------
     def music_line(self, s: str) -> None:
-        st = self.ensure_voice()
-        i = 0
-        n = len(s)
+        """Read one line of music: each token's first character picks its reader, which returns where the
+        next token starts (``len(s)`` ends the line)."""
+        i, n = 0, len(s)
         while i < n:
             c = s[i]
-            col = i + 1
-            if c in " \t`$*\\" or c.isspace() or c in "\u200b\ufeff":
-                i += 1  # any whitespace (non-breaking, thin, ideographic) separates like a space
-                continue
-            if c == "%":
-                break
-            if c == '"':
-                j = s.find('"', i + 1)
-                if j < 0:
-                    self.error("unclosed chord symbol or annotation: a '\"' has no partner on this line", col)
-                    return
-                i = j + 1
-                continue
-            if c in "!+":
-                j = s.find(c, i + 1)
-                if c == "!" and (j < 0 or any(ch in s[i + 1 : j] for ch in " |\t")):
-                    i += 1  # ABC 1.6 line break, not a decoration
-                    continue
-                if j < 0:
-                    self.error("unclosed decoration: a '+' has no partner on this line", col)
-                    return
-                i = j + 1
-                continue
-            if c == "{":
-                j = s.find("}", i + 1)
-                if j < 0:
-                    self.error("unclosed grace notes: '{' has no matching '}' on this line", col)
-                    return
-                i = j + 1
-                continue
-            if c == "}":
-                self.error("'}' without a matching '{'", col)
-                i += 1
-                continue
-            if c == "[" and i + 2 < n and s[i + 1].isalpha() and s[i + 2] == ":":
-                j = s.find("]", i)
-                if j < 0:
-                    self.error(f"unclosed inline field '[{s[i + 1]}:'", col)
-                    return
-                self.inline_field(s[i + 1], s[i + 3 : j], col)
-                st = self.ensure_voice()
-                i = j + 1
-                continue
-            if c == "[" and i + 1 < n and s[i + 1].isdigit():
-                m = re.match(r"\[(\d+(?:[-,]\d+)*)", s[i:])
-                assert m is not None
+            reader = _TOKEN_READERS.get(c)
+            if reader is None:
+                reader = _Reader._t_space if c.isspace() else _Reader._t_note_or_other
+            i = reader(self, self.ensure_voice(), s, i)
+
+    def _t_space(self, st: _VoiceState, s: str, i: int) -> int:
+        return i + 1  # any whitespace (non-breaking, thin, ideographic) and ` $ * \ separate like a space
+
+    def _t_comment(self, st: _VoiceState, s: str, i: int) -> int:
+        return len(s)
+
+    def _t_annotation(self, st: _VoiceState, s: str, i: int) -> int:
+        j = s.find('"', i + 1)
+        if j < 0:
+            self.error("unclosed chord symbol or annotation: a '\"' has no partner on this line", i + 1)
+            return len(s)
+        return j + 1
+
+    def _t_decoration(self, st: _VoiceState, s: str, i: int) -> int:
+        c = s[i]
+        j = s.find(c, i + 1)
+        if c == "!" and (j < 0 or any(ch in s[i + 1 : j] for ch in " |\t")):
+            return i + 1  # ABC 1.6 line break, not a decoration
+        if j < 0:
+            self.error("unclosed decoration: a '+' has no partner on this line", i + 1)
+            return len(s)
+        return j + 1
+
+    def _t_grace(self, st: _VoiceState, s: str, i: int) -> int:
+        j = s.find("}", i + 1)
+        if j < 0:
+            self.error("unclosed grace notes: '{' has no matching '}' on this line", i + 1)
+            return len(s)
+        return j + 1
+
+    def _t_stray_close(self, st: _VoiceState, s: str, i: int) -> int:
+        self.error(f"'{s[i]}' without a matching '{'{' if s[i] == '}' else '['}'", i + 1)
+        return i + 1
+
+    def _t_bracket(self, st: _VoiceState, s: str, i: int) -> int:
+        """``[K:...]`` inline field, ``[1`` ending, ``[|`` bar line, or a chord."""
+        n, col = len(s), i + 1
+        if i + 2 < n and s[i + 1].isalpha() and s[i + 2] == ":":
+            j = s.find("]", i)
+            if j < 0:
+                self.error(f"unclosed inline field '[{s[i + 1]}:'", col)
+                return n
+            self.inline_field(s[i + 1], s[i + 3 : j], col)
+            return j + 1
+        if i + 1 < n and s[i + 1].isdigit():
+            m = re.match(r"\[(\d+(?:[-,]\d+)*)", s[i:])
+            assert m is not None
+            self.close_bar(st, "|", col)
+            st.pending_ending = ending_passes(m.group(1))
+            return i + m.end()
+        if i + 1 < n and s[i + 1] == "|":
+            return self._t_bar(st, s, i)
+        return self.chord(st, s, i)
+
+    def _t_dot(self, st: _VoiceState, s: str, i: int) -> int:
+        return self._t_bar(st, s, i) if s[i + 1 : i + 2] == "|" else i + 1  # dotted bar line, or staccato
+
+    def _t_bar(self, st: _VoiceState, s: str, i: int) -> int:
+        n, col = len(s), i + 1
+        j = i + (1 if s[i] in "[." else 0)
+        while j < n and s[j] in "|:":
+            j += 1
+        if j < n and s[j] == "]" and s[j - 1] == "|":
+            j += 1
+        token = s[i:j]
+        if token == ":" or (token.strip(":") == "" and len(token) == 1):
+            if s[:i].rstrip(" \t!").endswith("|"):
+                st.pending_repeat = st.pending_begin = True  # "|!:" : a repeat split by an old line break
+            else:
+                self.warn("stray ':' (not part of a bar line) ignored", col)
+            return j
+        self.close_bar(st, token, col)
+        m = re.match(r"\[?(\d+(?:[-,]\d+)*)", s[j:])
+        if m:
+            st.pending_ending = ending_passes(m.group(1))
+            j += m.end()
+        return j
+
+    def _t_overlay(self, st: _VoiceState, s: str, i: int) -> int:
+        """``&``: the rest of the bar is a second layer starting at the bar's start."""
+        b = self.open_bar(st, i + 1)
+        if not st.overlay:
+            st.overlay = True
+            self.n_overlays += 1
+            if self.n_overlays > self.limits.max_overlays:
+                raise GuardError(
+                    self._finding(f"more than {self.limits.max_overlays} voice overlays ('&')", i + 1, None)
+                )
+        st.overlay_time = b.start
+        return i + 1
+
+    def _t_open_paren(self, st: _VoiceState, s: str, i: int) -> int:
+        """``(3`` a tuplet, or ``(`` a slur."""
+        col = i + 1
+        if not (i + 1 < len(s) and s[i + 1].isdigit()):
+            st.slurs.append((self.line_no, col))
+            return i + 1
+        m = re.match(r"\((\d+)(?::(\d*))?(?::(\d*))?", s[i:])
+        assert m is not None
+        p = int(m.group(1))
+        if p < 2 or p > 9:
+            self.error(f"tuplet '({p}' is not possible: use (2 to (9", col)
+            return i + m.end()
+        compound = st.meter is not None and st.meter[0] % 3 == 0 and st.meter[0] > 3
+        q_default = {2: 3, 3: 2, 4: 3, 6: 2, 8: 3}.get(p, 3 if compound else 2)
+        q = int(m.group(2)) if m.group(2) else q_default
+        r = int(m.group(3)) if m.group(3) else p
+        if q == 0 or r == 0:
+            self.error(f"impossible tuplet '{m.group(0)}'", col)
+        else:
+            st.tuplet = (Fraction(q, p), r, self.line_no, col)
+        return i + m.end()
+
+    def _t_close_paren(self, st: _VoiceState, s: str, i: int) -> int:
+        if st.slurs:
+            st.slurs.pop()
+        else:
+            self.warn("')' closes a slur that was never opened", i + 1)
+        return i + 1
+
+    def _t_broken(self, st: _VoiceState, s: str, i: int) -> int:
+        """``>`` / ``<`` (and doubled, tripled): the previous note longer, the next shorter, or the reverse."""
+        c, j = s[i], i
+        while j < len(s) and s[j] == c:
+            j += 1
+        k = j - i
+        if st.last_event is None or k > 3:
+            self.error(f"broken rhythm '{s[i:j]}' must stand between two notes", i + 1)
+            return j
+        short = Fraction(1, 2**k)
+        long = 2 - short
+        first, second = (long, short) if c == ">" else (short, long)
+        ev = st.last_event
+        delta = ev.dur * first - ev.dur
+        ev.dur = ev.dur * first
+        if st.bar is not None and ev.bar == st.bar.number and not st.overlay:
+            st.time += delta
+            st.bar.length += delta
+        elif st.overlay:
+            st.overlay_time += delta
+        st.broken_next = second
+        return j
+
+    def _t_tie(self, st: _VoiceState, s: str, i: int) -> int:
+        if st.last_event is not None:
+            st.last_event.tie = True
+        return i + 1
+
+    def _t_rest(self, st: _VoiceState, s: str, i: int) -> int:
+        ln, j = self.read_length(s, i + 1, i + 1)
+        if ln is not None:
+            self.add_event(st, self.apply_broken(st, st.unit * ln), [], i + 1, False)
+        return j
+
+    def _t_multirest(self, st: _VoiceState, s: str, i: int) -> int:
+        col = i + 1
+        m = re.match(r"[ZX](\d*)", s[i:])
+        assert m is not None
+        count = int(m.group(1)) if m.group(1) and len(m.group(1)) < 4 else 1
+        bar_len = Fraction(st.meter[0], st.meter[1]) if st.meter else st.unit * 8
+        for k in range(count):
+            self.add_event(st, bar_len, [], col, False)
+            assert st.bar is not None
+            st.bar.multirest = count
+            if k != count - 1:
                 self.close_bar(st, "|", col)
-                st.pending_ending = ending_passes(m.group(1))
-                i += m.end()
-                continue
-            if (
-                c in _BAR_CHARS
-                or (c == "[" and i + 1 < n and s[i + 1] == "|")
-                or (c == "." and s[i + 1 : i + 2] == "|")
-            ):
-                j = i + (1 if c in "[." else 0)
-                while j < n and s[j] in "|:":
-                    j += 1
-                if j < n and s[j] == "]" and s[j - 1] == "|":
-                    j += 1
-                token = s[i:j]
-                if token == ":" or (token.strip(":") == "" and len(token) == 1):
-                    before = s[:i].rstrip(" \t!")
-                    if before.endswith("|"):
-                        st.pending_repeat = st.pending_begin = True  # "|!:" : a repeat split by an old line break
-                    else:
-                        self.warn("stray ':' (not part of a bar line) ignored", col)
-                    i = j
-                    continue
-                self.close_bar(st, token, col)
-                m = re.match(r"\[?(\d+(?:[-,]\d+)*)", s[j:])
-                if m:
-                    st.pending_ending = ending_passes(m.group(1))
-                    j += m.end()
-                i = j
-                continue
-            if c == "]":
-                self.error("']' without a matching '['", col)
-                i += 1
-                continue
-            if c == "&":
-                # voice overlay: the rest of the bar is a second layer starting at the bar's start
-                b = self.open_bar(st, col)
-                if not st.overlay:
-                    st.overlay = True
-                    self.n_overlays += 1
-                    if self.n_overlays > self.limits.max_overlays:
-                        raise GuardError(
-                            self._finding(f"more than {self.limits.max_overlays} voice overlays ('&')", col, None)
-                        )
-                st.overlay_time = b.start
-                i += 1
-                continue
-            if c == "(":
-                if i + 1 < n and s[i + 1].isdigit():
-                    m = re.match(r"\((\d+)(?::(\d*))?(?::(\d*))?", s[i:])
-                    assert m is not None
-                    p = int(m.group(1))
-                    if p < 2 or p > 9:
-                        self.error(f"tuplet '({p}' is not possible: use (2 to (9", col)
-                        i += m.end()
-                        continue
-                    compound = st.meter is not None and st.meter[0] % 3 == 0 and st.meter[0] > 3
-                    q_default = {2: 3, 3: 2, 4: 3, 6: 2, 8: 3}.get(p, 3 if compound else 2)
-                    q = int(m.group(2)) if m.group(2) else q_default
-                    r = int(m.group(3)) if m.group(3) else p
-                    if q == 0 or r == 0:
-                        self.error(f"impossible tuplet '{m.group(0)}'", col)
-                    else:
-                        st.tuplet = (Fraction(q, p), r, self.line_no, col)
-                    i += m.end()
-                    continue
-                st.slurs.append((self.line_no, col))
-                i += 1
-                continue
-            if c == ")":
-                if st.slurs:
-                    st.slurs.pop()
-                else:
-                    self.warn("')' closes a slur that was never opened", col)
-                i += 1
-                continue
-            if c in "<>":
-                j = i
-                while j < n and s[j] == c:
-                    j += 1
-                k = j - i
-                if st.last_event is None or k > 3:
-                    self.error(f"broken rhythm '{s[i:j]}' must stand between two notes", col)
-                    i = j
-                    continue
-                short = Fraction(1, 2**k)
-                long = 2 - short
-                first, second = (long, short) if c == ">" else (short, long)
-                ev = st.last_event
-                delta = ev.dur * first - ev.dur
-                ev.dur = ev.dur * first
-                if st.bar is not None and ev.bar == st.bar.number and not st.overlay:
-                    st.time += delta
-                    st.bar.length += delta
-                elif st.overlay:
-                    st.overlay_time += delta
-                st.broken_next = second
-                i = j
-                continue
-            if c == "-":
-                if st.last_event is not None:
-                    st.last_event.tie = True
-                i += 1
-                continue
-            if c == "[":
-                i = self.chord(st, s, i)
-                continue
-            if c in "zx":
-                ln, j = self.read_length(s, i + 1, col)
-                if ln is not None:
-                    self.add_event(st, self.apply_broken(st, st.unit * ln), [], col, False)
-                i = j
-                continue
-            if c in "ZX":
-                m = re.match(r"[ZX](\d*)", s[i:])
-                assert m is not None
-                count = int(m.group(1)) if m.group(1) and len(m.group(1)) < 4 else 1
-                bar_len = Fraction(st.meter[0], st.meter[1]) if st.meter else st.unit * 8
-                for _ in range(count):
-                    self.add_event(st, bar_len, [], col, False)
-                    assert st.bar is not None
-                    st.bar.multirest = count
-                    if _ != count - 1:
-                        self.close_bar(st, "|", col)
-                i += m.end()
-                continue
-            if c == "y":
-                i += 1  # a spacer, with an optional width
-                while i < n and (s[i].isdigit() or s[i] == "/"):
-                    i += 1
-                continue
-            m = _NOTE_RE.match(s, i)
-            if m:
-                p = self.pitch(st, m.group(1), m.group(2), m.group(3))
-                ln, j = self.read_length(s, m.end(), col)
-                if ln is not None:
-                    self.add_event(st, self.apply_broken(st, st.unit * ln), [p], col, False)
-                i = j
-                continue
-            if c in "^_=":
-                self.error(f"accidental '{c}' is not followed by a note", col)
-                i += 1
-                continue
-            if c in _DECORATION_LETTERS:
-                i += 1
-                continue
-            if c.isdigit() or c == "/":
-                self.error(f"length '{c}' does not follow a note", col)
-                i += 1
-                while i < n and (s[i].isdigit() or s[i] == "/"):
-                    i += 1
-                continue
-            self.error(f"unexpected character '{c}' in the music", col)
+        return i + m.end()
+
+    def _t_spacer(self, st: _VoiceState, s: str, i: int) -> int:
+        i += 1  # a spacer, with an optional width
+        while i < len(s) and (s[i].isdigit() or s[i] == "/"):
             i += 1
+        return i
+
+    def _t_note_or_other(self, st: _VoiceState, s: str, i: int) -> int:
+        """A note (accidental, letter, octave marks, length), else a decoration letter or an error."""
+        c, col = s[i], i + 1
+        m = _NOTE_RE.match(s, i)
+        if m:
+            p = self.pitch(st, m.group(1), m.group(2), m.group(3))
+            ln, j = self.read_length(s, m.end(), col)
+            if ln is not None:
+                self.add_event(st, self.apply_broken(st, st.unit * ln), [p], col, False)
+            return j
+        if c in "^_=":
+            self.error(f"accidental '{c}' is not followed by a note", col)
+            return i + 1
+        if c in _DECORATION_LETTERS:
+            return i + 1
+        if c.isdigit() or c == "/":
+            self.error(f"length '{c}' does not follow a note", col)
+            i += 1
+            while i < len(s) and (s[i].isdigit() or s[i] == "/"):
+                i += 1
+            return i
+        self.error(f"unexpected character '{c}' in the music", col)
+        return i + 1
 
     def chord(self, st: _VoiceState, s: str, i: int) -> int:
         col = i + 1
@@ -1193,6 +1010,35 @@ class _Reader:
                     )
 
 
+_TOKEN_READERS: dict[str, Any] = {
+    **dict.fromkeys(" \t`$*\\\u200b\ufeff", _Reader._t_space),
+    "%": _Reader._t_comment,
+    '"': _Reader._t_annotation,
+    "!": _Reader._t_decoration,
+    "+": _Reader._t_decoration,
+    "{": _Reader._t_grace,
+    "}": _Reader._t_stray_close,
+    "]": _Reader._t_stray_close,
+    "[": _Reader._t_bracket,
+    "|": _Reader._t_bar,
+    ":": _Reader._t_bar,
+    ".": _Reader._t_dot,
+    "&": _Reader._t_overlay,
+    "(": _Reader._t_open_paren,
+    ")": _Reader._t_close_paren,
+    "<": _Reader._t_broken,
+    ">": _Reader._t_broken,
+    "-": _Reader._t_tie,
+    "z": _Reader._t_rest,
+    "x": _Reader._t_rest,
+    "Z": _Reader._t_multirest,
+    "X": _Reader._t_multirest,
+    "y": _Reader._t_spacer,
+}
+"""Which reader handles a token, by its first character; everything else is a note, a decoration letter or
+an error (:meth:`_Reader._t_note_or_other`)."""
+
+
 def _pickup_pairs(bars: list[Bar]) -> list[tuple[Bar, Bar]]:
     """(pickup, closing bar) of each section whose first bar is short: the closing bar is the last bar before
     the next section starts (a repeat, ``||`` or the end), endings excluded."""
@@ -1219,17 +1065,6 @@ def _join_field_continuations(lines: list[str]) -> list[str]:
         if code.endswith("\\") and _FIELD_RE.match(out[k].strip()) and not out[k].lstrip().startswith("%"):
             out[k + 1], out[k] = "%", code[:-1] + out[k + 1].strip()
     return out
-
-
-def ending_passes(spec: str) -> tuple[int, ...]:
-    """The passes of an ending: ``1`` -> (1,), ``1,3`` -> (1, 3), ``1-3`` -> (1, 2, 3) (bounded)."""
-    out: list[int] = []
-    for part in spec.split(","):
-        lo, _, hi = part.partition("-")
-        a = int(lo[:3] or 1)
-        b = int(hi[:3]) if hi else a
-        out.extend(range(a, min(max(a, b), a + 16) + 1))
-    return tuple(sorted(set(out)))
 
 
 def _fmt_frac(x: Fraction) -> str:

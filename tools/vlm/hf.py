@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
-from image2music.tools.attention import AttentionRecorder, image_grid
+from image2music.tools.images import fit_pixels
 from image2music.tools.vlm.base import GenerationSettings, VLMError, VLMResult
+from image2music.tools.vlm.capture import AttentionRecorder, image_grid
 from PIL import Image
 
 
@@ -53,15 +54,6 @@ def load_error(what: str, model_id: str, env_var: str, flag: str, err: BaseExcep
             f"{flag} at a local folder that holds the checkpoint"
         )
     return f"cannot load the {what} '{model_id}': {reason[:300]}. {hint}"
-
-
-def fit_pixels(image: Image.Image, max_pixels: int) -> Image.Image:
-    """Downscale ``image`` so that width x height <= ``max_pixels`` (aspect kept)."""
-    w, h = image.size
-    if max_pixels <= 0 or w * h <= max_pixels:
-        return image
-    scale = (max_pixels / (w * h)) ** 0.5
-    return image.resize((max(1, int(w * scale)), max(1, int(h * scale))), Image.Resampling.BICUBIC)
 
 
 class TransformersVLM:

@@ -11,8 +11,8 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
+from image2music.tools.images import fit_pixels
 from image2music.tools.vlm.base import GenerationSettings, VLMError, VLMResult
-from image2music.tools.vlm.hf import fit_pixels
 from PIL import Image
 
 MAX_ANSWER_BYTES = 8 * 1024 * 1024

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from image2music.tools.embedder import ClipEmbedder
-from image2music.tools.store import KnowledgeBase
+from image2music.tools.kb.store import KnowledgeBase
 from PIL import Image
 
 
