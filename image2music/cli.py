@@ -15,6 +15,8 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
+from image2music.graph.state import NODE_IDS
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -578,7 +580,7 @@ def runs_resume(run_id: str, as_json: bool) -> None:
     "--from",
     "from_node",
     required=True,
-    type=click.Choice(["describe", "retrieve", "compose", "parse_check", "evaluate", "reflect", "explain"]),
+    type=click.Choice(NODE_IDS),
     help="Re-run from this node; the nodes before it come from the record.",
 )
 @click.option("--prompt", "prompt_files", multiple=True, metavar="NODE=FILE", help="Use FILE as the prompt of NODE.")

@@ -35,3 +35,10 @@ def test_override_ok_and_unknown_node(tmp_path: Path) -> None:
         prompts.load_all({"composer": f})
     with pytest.raises(PromptError, match="cannot read prompt file"):
         prompts.load("compose", tmp_path / "missing.md")
+
+
+def test_prompt_specs_are_the_vlm_nodes() -> None:
+    from image2music.prompts import SPECS
+    from image2music.tools.vlm.base import VLM_NODES
+
+    assert set(SPECS) == set(VLM_NODES)

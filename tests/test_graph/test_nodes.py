@@ -51,3 +51,26 @@ def test_a_music_tool_that_raises_becomes_a_finding(tmp_path: Path, monkeypatch:
     update = nodes.evaluate({"versions": [version]}, _runtime(tmp_path))  # type: ignore[arg-type]
     (v,) = update["versions"]
     assert v["metrics"] == {} and v["warnings"][-1]["code"] == "internal"
+
+
+def test_studio_runs_without_a_context(tmp_path: Path, image_path: Path, monkeypatch: Any) -> None:
+    """``langgraph dev`` runs the module-level graph with no context: one is made from the environment."""
+    from conftest import GOOD_ABC, fenced, write_replay
+    from image2music.graph.builder import graph
+
+    replay = write_replay(
+        tmp_path / "c.jsonl",
+        [
+            ("describe", "A harbour."),
+            ("compose", fenced(GOOD_ABC)),
+            ("reflect", fenced(GOOD_ABC)),
+            ("explain", "Calm."),
+        ],
+    )
+    monkeypatch.setenv("I2M_VLM_BACKEND", "replay")
+    monkeypatch.setenv("I2M_REPLAY_FILE", str(replay))
+    monkeypatch.setenv("I2M_TOP_K", "0")
+    out = graph.invoke({"image": str(image_path)}, config={"configurable": {"thread_id": "t1"}})
+    assert out["status"] == "ok" and out["path"][-1] == "explain"
+    home = Path(__import__("os").environ["I2M_HOME"])
+    assert (home / "runs" / "studio-t1" / "vlm_calls.jsonl").exists()
