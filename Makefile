@@ -32,9 +32,13 @@ demo: install
 test: install-dev
 	$(BIN)/python -m pytest -q
 
+# mypy sees the installed names (image2music.graph, ...) through a tree of links in build/ (git-ignored)
 lint: install-dev
 	$(BIN)/ruff check graph tools prompts image2music tests bench
-	$(BIN)/mypy
+	rm -rf build/typecheck && mkdir -p build/typecheck/image2music
+	ln -s $(CURDIR)/image2music/*.py build/typecheck/image2music/
+	for d in graph tools prompts; do ln -s $(CURDIR)/$$d build/typecheck/image2music/$$d; done
+	cd build/typecheck && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml -p image2music
 
 bench: install
 	$(BIN)/python bench/abc_check.py

@@ -91,7 +91,7 @@ def compose(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
         ctx,
         "compose",
         description=state.get("description", ""),
-        examples=format_examples(list(state.get("references", [])), ctx.settings.example_max_chars),
+        examples=format_examples(state.get("references", []), ctx.settings.example_max_chars),
         feedback=feedback,
     )
     res = services.ask(ctx, "compose", prompt, _calls(state, "compose"), capture_attention=ctx.settings.attention_maps)

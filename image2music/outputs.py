@@ -72,12 +72,14 @@ def write_outputs(
     attention_files: dict[str, str] = {}
     image = services.get_image(ctx.image_path) if state.get("attention") or final else None
     for name, att in (state.get("attention") or {}).items():
+        assert image is not None
         grid = np.asarray(att["grid"], dtype=np.float32)
         fname = "attention.png" if name == "describe" else f"attention-{safe_name(name, default='map')}.png"
         save_overlay(image, grid, run_dir / fname)
         attention_files[name] = fname
     if best is not None and best["ok"]:
         for section, att in (best.get("attention_maps") or {}).items():
+            assert image is not None
             fname = f"attention-section-{safe_name(section, default='part')}.png"
             save_overlay(image, np.asarray(att["grid"], dtype=np.float32), run_dir / fname)
             attention_files[f"section: {section}"] = fname

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from image2music.tools.embedder import ClipEmbedder
@@ -49,7 +50,7 @@ def retrieve(
     return sorted(merged.values(), key=lambda r: -r["score"])
 
 
-def format_examples(refs: list[dict[str, Any]], max_chars: int) -> str:
+def format_examples(refs: Sequence[Mapping[str, Any]], max_chars: int) -> str:
     """The references as prompt text, each ABC cut to ``max_chars`` (at a line end where possible)."""
     if not refs:
         return "(no reference music is available; rely on your own knowledge of ABC notation)"

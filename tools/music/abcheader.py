@@ -138,6 +138,10 @@ def _full_mode_ok(mode: str) -> bool:
 # --- meter, length and tempo ----------------------------------------------------------------------------
 
 
+class AbsurdValue(str):
+    """A message for a value that is readable but impossible (an error, where an unreadable one only warns)."""
+
+
 def parse_meter(text: str) -> tuple[int, int] | None | str:
     """Return (numerator, denominator), ``None`` for free meter, or an error message."""
     t = text.strip()
@@ -156,9 +160,9 @@ def parse_meter(text: str) -> tuple[int, int] | None | str:
         return f"unknown meter M:{text.strip()}"
     den = int(m.group(2))
     if den == 0 or num == 0:
-        return f"impossible meter M:{text.strip()}: numerator and denominator must be positive"
+        return AbsurdValue(f"impossible meter M:{text.strip()}: numerator and denominator must be positive")
     if num > 64 or den > 64:
-        return f"meter M:{text.strip()} is out of range"
+        return AbsurdValue(f"meter M:{text.strip()} is out of range")
     return (num, den)
 
 
@@ -171,10 +175,6 @@ def parse_fraction(text: str) -> Fraction | str:
     if int(m.group(2)) == 0:
         return f"impossible length {text.strip()}: division by zero"
     return Fraction(int(m.group(1)), int(m.group(2)))
-
-
-class AbsurdValue(str):
-    """A message for a value that is readable but impossible (an error, where an unreadable one only warns)."""
 
 
 def parse_tempo(text: str, unit: Fraction) -> float | str:

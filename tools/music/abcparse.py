@@ -209,8 +209,8 @@ class _Reader:
         self.tune.headers.setdefault(key, []).append(value)
         if key == "M":
             self.meter_seen = True
-            met = self.meter_of(value, col)
-            if met is not False:
+            usable, met = self.meter_of(value, col)
+            if usable:
                 self.tune.meter = met
                 self.tune.meter_text = value
                 if self.cur is not None:
@@ -259,20 +259,21 @@ class _Reader:
         elif key == "V":
             self.voice_field(value)
 
-    def meter_of(self, value: str, col: int) -> tuple[int, int] | None | bool:
-        """The meter of an M: field; an unreadable one is free meter with a warning; False on an error."""
+    def meter_of(self, value: str, col: int) -> tuple[bool, tuple[int, int] | None]:
+        """(usable, meter) of an M: field: an unreadable one is free meter with a warning; an impossible one
+        is an error (not usable)."""
         met = parse_meter(value)
         if not isinstance(met, str):
-            return met
-        if met.startswith(("impossible", "meter M:")):
+            return True, met
+        if isinstance(met, AbsurdValue):
             self.error(met, col, code="unknown-meter")
-            return False
+            return False, None
         first = parse_meter(value.split()[0]) if value.split() else met
         if not isinstance(first, str):
             self.warn(f"M:{value.strip()} read as M:{value.split()[0]}", col, code="unknown-meter")
-            return first
+            return True, first
         self.warn(f"{met}; read as free meter, bar lengths are not checked", col, code="unknown-meter")
-        return None
+        return True, None
 
     def voice_field(self, value: str) -> None:
         parts = value.split(None, 1)
@@ -749,8 +750,8 @@ class _Reader:
         if key in "MLKQ":
             st = self.ensure_voice()
             if key == "M":
-                met = self.meter_of(value, col)
-                if met is not False:
+                usable, met = self.meter_of(value, col)
+                if usable:
                     st.meter, st.meter_text = met, value.strip()
                     if st.bar is not None and st.bar.length == 0:
                         st.bar.expected = Fraction(met[0], met[1]) if met else None

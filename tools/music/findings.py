@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -42,7 +43,7 @@ class Finding:
         return f"{prefix}: {self.message}" if prefix else self.message
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Finding:
+    def from_dict(cls, d: Mapping[str, Any]) -> Finding:
         return cls(
             message=str(d.get("message", "")),
             line=d.get("line"),
