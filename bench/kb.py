@@ -43,7 +43,7 @@ def ingest_throughput(n_files: int, jobs: int) -> None:
             else:
                 results = [_convert_one(a) for a in args]
             t_conv = time.perf_counter() - t0
-            entries = [Entry(id=i, caption="c", abc=abc or "", source="s") for i, abc, _ in results if abc]
+            entries = [Entry(id=i, caption="c", abc=abc or "", source="s") for i, abc, _, _m in results if abc]
             kb = KnowledgeBase(Path(d) / f"kb-{conv}", "bench/none")
             kb.count()  # open the client outside the timing (once per process in real ingests)
             vecs = np.random.default_rng(0).standard_normal((len(entries), 768)).astype(np.float32)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from image2music.tools.music.abcparse import Limits
+from image2music.tools.music.targets import FALLBACK_BANDS, TARGET_METRICS
 from image2music.tools.vlm.base import VLM_NODES, GenerationSettings
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -58,7 +59,14 @@ class Settings(BaseSettings):
 
     # loop bounds
     max_parse_retries: int = Field(3, ge=0, le=20)
-    refine_rounds: int = Field(1, ge=0, le=20)
+    refine_rounds: int = Field(2, ge=0, le=20)
+    """With the feedback policy, the most reflect rounds; with the fixed policy, exactly this many."""
+    refine_policy: Literal["feedback", "fixed"] = "feedback"
+    """feedback: reflect while the music misses measurable targets; fixed: always refine_rounds rounds (paper)."""
+    target_margin: float = Field(0.25, ge=0, le=5)
+    """Metric bands are the references' range widened by this share of its width (at least a minimum)."""
+    target_fallback: dict[str, tuple[float, float]] = Field(default_factory=lambda: dict(FALLBACK_BANDS))
+    """Metric bands used when nothing was retrieved."""
     max_human_rounds: int = Field(20, ge=0, le=100)
     """Extra reflect rounds a person may ask for in ``i2m chat`` (counted in the step budget)."""
 
@@ -90,6 +98,16 @@ class Settings(BaseSettings):
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(f"must be an http:// or https:// URL with a host, not {v!r}")
         return v.strip()
+
+    @field_validator("target_fallback", mode="after")
+    @classmethod
+    def _check_fallback(cls, v: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+        for name, (lo, hi) in v.items():
+            if name not in TARGET_METRICS:
+                raise ValueError(f"unknown metric '{name}' (use {', '.join(TARGET_METRICS)})")
+            if lo > hi:
+                raise ValueError(f"the band of {name} is empty ({lo} > {hi})")
+        return v
 
     @field_validator("node_generation", mode="after")
     @classmethod

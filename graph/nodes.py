@@ -9,8 +9,9 @@ from typing import Any
 
 from image2music.graph import services
 from image2music.graph.context import RunContext, context_of
+from image2music.graph.routing import decide_after_evaluate, decide_after_parse_check
 from image2music.graph.state import State, Version
-from image2music.graph.versions import best_version, latest_valid, render_findings, retry_feedback
+from image2music.graph.versions import best_version, latest_valid, refine_base, render_findings, retry_feedback
 from image2music.tools.files import atomic_write_bytes, atomic_write_text
 from image2music.tools.kb.retrieval import format_examples
 from image2music.tools.music.abcparse import read_tune
@@ -19,6 +20,7 @@ from image2music.tools.music.convert import midi_bytes
 from image2music.tools.music.findings import Finding
 from image2music.tools.music.metrics import describe_metrics, tune_metrics
 from image2music.tools.music.sections import section_maps
+from image2music.tools.music.targets import feedback_items, score, targets_for
 from image2music.tools.vlm import strip_think
 from langgraph.runtime import Runtime
 
@@ -42,6 +44,32 @@ def timed(name: str) -> Callable[[NodeFn], NodeFn]:
 
 def _internal(error: Exception, what: str) -> Finding:
     return Finding(f"{what} failed on this tune: {type(error).__name__}: {error}", code="internal")
+
+
+FIXED_GUIDANCE = (
+    "Use the measures as hints, not as targets: decide yourself which values suit this image (for example, calm "
+    "scenes suit a narrow range and few empty beats; lively ones more pitches and rhythmic variety)."
+)
+
+
+def target_lines(version: Version, targets: dict[str, Any]) -> str:
+    """The targeted measures of a version next to their target for this image, one per line."""
+    metrics = version.get("metrics") or {}
+    lines = []
+    for name, t in targets.items():
+        if name == "mode":
+            lines.append(f"- key = {metrics.get('key')}; the description asks for a {t['mode']} mood")
+        elif "low" in t:
+            lines.append(f"- {name} = {metrics.get(name)}; target {t['low']:g} to {t['high']:g} ({t['source']})")
+    return "\n".join(lines) or "(no measurable targets for this image)"
+
+
+def miss_lines(version: Version) -> str:
+    """What the version misses, as the reflect prompt's task list."""
+    items = version.get("feedback") or []
+    if not items:
+        return "Every measure is within its target; improve the music where you hear fit, keep the measures in range."
+    return "Fix these, measured against the targets for this image:\n" + "\n".join(f"- {it['message']}" for it in items)
 
 
 def _calls(state: State, node: str) -> int:
@@ -77,8 +105,10 @@ def retrieve(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """Find reference music similar to the image and to its description."""
     ctx = context_of(state, runtime)
     retriever = services.get_retriever(ctx.settings)
-    refs = retriever(services.get_image(ctx.image_path), state.get("description", "")) if retriever else []
-    return {"references": refs}
+    description = state.get("description", "")
+    refs = retriever(services.get_image(ctx.image_path), description) if retriever else []
+    s = ctx.settings
+    return {"references": refs, "targets": targets_for(refs, description, s.target_margin, s.target_fallback)}
 
 
 @timed("compose")
@@ -140,6 +170,8 @@ def parse_check(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
             + "; ".join(Finding.from_dict(e).render() for e in version["errors"][:3])
             + (f"; kept version {kept['index'] + 1}" if kept else "")
         )
+    after = {**state, **update, "versions": [*versions, version]}
+    update["decisions"] = [decide_after_parse_check(after, ctx.settings)]
     return update
 
 
@@ -150,11 +182,17 @@ def evaluate(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
     version = state["versions"][-1]
     midi = ctx.run_dir / "versions" / f"v{version['index'] + 1}.mid"
     try:
-        metrics = tune_metrics(read_tune(version["abc"], ctx.settings.abc_limits), midi)
+        metrics = tune_metrics(read_tune(version["abc"], ctx.settings.abc_limits), midi) or {}
+        warnings = list(version["warnings"])
     except Exception as e:  # noqa: BLE001 - a metric failing on model output must not end the run
-        warning = _internal(e, "the metrics").to_dict()
-        return {"versions": [{**version, "metrics": {}, "warnings": [*version["warnings"], warning]}]}
-    return {"versions": [{**version, "metrics": metrics}]}
+        metrics, warnings = {}, [*version["warnings"], _internal(e, "the metrics").to_dict()]
+    targets = state.get("targets") or {}
+    items = feedback_items(metrics, warnings, targets)
+    measured: Version = {**version, "metrics": metrics, "warnings": warnings, "feedback": items}  # type: ignore[typeddict-item]
+    measured["score"] = score(items, targets)
+    versions = [*state["versions"][:-1], measured]
+    decision = decide_after_evaluate({**state, "versions": versions}, ctx.settings)
+    return {"versions": [measured], "decisions": [decision]}
 
 
 @timed("reflect")
@@ -162,17 +200,23 @@ def reflect(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """Revise the latest valid version using its metrics and warnings (and a person's words, if any)."""
     ctx = context_of(state, runtime)
     versions = state.get("versions", [])
-    base = latest_valid(versions)
+    policy = ctx.settings.refine_policy
+    base = refine_base(versions, policy)
     assert base is not None, "reflect runs only after a valid version was evaluated"
     failures = int(state.get("parse_failures", 0))
     feedback = retry_feedback(versions[-1]) if failures else ""
     user = state.get("user_feedback") or ""
+    if policy == "fixed":
+        metrics, targets = describe_metrics(base.get("metrics") or {}), FIXED_GUIDANCE
+    else:
+        metrics, targets = target_lines(base, state.get("targets") or {}), miss_lines(base)
     prompt = _prompt(
         ctx,
         "reflect",
         description=state.get("description", ""),
         abc=base["abc"].strip(),
-        metrics=describe_metrics(base.get("metrics") or {}),
+        metrics=metrics,
+        targets=targets,
         warnings=render_findings(base["warnings"]) or "(none)",
         user_feedback=f"The listener asks for this change: {user}\n" if user else "",
         feedback=feedback,

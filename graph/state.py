@@ -30,6 +30,25 @@ class AttentionMap(TypedDict):
     """vlm-attention | clip-occlusion"""
 
 
+class FeedbackItem(TypedDict):
+    """One measurable miss: a checker finding or a metric outside its target band."""
+
+    code: str
+    """bar-length, pickup-mismatch, voice-length, truncated (findings), off-target (a metric), mode."""
+    metric: str | None
+    value: Any
+    target: Any
+    message: str
+
+
+class Decision(TypedDict):
+    """One routing step and why it went where it went."""
+
+    after: str
+    to: str
+    because: list[str]
+
+
 class Reference(TypedDict, total=False):
     """One retrieved piece of music."""
 
@@ -64,6 +83,10 @@ class Version(TypedDict, total=False):
     commentary: str
     title: str | None
     attention_maps: dict[str, AttentionMap]
+    feedback: list[FeedbackItem]
+    """What misses its target for this image (evaluate)."""
+    score: float
+    """1.0 when every target is met, lower the more and farther things miss (evaluate)."""
 
 
 def upsert_versions(old: list[Version], new: list[Version]) -> list[Version]:
@@ -115,6 +138,10 @@ class State(InputState, total=False):
     """Failed checks in a row for the current writer (compose or a reflect round)."""
     refine_round: int
     """Reflect rounds started."""
+    targets: dict[str, Any]
+    """Targets for this image: metric bands, a tempo band and a mode (retrieve)."""
+    decisions: Annotated[list[Decision], operator.add]
+    """Every routing step after parse_check and evaluate, with its reasons."""
     calls: Annotated[dict[str, int], add_counts]
     """VLM calls made so far per node."""
     attention: Annotated[dict[str, AttentionMap], merge_dicts]

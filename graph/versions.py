@@ -28,6 +28,18 @@ def latest_valid(versions: Sequence[Version]) -> Version | None:
     return None
 
 
+def refine_base(versions: Sequence[Version], policy: str = "feedback") -> Version | None:
+    """The version a reflect round revises: the latest valid one (fixed policy, as in the paper), or the
+    best-scoring valid one (feedback policy; the latest among equals), so a round that made things worse is
+    not built on."""
+    valid = [v for v in versions if v["ok"]]
+    if not valid:
+        return None
+    if policy == "fixed":
+        return valid[-1]
+    return max(reversed(valid), key=lambda v: (v.get("score") is not None, v.get("score") or 0.0))
+
+
 def render_findings(findings: Sequence[Any], limit: int = 20) -> str:
     """Findings as a bulleted list for a prompt (at most ``limit`` lines)."""
     lines = [f"- {Finding.from_dict(f).render()}" for f in findings[:limit]]

@@ -29,6 +29,7 @@ from image2music.runner import compose_image, replay_run
 from image2music.tools.files import atomic_write_text, safe_name
 from image2music.tools.images import load_image
 from image2music.tools.music.metrics import MUSPY_METRICS
+from image2music.tools.music.targets import mode_agreement, tempo_agreement
 from image2music.tools.vlm import VLM, GenerationSettings, VLMError, strip_think
 
 CONFIGS: dict[str, dict[str, Any]] = {
@@ -42,26 +43,6 @@ QUALITY = ("overall", "melody", "rhythm", "authenticity", "harmony")
 CONSISTENCY = ("consistency_overall", "semantics", "emotion")
 FINAL_METRICS = ("bar_consistency", *MUSPY_METRICS, "duration_seconds")
 OBJECTIVE = ("first_try_ok", "ok_within_budget", "attempts", *FINAL_METRICS, "agreement")
-
-SLOW_WORDS = (
-    "slow",
-    "calm",
-    "gentle",
-    "peaceful",
-    "serene",
-    "tranquil",
-    "adagio",
-    "largo",
-    "andante",
-    "lullaby",
-    "quiet",
-    "still",
-)
-FAST_WORDS = ("fast", "lively", "energetic", "upbeat", "allegro", "presto", "vivace", "brisk", "dance", "busy")
-MINOR_WORDS = ("minor", "melanchol", "sad", "dark", "somber", "sombre", "mournful", "gloomy", "tragic", "lonely")
-MAJOR_WORDS = ("major", "bright", "happy", "joyful", "cheerful", "sunny", "playful", "triumphant")
-MINOR_MODES = ("m", "min", "dor", "phr", "aeo", "loc")
-
 
 class JudgeScores(BaseModel):
     """The paper's questions, scored 1-7."""
@@ -97,35 +78,6 @@ def parse_judge(text: str) -> JudgeScores:
 
 
 # --- objective agreement rules ---------------------------------------------------------------------------
-
-
-def _has(text: str, words: tuple[str, ...]) -> bool:
-    t = text.lower()
-    return any(re.search(r"\b" + re.escape(w), t) for w in words)
-
-
-def tempo_agreement(text: str, qpm: float | None) -> float | None:
-    """1 when the words and Q: agree (slow words: Q < 90; fast words: Q >= 110), 0 when not, None if no word."""
-    if qpm is None:
-        return None
-    slow, fast = _has(text, SLOW_WORDS), _has(text, FAST_WORDS)
-    if slow == fast:
-        return None
-    return float(qpm < 90) if slow else float(qpm >= 110)
-
-
-def mode_agreement(text: str, key: str | None) -> float | None:
-    """1 when minor/dark words meet a minor-like mode (m, dor, phr, aeo, loc), or major/bright words a major-like
-    one; 0 when they contradict; None if the text names neither."""
-    if not key:
-        return None
-    minor, major = _has(text, MINOR_WORDS), _has(text, MAJOR_WORDS)
-    if minor == major:
-        return None
-    m = re.match(r"^[A-G][#b]?(.*)$", key)
-    mode = (m.group(1) if m else "").lower()
-    is_minor = mode in MINOR_MODES
-    return float(is_minor) if minor else float(not is_minor)
 
 
 def objective_row(rec: dict[str, Any]) -> dict[str, Any]:

@@ -31,7 +31,7 @@ SPECS: dict[str, PromptSpec] = {
     "describe": PromptSpec(frozenset()),
     "compose": PromptSpec(frozenset({"description", "examples"}), frozenset({"feedback"})),
     "reflect": PromptSpec(
-        frozenset({"description", "abc", "metrics"}), frozenset({"warnings", "feedback", "user_feedback"})
+        frozenset({"description", "abc", "metrics"}), frozenset({"targets", "warnings", "feedback", "user_feedback"})
     ),
     "explain": PromptSpec(frozenset({"description", "abc"}), frozenset({"commentary"})),
     "judge": PromptSpec(frozenset({"abc"}), frozenset({"description", "feedback"})),

@@ -47,6 +47,10 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     for var in [v for v in os.environ if v.startswith("I2M_") and v not in ("I2M_HOME", "I2M_KB_AUTO_BUILD")]:
         monkeypatch.delenv(var, raising=False)
+    # most tests replay one reflect round: the paper's fixed policy makes their path independent of targets;
+    # the feedback policy (the default) has tests of its own that set it
+    monkeypatch.setenv("I2M_REFINE_POLICY", "fixed")
+    monkeypatch.setenv("I2M_REFINE_ROUNDS", "1")
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     monkeypatch.chdir(cwd)

@@ -10,19 +10,21 @@ from pydantic import ValidationError
 
 
 def test_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.delenv("I2M_HOME")
+    for var in ("I2M_HOME", "I2M_REFINE_POLICY", "I2M_REFINE_ROUNDS"):
+        monkeypatch.delenv(var)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
     s = Settings()
     assert s.home == tmp_path / "xdg" / "image2music"
     assert s.vlm_backend == "transformers" and s.embed_model == "zer0int/LongCLIP-GmP-ViT-L-14"
-    assert (s.max_parse_retries, s.refine_rounds, s.top_k) == (3, 1, 1)
+    assert (s.max_parse_retries, s.refine_rounds, s.top_k, s.refine_policy) == (3, 2, 1, "feedback")
 
 
 def test_env_dotenv_and_flags(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    Path(".env").write_text("I2M_REFINE_ROUNDS=2\nI2M_TOP_K=3\n")
+    monkeypatch.delenv("I2M_REFINE_ROUNDS")
+    Path(".env").write_text("I2M_REFINE_ROUNDS=3\nI2M_TOP_K=3\n")
     monkeypatch.setenv("I2M_TOP_K", "4")
     s = load_settings(max_parse_retries=5)
-    assert (s.refine_rounds, s.top_k, s.max_parse_retries) == (2, 4, 5)
+    assert (s.refine_rounds, s.top_k, s.max_parse_retries) == (3, 4, 5)
 
 
 def test_invalid_values_are_rejected(monkeypatch: pytest.MonkeyPatch) -> None:

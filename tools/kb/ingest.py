@@ -16,6 +16,7 @@ from typing import Any
 from image2music.tools.kb.captions import caption_for, tune_metadata
 from image2music.tools.kb.store import Entry, KnowledgeBase
 from image2music.tools.music.abcparse import read_tune
+from image2music.tools.music.metrics import entry_metrics
 
 STARTER_DATA = Path(__file__).resolve().parents[1] / "data" / "starter.jsonl.gz"
 
@@ -41,7 +42,7 @@ def prepare_starter_data(path: Path = STARTER_DATA, limit: int | None = None) ->
                 "source": f"music21:{ct.source}",
                 "abc": ct.abc,
                 "caption": caption_for(tune, ct.collection),
-                "metadata": tune_metadata(tune, ct.collection),
+                "metadata": {**tune_metadata(tune, ct.collection), **entry_metrics(tune)},
             }
             fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
             kept += 1
@@ -124,19 +125,20 @@ def _midicaps_meta(rec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _convert_one(args: tuple[str, str, str, str]) -> tuple[str, str | None, str]:
-    """(id, abc or None, route or reason) — runs in a worker process."""
+def _convert_one(args: tuple[str, str, str, str]) -> tuple[str, str | None, str, dict[str, Any]]:
+    """(id, abc or None, route or reason, metrics of the music) — runs in a worker process."""
     from image2music.tools.music.midi2abc import MidiConversionError, midi_to_abc
 
     entry_id, path, title, converter = args
     p = Path(path)
     if not p.is_file():
-        return entry_id, None, "MIDI file missing"
+        return entry_id, None, "MIDI file missing", {}
     try:
         abc, route = midi_to_abc(p, title=title, prefer_exe=converter != "python")
     except MidiConversionError as e:
-        return entry_id, None, str(e)[:200]
-    return entry_id, abc, route
+        return entry_id, None, str(e)[:200], {}
+    tune = read_tune(abc)
+    return entry_id, abc, route, entry_metrics(tune) if tune.ok else {}
 
 
 def iter_midicaps(root: Path) -> Iterator[dict[str, Any]]:
@@ -204,7 +206,7 @@ def ingest_midicaps(
                 t_convert += time.perf_counter() - t0
                 entries = []
                 by_id = dict(todo)
-                for eid, abc, how in results:
+                for eid, abc, how, measured in results:
                     if abc is None:
                         counts["skipped"] += 1
                         reasons[how.split(":")[0] if ":" in how else how] += 1
@@ -216,7 +218,7 @@ def ingest_midicaps(
                             caption=str(r["caption"]),
                             abc=abc,
                             source=f"midicaps:{r['location']}",
-                            metadata={**_midicaps_meta(r), "converter": how},
+                            metadata={**_midicaps_meta(r), **measured, "converter": how},
                         )
                     )
                 if entries:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -129,3 +130,18 @@ def describe_metrics(metrics: dict[str, Any]) -> str:
         shown = "not available" if value is None else value
         lines.append(f"- {name} = {shown}: {meaning}")
     return "\n".join(lines)
+
+
+def entry_metrics(tune: Tune) -> dict[str, float | int | str]:
+    """What a knowledge-base entry stores about its music (for targets): the 8 MusPy metrics, tempo, meter,
+    key and mode, length. Chroma metadata holds no None: missing values are left out."""
+    m = tune_metrics(tune) or {}
+    out: dict[str, float | int | str] = {
+        k: v for k in (*MUSPY_METRICS, "duration_seconds", "tempo_qpm", "voices") if (v := m.get(k)) is not None
+    }
+    out["key"] = tune.key or ""
+    out["meter"] = tune.meter_text or ""
+    minor = re.match(r"^[A-G][#b]?(m|min|dor|phr|aeo|loc)", tune.key or "")
+    out["mode"] = "minor" if minor else "major" if tune.key else ""
+    out["bars"] = max((len(v.bars) for v in tune.voices.values()), default=0)
+    return out
