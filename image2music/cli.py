@@ -403,6 +403,29 @@ def kb_ingest_midicaps(
         err.print(f"  skipped {n}: {reason}")
 
 
+@kb.command("migrate")
+@click.option("--embed-model", help="CLIP hub id or local folder [env I2M_EMBED_MODEL].")
+@handle_errors
+def kb_migrate(embed_model: str | None) -> None:
+    """Bring a knowledge base built by an earlier version up to date: store each entry's 8 MusPy metrics,
+    tempo, meter, key and mode, which the refine targets need. Safe to run again.
+
+    Example: i2m kb migrate
+    """
+    from image2music.graph.services import get_kb
+    from image2music.tools.kb.ingest import migrate_metrics
+
+    settings = settings_from(embed_model=embed_model)
+    kb_ = get_kb(settings)
+    if not kb_.exists():
+        fail(
+            f"no knowledge base for {settings.embed_model} in {settings.kb_dir}; build one with `i2m kb build-starter`",
+            1,
+        )
+    counts = migrate_metrics(kb_)
+    err.print(f"{counts['updated']} of {counts['entries']} entries updated ({counts['unreadable']} unreadable)")
+
+
 @kb.command("stats")
 @click.option("--embed-model", help="CLIP hub id or local folder [env I2M_EMBED_MODEL].")
 @click.option("--json", "as_json", is_flag=True)
@@ -795,9 +818,10 @@ def batch(
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Where results go.")
 @click.option(
     "--ablation",
-    default="full,no-rag,no-refine,none",
+    default="full,fixed,no-rag,no-refine,none",
     show_default=True,
-    help="Configurations, comma-separated: full, no-rag, no-refine, none.",
+    help="Configurations, comma-separated: full (the refine policy of your settings, feedback by default), fixed "
+    "(one fixed refine round, as in the paper), no-rag, no-refine, none.",
 )
 @click.option(
     "--judge", default="none", show_default=True, help="none | self (the run's model) | a VLM hub id or local folder."

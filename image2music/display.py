@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -66,10 +67,22 @@ def show_record(console: Console, rec: dict[str, Any], run_dir: Path) -> None:
         console.print(Panel(highlight_abc(rec["final"]["abc"]), title=f"the music (version {rec['final']['version']})"))
     if rec.get("motivation"):
         console.print(Panel(rec["motivation"], title="why it sounds like this"))
+    decisions = [d for d in rec.get("decisions") or [] if d.get("after") == "evaluate"]
+    if decisions:
+        t = Table("after", "to", "because", title="decisions", show_lines=False)
+        for d in decisions:
+            t.add_row(Text(d["after"]), Text(d["to"]), Text("; ".join(d.get("because") or [])))
+        console.print(t)
     steps = zip(rec.get("path", []), rec.get("timings", []), strict=False)
     console.print(" -> ".join(f"{n} {t:.2f}s" for n, t in steps))
     for key, fname in (rec.get("files") or {}).items():
         console.print(f"  {key:<9} {run_dir / fname}")
+
+
+def decision_line(d: dict[str, Any]) -> str:
+    """``reflect because: tempo 140 but the description says calm (30-90); ...``."""
+    to = {"__end__": "end"}.get(d["to"], d["to"])
+    return f"{to} because: " + "; ".join(d.get("because") or [])
 
 
 def _parse_detail(u: dict[str, Any]) -> str:
@@ -123,4 +136,7 @@ class NodeProgress:
         if node in ("compose", "reflect") and step.label:
             detail = f"[yellow]{step.label}[/yellow]" if step.retry else step.label
         self.console.print(f"  [green]✓[/green] {node:<12} {secs:7.2f}s  {detail}")
+        for d in update.get("decisions") or []:
+            if d["to"] in ("reflect", "explain") and d["after"] == "evaluate":
+                self.console.print(f"    -> {escape(decision_line(d))}", highlight=False)
         self.status.update(self.NEXT.get(node, "working") + "...")

@@ -34,15 +34,23 @@ from image2music.tools.vlm import VLM, GenerationSettings, VLMError, strip_think
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "full": {},
+    "fixed": {"refine_policy": "fixed", "refine_rounds": 1},
     "no-rag": {"top_k": 0},
     "no-refine": {"refine_rounds": 0},
     "none": {"top_k": 0, "refine_rounds": 0},
 }
-LABELS = {"full": "Ours (full)", "no-rag": "w/o RAG", "no-refine": "w/o Refinement", "none": "w/o RAG, Refinement"}
+LABELS = {
+    "full": "Ours (full)",
+    "fixed": "Ours, one fixed round (paper)",
+    "no-rag": "w/o RAG",
+    "no-refine": "w/o Refinement",
+    "none": "w/o RAG, Refinement",
+}
 QUALITY = ("overall", "melody", "rhythm", "authenticity", "harmony")
 CONSISTENCY = ("consistency_overall", "semantics", "emotion")
 FINAL_METRICS = ("bar_consistency", *MUSPY_METRICS, "duration_seconds")
 OBJECTIVE = ("first_try_ok", "ok_within_budget", "attempts", *FINAL_METRICS, "agreement")
+
 
 class JudgeScores(BaseModel):
     """The paper's questions, scored 1-7."""

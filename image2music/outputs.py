@@ -31,6 +31,10 @@ class RunResult:
         return self.record.get("status") == "ok"
 
 
+VERSION_FIELDS = ("node", "abc", "ok", "errors", "warnings", "metrics", "feedback", "score", "commentary", "title")
+"""What run.json keeps of each version."""
+
+
 def write_outputs(
     ctx: RunContext,
     state: dict[str, Any],
@@ -108,14 +112,13 @@ def write_outputs(
             {"id": r["id"], "caption": r["caption"], "score": r["score"], "via": r["via"]}
             for r in state.get("references", [])
         ],
-        "versions": [
-            {k: v.get(k) for k in ("node", "abc", "ok", "errors", "warnings", "metrics", "commentary", "title")}
-            for v in versions
-        ],
+        "versions": [{k: v.get(k) for k in VERSION_FIELDS} for v in versions],
         "final": final,
         "motivation": state.get("motivation"),
         "path": state.get("path", []),
         "timings": state.get("timings", []),
+        "targets": state.get("targets") or {},
+        "decisions": state.get("decisions", []),
         "prompts": prompt_paths,
         "attention": {
             "method": next((a.get("method") for a in (state.get("attention") or {}).values()), None),
@@ -130,6 +133,7 @@ def write_outputs(
             "embed_model": ctx.settings.embed_model,
             "max_parse_retries": ctx.settings.max_parse_retries,
             "refine_rounds": ctx.settings.refine_rounds,
+            "refine_policy": ctx.settings.refine_policy,
             "top_k": ctx.settings.top_k,
         },
         "vlm_calls": dict(state.get("calls", {})),

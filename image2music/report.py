@@ -122,7 +122,18 @@ def render_report(record: dict[str, Any], run_dir: Path) -> str:
         body.append(
             "<tr><td>warnings</td>" + "".join(f"<td>{len(v.get('warnings') or [])}</td>" for v in versions) + "</tr>"
         )
+        body.append(
+            "<tr><td title='1.0 = every target for this image met'>score</td>"
+            + "".join(f"<td>{_e('-' if v.get('score') is None else v['score'])}</td>" for v in versions)
+            + "</tr>"
+        )
         parts.append(f"<h2>Versions and metrics</h2><table><tr><th>metric</th>{head}</tr>{''.join(body)}</table>")
+    decisions = [d for d in record.get("decisions") or [] if d.get("after") == "evaluate"]
+    if decisions:
+        items = "".join(
+            f"<li><b>{_e(d['to'])}</b> because: {_e('; '.join(d.get('because') or []))}</li>" for d in decisions
+        )
+        parts.append(f"<h2>Decisions</h2><ol>{items}</ol>")
     if record.get("motivation"):
         parts.append(f"<h2>Motivation</h2><p>{_e(record['motivation'])}</p>")
     steps = " → ".join(

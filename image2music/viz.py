@@ -58,9 +58,14 @@ def run_path_mermaid(record: dict[str, Any]) -> str:
 def run_path_ascii(record: dict[str, Any]) -> str:
     """One line per step: seconds, and whether it was a retry or a refine round."""
     out = []
+    decisions = iter(record.get("decisions") or [])
     for step in steps(record.get("path", []), record.get("timings", [])):
         note = f"  ({step.label})" if step.label else ""
         out.append(f"{step.number:>3}. {step.node:<12} {step.seconds:8.2f}s{note}")
+        if step.node in ("parse_check", "evaluate"):
+            d = next(decisions, None)
+            if d is not None and (step.node == "evaluate" or d["to"] != "evaluate"):
+                out.append(f"       -> {d['to']} because: {'; '.join(d.get('because') or [])}")
     out.append(f"     -> {record.get('status')}")
     return "\n".join(out) + "\n"
 

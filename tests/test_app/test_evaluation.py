@@ -121,6 +121,8 @@ def test_eval_end_to_end(tmp_path: Path, image_path: Path, tiny_clip: Path) -> N
             str(tiny_clip),
             "--top-k",
             "1",
+            "--ablation",
+            "full,no-rag,no-refine,none",
         ],
         catch_exceptions=False,
     )

@@ -70,3 +70,26 @@ def test_pure_python_midi_to_abc(tmp_path: Path) -> None:
     with pytest.raises(MidiConversionError):
         midi_to_abc(next(m for m in mids if "broken" in m.name), prefer_exe=False)
     assert [abc_pitch(p) for p in (60, 61, 72, 48, 84)] == ["C", "^C", "c", "C,", "c'"]
+
+
+def test_entries_carry_their_metrics_and_old_bases_migrate(tiny_clip: Path) -> None:
+    from image2music.tools.kb.ingest import migrate_metrics
+
+    s = load_settings(embed_model=str(tiny_clip))
+    kb = KnowledgeBase(s.kb_dir, s.embed_model)
+    build_starter(kb, limit=12, progress=False)
+    (_ids, metas), *_ = list(kb.iter_metadata())
+    assert all({"pitch_range", "scale_consistency", "tempo_qpm", "mode", "bars"} <= set(m) for m in metas)
+    # a base written by an earlier version: no metrics in its metadata
+    import numpy as np
+    from image2music.tools.kb.ingest import iter_starter
+    from image2music.tools.kb.store import Entry
+
+    old = KnowledgeBase(s.home / "old-kb", s.embed_model)
+    entries = [Entry(e.id, e.caption, e.abc, e.source, {"key": "C"}) for e in list(iter_starter())[:12]]
+    old.add(entries, np.eye(12, 8, dtype=np.float32))
+    kb = old
+    assert migrate_metrics(kb, progress=False) == {"entries": 12, "updated": 12, "unreadable": 0}
+    assert migrate_metrics(kb, progress=False)["updated"] == 0
+    (_ids2, metas2), *_ = list(kb.iter_metadata())
+    assert all("pitch_range" in m for m in metas2)

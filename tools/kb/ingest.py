@@ -237,3 +237,26 @@ def ingest_midicaps(
     counts["truncated_captions"] = embedder.truncated
     counts["total"] = kb.count()
     return counts
+
+
+def migrate_metrics(kb: KnowledgeBase, *, progress: bool = True) -> dict[str, int]:
+    """Fill in the metrics of entries stored by earlier versions (targets need them); idempotent."""
+    counts = {"entries": 0, "updated": 0, "unreadable": 0}
+    with progress_bar("kb migrate", enabled=progress) as bar:
+        task = bar.add_task("migrate", total=kb.count())
+        for ids, metas in kb.iter_metadata():
+            todo_ids, todo_metas = [], []
+            for eid, meta in zip(ids, metas, strict=True):
+                counts["entries"] += 1
+                if "pitch_range" in meta:
+                    continue
+                tune = read_tune(str(meta.get("abc", "")))
+                if not tune.ok:
+                    counts["unreadable"] += 1
+                    continue
+                todo_ids.append(eid)
+                todo_metas.append({**meta, **entry_metrics(tune)})
+            kb.update_metadata(todo_ids, todo_metas)
+            counts["updated"] += len(todo_ids)
+            bar.advance(task, len(ids))
+    return counts

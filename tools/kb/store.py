@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -245,6 +245,33 @@ class KnowledgeBase:
                 metadatas=[_clean_meta({**e.metadata, "abc": e.abc, "source": e.source}) for e, _ in keep],
             )
             return len(keep)
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def iter_metadata(self, page: int = 500) -> Iterator[tuple[list[str], list[dict[str, Any]]]]:
+        """Every entry's (ids, metadatas), a page at a time."""
+        c = self._get()
+        if c is None:
+            return
+        offset = 0
+        while True:
+            got = c.get(include=["metadatas"], limit=page, offset=offset)
+            if not got["ids"]:
+                return
+            yield list(got["ids"]), [dict(m or {}) for m in got["metadatas"]]
+            offset += len(got["ids"])
+
+    def update_metadata(self, ids: Sequence[str], metadatas: Sequence[dict[str, Any]]) -> None:
+        """Replace the metadata of existing entries (under the write lock)."""
+        c = self._get()
+        if c is None or not ids:
+            return
+        lock = self._lock
+        if lock is not None:
+            lock.acquire(timeout=600)
+        try:
+            c.update(ids=list(ids), metadatas=[_clean_meta(m) for m in metadatas])
         finally:
             if lock is not None:
                 lock.release()
