@@ -94,7 +94,25 @@ def model_options(fn: F) -> F:
             type=click.Path(path_type=Path),
             help="JSONL of recorded answers for the replay backend [env I2M_REPLAY_FILE].",
         ),
-        click.option("--refine-rounds", type=int, help="Reflect rounds, 0 skips reflect [env I2M_REFINE_ROUNDS]."),
+        click.option(
+            "--refine-rounds",
+            type=int,
+            help="Most reflect rounds (feedback policy) or exactly this many (fixed); 0 skips reflect "
+            "[env I2M_REFINE_ROUNDS, default 2].",
+        ),
+        click.option(
+            "--refine-policy",
+            type=click.Choice(["feedback", "fixed"]),
+            help="feedback: reflect while the music misses measurable targets; fixed: always --refine-rounds "
+            "rounds, as in the paper [env I2M_REFINE_POLICY, default feedback].",
+        ),
+        click.option(
+            "--temperature", type=float, help="Sampling temperature, 0 = greedy [env I2M_TEMPERATURE, default 0.7]."
+        ),
+        click.option("--seed", type=int, help="Random seed of generation [env I2M_SEED, default 0]."),
+        click.option(
+            "--device", "vlm_device", help="cpu, cuda, cuda:1, mps or auto [env I2M_VLM_DEVICE, default auto]."
+        ),
         click.option("--max-parse-retries", type=int, help="Retries after a parse error [env I2M_MAX_PARSE_RETRIES]."),
         click.option("--top-k", type=int, help="Hits per query (image and description) [env I2M_TOP_K]."),
     ]

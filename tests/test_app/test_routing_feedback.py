@@ -94,3 +94,26 @@ def test_fixed_policy_reproduces_the_papers_path(tmp_path: Path, image_path: Pat
     ]
     prompt = _prompts(tmp_path, "reflect")[0]
     assert "hints, not as targets" in prompt and "pitch_entropy =" in prompt
+
+
+def test_decisions_are_shown_in_progress_runs_show_graph_and_report(tmp_path: Path, image_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from image2music.cli import main
+
+    replay = write_replay(
+        tmp_path / "calls.jsonl",
+        [("describe", CALM), ("compose", fenced(FAST_ABC)), ("reflect", fenced(GOOD_ABC)), ("explain", "Calm.")],
+    )
+    out = tmp_path / "run"
+    args = ["compose", str(image_path), "--replay", str(replay), "--top-k", "0", "-o", str(out)]
+    r = CliRunner().invoke(main, [*args, "--refine-policy", "feedback", "--refine-rounds", "2"])
+    assert r.exit_code == 0, r.output
+    because = "reflect because: tempo 140 but the description says calm (30-90)"
+    assert because in r.output
+    run_id = json.loads((out / "run.json").read_text())["run_id"]
+    shown = CliRunner().invoke(main, ["runs", "show", run_id])
+    assert "tempo 140 but the description says calm" in shown.output
+    drawn = CliRunner().invoke(main, ["graph", "--run", run_id, "--format", "ascii"])
+    assert because in drawn.output
+    assert "Decisions" in (out / "report.html").read_text()
