@@ -29,7 +29,8 @@ FallbackMap = Callable[[Image.Image, str], "np.ndarray | None"]
 
 _LOCK = threading.RLock()
 _IMAGES: dict[tuple[str, int, int], Image.Image] = {}
-_RETRIEVERS: dict[tuple[Any, ...], Retriever] = {}
+_RETRIEVERS: dict[tuple[Any, ...], Retriever | None] = {}
+"""Retrievers by knowledge base; None once the embedder proved unusable in this process (said once)."""
 _MAX_IMAGES = 16
 
 
@@ -90,28 +91,36 @@ def get_retriever(settings: Settings, notify: Notify = notify_stderr) -> Retriev
         return None
     key = (str(settings.kb_dir), settings.embed_model, settings.chroma_url, settings.vlm_device)
     with _LOCK:
-        found = _RETRIEVERS.get(key)
-    if found is not None:
-        return _bounded(found, settings)
+        if key in _RETRIEVERS:
+            found = _RETRIEVERS[key]
+            return None if found is None else _bounded(found, settings)
+    from image2music.tools.embedder import EmbedderError, get_embedder
+
     kb = get_kb(settings)
-    if not kb.exists():
-        if kb.other_models():
-            # a base for another embedder: querying it with this one would be garbage
-            raise StoreError(
-                f"the knowledge base was built with {', '.join(kb.other_models())}, not with "
-                f"'{settings.embed_model}': set I2M_EMBED_MODEL to that model or run `i2m kb build-starter`"
-            )
-        if not settings.kb_auto_build:
-            notify("no knowledge base: composing without examples; build one with `i2m kb build-starter`")
-            return None
+    exists = kb.exists()
+    if not exists and kb.other_models():
+        # a base for another embedder: querying it with this one would be garbage
+        raise StoreError(
+            f"the knowledge base was built with {', '.join(kb.other_models())}, not with "
+            f"'{settings.embed_model}': set I2M_EMBED_MODEL to that model or run `i2m kb build-starter`"
+        )
+    if not exists and not settings.kb_auto_build:
+        notify("no knowledge base: composing without examples; build one with `i2m kb build-starter`")
+        return None
+    try:
+        embedder = get_embedder(settings.embed_model, settings.vlm_device)
+    except EmbedderError as e:
+        # retrieval is an aid, not a requirement: an offline machine without the embedder still composes
+        notify(f"no embedder, so no knowledge base: composing without examples ({e})")
+        with _LOCK:
+            _RETRIEVERS[key] = None
+        return None
+    if not exists:
         from image2music.tools.kb.ingest import build_starter
 
         notify("no knowledge base yet: building the starter base (once)")
         build_starter(kb, device=settings.vlm_device, progress=True)
-    from image2music.tools.embedder import get_embedder
     from image2music.tools.kb.retrieval import retrieve
-
-    embedder = get_embedder(settings.embed_model, settings.vlm_device)
 
     def _query(image: Image.Image, description: str, k: int, threshold: float | None) -> list[Any]:
         return retrieve(kb, embedder, image, description, k, threshold)

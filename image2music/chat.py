@@ -18,6 +18,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.panel import Panel
+from rich.text import Text
 
 from image2music.graph.config import Settings
 from image2music.outputs import RunResult
@@ -69,6 +70,7 @@ class ChatSession:
         self.ctx: Any = None
         self.image: Path | None = None
         self._pending = Path()
+        self._active: Any = None
 
     # -- input ------------------------------------------------------------------------------------------
     def prompt(self, text: str) -> str | None:
@@ -84,7 +86,8 @@ class ChatSession:
     # -- the loop ---------------------------------------------------------------------------------------
     def loop(self) -> None:
         self.console.print(
-            Panel("Turn a picture into music. Type an image path (Tab completes), or q to quit.", title="i2m chat")
+            Panel("Turn a picture into music. Type an image path (Tab completes), or q to quit.", title="i2m chat"),
+            soft_wrap=False,
         )
         while True:
             line = self.prompt("image path> ")
@@ -99,15 +102,24 @@ class ChatSession:
 
     def on_pause(self, state: dict[str, Any]) -> str | None:
         rnd = int(state.get("refine_round", 0)) + 1
-        words = self.prompt(f"refinement round {rnd}: your words for the composer (Enter: let it decide)> ")
+        status = getattr(self._active, "status", None)
+        if status is not None:
+            status.stop()  # no spinner over what the person types: their words are echoed as they type
+        try:
+            words = self.prompt(f"refinement round {rnd}: your words for the composer (Enter: let it decide)> ")
+        finally:
+            if status is not None:
+                status.start()
         return words or None
 
     def _progress(self) -> Any:
         if self.progress_factory is not None:
-            return self.progress_factory()
-        from image2music.display import NodeProgress
+            self._active = self.progress_factory()
+        else:
+            from image2music.display import NodeProgress
 
-        return NodeProgress(self.console)
+            self._active = NodeProgress(self.console)
+        return self._active
 
     def compose(self, image: Path, graph_input: Any = None) -> bool:
         """Run the graph for ``image`` (or continue this session's run with ``graph_input``); True when there
@@ -122,17 +134,17 @@ class ChatSession:
                         self.settings,
                         on_event=progress,
                         on_pause=self.on_pause,
-                        notify=lambda m: self.console.print(f"[yellow]{m}[/yellow]"),
+                        notify=lambda m: self.console.print(Text(m, style="yellow")),
                         on_start=self._started,
                     )
                     self.image = image
                 else:
                     self.result = continue_run(self.ctx, graph_input, on_event=progress, on_pause=self.on_pause)
         except InputError as e:
-            self.console.print(f"[red]cannot use that image:[/red] {e}")
+            self.console.print(Text.assemble(("cannot use that image: ", "red"), str(e)))
             return False
         except I2MError as e:
-            self.console.print(f"[red]error:[/red] {e}")
+            self.console.print(Text.assemble(("error: ", "red"), str(e)))
             return False
         except KeyboardInterrupt:
             rid = run_id or (self.ctx.run_id if self.ctx is not None else "")
@@ -163,7 +175,7 @@ class ChatSession:
                 return False
             if choice in ("a", "o"):
                 if choice == "a" and self.result is not None:
-                    self.console.print(f"kept: {self.result.run_dir}")
+                    self.console.print(Text(f"kept: {self.result.run_dir}"))
                 return True
             if choice == "p":
                 self.play()
@@ -196,7 +208,7 @@ class ChatSession:
                 f"[yellow]no audio player found (aplay, paplay, afplay, ffplay); the audio is {wav}[/yellow]"
             )
             return
-        self.console.print(f"playing {wav} with {player[0]} (Ctrl-C stops)")
+        self.console.print(Text(f"playing {wav} with {player[0]} (Ctrl-C stops)"))
         try:
             subprocess.run([*player, str(wav)], check=False)
         except KeyboardInterrupt:

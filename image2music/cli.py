@@ -14,17 +14,21 @@ import click
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
+from rich.text import Text
 
 from image2music.graph.state import NODE_IDS
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# lines are never cut (soft wrap: the terminal wraps them, and piped output keeps one line per message); panels
+# and tables are printed with soft_wrap=False so they wrap inside their frame. Model text is always printed as
+# Text or escaped, never as markup.
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
 
 
 def fail(message: str, code: int) -> None:
-    err.print(f"[bold red]error:[/bold red] {message}")
+    err.print(f"[bold red]error:[/bold red] {escape(message)}")
     sys.exit(code)
 
 
@@ -121,6 +125,15 @@ def model_options(fn: F) -> F:
     return fn
 
 
+def model_label(settings: Any) -> str:
+    """What answers: ``replay:calls.jsonl``, ``transformers:Qwen/...`` or ``openai:name@url``."""
+    if settings.vlm_backend == "replay":
+        return f"replay:{Path(str(settings.replay_file)).name}"
+    if settings.vlm_backend == "openai":
+        return f"openai:{settings.vlm_model}@{settings.vlm_base_url}"
+    return f"transformers:{settings.vlm_model}"
+
+
 def settings_from(**flags: Any) -> Any:
     from image2music.graph.config import load_settings
 
@@ -158,7 +171,7 @@ def compose(
 
     settings = settings_from(**flags)
     overrides = parse_prompt_overrides(prompt_files)
-    err.print(f"[bold]i2m[/bold] composing for {image} with {settings.vlm_backend}:{settings.vlm_model}")
+    err.print(f"[bold]i2m[/bold] composing for {escape(str(image))} with {escape(model_label(settings))}")
     with NodeProgress(err) as progress:
         result = compose_image(
             image,
@@ -166,7 +179,7 @@ def compose(
             run_dir=output,
             prompt_overrides=overrides,
             on_event=progress,
-            notify=lambda m: err.print(f"[yellow]{m}[/yellow]"),
+            notify=lambda m: err.print(f"[yellow]{escape(m)}[/yellow]"),
             on_start=lambda rid, d: err.print(f"run [bold]{rid}[/bold] (resume with `i2m runs resume {rid}`)"),
             force=force,
         )
@@ -179,13 +192,13 @@ def report_result(result: Any, as_json: bool) -> None:
     if as_json:
         out.print_json(json.dumps(rec, ensure_ascii=False))
     colour = "green" if result.ok else "red"
-    err.print(f"[{colour}]{rec['status']}[/{colour}] run {result.run_id} -> {result.run_dir}")
+    err.print(f"[{colour}]{rec['status']}[/{colour}] run {result.run_id} -> {escape(str(result.run_dir))}")
     if rec.get("reason"):
-        err.print(f"  reason: {rec['reason']}")
+        err.print(f"  reason: {escape(str(rec['reason']))}")
     for key, fname in result.files.items():
-        err.print(f"  {key:<9} {result.run_dir / fname}")
+        err.print(f"  {key:<9} {escape(str(result.run_dir / fname))}")
     for note in rec.get("notes", []):
-        err.print(f"  [dim]note: {note}[/dim]")
+        err.print(f"  [dim]note: {escape(str(note))}[/dim]")
     sys.exit(0 if result.ok else 1)
 
 
@@ -496,8 +509,8 @@ def kb_query(text: str | None, image: Path | None, k: int, embed_model: str | No
 
     table = Table("score", "via", "id", "caption")
     for r in refs:
-        table.add_row(f"{r['score']:.3f}", r["via"], r["id"], r["caption"])
-    out.print(table)
+        table.add_row(f"{r['score']:.3f}", Text(r["via"]), Text(r["id"]), Text(r["caption"]))
+    out.print(table, soft_wrap=False)
 
 
 # --- runs ------------------------------------------------------------------------------------------------
@@ -543,19 +556,26 @@ def runs_list(limit: int, as_json: bool) -> None:
             )
         )
         return
-    from rich.table import Table
+    from rich.table import Column, Table
 
-    table = Table("run id", "status", "created", "image", "run dir")
+    # the run id is never cut (it is what people copy); long paths fold instead
+    table = Table(
+        Column("run id", no_wrap=True, min_width=22),
+        Column("status", no_wrap=True),
+        Column("created", no_wrap=True),
+        Column("image", overflow="fold"),
+        Column("run dir", overflow="fold"),
+    )
     for i in infos:
         colour = {"ok": "green", "failed": "red"}.get(i.status, "yellow")
         table.add_row(
             i.run_id,
             f"[{colour}]{i.status}[/{colour}]",
             _time.strftime("%Y-%m-%d %H:%M", _time.localtime(i.created)),
-            Path(i.image).name,
-            str(i.run_dir),
+            Text(Path(i.image).name),
+            Text(str(i.run_dir)),
         )
-    out.print(table)
+    out.print(table, soft_wrap=False)
 
 
 def _load_run(run_id: str) -> tuple[Any, dict[str, Any]]:
@@ -610,7 +630,7 @@ def runs_resume(run_id: str, as_json: bool) -> None:
 
     with NodeProgress(err) as progress:
         result = resume_run(
-            run_id, settings_from(), on_event=progress, notify=lambda m: err.print(f"[yellow]{m}[/yellow]")
+            run_id, settings_from(), on_event=progress, notify=lambda m: err.print(f"[yellow]{escape(m)}[/yellow]")
         )
     report_result(result, as_json)
 
@@ -649,7 +669,7 @@ def runs_replay(
             settings_from(),
             prompt_overrides=parse_prompt_overrides(prompt_files),
             on_event=progress,
-            notify=lambda m: err.print(f"[yellow]{m}[/yellow]"),
+            notify=lambda m: err.print(f"[yellow]{escape(m)}[/yellow]"),
             run_dir=output,
             **overrides,
         )
@@ -684,12 +704,12 @@ def runs_diff(run_a: str, run_b: str) -> None:
         out.print(f"[bold]prompt {node}[/bold]: differs")
         for line in difflib.unified_diff(ta.splitlines(), tb.splitlines(), "A", "B", lineterm="", n=1):
             style = "green" if line.startswith("+") else "red" if line.startswith("-") else "dim"
-            out.print(f"[{style}]{line}[/{style}]", markup=True, highlight=False)
+            out.print(Text(line, style=style), highlight=False)
     fa = (ra.get("final") or {}).get("abc", "")
     fb = (rb.get("final") or {}).get("abc", "")
     t = Table("final ABC of A", "final ABC of B")
-    t.add_row(fa or "(none)", fb or "(none)")
-    out.print(t)
+    t.add_row(Text(fa or "(none)"), Text(fb or "(none)"))
+    out.print(t, soft_wrap=False)
     m = Table("metric", "A", "B", title="final metrics")
     ma = (ra.get("final") or {}).get("metrics") or {}
     mb = (rb.get("final") or {}).get("metrics") or {}
@@ -697,7 +717,7 @@ def runs_diff(run_a: str, run_b: str) -> None:
         a, b = ma.get(name), mb.get(name)
         mark = "" if a == b else " *"
         m.add_row(name + mark, "-" if a is None else str(a), "-" if b is None else str(b))
-    out.print(m)
+    out.print(m, soft_wrap=False)
 
 
 # --- graph, prompts, batch -------------------------------------------------------------------------------

@@ -51,32 +51,35 @@ def metrics_table(versions: list[dict[str, Any]]) -> Table:
 def show_record(console: Console, rec: dict[str, Any], run_dir: Path) -> None:
     """Description, references, metrics of every version, the final ABC, the motivation, the files."""
     colour = "green" if rec["status"] == "ok" else "red"
-    console.print(f"[bold]{rec['run_id']}[/bold]  [{colour}]{rec['status']}[/{colour}]  {rec['image']}")
+    console.print(f"[bold]{rec['run_id']}[/bold]  [{colour}]{rec['status']}[/{colour}]  {escape(str(rec['image']))}")
     if rec.get("reason"):
-        console.print(f"reason: {rec['reason']}")
+        console.print(Text(f"reason: {rec['reason']}"))
     if rec.get("description"):
-        console.print(Panel(rec["description"], title="what the model sees"))
+        console.print(Panel(Text(rec["description"]), title="what the model sees"), soft_wrap=False)
     if rec.get("references"):
         t = Table("score", "via", "caption", title="references")
         for r in rec["references"]:
-            t.add_row(f"{r['score']:.3f}", r["via"], r["caption"])
-        console.print(t)
+            t.add_row(f"{r['score']:.3f}", Text(r["via"]), Text(r["caption"]))
+        console.print(t, soft_wrap=False)
     if rec.get("versions"):
-        console.print(metrics_table(rec["versions"]))
+        console.print(metrics_table(rec["versions"]), soft_wrap=False)
     if rec.get("final"):
-        console.print(Panel(highlight_abc(rec["final"]["abc"]), title=f"the music (version {rec['final']['version']})"))
+        console.print(
+            Panel(highlight_abc(rec["final"]["abc"]), title=f"the music (version {rec['final']['version']})"),
+            soft_wrap=False,
+        )
     if rec.get("motivation"):
-        console.print(Panel(rec["motivation"], title="why it sounds like this"))
+        console.print(Panel(Text(rec["motivation"]), title="why it sounds like this"), soft_wrap=False)
     decisions = [d for d in rec.get("decisions") or [] if d.get("after") == "evaluate"]
     if decisions:
         t = Table("after", "to", "because", title="decisions", show_lines=False)
         for d in decisions:
             t.add_row(Text(d["after"]), Text(d["to"]), Text("; ".join(d.get("because") or [])))
-        console.print(t)
+        console.print(t, soft_wrap=False)
     steps = zip(rec.get("path", []), rec.get("timings", []), strict=False)
     console.print(" -> ".join(f"{n} {t:.2f}s" for n, t in steps))
     for key, fname in (rec.get("files") or {}).items():
-        console.print(f"  {key:<9} {run_dir / fname}")
+        console.print(Text(f"  {key:<9} {run_dir / fname}"))
 
 
 def decision_line(d: dict[str, Any]) -> str:

@@ -44,7 +44,8 @@ def write_outputs(
     """Write run.json, the final music files and the attention maps from a (final or interrupted) state."""
     run_dir = ctx.run_dir
     files: dict[str, str] = {}
-    notes: list[str] = []
+    extra = dict(extra or {})
+    notes: list[str] = list(extra.pop("start_notes", []))
     versions = state.get("versions", [])
     best = best_version(versions)
     final = None

@@ -155,6 +155,7 @@ def execute_graph(
 
     graph = build_graph(checkpointer(conn), interrupt_before=("reflect",) if on_pause else ())
     config = _config(ctx.run_id, ctx.settings)
+    was_ok = graph.get_state(config).values.get("status") == "ok"  # a finished run that a person refines more
     error: str | None = None
     notes: list[dict[str, Any]] = []
     deadline = time.monotonic() + ctx.settings.run_deadline_s
@@ -181,7 +182,15 @@ def execute_graph(
     except Exception as e:  # the one run guard: every failure ends with its record
         error, note = _failure(e, ctx)
         notes.append(note)
-    return finish_run(ctx, conn, dict(graph.get_state(config).values), error, {**(extra or {}), **_notes(notes)})
+    state = dict(graph.get_state(config).values)
+    extra = {**(extra or {}), **_notes(notes)}
+    if was_ok and (error is not None or state.get("status") == "failed"):
+        # a person's extra round failed: the run keeps its best valid version and stays ok
+        extra["failed_rounds"] = [error or state.get("reason")]
+        graph.update_state(config, {"status": "ok", "reason": None}, as_node="explain")
+        state = dict(graph.get_state(config).values)
+        error = None
+    return finish_run(ctx, conn, state, error, extra)
 
 
 def _notes(notes: list[dict[str, Any]]) -> dict[str, Any]:
@@ -240,8 +249,14 @@ def compose_image(
         replaced = claim_output_dir(run_dir, force)
     else:
         run_dir = settings.runs_dir / run_id
+    start_notes: list[str] = []
+
+    def _notify(message: str) -> None:
+        start_notes.append(message)
+        notify(message)
+
     try:
-        ctx = prepare_run(settings, image_path, run_dir, run_id, prompt_overrides, notify)
+        ctx = prepare_run(settings, image_path, run_dir, run_id, prompt_overrides, _notify)
     except BaseException:
         if replaced is not None and not run_dir.exists():
             replaced.rename(run_dir)  # nothing was written: the earlier run stays as it was
@@ -258,7 +273,8 @@ def compose_image(
         graph_input: dict[str, Any] = {"image": str(image_path)}
         if user_feedback:
             graph_input["user_feedback"] = user_feedback
-        return execute_graph(ctx, conn, graph_input, on_event, on_pause=on_pause)
+        extra = {"start_notes": start_notes} if start_notes else None
+        return execute_graph(ctx, conn, graph_input, on_event, extra=extra, on_pause=on_pause)
     finally:
         conn.close()
 

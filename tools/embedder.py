@@ -26,9 +26,15 @@ class ClipEmbedder:
         self.device = pick_device(device)
         self.batch_size = batch_size
         self.truncated = 0
+        from image2music.tools.models import ModelNotFound, resolve_model
+
         try:
-            self.processor = AutoProcessor.from_pretrained(model_id)
-            self.model = CLIPModel.from_pretrained(model_id)
+            where = resolve_model(model_id, "embedding model", "I2M_EMBED_MODEL", "--embed-model")
+        except ModelNotFound as e:
+            raise EmbedderError(str(e)) from e
+        try:
+            self.processor = AutoProcessor.from_pretrained(where)
+            self.model = CLIPModel.from_pretrained(where)
         except (OSError, ValueError, KeyError, ImportError) as e:
             raise EmbedderError(load_error("embedding model", model_id, "I2M_EMBED_MODEL", "--embed-model", e)) from e
         model: Any = self.model

@@ -53,7 +53,7 @@ def load_error(what: str, model_id: str, env_var: str, flag: str, err: BaseExcep
             f"(needs network; set HF_HUB_OFFLINE=1 afterwards to stay offline), or point {env_var} / "
             f"{flag} at a local folder that holds the checkpoint"
         )
-    return f"cannot load the {what} '{model_id}': {reason[:300]}. {hint}"
+    return f"cannot load the {what} '{model_id}': {reason[:300].rstrip('. ')}. {hint}"
 
 
 class TransformersVLM:
@@ -77,10 +77,16 @@ class TransformersVLM:
         self.max_pixels = max_pixels
         self.vision_calls = 0
         self._lock = threading.Lock()  # one generate at a time on a shared model (batch --jobs)
+        from image2music.tools.models import ModelNotFound, resolve_model
+
         try:
-            self.processor = AutoProcessor.from_pretrained(model_id, trust_remote_code=trust_remote_code)
+            where = resolve_model(model_id, "VLM", "I2M_VLM_MODEL", "--vlm-model")
+        except ModelNotFound as e:
+            raise VLMError(str(e)) from e
+        try:
+            self.processor = AutoProcessor.from_pretrained(where, trust_remote_code=trust_remote_code)
             self.model = AutoModelForImageTextToText.from_pretrained(
-                model_id, dtype=self.dtype, trust_remote_code=trust_remote_code
+                where, dtype=self.dtype, trust_remote_code=trust_remote_code
             )
         except (OSError, ValueError, KeyError, ImportError) as e:
             raise VLMError(load_error("VLM", model_id, "I2M_VLM_MODEL", "--vlm-model", e)) from e
