@@ -36,7 +36,7 @@ def test_embedder_shapes_and_truncation(tiny_clip: Path) -> None:
 
 
 def test_missing_embedder_is_a_clear_message(tmp_path: Path) -> None:
-    with pytest.raises(EmbedderError, match="cannot load the embedding model .*I2M_EMBED_MODEL"):
+    with pytest.raises(EmbedderError, match="embedding model 'no-such-org.*hf download.*I2M_EMBED_MODEL"):
         ClipEmbedder("no-such-org/no-such-clip-model")
 
 

@@ -73,7 +73,7 @@ def test_missing_model_is_one_clear_message() -> None:
     with pytest.raises(VLMError) as e:
         make_vlm("transformers", "no-such-org/no-such-vlm-123")
     msg = str(e.value)
-    assert "cannot load the VLM 'no-such-org/no-such-vlm-123'" in msg
+    assert "the VLM 'no-such-org/no-such-vlm-123' is not on this machine" in msg
     assert "hf download" in msg and "I2M_VLM_MODEL" in msg and "Traceback" not in msg
 
 
