@@ -185,6 +185,61 @@ class Settings(BaseSettings):
         return Settings.model_validate(data)
 
 
+NOT_SETTINGS = frozenset({"I2M_DEBUG"})
+"""I2M_* variables that are read elsewhere, not settings."""
+_WARNED: set[str] = set()
+
+
+def closest_setting(name: str) -> str | None:
+    """The setting whose name is closest to ``name`` (a typo), or None."""
+    import difflib
+
+    found = difflib.get_close_matches(name.lower(), list(Settings.model_fields), n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
+def check_names(names: dict[str, Any]) -> None:
+    """Unknown keyword settings are an error naming the closest setting (``vlm_bakend`` -> ``vlm_backend``)."""
+    from image2music.tools.errors import InputError
+
+    for key in names:
+        if key not in Settings.model_fields:
+            near = closest_setting(key)
+            hint = f"; did you mean '{near}'?" if near else "; see .env.example for every setting"
+            raise InputError(f"unknown setting '{key}'{hint}")
+
+
+def warn_unknown_variables(env_file: Path = Path(".env")) -> list[str]:
+    """One warning per unknown ``I2M_*`` variable in the environment or in ``.env`` (a typo is otherwise
+    silently ignored), naming the closest setting. Returns the warnings (printed once per process)."""
+    import sys
+
+    seen: list[tuple[str, str]] = [(k, "environment") for k in os.environ if k.startswith("I2M_")]
+    try:
+        for line in env_file.read_text(encoding="utf-8-sig").splitlines():
+            key = line.split("=", 1)[0].strip().removeprefix("export ").strip()
+            if key.startswith("I2M_") and "=" in line:
+                seen.append((key, str(env_file)))
+    except OSError:
+        pass
+    out = []
+    for key, where in seen:
+        name = key[4:].lower()
+        if key in NOT_SETTINGS or name in Settings.model_fields or key in _WARNED:
+            continue
+        _WARNED.add(key)
+        near = closest_setting(name)
+        msg = f"warning: unknown setting {key} in the {where} is ignored" + (
+            f"; did you mean I2M_{near.upper()}?" if near else ""
+        )
+        print(msg, file=sys.stderr)
+        out.append(msg)
+    return out
+
+
 def load_settings(**overrides: Any) -> Settings:
-    """Settings from env and ``.env``, then ``overrides`` (e.g. CLI flags) on top."""
+    """Settings from env and ``.env``, then ``overrides`` (e.g. CLI flags) on top. Unknown override names are
+    an error; unknown ``I2M_*`` variables a warning."""
+    check_names(overrides)
+    warn_unknown_variables()
     return Settings().with_overrides(**overrides)

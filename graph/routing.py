@@ -16,6 +16,16 @@ from image2music.graph.versions import refine_base
 from image2music.tools.music.findings import Finding
 from langgraph.runtime import Runtime
 
+EDGE_LABELS: dict[tuple[str, str], str] = {
+    ("parse_check", "evaluate"): "ok",
+    ("parse_check", "compose"): "errors",
+    ("parse_check", "reflect"): "errors",
+    ("parse_check", "__end__"): "retries spent",
+    ("evaluate", "reflect"): "rounds left",
+    ("evaluate", "explain"): "done",
+}
+"""What each conditional edge means, for drawings (one source for mermaid, ASCII and PNG)."""
+
 
 def decide_after_parse_check(state: Mapping[str, Any], settings: Settings) -> Decision:
     """Valid -> evaluate; invalid -> back to the writer with the errors, until the retry budget is spent."""

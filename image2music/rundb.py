@@ -60,13 +60,13 @@ def connect_db(settings: Settings) -> sqlite3.Connection:
     try:
         settings.home.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(str(settings.db_path), check_same_thread=False, timeout=60)
-        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA busy_timeout=60000")
+        _wal(conn)
     except (OSError, sqlite3.Error) as e:
         raise InputError(
             f"cannot use I2M_HOME={settings.home} for the run database: {getattr(e, 'strerror', None) or e}; "
             "point I2M_HOME at a writable folder"
         ) from e
-    conn.execute("PRAGMA busy_timeout=60000")
     with conn:
         conn.execute("BEGIN IMMEDIATE")  # one migrating process at a time
         version = int(conn.execute("PRAGMA user_version").fetchone()[0])
@@ -75,6 +75,19 @@ def connect_db(settings: Settings) -> sqlite3.Connection:
         if version < len(MIGRATIONS):
             conn.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
     return conn
+
+
+def _wal(conn: sqlite3.Connection, tries: int = 100) -> None:
+    """Switch to WAL. Changing the journal mode does not wait on the busy handler: when several runs open a
+    new database at once, one gets "database is locked"; try again, bounded."""
+    for attempt in range(tries):
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or attempt == tries - 1:
+                raise
+            time.sleep(0.05)
 
 
 def public_settings(settings: Settings) -> dict[str, Any]:

@@ -7,6 +7,8 @@ import subprocess
 from typing import Any
 
 from image2music.graph.builder import build_graph
+from image2music.graph.routing import EDGE_LABELS
+from image2music.graph.state import NODE_IDS
 from image2music.graph.versions import steps
 
 
@@ -14,26 +16,66 @@ class VizError(RuntimeError):
     """A drawing could not be made (e.g. graphviz missing)."""
 
 
-def _edges() -> list[tuple[str, str, bool]]:
+def _edges() -> list[tuple[str, str, str]]:
+    """(source, target, label) of every edge of the compiled graph; conditional edges carry their meaning."""
     g = build_graph().get_graph()
-    return [(e.source, e.target, bool(e.conditional)) for e in g.edges]
+    return [(e.source, e.target, EDGE_LABELS.get((e.source, e.target), "")) for e in g.edges]
+
+
+_ORDER = ["__start__", *NODE_IDS, "__end__"]
 
 
 def mermaid() -> str:
-    return str(build_graph().get_graph().draw_mermaid())
+    """A mermaid flowchart with labelled loops (paste into any mermaid viewer)."""
+    lines = ["graph TD;", "  __start__([start]):::first", "  __end__([end]):::last"]
+    lines += [f"  {n}({n})" for n in NODE_IDS]
+    for src, dst, label in _edges():
+        arrow = f"-. {label} .->" if label else "-->"
+        lines.append(f"  {src} {arrow} {dst}")
+    lines += ["  classDef first fill-opacity:0", "  classDef last fill:#bfb6fc"]
+    return "\n".join(lines) + "\n"
 
 
 def ascii_art() -> str:
-    return str(build_graph().get_graph().draw_ascii())
+    """The graph as a vertical list: each node, then where it goes (and why); loops back are marked."""
+    out: list[str] = []
+    edges = _edges()
+    for node in _ORDER[:-1]:
+        out.append("start" if node == "__start__" else node)
+        outgoing = sorted(((d, lbl) for s, d, lbl in edges if s == node), key=lambda e: _ORDER.index(e[0]))
+        for k, (dst, label) in enumerate(outgoing):
+            branch = "└" if k == len(outgoing) - 1 else "├"
+            name = "end" if dst == "__end__" else dst
+            back = "  (loops back)" if _ORDER.index(dst) <= _ORDER.index(node) else ""
+            out.append(f"  {branch}─{(' ' + label + ' ') if label else ''}─▶ {name}{back}")
+    out.append("end")
+    return "\n".join(out) + "\n"
 
 
 def dot() -> str:
+    """Graphviz source with labelled conditional edges (dashed)."""
     lines = ["digraph i2m {", '  rankdir=TB; node [shape=box, style="rounded,filled", fillcolor="#f2f0ff"];']
-    for src, dst, cond in _edges():
-        style = " [style=dashed]" if cond else ""
-        lines.append(f'  "{src}" -> "{dst}"{style};')
+    lines.append('  "__start__" [label="start", shape=oval, fillcolor=white];')
+    lines.append('  "__end__" [label="end", shape=oval, fillcolor="#bfb6fc"];')
+    for src, dst, label in _edges():
+        attrs = f' [style=dashed, label="{label}"]' if label else ""
+        lines.append(f'  "{src}" -> "{dst}"{attrs};')
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def _step_notes(record: dict[str, Any]) -> list[str]:
+    """Per step of the path, what went wrong in it (an invalid version at a check), else ''."""
+    versions = iter(record.get("versions") or [])
+    notes = []
+    for node in record.get("path", []):
+        note = ""
+        if node == "parse_check":
+            v = next(versions, None)
+            if v is not None and not v.get("ok"):
+                note = f"✗ invalid: {len(v.get('errors') or [])} error(s)"
+        notes.append(note)
+    return notes
 
 
 def run_path_mermaid(record: dict[str, Any]) -> str:
@@ -46,12 +88,14 @@ def run_path_mermaid(record: dict[str, Any]) -> str:
             lines.append(f"  {node}({node})")
             seen.add(node)
     prev = "__start__"
+    notes = _step_notes(record)
     for i, (node, secs) in enumerate(zip(path, timings, strict=False), start=1):
-        lines.append(f"  {prev} -->|{i}: {secs:.2f}s| {node}")
+        mark = " ✗" if notes[i - 1] else ""
+        lines.append(f"  {prev} -->|{i}: {secs:.2f}s{mark}| {node}")
         prev = node
     status = record.get("status", "?")
-    lines.append(f"  {prev} --> __end__([{status}])")
-    lines.append("  classDef first fill-opacity:0")
+    lines.append(f"  {prev} --> __end__([{status}]):::{'failed' if status != 'ok' else 'ok'}")
+    lines += ["  classDef first fill-opacity:0", "  classDef failed fill:#f8b4b4", "  classDef ok fill:#b6f2c0"]
     return "\n".join(lines) + "\n"
 
 
@@ -59,14 +103,17 @@ def run_path_ascii(record: dict[str, Any]) -> str:
     """One line per step: seconds, and whether it was a retry or a refine round."""
     out = []
     decisions = iter(record.get("decisions") or [])
+    failed = _step_notes(record)
     for step in steps(record.get("path", []), record.get("timings", [])):
         note = f"  ({step.label})" if step.label else ""
-        out.append(f"{step.number:>3}. {step.node:<12} {step.seconds:8.2f}s{note}")
+        bad = f"  {failed[step.number - 1]}" if failed[step.number - 1] else ""
+        out.append(f"{step.number:>3}. {step.node:<12} {step.seconds:8.2f}s{note}{bad}")
         if step.node in ("parse_check", "evaluate"):
             d = next(decisions, None)
             if d is not None and (step.node == "evaluate" or d["to"] != "evaluate"):
                 out.append(f"       -> {d['to']} because: {'; '.join(d.get('because') or [])}")
-    out.append(f"     -> {record.get('status')}")
+    reason = f": {record['reason']}" if record.get("reason") else ""
+    out.append(f"     -> {record.get('status')}{reason}")
     return "\n".join(out) + "\n"
 
 
@@ -74,10 +121,16 @@ def run_path_dot(record: dict[str, Any]) -> str:
     lines = ["digraph run {", '  rankdir=TB; node [shape=box, style="rounded,filled", fillcolor="#f2f0ff"];']
     prev = "start"
     lines.append('  "start" [shape=oval, fillcolor=white];')
+    notes = _step_notes(record)
     for i, (node, secs) in enumerate(zip(record.get("path", []), record.get("timings", []), strict=False), start=1):
-        lines.append(f'  "{prev}" -> "{node}" [label="{i}: {secs:.2f}s"];')
+        colour = ', color="#c0392b", fontcolor="#c0392b"' if notes[i - 1] else ""
+        mark = " ✗" if notes[i - 1] else ""
+        lines.append(f'  "{prev}" -> "{node}" [label="{i}: {secs:.2f}s{mark}"{colour}];')
         prev = node
-    lines.append(f'  "{prev}" -> "{record.get("status", "end")}";')
+    status = str(record.get("status", "end"))
+    fill = "#b6f2c0" if status == "ok" else "#f8b4b4"
+    lines.append(f'  "{status}" [shape=oval, fillcolor="{fill}"];')
+    lines.append(f'  "{prev}" -> "{status}";')
     lines.append("}")
     return "\n".join(lines) + "\n"
 

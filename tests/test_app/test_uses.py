@@ -27,9 +27,13 @@ def _replay(tmp_path: Path) -> Path:
 
 def test_graph_mermaid_and_ascii() -> None:
     r = cli("graph")
-    assert r.exit_code == 0 and "parse_check -.-> compose;" in r.stdout and "evaluate -.-> reflect;" in r.stdout
+    assert r.exit_code == 0 and "parse_check -. errors .-> compose" in r.stdout
+    assert "evaluate -. rounds left .-> reflect" in r.stdout and "evaluate -. done .-> explain" in r.stdout
     r = cli("graph", "--format", "ascii")
-    assert r.exit_code == 0 and "| describe |" in r.stdout
+    lines = r.stdout.splitlines()
+    assert r.exit_code == 0 and lines[:2] == ["start", "  └──▶ describe"]
+    assert "  ├─ errors ─▶ compose  (loops back)" in lines and "  └─ done ─▶ explain" in lines
+    assert max(len(x) for x in lines) < 40  # a vertical list, not a tangle
 
 
 @pytest.mark.skipif(shutil.which("dot") is None, reason="graphviz not installed")
@@ -49,7 +53,7 @@ def test_graph_of_a_run(tmp_path: Path, image_path: Path) -> None:
         cli("compose", str(image_path), "--replay", str(_replay(tmp_path)), "--top-k", "0", "--json").stdout
     )
     r = cli("graph", "--run", rec["run_id"])
-    assert "evaluate -->|6:" in r.stdout and "explain --> __end__([ok])" in r.stdout
+    assert "evaluate -->|6:" in r.stdout and "explain --> __end__([ok]):::ok" in r.stdout
     r = cli("graph", "--run", rec["run_id"], "--format", "ascii")
     assert "reflect" in r.stdout and "(round 1)" in r.stdout
 
@@ -89,3 +93,14 @@ def test_python_api(tmp_path: Path, image_path: Path) -> None:
     assert isinstance(res, Result) and res.ok and res.abc and "Calm Harbour" in res.abc
     assert res.midi is not None and res.midi.exists() and res.metrics and res.metrics["pitch_range"] == 20
     assert res.motivation == "Calm."
+
+
+def test_graph_of_a_failed_run_shows_the_failed_steps(tmp_path: Path, image_path: Path) -> None:
+    from conftest import BROKEN_ABC, fenced, write_replay
+
+    replay = write_replay(tmp_path / "bad.jsonl", [("describe", "x"), ("compose", fenced(BROKEN_ABC))] * 1)
+    r = cli("compose", str(image_path), "--replay", str(replay), "--top-k", "0", "--max-parse-retries", "0", "--json")
+    rec = json.loads(r.stdout)
+    drawn = cli("graph", "--run", rec["run_id"], "--format", "ascii").stdout
+    assert "✗ invalid:" in drawn and "-> failed: no valid ABC" in drawn
+    assert "✗|" in cli("graph", "--run", rec["run_id"]).stdout

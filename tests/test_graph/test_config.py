@@ -66,3 +66,21 @@ def test_the_network_guard_refuses_non_loopback() -> None:
             s.connect(("93.184.216.34", 80))
     finally:
         s.close()
+
+
+def test_typos_in_settings_are_caught(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from image2music import compose
+    from image2music.graph import config
+    from image2music.tools.errors import InputError
+
+    with pytest.raises(InputError, match="unknown setting 'vlm_bakend'; did you mean 'vlm_backend'"):
+        compose("x.png", vlm_bakend="replay")
+    monkeypatch.setattr(config, "_WARNED", set())
+    monkeypatch.setenv("I2M_TOPK", "3")
+    Path(".env").write_text("I2M_REFINE_ROUNDZ=2\nI2M_TOP_K=1\n")
+    warnings = config.warn_unknown_variables()
+    assert warnings == [
+        "warning: unknown setting I2M_TOPK in the environment is ignored; did you mean I2M_TOP_K?",
+        "warning: unknown setting I2M_REFINE_ROUNDZ in the .env is ignored; did you mean I2M_REFINE_ROUNDS?",
+    ]
+    assert config.warn_unknown_variables() == []  # once per process
