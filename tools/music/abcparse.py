@@ -578,6 +578,8 @@ class _Reader:
                     self._finding(f"more than {self.limits.max_overlays} voice overlays ('&')", i + 1, None)
                 )
         st.overlay_time = b.start
+        st.last_event = None  # a broken rhythm or tie cannot reach across the overlay into the other layer
+        st.broken_next = None
         return i + 1
 
     def _t_open_paren(self, st: _VoiceState, s: str, i: int) -> int:

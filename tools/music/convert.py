@@ -165,7 +165,7 @@ def midi_bytes(tune: Tune) -> bytes:
         for start, dur, pitch in _voice_notes(voice):
             if not 0 <= pitch <= 127:
                 continue
-            on = int(start * _TICKS_PER_WHOLE)
+            on = max(0, int(start * _TICKS_PER_WHOLE))  # never before the start, whatever the layers did
             off = max(on + 1, int((start + dur) * _TICKS_PER_WHOLE))
             msgs.append((on, 1, pitch))
             msgs.append((off, 0, pitch))
