@@ -72,9 +72,15 @@ def test_report_renders_in_headless_chromium(tmp_path: Path, image_path: Path) -
     # Chromium logs every console message (console.error, uncaught exceptions) as ":CONSOLE" lines
     console = [ln for ln in dom.stderr.splitlines() if ":CONSOLE" in ln]
     assert console == []
-    shot = tmp_path / "shot.png"
-    subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1000,1400", url], capture_output=True, timeout=120)
-    assert shot.exists() and shot.stat().st_size > 10_000
+    for width in (1280, 390):  # a desktop and a phone
+        shot = tmp_path / f"shot-{width}.png"
+        r = subprocess.run(
+            [*flags, f"--screenshot={shot}", f"--window-size={width},2400", url], capture_output=True, timeout=120
+        )
+        assert shot.exists() and shot.stat().st_size > 10_000
+        assert not [ln for ln in r.stderr.decode(errors="replace").splitlines() if ":CONSOLE" in ln]
+    for section in ("Piano roll", "Every attempt", "Files", "References", "No attention map"):
+        assert section in dom.stdout, section
 
 
 def _chromium_dom(tmp_path: Path, url: str) -> str:
@@ -107,3 +113,15 @@ def test_input_copy_is_re_encoded_and_file_names_never_become_markup(tmp_path: P
     assert sorted(p.name for p in run_dir.glob("input*")) == ["input.png"]
     page = (run_dir / "report.html").read_text()
     assert "onerror" not in page.replace("onerror=&#x27;", "")
+
+
+def test_a_failed_run_shows_every_attempt_and_its_findings(tmp_path: Path, image_path: Path) -> None:
+    from conftest import BROKEN_ABC
+
+    replay = write_replay(tmp_path / "c.jsonl", [("describe", "Boats."), ("compose", fenced(BROKEN_ABC))])
+    s = load_settings(vlm_backend="replay", replay_file=replay, top_k=0, max_parse_retries=0)
+    run_dir = compose_image(image_path, s, run_dir=tmp_path / "run").run_dir
+    page = (run_dir / "report.html").read_text()
+    assert "status-failed" in page and "<details open><summary>v1 compose: invalid" in page
+    assert "[syntax]" in page or "[unclosed]" in page
+    assert "T:Broken" in page

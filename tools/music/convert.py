@@ -254,6 +254,9 @@ def write_wav(midi_path: Path, path: Path, timeout_s: float = 120.0) -> Path:
             )
         if proc.returncode != 0 or not tmp.exists() or tmp.stat().st_size == 0:
             raise ConversionError(f"fluidsynth failed: {(proc.stderr or proc.stdout).strip()[:300]}")
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # the temp file was made 0600; the music is the user's ordinary file
         tmp.replace(path)
     except subprocess.TimeoutExpired as e:
         raise ConversionError(f"fluidsynth took longer than {timeout_s:g} s") from e
