@@ -261,7 +261,13 @@ def abc_check(files: tuple[str, ...], as_json: bool) -> None:
 
 @abc.command("render")
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--to", "fmt", type=click.Choice(["mid", "musicxml", "wav", "svg"]), required=True)
+@click.option(
+    "--to",
+    "fmt",
+    type=click.Choice(["mid", "musicxml", "wav", "svg"]),
+    required=True,
+    help="Output format: MIDI, MusicXML (music21), WAV (FluidSynth) or SVG sheet music (abcm2ps).",
+)
 @click.option(
     "-o",
     "--output",
@@ -459,7 +465,7 @@ def kb_migrate(embed_model: str | None) -> None:
 
 @kb.command("stats")
 @click.option("--embed-model", help="CLIP hub id or local folder [env I2M_EMBED_MODEL].")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table (for scripts).")
 @handle_errors
 def kb_stats(embed_model: str | None, as_json: bool) -> None:
     """How many entries the base holds for the embedding model, and where.
@@ -482,7 +488,7 @@ def kb_stats(embed_model: str | None, as_json: bool) -> None:
 @click.option("--image", type=click.Path(path_type=Path), help="Find music that matches this image.")
 @click.option("-k", "k", type=int, default=3, show_default=True, help="Hits per query.")
 @click.option("--embed-model", help="CLIP hub id or local folder [env I2M_EMBED_MODEL].")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table (for scripts).")
 @handle_errors
 def kb_query(text: str | None, image: Path | None, k: int, embed_model: str | None, as_json: bool) -> None:
     """Query the base by text and/or image.
@@ -518,12 +524,16 @@ def kb_query(text: str | None, image: Path | None, k: int, embed_model: str | No
 
 @main.group()
 def runs() -> None:
-    """List, show, resume, replay and compare runs (they live in I2M_HOME/runs.sqlite)."""
+    """List, show, resume, replay and compare runs (they live in I2M_HOME/runs.sqlite).
+
+    RUN_ID is a run id as `i2m runs list` prints it (e.g. 20261126-130241-fbeb89), or a literal prefix of at
+    least 4 characters that matches exactly one run (e.g. 20261126-1302).
+    """
 
 
 @runs.command("list")
 @click.option("-n", "limit", type=int, default=20, show_default=True, help="How many, newest first.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table (for scripts).")
 @handle_errors
 def runs_list(limit: int, as_json: bool) -> None:
     """The latest runs.
@@ -605,7 +615,7 @@ def _load_run(run_id: str) -> tuple[Any, dict[str, Any]]:
 def runs_show(run_id: str, as_json: bool) -> None:
     """A run's description, references, versions with metrics, final ABC and motivation.
 
-    Example: i2m runs show 20261126-130241
+    Example: i2m runs show 20261126-130241-fbeb89   (or its first characters: i2m runs show 20261126-1302)
     """
     info, rec = _load_run(run_id)
     if as_json:
@@ -654,7 +664,7 @@ def runs_replay(
 ) -> None:
     """A new run from a checkpoint of RUN_ID, e.g. to try another prompt for compose.
 
-    Example: i2m runs replay 20261126-130241 --from compose --prompt compose=my_compose.md
+    Example: i2m runs replay 20261126-130241-fbeb89 --from compose --prompt compose=my_compose.md
     """
     from image2music.display import NodeProgress
     from image2music.runner import replay_run
@@ -683,7 +693,7 @@ def runs_replay(
 def runs_diff(run_a: str, run_b: str) -> None:
     """Two runs side by side: prompts, final ABC and metrics.
 
-    Example: i2m runs diff 20261126-130241 20261126-131502
+    Example: i2m runs diff 20261126-130241-fbeb89 20261126-131502-0c4d2a
     """
     import difflib
 
@@ -724,14 +734,21 @@ def runs_diff(run_a: str, run_b: str) -> None:
 
 
 @main.command("graph")
-@click.option("--format", "fmt", type=click.Choice(["mermaid", "ascii", "png"]), default="mermaid", show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["mermaid", "ascii", "png"]),
+    default="mermaid",
+    show_default=True,
+    help="mermaid (paste into any mermaid viewer), ascii (a vertical list), png (needs graphviz).",
+)
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Write to FILE (PNG needs it).")
 @click.option("--run", "run_id", help="Draw the path this run actually took (retries, rounds, seconds).")
 @handle_errors
 def graph_cmd(fmt: str, output: Path | None, run_id: str | None) -> None:
     """Draw the graph (mermaid text, ASCII, or PNG with graphviz, offline).
 
-    Examples: i2m graph --format ascii;  i2m graph --format png -o graph.png;  i2m graph --run RUN_ID
+    Examples: i2m graph --format ascii;  i2m graph --format png -o graph.png;  i2m graph --run 20261126-130241-fbeb89
     """
     from image2music import viz
     from image2music.tools.files import atomic_write_bytes, atomic_write_text

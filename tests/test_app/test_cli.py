@@ -258,3 +258,21 @@ def test_compose_with_a_title_outside_latin1_ends_ok(tmp_path: Path, image_path:
     assert rec["final"]["title"] == title
     for name in ("music.mid", "music.musicxml", "report.html"):
         assert (out / name).exists(), name
+
+
+def test_every_option_of_every_command_is_described() -> None:
+    import click
+
+    def walk(cmd: click.Command, name: str) -> list[str]:
+        missing = [f"{name} {p.opts[0]}" for p in cmd.params if isinstance(p, click.Option) and not p.help]
+        if not cmd.help:
+            missing.append(f"{name} (no help)")
+        for sub_name, sub in getattr(cmd, "commands", {}).items():
+            missing += walk(sub, f"{name} {sub_name}")
+        return missing
+
+    assert walk(main, "i2m") == []
+    assert "literal prefix of at" in cli("runs", "--help").output
+    for command in ("compose", "chat", "batch", "eval"):
+        text = cli(command, "--help").output
+        assert "--temperature" in text and "--seed" in text and "--device" in text, command
