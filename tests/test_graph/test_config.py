@@ -69,9 +69,10 @@ def test_the_network_guard_refuses_non_loopback() -> None:
 
 
 def test_typos_in_settings_are_caught(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    from image2music import compose
     from image2music.graph import config
     from image2music.tools.errors import InputError
+
+    from image2music import compose
 
     with pytest.raises(InputError, match="unknown setting 'vlm_bakend'; did you mean 'vlm_backend'"):
         compose("x.png", vlm_bakend="replay")
