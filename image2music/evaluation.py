@@ -230,7 +230,7 @@ def run_eval(
                 on_row(row)
     summary = summarise(rows, ablation)
     write_csv(rows, out_dir / "results.csv")
-    atomic_write_text(out_dir / "summary.md", summary_markdown(summary, ablation, judge != "none"))
+    atomic_write_text(out_dir / "summary.md", summary_markdown(summary, ablation, judge != "none", settings.top_k))
     plot(rows, ablation, out_dir)
     return summary
 
@@ -279,7 +279,7 @@ def _table(
     best: dict[str, float] = {}
     for key, _ in cols:
         vals = [v for c in ablation if (v := summary[c][key]) is not None]
-        if vals and key in higher_is_better:
+        if vals and key in higher_is_better and len(set(vals)) > 1:  # all equal: nothing is best
             best[key] = max(vals)
     lines = [head, sep]
     for cfg in ablation:
@@ -294,8 +294,16 @@ def _table(
     return "\n".join(lines)
 
 
-def summary_markdown(summary: dict[str, dict[str, float | None]], ablation: list[str], judged: bool) -> str:
+def summary_markdown(
+    summary: dict[str, dict[str, float | None]], ablation: list[str], judged: bool, top_k: int = 1
+) -> str:
     parts = ["# Evaluation summary", ""]
+    if top_k <= 0 and {"full", "no-rag"} & set(ablation):
+        parts += [
+            "> **The RAG comparison is empty:** with `--top-k 0` no configuration retrieves references, so `full`"
+            " and `no-rag` (and `no-refine` and `none`) run the same setting; their rows can only differ by chance.",
+            "",
+        ]
     if judged:
         cols = [(k, k.replace("_", " ").title()) for k in QUALITY] + [("quality_average", "Average")]
         cols += [

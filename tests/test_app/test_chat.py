@@ -11,9 +11,10 @@ import pexpect
 from conftest import GOOD_ABC, ROOT, WARN_ABC, fenced, write_replay
 
 
-def spawn_chat(replay: Path, cwd: Path, **env: str) -> pexpect.spawn:
+def spawn_chat(replay: Path, cwd: Path, columns: int = 140, **env: str) -> pexpect.spawn:
     """`i2m chat` with the replay backend in a real pseudo-terminal."""
-    full = {**os.environ, "PYTHONPATH": str(ROOT), "I2M_TOP_K": "0", "COLUMNS": "140", "TERM": "xterm", **env}
+    full = {**os.environ, "PYTHONPATH": str(ROOT), "I2M_TOP_K": "0", "COLUMNS": str(columns), "TERM": "xterm", **env}
+    full.pop("LINES", None)
     return pexpect.spawn(
         sys.executable,
         ["-m", "image2music.cli", "chat", "--replay", str(replay)],
@@ -21,7 +22,7 @@ def spawn_chat(replay: Path, cwd: Path, **env: str) -> pexpect.spawn:
         cwd=str(cwd),
         encoding="utf-8",
         timeout=120,
-        dimensions=(50, 140),
+        dimensions=(50, columns),
     )
 
 
@@ -94,3 +95,35 @@ def test_ctrl_c_cancels_the_run_not_the_session(tmp_path: Path, image_path: Path
         child.expect(pexpect.EOF)
     finally:
         child.close(force=True)
+
+
+def test_chat_at_80_columns_wraps_and_echoes(tmp_path: Path, image_path: Path) -> None:
+    import re
+
+    long_description = " ".join(["A quiet harbour at dawn with boats and gulls over still grey water."] * 4) + " END."
+    replay = write_replay(
+        tmp_path / "calls.jsonl",
+        [("describe", long_description), ("compose", fenced(GOOD_ABC)), ("reflect", fenced(GOOD_ABC)),
+         ("explain", "Calm [b]G major[/b] for a calm morning, and the motivation ends here: FINAL.")],
+    )  # fmt: skip
+    child = spawn_chat(replay, tmp_path, columns=80)
+    log: list[str] = []
+    child.logfile_read = type("L", (), {"write": lambda self, s: log.append(s), "flush": lambda self: None})()
+    try:
+        child.expect("image path> ")
+        child.sendline(str(image_path))
+        child.expect("refinement round 1")
+        child.send("keep it calm")
+        child.expect("keep it calm")  # the typed words are echoed, no spinner over them
+        child.sendline("")
+        child.expect(r"\[a\]ccept")
+        child.sendline("q")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", "".join(log))
+    assert "END." in text and "FINAL." in text  # wrapped inside the panels, never cut
+    assert "[b]G major[/b]" in text  # model text is not markup
+    # panels and tables wrap inside their frame (plain lines soft-wrap in the terminal: never cut either)
+    framed = [ln for ln in text.replace("\r", "\n").splitlines() if ln.lstrip()[:1] in ("│", "╭", "╰", "┃", "┏")]
+    assert framed and all(len(ln) <= 80 for ln in framed), [ln for ln in framed if len(ln) > 80][:3]

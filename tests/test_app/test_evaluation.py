@@ -153,3 +153,14 @@ def test_eval_end_to_end(tmp_path: Path, image_path: Path, tiny_clip: Path) -> N
     # slow and melancholic words: Q:70 agrees (< 90), K:G (major) does not
     assert rows["full"]["agreement_tempo"] == "1.0" and rows["full"]["agreement_mode"] == "0.0"
     assert rows["full"]["agreement"] == "0.5"
+
+
+def test_summary_says_when_the_rag_comparison_is_empty() -> None:
+    from image2music.evaluation import summary_markdown
+
+    same = {"first_try_ok": 1.0, "ok_within_budget": 1.0, "attempts": 1.0, "bar_consistency": 1.0, "agreement": None}
+    styles = dict.fromkeys(("scale_consistency", "pitch_class_entropy", "empty_beat_rate", "duration_seconds"))
+    summary = {c: styles | same for c in ("full", "no-rag")}
+    text = summary_markdown(summary, ["full", "no-rag"], judged=False, top_k=0)  # type: ignore[arg-type]
+    assert "The RAG comparison is empty" in text and "**" not in text.split("## Objective")[1].split("Agreement")[0]
+    assert "empty" not in summary_markdown(summary, ["full", "no-rag"], judged=False, top_k=1)  # type: ignore[arg-type]
