@@ -72,6 +72,15 @@ def miss_lines(version: Version) -> str:
     return "Fix these, measured against the targets for this image:\n" + "\n".join(f"- {it['message']}" for it in items)
 
 
+def _vlm_facts(node: str, res: Any) -> dict[str, Any]:
+    """What a VLM call tells the run besides its text: vision-tower forwards, a note (e.g. no map, and why)."""
+    meta = res.meta or {}
+    out: dict[str, Any] = {"calls": {node: 1}, "vision_encodes": int(meta.get("vision_forwards", 0))}
+    if meta.get("note"):
+        out["notes"] = [f"{node}: {meta['note']}"]
+    return out
+
+
 def _calls(state: State, node: str) -> int:
     return int(state.get("calls", {}).get(node, 0))
 
@@ -87,7 +96,7 @@ def describe(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
     prompt = _prompt(ctx, "describe")
     capture = ctx.settings.attention_maps
     res = services.ask(ctx, "describe", prompt, _calls(state, "describe"), capture_attention=capture)
-    update: dict[str, Any] = {"description": strip_think(res.text), "calls": {"describe": 1}}
+    update: dict[str, Any] = {"description": strip_think(res.text), **_vlm_facts("describe", res)}
     grid = res.attention_map()
     method = "vlm-attention"
     fallback = services.get_fallback_map(ctx.settings)
@@ -125,7 +134,10 @@ def compose(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
         feedback=feedback,
     )
     res = services.ask(ctx, "compose", prompt, _calls(state, "compose"), capture_attention=ctx.settings.attention_maps)
-    return {"draft": {"node": "compose", "text": res.text, "attention": section_maps(res)}, "calls": {"compose": 1}}
+    return {
+        "draft": {"node": "compose", "text": res.text, "attention": section_maps(res)},
+        **_vlm_facts("compose", res),
+    }
 
 
 @timed("parse_check")
@@ -224,7 +236,7 @@ def reflect(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
     res = services.ask(ctx, "reflect", prompt, _calls(state, "reflect"), capture_attention=ctx.settings.attention_maps)
     update: dict[str, Any] = {
         "draft": {"node": "reflect", "text": res.text, "attention": section_maps(res)},
-        "calls": {"reflect": 1},
+        **_vlm_facts("reflect", res),
     }
     if not failures:
         update["refine_round"] = int(state.get("refine_round", 0)) + 1
@@ -243,4 +255,4 @@ def explain(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
         ctx, "explain", description=state.get("description", ""), abc=best["abc"].strip(), commentary=best["commentary"]
     )
     res = services.ask(ctx, "explain", prompt, _calls(state, "explain"))
-    return {"motivation": strip_think(res.text), "status": "ok", "reason": None, "calls": {"explain": 1}}
+    return {"motivation": strip_think(res.text), "status": "ok", "reason": None, **_vlm_facts("explain", res)}

@@ -144,6 +144,10 @@ class State(InputState, total=False):
     """Every routing step after parse_check and evaluate, with its reasons."""
     calls: Annotated[dict[str, int], add_counts]
     """VLM calls made so far per node."""
+    vision_encodes: Annotated[int, operator.add]
+    """Forward passes of the vision tower in this run (1 when the image features are reused)."""
+    notes: Annotated[list[str], operator.add]
+    """Things a person should know about the run (e.g. why there is no attention map)."""
     attention: Annotated[dict[str, AttentionMap], merge_dicts]
     """Attention maps of whole answers: name (e.g. describe) -> map."""
     motivation: str

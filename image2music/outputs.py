@@ -45,7 +45,7 @@ def write_outputs(
     run_dir = ctx.run_dir
     files: dict[str, str] = {}
     extra = dict(extra or {})
-    notes: list[str] = list(extra.pop("start_notes", []))
+    notes: list[str] = [*extra.pop("start_notes", []), *state.get("notes", [])]
     versions = state.get("versions", [])
     best = best_version(versions)
     final = None
@@ -138,6 +138,7 @@ def write_outputs(
             "top_k": ctx.settings.top_k,
         },
         "vlm_calls": dict(state.get("calls", {})),
+        "vision_encodes": int(state.get("vision_encodes", 0)),
         **(extra or {}),
     }
     record["server_retries"] = tidy_calls(run_dir / "vlm_calls.jsonl", dict(state.get("calls", {})))

@@ -23,8 +23,7 @@ def test_grid_for_qwen_llava_and_tiles() -> None:
     assert (r, c) == (4, 4) and idx.reshape(4, 4)[0].tolist() == [0, 1, 4, 5] and idx.reshape(4, 4)[1, 0] == 2
     (r, c), idx = image_grid(3 * 4, {}, None, tile_tokens=4, image_size=(90, 40))  # 1x2 tiles of a wide image
     assert (r, c) == (2, 4)
-    (r, c), idx = image_grid(7, {}, None)
-    assert (r, c) == (1, 7)
+    assert image_grid(7, {}, None) is None  # an unknown layout gives no map, never a 1 x N strip
 
 
 def test_overlay_png(tmp_path: Path) -> None:

@@ -48,7 +48,7 @@ def test_attention_grid_and_one_vision_encode(
 
 def test_a_whole_run_encodes_the_image_once(tmp_path: Path, image_path: Path, tiny_llava: Path) -> None:
     vlm = make_vlm("transformers", str(tiny_llava))
-    vlm._vision_cache = None  # type: ignore[attr-defined]
+    vlm._vision_cache.clear()  # type: ignore[attr-defined]
     before = vlm.vision_calls  # type: ignore[attr-defined]
     s = load_settings(
         vlm_model=str(tiny_llava),
@@ -76,3 +76,57 @@ def test_section_maps_follow_the_tokens_of_each_part() -> None:
     maps = section_maps(res)
     assert set(maps) == {"intro", "theme"}
     assert np.argmax(maps["intro"]["grid"]) == 0 and np.argmax(maps["theme"]["grid"]) == 3
+
+
+def test_batch_jobs_encode_each_image_once(tmp_path: Path, tiny_llava: Path) -> None:
+    """Parallel runs share the model: the feature cache holds several images, so each run encodes its image
+    once (run.json ``vision_encodes``), and calls on the one model are serialised."""
+    from image2music.batch import run_batch
+
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for name, colour in (("red", (200, 30, 30)), ("blue", (30, 30, 200))):
+        Image.new("RGB", (40, 30), colour).save(imgs / f"{name}.png")
+    vlm = make_vlm("transformers", str(tiny_llava))
+    vlm._vision_cache.clear()  # type: ignore[attr-defined]
+    s = load_settings(
+        vlm_model=str(tiny_llava), top_k=0, max_new_tokens=6, describe_max_new_tokens=6, explain_max_new_tokens=6,
+        max_parse_retries=1, refine_rounds=0,
+    )  # fmt: skip
+    rows = run_batch([imgs], tmp_path / "out", s, jobs=2)
+    for row in rows:
+        rec = __import__("json").loads((Path(row["run_dir"]) / "run.json").read_text())
+        assert rec["vision_encodes"] == 1 and sum(rec["vlm_calls"].values()) >= 3, rec["vlm_calls"]
+
+
+def test_a_processor_error_ends_the_run_failed_with_its_record(
+    tmp_path: Path, tiny_llava: Path, image_path: Path
+) -> None:
+    """A chat template that emits the wrong image token: transformers raises inside the processor."""
+    import json
+    import shutil
+
+    from click.testing import CliRunner
+
+    from image2music.cli import main
+
+    broken = tmp_path / "broken-llava"
+    shutil.copytree(tiny_llava, broken)
+    for name in ("chat_template.jinja", "chat_template.json"):
+        p = broken / name
+        if p.exists():
+            p.write_text(p.read_text().replace("<image>", "<|system|>"))
+    cfg = broken / "processor_config.json"
+    if cfg.exists() and "<image>" in cfg.read_text() and "chat_template" in cfg.read_text():
+        data = json.loads(cfg.read_text())
+        data["chat_template"] = data["chat_template"].replace("<image>", "<|system|>")
+        cfg.write_text(json.dumps(data))
+    out = tmp_path / "run"
+    r = CliRunner().invoke(
+        main, ["compose", str(image_path), "--vlm-model", str(broken), "--top-k", "0", "-o", str(out)]
+    )
+    assert r.exit_code == 1
+    assert "internal error" not in r.output
+    rec = json.loads((out / "run.json").read_text())
+    assert rec["status"] == "failed" and str(broken) in rec["reason"] and "describe" in rec["reason"]
+    assert (out / "report.html").exists()

@@ -116,8 +116,9 @@ def image_grid(
     merge_size: int | None = None,
     tile_tokens: int | None = None,
     image_size: tuple[int, int] | None = None,
-) -> tuple[tuple[int, int], np.ndarray]:
-    """(rows, cols) of the image grid for this architecture, and which of the ``n_positions`` to use.
+) -> tuple[tuple[int, int], np.ndarray] | None:
+    """(rows, cols) of the image grid for this architecture, and which of the ``n_positions`` to use; None
+    when the layout is not known (a 1 x N strip would be meaningless, so there is no map).
 
     Qwen-VL: ``image_grid_thw`` patches merged ``merge_size`` x ``merge_size``. LLaVA: a square grid.
     Idefics3: tiles of ``tile_tokens`` each, in rows, then the global view; the tiles are stitched into one
@@ -153,7 +154,7 @@ def image_grid(
         return (side, side), idx
     if side * side == n_positions - 1:  # a leading CLS-like token
         return (side, side), idx[1:]
-    return (1, n_positions), idx
+    return None
 
 
 def _tile_layout(tiles: int, image_size: tuple[int, int] | None) -> tuple[int, int] | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, cast
 
@@ -76,6 +77,7 @@ class TransformersVLM:
         self.dtype = pick_dtype(self.device, dtype)
         self.max_pixels = max_pixels
         self.vision_calls = 0
+        self.cache_entries = FEATURE_CACHE_ENTRIES
         self._lock = threading.Lock()  # one generate at a time on a shared model (batch --jobs)
         from image2music.tools.models import ModelNotFound, resolve_model
 
@@ -93,7 +95,7 @@ class TransformersVLM:
         cast(Any, self.model).to(self.device).eval()
         self._torch = torch
         self.image_token_id = _image_token_id(self.model.config, self.processor)
-        self._vision_cache: tuple[bytes, Any] | None = None
+        self._vision_cache: OrderedDict[bytes, Any] = OrderedDict()
         self._install_vision_cache()
 
     def _install_vision_cache(self) -> None:
@@ -122,11 +124,14 @@ class TransformersVLM:
         @functools.wraps(original)  # generate() inspects this signature to route pixel arguments
         def cached(*args: Any, **kwargs: Any) -> Any:
             key = _features_key(args, kwargs)
-            if key is not None and self._vision_cache is not None and self._vision_cache[0] == key:
-                return self._vision_cache[1]
+            if key is not None and key in self._vision_cache:
+                self._vision_cache.move_to_end(key)
+                return self._vision_cache[key]
             out = original(*args, **kwargs)
             if key is not None:
-                self._vision_cache = (key, out)
+                self._vision_cache[key] = out
+                while len(self._vision_cache) > self.cache_entries:
+                    self._vision_cache.popitem(last=False)
             return out
 
         inner.get_image_features = cached
@@ -143,7 +148,18 @@ class TransformersVLM:
         inputs = self.processor(
             text=[text], images=[fit_pixels(image.convert("RGB"), self.max_pixels)], return_tensors="pt"
         )
-        return {k: (v.to(self.device) if hasattr(v, "to") else v) for k, v in inputs.items()}
+        dtype = self.model.dtype
+        # floating inputs (pixels) take the model's dtype: bf16 pixels into an fp32 model (or the reverse) fail
+        return {
+            k: (
+                v.to(self.device, dtype=dtype)
+                if getattr(v, "is_floating_point", lambda: False)()
+                else v.to(self.device)
+            )
+            if hasattr(v, "to")
+            else v
+            for k, v in inputs.items()
+        }
 
     def generate(
         self,
@@ -156,7 +172,16 @@ class TransformersVLM:
         capture_attention: bool = False,
     ) -> VLMResult:
         with self._lock:
-            return self._generate(prompt, image, call_index, settings, capture_attention)
+            before = self.vision_calls
+            try:
+                result = self._generate(prompt, image, call_index, settings, capture_attention)
+            except VLMError:
+                raise
+            except Exception as e:  # noqa: BLE001 - whatever transformers raises, the run gets one clear line
+                cause = (str(e).strip().splitlines() or [""])[0][:300]
+                raise VLMError(f"'{self.name}' failed in {node}: {type(e).__name__}: {cause}") from e
+            result.meta["vision_forwards"] = self.vision_calls - before
+            return result
 
     def _generate(
         self, prompt: str, image: Image.Image, call_index: int, settings: GenerationSettings, capture_attention: bool
@@ -192,15 +217,25 @@ class TransformersVLM:
         result = VLMResult(text=text, meta={"new_tokens": int(new.shape[0])})
         if recorder is not None:
             rows = recorder.result()
+            layout = None
             if rows.size:
-                grid, use = image_grid(
+                layout = image_grid(
                     len(positions),
                     inputs,
                     self.model.config,
                     merge_size=getattr(getattr(self.processor, "image_processor", None), "merge_size", None),
-                    tile_tokens=getattr(self.processor, "image_seq_len", None),
+                    tile_tokens=getattr(self.processor, "image_seq_len", None)
+                    or getattr(self.processor, "image_seq_length", None),
                     image_size=fit_pixels(image, self.max_pixels).size,
                 )
+            if layout is None:
+                if rows.size:
+                    result.meta["note"] = (
+                        f"no attention map: the layout of {len(positions)} image tokens of '{self.name}' is not known "
+                        "(a strip would be meaningless)"
+                    )
+            else:
+                grid, use = layout
                 result.token_attention = rows[:, use]
                 result.grid = grid
                 # row i belongs to generated token i + 1 (the prompt pass made token 0)
@@ -208,6 +243,10 @@ class TransformersVLM:
                     len(tok.decode(new[: i + 2], skip_special_tokens=True)) for i in range(min(len(new) - 1, len(rows)))
                 ]
         return result
+
+
+FEATURE_CACHE_ENTRIES = 8
+"""Images whose vision features stay cached: at least the number of parallel jobs (batch, eval)."""
 
 
 def _image_token_id(config: Any, processor: Any) -> int | None:
@@ -233,7 +272,8 @@ def _features_key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes | None
     for v in list(args) + [kwargs[k] for k in sorted(kwargs)]:
         if isinstance(v, torch.Tensor):
             h.update(str((tuple(v.shape), v.dtype)).encode())
-            h.update(v.detach().contiguous().cpu().view(torch.uint8).numpy().tobytes())
+            # hashed in place: no copy of the pixels (a CPU tensor's numpy view shares its memory)
+            h.update(memoryview(v.detach().cpu().contiguous().view(torch.uint8).numpy()))
             found = True
         elif isinstance(v, (int, float, str, bool)) or v is None:
             h.update(repr(v).encode())
