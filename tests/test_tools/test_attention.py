@@ -35,3 +35,18 @@ def test_overlay_png(tmp_path: Path) -> None:
     p = save_overlay(img, grid, tmp_path / "a.png")
     assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert normalise(np.ones((2, 2))).max() == 0
+
+
+def test_grids_of_tiled_and_broken_layouts() -> None:
+    """Mistral3 rows from image_sizes (no strip); LLaVA-NeXT / OneVision maps use the base view."""
+    from types import SimpleNamespace
+
+    import torch
+
+    mistral = SimpleNamespace(spatial_merge_size=2, vision_config=SimpleNamespace(patch_size=4), model_type="mistral3")
+    (r, c), idx = image_grid(6 * 8, {"image_sizes": torch.tensor([[48, 64]])}, mistral)  # type: ignore[misc]
+    assert (r, c) == (6, 8) and len(idx) == 48
+    onevision = SimpleNamespace(model_type="llava_onevision", vision_config=SimpleNamespace(image_size=16, patch_size=4))
+    (r, c), idx = image_grid(70, {"image_sizes": torch.tensor([[40, 60]])}, onevision)  # type: ignore[misc]
+    assert (r, c) == (4, 4) and list(idx) == list(range(16))
+    assert image_grid(70, {}, None) is None  # the same tokens without knowing the family: no strip, no map

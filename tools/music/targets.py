@@ -13,16 +13,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-TARGET_METRICS = (
-    "pitch_range",
-    "n_pitches_used",
-    "n_pitch_classes_used",
-    "polyphony",
-    "scale_consistency",
-    "pitch_entropy",
-    "pitch_class_entropy",
-    "empty_beat_rate",
-)
+from image2music.tools.music.metrics import MUSPY_METRICS
+
+TARGET_METRICS = MUSPY_METRICS
 """The eight MusPy metrics, targeted from the references."""
 
 MIN_HALF_WIDTH: dict[str, float] = {

@@ -120,11 +120,28 @@ def image_grid(
     """(rows, cols) of the image grid for this architecture, and which of the ``n_positions`` to use; None
     when the layout is not known (a 1 x N strip would be meaningless, so there is no map).
 
-    Qwen-VL: ``image_grid_thw`` patches merged ``merge_size`` x ``merge_size``. LLaVA: a square grid.
-    Idefics3: tiles of ``tile_tokens`` each, in rows, then the global view; the tiles are stitched into one
-    grid (rows x cols chosen to match the image's aspect), else the global view is used.
+    Qwen-VL / GLM-4V: ``image_grid_thw`` patches merged ``merge_size`` x ``merge_size``. Mistral3 / Pixtral:
+    ``image_sizes`` // (patch x spatial merge) rows of columns (the ``[IMG_BREAK]`` separators are not image
+    tokens). LLaVA-NeXT / OneVision: the base view (a square of ``image_size // patch_size`` per side) comes
+    first, then high-resolution tiles with a newline token per row: the base view is the map. Idefics3 /
+    SmolVLM / InternVL: tiles of ``tile_tokens`` each, in rows, then the global view; the tiles are stitched
+    into one grid (rows x cols chosen to match the image's aspect), else the global view is used. LLaVA-1.5,
+    Gemma 3, PaliGemma: a square grid.
     """
     idx = np.arange(n_positions)
+    vision = getattr(config, "vision_config", None)
+    sizes = inputs.get("image_sizes")
+    merge = getattr(config, "spatial_merge_size", None)
+    patch = getattr(vision, "patch_size", None)
+    if sizes is not None and merge and patch:  # Mistral3 / Pixtral
+        h, w = (int(x) for x in sizes[0])
+        rows, cols = h // (int(patch) * int(merge)), w // (int(patch) * int(merge))
+        if rows * cols == n_positions and rows and cols:
+            return (rows, cols), idx
+    if sizes is not None and str(getattr(config, "model_type", "")).startswith(("llava_next", "llava_onevision")):
+        side = int(getattr(vision, "image_size", 0) or 0) // int(patch or 1)
+        if side and n_positions > side * side:
+            return (side, side), idx[: side * side]
     thw = inputs.get("image_grid_thw")
     if thw is not None:
         t, h, w = (int(x) for x in thw[0])
