@@ -46,7 +46,8 @@ def test_grids_of_tiled_and_broken_layouts() -> None:
     mistral = SimpleNamespace(spatial_merge_size=2, vision_config=SimpleNamespace(patch_size=4), model_type="mistral3")
     (r, c), idx = image_grid(6 * 8, {"image_sizes": torch.tensor([[48, 64]])}, mistral)  # type: ignore[misc]
     assert (r, c) == (6, 8) and len(idx) == 48
-    onevision = SimpleNamespace(model_type="llava_onevision", vision_config=SimpleNamespace(image_size=16, patch_size=4))
+    vision = SimpleNamespace(image_size=16, patch_size=4)
+    onevision = SimpleNamespace(model_type="llava_onevision", vision_config=vision)
     (r, c), idx = image_grid(70, {"image_sizes": torch.tensor([[40, 60]])}, onevision)  # type: ignore[misc]
     assert (r, c) == (4, 4) and list(idx) == list(range(16))
     assert image_grid(70, {}, None) is None  # the same tokens without knowing the family: no strip, no map
