@@ -267,3 +267,45 @@ def build_tiny_idefics3(path: Path) -> Path:
         chat_template=CHAT_TEMPLATE.replace("{{ image_token }}", "<image>"),
     )
     return save(model, proc, tok, path)
+
+
+def build_tiny_mistral3(path: Path) -> Path:
+    """A tiny Mistral3 (Pixtral vision + Mistral text): image rows separated by [IMG_BREAK] tokens."""
+    from transformers import (
+        Mistral3Config,
+        Mistral3ForConditionalGeneration,
+        MistralConfig,
+        PixtralImageProcessorPil,
+        PixtralProcessor,
+        PixtralVisionConfig,
+    )
+
+    specials = ["<s>", "</s>", "<pad>", "[IMG]", "[IMG_BREAK]", "[IMG_END]", "<|user|>", "<|assistant|>", "<|end|>"]
+    tok = train_tokenizer(specials)
+    tok.bos_token, tok.eos_token, tok.pad_token = "<s>", "</s>", "<pad>"
+    cfg = Mistral3Config(
+        vision_config=PixtralVisionConfig(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, head_dim=16,
+            image_size=64, patch_size=4,
+        ),
+        text_config=MistralConfig(
+            vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+            num_key_value_heads=2, head_dim=16, max_position_embeddings=1024, bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+        ),
+        image_token_index=tok.convert_tokens_to_ids("[IMG]"),
+        spatial_merge_size=2,
+        vision_feature_layer=-1,
+    )  # fmt: skip
+    model = Mistral3ForConditionalGeneration(cfg).eval()
+    proc = PixtralProcessor(
+        image_processor=PixtralImageProcessorPil(size={"longest_edge": 64}, patch_size=4),
+        tokenizer=tok,
+        patch_size=4,
+        spatial_merge_size=2,
+        image_token="[IMG]",
+        image_break_token="[IMG_BREAK]",
+        image_end_token="[IMG_END]",
+        chat_template=CHAT_TEMPLATE.replace("{{ image_token }}", "[IMG]"),
+    )
+    return save(model, proc, tok, path)

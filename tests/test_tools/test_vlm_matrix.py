@@ -1,0 +1,90 @@
+"""A matrix over tiny random models of several VLM families, each checked against an oracle: greedy tokens
+identical to plain ``generate``, the attention map equal to one computed from ``output_attentions`` (eager),
+the grid from what the processor returns, one vision-tower forward for describe + compose + reflect + explain.
+
+Families that load and generate offline here and are in the matrix: LLaVA-1.5, Qwen2.5-VL, Idefics3, Mistral3.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from image2music.tools.images import fit_pixels
+from image2music.tools.vlm import GenerationSettings, make_vlm
+from image2music.tools.vlm.capture import image_grid
+from PIL import Image
+
+FAMILIES = {
+    "llava": ("build_tiny_llava", (4, 4)),
+    "qwen25vl": ("build_tiny_qwen25vl", (3, 4)),
+    "idefics3": ("build_tiny_idefics3", None),
+    "mistral3": ("build_tiny_mistral3", (7, 8)),  # 100x80 -> 64x56 (patch 4, merge 2): 7 rows of 8
+}
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    import tiny_models
+
+    root = tmp_path_factory.mktemp("matrix")
+    return {name: getattr(tiny_models, builder)(root / name) for name, (builder, _) in FAMILIES.items()}
+
+
+def _oracle(path: Path, vlm: Any, prompt: str, image: Image.Image, n_new: int) -> tuple[str, np.ndarray, Any]:
+    """Plain transformers: greedy tokens, and per generated token (after the first) its attention to the image
+    positions averaged over heads and layers, from ``output_attentions`` with eager attention."""
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    model = AutoModelForImageTextToText.from_pretrained(str(path), attn_implementation="eager").eval()
+    inputs = vlm._inputs(prompt, image)
+    positions = np.nonzero((inputs["input_ids"][0] == vlm.image_token_id).numpy())[0]
+    with torch.inference_mode():
+        out = model.generate(
+            **inputs, max_new_tokens=n_new, do_sample=False, output_attentions=True, return_dict_in_generate=True
+        )
+    new = out.sequences[0, inputs["input_ids"].shape[1] :]
+    tok = getattr(vlm.processor, "tokenizer", vlm.processor)
+    rows = []
+    for step in out.attentions[1:]:  # step 0 is the prompt pass
+        per_layer = [layer[0, :, -1, positions].float().mean(dim=0) for layer in step]
+        rows.append(torch.stack(per_layer).mean(dim=0).numpy())
+    return tok.decode(new, skip_special_tokens=True), np.asarray(rows), (inputs, positions)
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_family_against_plain_generate_and_output_attentions(models: dict[str, Path], family: str) -> None:
+    path = models[family]
+    vlm = make_vlm("transformers", str(path))
+    image = Image.new("RGB", (100, 80), (30, 90, 150))
+    image.paste((240, 200, 40), (10, 10, 40, 30))
+    settings = GenerationSettings(max_new_tokens=8, temperature=0.0)
+    before = vlm.vision_calls  # type: ignore[attr-defined]
+    res = vlm.generate(node="describe", prompt="Describe it.", image=image, call_index=0, settings=settings,
+                       capture_attention=True)  # fmt: skip
+    for node in ("compose", "reflect", "explain"):
+        vlm.generate(node=node, prompt=f"{node} it.", image=image, call_index=0, settings=settings)
+    assert vlm.vision_calls - before == 1, family  # type: ignore[attr-defined]
+
+    text, rows, (inputs, positions) = _oracle(path, vlm, "Describe it.", image, 8)
+    assert res.text == text, family  # the feature cache and the streamed capture change no token
+    expected_grid = FAMILIES[family][1]
+    if expected_grid is not None:
+        assert res.grid == expected_grid, family
+    assert res.grid is not None and res.token_attention is not None
+    layout = image_grid(
+        len(positions),
+        inputs,
+        vlm.model.config,  # type: ignore[attr-defined]
+        merge_size=getattr(getattr(vlm.processor, "image_processor", None), "merge_size", None),  # type: ignore[attr-defined]
+        tile_tokens=getattr(vlm.processor, "image_seq_len", None),  # type: ignore[attr-defined]
+        image_size=fit_pixels(image, vlm.max_pixels).size,  # type: ignore[attr-defined]
+    )
+    assert layout is not None
+    _grid, use = layout
+    n = min(len(rows), len(res.token_attention))
+    assert n >= 1
+    np.testing.assert_allclose(res.token_attention[:n], rows[:n][:, use], atol=1e-6, err_msg=family)
