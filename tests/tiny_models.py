@@ -309,3 +309,51 @@ def build_tiny_mistral3(path: Path) -> Path:
         chat_template=CHAT_TEMPLATE.replace("{{ image_token }}", "[IMG]"),
     )
     return save(model, proc, tok, path)
+
+
+def build_tiny_llava_onevision(path: Path) -> Path:
+    """A tiny LLaVA-OneVision (SigLIP + Qwen2): a 4x4 base view, then tiles with a newline token per row."""
+    from transformers import (
+        LlavaOnevisionConfig,
+        LlavaOnevisionForConditionalGeneration,
+        LlavaOnevisionImageProcessorPil,
+        LlavaOnevisionProcessor,
+        LlavaOnevisionVideoProcessor,
+        Qwen2Config,
+        SiglipVisionConfig,
+    )
+
+    specials = ["<s>", "</s>", "<pad>", "<image>", "<video>", "<|user|>", "<|assistant|>", "<|end|>"]
+    tok = train_tokenizer(specials)
+    tok.bos_token, tok.eos_token, tok.pad_token = "<s>", "</s>", "<pad>"
+    pinpoints = [[16, 16], [16, 32], [32, 16], [32, 32]]
+    cfg = LlavaOnevisionConfig(
+        vision_config=SiglipVisionConfig(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=16,
+            patch_size=4,
+        ),
+        text_config=Qwen2Config(
+            vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+            num_key_value_heads=2, max_position_embeddings=2048, bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+        ),
+        image_token_index=tok.convert_tokens_to_ids("<image>"),
+        video_token_index=tok.convert_tokens_to_ids("<video>"),
+        image_grid_pinpoints=pinpoints,
+        vision_feature_select_strategy="full",
+        vision_feature_layer=-1,
+    )  # fmt: skip
+    model = LlavaOnevisionForConditionalGeneration(cfg).eval()
+    proc = LlavaOnevisionProcessor(
+        image_processor=LlavaOnevisionImageProcessorPil(
+            size={"height": 16, "width": 16}, image_grid_pinpoints=pinpoints
+        ),
+        tokenizer=tok,
+        video_processor=LlavaOnevisionVideoProcessor(),
+        num_image_tokens=16,
+        vision_feature_select_strategy="full",
+        chat_template=CHAT_TEMPLATE.replace("{{ image_token }}", "<image>"),
+        image_token="<image>",
+        video_token="<video>",
+    )
+    return save(model, proc, tok, path)

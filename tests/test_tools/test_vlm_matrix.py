@@ -2,7 +2,7 @@
 identical to plain ``generate``, the attention map equal to one computed from ``output_attentions`` (eager),
 the grid from what the processor returns, one vision-tower forward for describe + compose + reflect + explain.
 
-Families that load and generate offline here and are in the matrix: LLaVA-1.5, Qwen2.5-VL, Idefics3, Mistral3.
+Families in the matrix: LLaVA-1.5, Qwen2.5-VL, Idefics3, Mistral3 (Pixtral), LLaVA-OneVision.
 """
 
 from __future__ import annotations
@@ -21,7 +21,11 @@ FAMILIES = {
     "llava": ("build_tiny_llava", (4, 4)),
     "qwen25vl": ("build_tiny_qwen25vl", (3, 4)),
     "idefics3": ("build_tiny_idefics3", None),
-    "mistral3": ("build_tiny_mistral3", (7, 8)),  # 100x80 -> 64x56 (patch 4, merge 2): 7 rows of 8
+    "mistral3": ("build_tiny_mistral3", (7, 8)),
+    "llava_onevision": (
+        "build_tiny_llava_onevision",
+        (4, 4),
+    ),  # 70 image tokens: the 4x4 base view is the map  # 100x80 -> 64x56 (patch 4, merge 2): 7 rows of 8
 }
 
 
