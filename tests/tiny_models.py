@@ -357,3 +357,52 @@ def build_tiny_llava_onevision(path: Path) -> Path:
         video_token="<video>",
     )
     return save(model, proc, tok, path)
+
+
+def build_tiny_gemma3(path: Path, window: int = 8) -> Path:
+    """A tiny Gemma 3 (SigLIP + Gemma 3 text) whose first two layers use a sliding window of ``window`` tokens."""
+    from transformers import (
+        Gemma3Config,
+        Gemma3ForConditionalGeneration,
+        Gemma3ImageProcessorPil,
+        Gemma3Processor,
+        Gemma3TextConfig,
+        PreTrainedTokenizerFast,
+        SiglipVisionConfig,
+    )
+
+    specials = ["<bos>", "<eos>", "<pad>", "<start_of_image>", "<end_of_image>", "<image_soft_token>", "<|user|>",
+                "<|assistant|>", "<|end|>"]  # fmt: skip
+    base = train_tokenizer(specials)
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=base._tokenizer,
+        bos_token="<bos>",
+        eos_token="<eos>",
+        pad_token="<pad>",
+        extra_special_tokens={"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>",
+                              "image_token": "<image_soft_token>"},
+    )  # fmt: skip
+    cfg = Gemma3Config(
+        vision_config=SiglipVisionConfig(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=16,
+            patch_size=4,
+        ),
+        text_config=Gemma3TextConfig(
+            vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2,
+            num_key_value_heads=1, head_dim=16, max_position_embeddings=1024, sliding_window=window,
+            layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+            bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+        ),
+        mm_tokens_per_image=4,
+        boi_token_index=tok.convert_tokens_to_ids("<start_of_image>"),
+        eoi_token_index=tok.convert_tokens_to_ids("<end_of_image>"),
+        image_token_index=tok.convert_tokens_to_ids("<image_soft_token>"),
+    )  # fmt: skip
+    model = Gemma3ForConditionalGeneration(cfg).eval()
+    proc = Gemma3Processor(
+        image_processor=Gemma3ImageProcessorPil(size={"height": 16, "width": 16}),
+        tokenizer=tok,
+        image_seq_length=4,
+        chat_template=CHAT_TEMPLATE.replace("{{ image_token }}", "<start_of_image>"),
+    )
+    return save(model, proc, tok, path)

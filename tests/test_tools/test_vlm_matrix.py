@@ -2,7 +2,8 @@
 identical to plain ``generate``, the attention map equal to one computed from ``output_attentions`` (eager),
 the grid from what the processor returns, one vision-tower forward for describe + compose + reflect + explain.
 
-Families in the matrix: LLaVA-1.5, Qwen2.5-VL, Idefics3, Mistral3 (Pixtral), LLaVA-OneVision.
+Families in the matrix: LLaVA-1.5, Qwen2.5-VL, Idefics3, Mistral3 (Pixtral), LLaVA-OneVision, Gemma 3 (with a
+sliding window shorter than the prompt: decode-step weights of sliding layers cover the window only).
 """
 
 from __future__ import annotations
@@ -53,9 +54,15 @@ def _oracle(path: Path, vlm: Any, prompt: str, image: Image.Image, n_new: int) -
     new = out.sequences[0, inputs["input_ids"].shape[1] :]
     tok = getattr(vlm.processor, "tokenizer", vlm.processor)
     rows = []
-    for step in out.attentions[1:]:  # step 0 is the prompt pass
-        per_layer = [layer[0, :, -1, positions].float().mean(dim=0) for layer in step]
-        rows.append(torch.stack(per_layer).mean(dim=0).numpy())
+    prompt_len = int(inputs["input_ids"].shape[1])
+    for s, step in enumerate(out.attentions[1:], start=1):  # step 0 is the prompt pass
+        per_layer = []
+        for layer in step:
+            k_len = int(layer.shape[-1])
+            offset = prompt_len + s - k_len  # a sliding-window layer sees only the last k_len positions
+            if positions[0] - offset >= 0:
+                per_layer.append(layer[0, :, -1, positions - offset].float().mean(dim=0))
+        rows.append(torch.stack(per_layer).mean(dim=0).numpy() if per_layer else np.zeros(len(positions)))
     return tok.decode(new, skip_special_tokens=True), np.asarray(rows), (inputs, positions)
 
 

@@ -24,15 +24,18 @@ class AttentionRecorder:
     The first generated token (produced by the prompt pass) therefore has no row.
     """
 
-    def __init__(self, model: Any, image_positions: np.ndarray) -> None:
+    def __init__(self, model: Any, image_positions: np.ndarray, prompt_len: int | None = None) -> None:
         import torch
 
         self.model = model
         self.positions = torch.as_tensor(image_positions, dtype=torch.long)
+        self.prompt_len = prompt_len
         self.layers = _attention_layers(model)
         self.rows: list[Any] = []
         self._step_sum: Any = None
         self._step_layers = 0
+        self._step_calls = 0
+        self._steps = 0
         self._handles: list[Any] = []
         self._previous: str | None = None
         self._switched = False
@@ -67,24 +70,36 @@ class AttentionRecorder:
     def _hook(self, module: Any, args: Any, output: Any) -> None:
         weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
         if weights is None:
-            return
-        # [batch, heads, q, k]: the last query row is the token being generated at this step
+            return  # the prompt pass (fused attention): no weights, no row
+        self._step_calls += 1
+        # [batch, heads, q, k]: the last query row is the token being generated at this step. A sliding-window
+        # or chunked layer returns weights over its window only: key j is absolute position offset + j.
         last = weights[0, :, -1, :]
-        if self.positions.numel() and int(self.positions[-1]) >= last.shape[-1]:
-            return
+        k_len = int(last.shape[-1])
+        total = self.prompt_len + self._steps + 1 if self.prompt_len is not None else k_len
+        offset = max(0, total - k_len)
         if self.positions.device != last.device:
             self.positions = self.positions.to(last.device)
-        vec = last.index_select(-1, self.positions).float().mean(dim=0)
-        self._step_sum = vec if self._step_sum is None else self._step_sum + vec
-        self._step_layers += 1
-        if self._step_layers == len(self.layers):
+        inside = self.positions - offset
+        if self.positions.numel() and int(inside[0]) >= 0 and int(inside[-1]) < k_len:
+            vec = last.index_select(-1, inside).float().mean(dim=0)
+            self._step_sum = vec if self._step_sum is None else self._step_sum + vec
+            self._step_layers += 1  # only layers whose window holds the image count
+        if self._step_calls == len(self.layers):
             self._flush()
 
     def _flush(self) -> None:
-        if self._step_layers:
-            self.rows.append(self._step_sum / self._step_layers)
+        if self._step_calls:
+            import torch
+
+            # exactly one row per generated token; zeros when no layer could see the image at this step
+            zeros = torch.zeros(len(self.positions), device=self.positions.device)
+            row = self._step_sum / self._step_layers if self._step_layers else zeros
+            self.rows.append(row)
+            self._steps += 1
         self._step_sum = None
         self._step_layers = 0
+        self._step_calls = 0
 
     def result(self) -> np.ndarray:
         if not self.rows:

@@ -204,7 +204,7 @@ class TransformersVLM:
         try:
             with torch.inference_mode():
                 if capture_attention and len(positions):
-                    recorder = AttentionRecorder(self.model, positions)
+                    recorder = AttentionRecorder(self.model, positions, prompt_len=int(ids.shape[0]))
                     with recorder:
                         out = self.model.generate(**inputs, **gen_kwargs)
                 else:
