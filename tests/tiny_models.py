@@ -406,3 +406,42 @@ def build_tiny_gemma3(path: Path, window: int = 8) -> Path:
         chat_template=CHAT_TEMPLATE.replace("{{ image_token }}", "<start_of_image>"),
     )
     return save(model, proc, tok, path)
+
+
+def build_tiny_qwen3vl(path: Path) -> Path:
+    """A tiny Qwen3-VL (deepstack visual features merged into the first text layers)."""
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration, Qwen3VLProcessor, Qwen3VLVideoProcessor
+    from transformers.models.qwen2_vl import Qwen2VLImageProcessor
+
+    specials = ["<s>", "</s>", "<pad>", "<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>",
+                "<|user|>", "<|assistant|>", "<|end|>"]  # fmt: skip
+    tok = train_tokenizer(specials)
+    tok.bos_token, tok.eos_token, tok.pad_token = "<s>", "</s>", "<pad>"
+    ids = {t: tok.convert_tokens_to_ids(t) for t in specials}
+    cfg = Qwen3VLConfig(
+        text_config={
+            "vocab_size": len(tok), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+            "num_attention_heads": 2, "num_key_value_heads": 2, "head_dim": 16, "max_position_embeddings": 1024,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3],
+                                "mrope_interleaved": True},
+            "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id,
+        },
+        vision_config={
+            "depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "out_hidden_size": 32,
+            "patch_size": 16, "spatial_merge_size": 2, "temporal_patch_size": 2, "num_position_embeddings": 64,
+            "deepstack_visual_indexes": [0],
+        },
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+    )  # fmt: skip
+    model = Qwen3VLForConditionalGeneration(cfg).eval()
+    ip = Qwen2VLImageProcessor(
+        min_pixels=64 * 64, max_pixels=128 * 128, patch_size=16, merge_size=2, temporal_patch_size=2
+    )
+    template = CHAT_TEMPLATE.replace("{{ image_token }}", "<|vision_start|><|image_pad|><|vision_end|>")
+    proc = Qwen3VLProcessor(
+        image_processor=ip, tokenizer=tok, video_processor=Qwen3VLVideoProcessor(), chat_template=template
+    )
+    return save(model, proc, tok, path)

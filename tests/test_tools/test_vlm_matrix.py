@@ -2,8 +2,9 @@
 identical to plain ``generate``, the attention map equal to one computed from ``output_attentions`` (eager),
 the grid from what the processor returns, one vision-tower forward for describe + compose + reflect + explain.
 
-Families in the matrix: LLaVA-1.5, Qwen2.5-VL, Idefics3, Mistral3 (Pixtral), LLaVA-OneVision, Gemma 3 (with a
-sliding window shorter than the prompt: decode-step weights of sliding layers cover the window only).
+Families in the matrix: LLaVA-1.5, Qwen2.5-VL, Qwen3-VL (deepstack), Idefics3, Mistral3 (Pixtral),
+LLaVA-OneVision, Gemma 3 (with a sliding window shorter than the prompt: decode-step weights of sliding layers
+cover the window only).
 """
 
 from __future__ import annotations
@@ -21,12 +22,15 @@ from PIL import Image
 FAMILIES = {
     "llava": ("build_tiny_llava", (4, 4)),
     "qwen25vl": ("build_tiny_qwen25vl", (3, 4)),
+    # 100x80 -> 96x64 in patches of 16, merged 2x2
+    "qwen3vl": ("build_tiny_qwen3vl", (2, 3)),
     "idefics3": ("build_tiny_idefics3", None),
+    # 100x80 -> 64x56 (patch 4, merge 2): 7 rows of 8, separated by [IMG_BREAK] tokens
     "mistral3": ("build_tiny_mistral3", (7, 8)),
-    "llava_onevision": (
-        "build_tiny_llava_onevision",
-        (4, 4),
-    ),  # 70 image tokens: the 4x4 base view is the map  # 100x80 -> 64x56 (patch 4, merge 2): 7 rows of 8
+    # 70 image tokens (4x4 base view + 6 x (8 + newline)): the base view is the map
+    "llava_onevision": ("build_tiny_llava_onevision", (4, 4)),
+    # 2 of 3 layers slide over an 8-token window, shorter than the prompt
+    "gemma3": ("build_tiny_gemma3", (2, 2)),
 }
 
 
