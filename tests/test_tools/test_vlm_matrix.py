@@ -103,3 +103,23 @@ def test_family_against_plain_generate_and_output_attentions(models: dict[str, P
     n = min(len(rows), len(res.token_attention))
     assert n >= 1
     np.testing.assert_allclose(res.token_attention[:n], rows[:n][:, use], atol=1e-6, err_msg=family)
+
+
+def test_batch_with_two_jobs_encodes_each_image_once(models: dict[str, Path], tmp_path: Path) -> None:
+    """`i2m batch DIR --jobs 2` with a tiny Qwen3-VL: every run.json says vision_encodes 1."""
+    import json
+
+    from click.testing import CliRunner
+    from image2music.cli import main
+
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for name, colour in (("dawn", (220, 120, 40)), ("sea", (20, 60, 160)), ("field", (40, 160, 60))):
+        Image.new("RGB", (100, 80), colour).save(imgs / f"{name}.png")
+    out = tmp_path / "out"
+    args = ["batch", str(imgs), "-o", str(out), "--jobs", "2", "--vlm-model", str(models["qwen3vl"]), "--top-k", "0"]
+    args += ["--max-parse-retries", "0", "--refine-rounds", "0"]
+    CliRunner().invoke(main, args, env={"I2M_MAX_NEW_TOKENS": "6", "I2M_DESCRIBE_MAX_NEW_TOKENS": "6"})
+    records = [json.loads(p.read_text()) for p in sorted(out.glob("*/run.json"))]
+    assert len(records) == 3
+    assert [r["vision_encodes"] for r in records] == [1, 1, 1], [r["vlm_calls"] for r in records]
