@@ -445,3 +445,75 @@ def build_tiny_qwen3vl(path: Path) -> Path:
         image_processor=ip, tokenizer=tok, video_processor=Qwen3VLVideoProcessor(), chat_template=template
     )
     return save(model, proc, tok, path)
+
+
+def build_tiny_qwen2vl(path: Path) -> Path:
+    """A tiny Qwen2-VL."""
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor
+    from transformers.models.qwen2_vl import Qwen2VLImageProcessor
+    from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
+
+    specials = ["<s>", "</s>", "<pad>", "<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>",
+                "<|user|>", "<|assistant|>", "<|end|>"]  # fmt: skip
+    tok = train_tokenizer(specials)
+    tok.bos_token, tok.eos_token, tok.pad_token = "<s>", "</s>", "<pad>"
+    ids = {t: tok.convert_tokens_to_ids(t) for t in specials}
+    cfg = Qwen2VLConfig(
+        text_config={
+            "vocab_size": len(tok), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+            "num_attention_heads": 2, "num_key_value_heads": 2, "max_position_embeddings": 1024,
+            "rope_scaling": {"type": "mrope", "mrope_section": [2, 3, 3]},
+            "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id,
+        },
+        vision_config={"depth": 2, "embed_dim": 32, "hidden_size": 32, "num_heads": 2, "mlp_ratio": 2,
+                       "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2},
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+    )  # fmt: skip
+    model = Qwen2VLForConditionalGeneration(cfg).eval()
+    ip = Qwen2VLImageProcessor(
+        min_pixels=56 * 56, max_pixels=112 * 112, patch_size=14, merge_size=2, temporal_patch_size=2
+    )
+    template = CHAT_TEMPLATE.replace("{{ image_token }}", "<|vision_start|><|image_pad|><|vision_end|>")
+    proc = Qwen2VLProcessor(
+        image_processor=ip, tokenizer=tok, video_processor=Qwen2VLVideoProcessor(), chat_template=template
+    )
+    return save(model, proc, tok, path)
+
+
+def build_tiny_paligemma(path: Path) -> Path:
+    """A tiny PaliGemma (SigLIP + Gemma): the image tokens come first, a square grid."""
+    from transformers import (
+        GemmaConfig,
+        PaliGemmaConfig,
+        PaliGemmaForConditionalGeneration,
+        PaliGemmaProcessor,
+        SiglipImageProcessor,
+        SiglipVisionConfig,
+    )
+
+    specials = ["<bos>", "<eos>", "<pad>", "<image>", "<|user|>", "<|assistant|>", "<|end|>"]
+    tok = train_tokenizer(specials)
+    tok.bos_token, tok.eos_token, tok.pad_token = "<bos>", "<eos>", "<pad>"
+    cfg = PaliGemmaConfig(
+        vision_config=SiglipVisionConfig(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=16,
+            patch_size=4, projection_dim=32,
+        ),
+        text_config=GemmaConfig(
+            vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+            num_key_value_heads=1, head_dim=16, max_position_embeddings=1024, bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+        ),
+        image_token_index=tok.convert_tokens_to_ids("<image>"),
+        projection_dim=32,
+    )  # fmt: skip
+    model = PaliGemmaForConditionalGeneration(cfg).eval()
+    ip = SiglipImageProcessor(size={"height": 16, "width": 16})
+    ip.image_seq_length = 16
+    proc = PaliGemmaProcessor(
+        image_processor=ip, tokenizer=tok, chat_template=CHAT_TEMPLATE.replace("{{ image_token }}", "")
+    )
+    return save(model, proc, tok, path)

@@ -2,9 +2,9 @@
 identical to plain ``generate``, the attention map equal to one computed from ``output_attentions`` (eager),
 the grid from what the processor returns, one vision-tower forward for describe + compose + reflect + explain.
 
-Families in the matrix: LLaVA-1.5, Qwen2.5-VL, Qwen3-VL (deepstack), Idefics3, Mistral3 (Pixtral),
-LLaVA-OneVision, Gemma 3 (with a sliding window shorter than the prompt: decode-step weights of sliding layers
-cover the window only).
+Families in the matrix: LLaVA-1.5, Qwen2-VL, Qwen2.5-VL, Qwen3-VL (deepstack), Idefics3, Mistral3 (Pixtral),
+LLaVA-OneVision, PaliGemma, Gemma 3 (with a sliding window shorter than the prompt: decode-step weights of
+sliding layers cover the window only).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from PIL import Image
 
 FAMILIES = {
     "llava": ("build_tiny_llava", (4, 4)),
+    "qwen2vl": ("build_tiny_qwen2vl", (3, 4)),
     "qwen25vl": ("build_tiny_qwen25vl", (3, 4)),
     # 100x80 -> 96x64 in patches of 16, merged 2x2
     "qwen3vl": ("build_tiny_qwen3vl", (2, 3)),
@@ -31,6 +32,8 @@ FAMILIES = {
     "llava_onevision": ("build_tiny_llava_onevision", (4, 4)),
     # 2 of 3 layers slide over an 8-token window, shorter than the prompt
     "gemma3": ("build_tiny_gemma3", (2, 2)),
+    # the processor puts the image tokens before the text
+    "paligemma": ("build_tiny_paligemma", (4, 4)),
 }
 
 
@@ -110,6 +113,7 @@ def test_batch_with_two_jobs_encodes_each_image_once(models: dict[str, Path], tm
     import json
 
     from click.testing import CliRunner
+
     from image2music.cli import main
 
     imgs = tmp_path / "imgs"
