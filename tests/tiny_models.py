@@ -517,3 +517,49 @@ def build_tiny_paligemma(path: Path) -> Path:
         image_processor=ip, tokenizer=tok, chat_template=CHAT_TEMPLATE.replace("{{ image_token }}", "")
     )
     return save(model, proc, tok, path)
+
+
+def build_tiny_llava_next(path: Path) -> Path:
+    """A tiny LLaVA-NeXT (CLIP + Llama): a base view, then high-resolution tiles with a newline per row."""
+    from transformers import (
+        LlamaConfig,
+        LlavaNextConfig,
+        LlavaNextForConditionalGeneration,
+        LlavaNextImageProcessor,
+        LlavaNextProcessor,
+    )
+    from transformers.models.clip.configuration_clip import CLIPVisionConfig
+
+    specials = ["<s>", "</s>", "<pad>", "<image>", "<|user|>", "<|assistant|>", "<|end|>"]
+    tok = train_tokenizer(specials)
+    tok.bos_token, tok.eos_token, tok.pad_token = "<s>", "</s>", "<pad>"
+    pinpoints = [[16, 16], [16, 32], [32, 16], [32, 32]]
+    cfg = LlavaNextConfig(
+        vision_config=CLIPVisionConfig(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=16,
+            patch_size=4,
+        ),
+        text_config=LlamaConfig(
+            vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+            num_key_value_heads=2, max_position_embeddings=2048, bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+        ),
+        image_token_index=tok.convert_tokens_to_ids("<image>"),
+        image_grid_pinpoints=pinpoints,
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-1,
+    )  # fmt: skip
+    model = LlavaNextForConditionalGeneration(cfg).eval()
+    ip = LlavaNextImageProcessor(
+        size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16}, image_grid_pinpoints=pinpoints
+    )
+    proc = LlavaNextProcessor(
+        image_processor=ip,
+        tokenizer=tok,
+        patch_size=4,
+        vision_feature_select_strategy="default",
+        chat_template=CHAT_TEMPLATE.replace("{{ image_token }}", "<image>"),
+        image_token="<image>",
+        num_additional_image_tokens=1,
+    )
+    return save(model, proc, tok, path)

@@ -2,7 +2,7 @@
 identical to plain ``generate``, the attention map equal to one computed from ``output_attentions`` (eager),
 the grid from what the processor returns, one vision-tower forward for describe + compose + reflect + explain.
 
-Families in the matrix: LLaVA-1.5, Qwen2-VL, Qwen2.5-VL, Qwen3-VL (deepstack), Idefics3, Mistral3 (Pixtral),
+Families in the matrix: LLaVA-1.5, LLaVA-NeXT, Qwen2-VL, Qwen2.5-VL, Qwen3-VL (deepstack), Idefics3, Mistral3 (Pixtral),
 LLaVA-OneVision, PaliGemma, Gemma 3 (with a sliding window shorter than the prompt: decode-step weights of
 sliding layers cover the window only).
 """
@@ -30,6 +30,7 @@ FAMILIES = {
     "mistral3": ("build_tiny_mistral3", (7, 8)),
     # 70 image tokens (4x4 base view + 6 x (8 + newline)): the base view is the map
     "llava_onevision": ("build_tiny_llava_onevision", (4, 4)),
+    "llava_next": ("build_tiny_llava_next", (4, 4)),
     # 2 of 3 layers slide over an 8-token window, shorter than the prompt
     "gemma3": ("build_tiny_gemma3", (2, 2)),
     # the processor puts the image tokens before the text
