@@ -563,3 +563,46 @@ def build_tiny_llava_next(path: Path) -> Path:
         num_additional_image_tokens=1,
     )
     return save(model, proc, tok, path)
+
+
+def build_tiny_internvl(path: Path) -> Path:
+    """A tiny InternVL: image tiles of ``image_seq_length`` tokens each, then a thumbnail."""
+    from transformers import (
+        InternVLConfig,
+        InternVLForConditionalGeneration,
+        InternVLProcessor,
+        InternVLVideoProcessor,
+        PreTrainedTokenizerFast,
+        Qwen2Config,
+    )
+    from transformers.models.got_ocr2 import GotOcr2ImageProcessor
+
+    specials = ["<s>", "</s>", "<pad>", "<img>", "</img>", "<IMG_CONTEXT>", "<video>", "<|user|>", "<|assistant|>",
+                "<|end|>"]  # fmt: skip
+    base = train_tokenizer(specials)
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=base._tokenizer, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+        extra_special_tokens={"start_image_token": "<img>", "end_image_token": "</img>",
+                              "context_image_token": "<IMG_CONTEXT>", "video_token": "<video>"},
+    )  # fmt: skip
+    cfg = InternVLConfig(
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+                       "image_size": [16, 16], "patch_size": [4, 4]},
+        text_config=Qwen2Config(
+            vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+            num_key_value_heads=2, max_position_embeddings=2048, bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+        ),
+        image_token_id=tok.convert_tokens_to_ids("<IMG_CONTEXT>"),
+        downsample_ratio=0.5,
+    )  # fmt: skip
+    model = InternVLForConditionalGeneration(cfg).eval()
+    ip = GotOcr2ImageProcessor(size={"height": 16, "width": 16}, crop_to_patches=True, max_patches=6)
+    proc = InternVLProcessor(
+        image_processor=ip,
+        tokenizer=tok,
+        video_processor=InternVLVideoProcessor(),
+        image_seq_length=4,
+        chat_template=CHAT_TEMPLATE.replace("{{ image_token }}", "<IMG_CONTEXT>"),
+    )
+    return save(model, proc, tok, path)

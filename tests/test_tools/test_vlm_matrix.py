@@ -2,9 +2,10 @@
 identical to plain ``generate``, the attention map equal to one computed from ``output_attentions`` (eager),
 the grid from what the processor returns, one vision-tower forward for describe + compose + reflect + explain.
 
-Families in the matrix: LLaVA-1.5, LLaVA-NeXT, Qwen2-VL, Qwen2.5-VL, Qwen3-VL (deepstack), Idefics3, Mistral3 (Pixtral),
-LLaVA-OneVision, PaliGemma, Gemma 3 (with a sliding window shorter than the prompt: decode-step weights of
-sliding layers cover the window only).
+Families in the matrix: LLaVA-1.5, LLaVA-NeXT, LLaVA-OneVision, InternVL, Qwen2-VL, Qwen2.5-VL, Qwen3-VL
+(deepstack), Idefics3 (the SmolVLM architecture), Mistral3 (Pixtral), PaliGemma, Gemma 3 (with a sliding window
+shorter than the prompt: decode-step weights of sliding layers cover the window only). Not here: GLM-4V (no tiny
+build yet) and Llama 4 (its ``generate`` fails inside transformers 5.24 itself).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ FAMILIES = {
     # 70 image tokens (4x4 base view + 6 x (8 + newline)): the base view is the map
     "llava_onevision": ("build_tiny_llava_onevision", (4, 4)),
     "llava_next": ("build_tiny_llava_next", (4, 4)),
+    # 6 tiles of 2x2 tokens (3 wide, 2 high for a wide image) then the thumbnail: stitched into 4 x 6
+    "internvl": ("build_tiny_internvl", (4, 6)),
     # 2 of 3 layers slide over an 8-token window, shorter than the prompt
     "gemma3": ("build_tiny_gemma3", (2, 2)),
     # the processor puts the image tokens before the text
@@ -99,7 +102,8 @@ def test_family_against_plain_generate_and_output_attentions(models: dict[str, P
         inputs,
         vlm.model.config,  # type: ignore[attr-defined]
         merge_size=getattr(getattr(vlm.processor, "image_processor", None), "merge_size", None),  # type: ignore[attr-defined]
-        tile_tokens=getattr(vlm.processor, "image_seq_len", None),  # type: ignore[attr-defined]
+        tile_tokens=getattr(vlm.processor, "image_seq_len", None)  # type: ignore[attr-defined]
+        or getattr(vlm.processor, "image_seq_length", None),  # type: ignore[attr-defined]
         image_size=fit_pixels(image, vlm.max_pixels).size,  # type: ignore[attr-defined]
     )
     assert layout is not None
