@@ -606,3 +606,40 @@ def build_tiny_internvl(path: Path) -> Path:
         chat_template=CHAT_TEMPLATE.replace("{{ image_token }}", "<IMG_CONTEXT>"),
     )
     return save(model, proc, tok, path)
+
+
+def build_tiny_glm4v(path: Path) -> Path:
+    """A tiny GLM-4V (``image_grid_thw`` like Qwen-VL)."""
+    from transformers import Glm4vConfig, Glm4vForConditionalGeneration, Glm4vProcessor, Glm4vVideoProcessor
+    from transformers.models.glm4v import Glm4vImageProcessor
+
+    specials = ["<s>", "</s>", "<pad>", "<|image|>", "<|video|>", "<|begin_of_image|>", "<|end_of_image|>",
+                "<|begin_of_video|>", "<|end_of_video|>", "<|user|>", "<|assistant|>", "<|end|>"]  # fmt: skip
+    tok = train_tokenizer(specials)
+    tok.bos_token, tok.eos_token, tok.pad_token = "<s>", "</s>", "<pad>"
+    ids = {t: tok.convert_tokens_to_ids(t) for t in specials}
+    cfg = Glm4vConfig(
+        text_config={
+            "vocab_size": len(tok), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+            "num_attention_heads": 2, "num_key_value_heads": 2, "head_dim": 16, "max_position_embeddings": 1024,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3],
+                                "partial_rotary_factor": 1.0},
+            "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id,
+        },
+        vision_config={"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "out_hidden_size": 32,
+                       "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2, "image_size": 56},
+        image_token_id=ids["<|image|>"],
+        video_token_id=ids["<|video|>"],
+        image_start_token_id=ids["<|begin_of_image|>"],
+        image_end_token_id=ids["<|end_of_image|>"],
+        video_start_token_id=ids["<|begin_of_video|>"],
+        video_end_token_id=ids["<|end_of_video|>"],
+    )  # fmt: skip
+    model = Glm4vForConditionalGeneration(cfg).eval()
+    ip = Glm4vImageProcessor(patch_size=14, merge_size=2, temporal_patch_size=2,
+                             size={"shortest_edge": 56 * 56, "longest_edge": 112 * 112})  # fmt: skip
+    template = CHAT_TEMPLATE.replace("{{ image_token }}", "<|begin_of_image|><|image|><|end_of_image|>")
+    proc = Glm4vProcessor(
+        image_processor=ip, tokenizer=tok, video_processor=Glm4vVideoProcessor(), chat_template=template
+    )
+    return save(model, proc, tok, path)

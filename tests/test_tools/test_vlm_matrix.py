@@ -3,9 +3,9 @@ identical to plain ``generate``, the attention map equal to one computed from ``
 the grid from what the processor returns, one vision-tower forward for describe + compose + reflect + explain.
 
 Families in the matrix: LLaVA-1.5, LLaVA-NeXT, LLaVA-OneVision, InternVL, Qwen2-VL, Qwen2.5-VL, Qwen3-VL
-(deepstack), Idefics3 (the SmolVLM architecture), Mistral3 (Pixtral), PaliGemma, Gemma 3 (with a sliding window
-shorter than the prompt: decode-step weights of sliding layers cover the window only). Not here: GLM-4V (no tiny
-build yet) and Llama 4 (its ``generate`` fails inside transformers 5.24 itself).
+(deepstack), GLM-4V, Idefics3 (the SmolVLM architecture), Mistral3 (Pixtral), PaliGemma, Gemma 3 (with a sliding
+window shorter than the prompt: decode-step weights of sliding layers cover the window only). Not here: Llama 4,
+whose ``generate`` fails inside transformers 5.24 itself.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ FAMILIES = {
     "qwen25vl": ("build_tiny_qwen25vl", (3, 4)),
     # 100x80 -> 96x64 in patches of 16, merged 2x2
     "qwen3vl": ("build_tiny_qwen3vl", (2, 3)),
+    "glm4v": ("build_tiny_glm4v", (2, 3)),
     "idefics3": ("build_tiny_idefics3", None),
     # 100x80 -> 64x56 (patch 4, merge 2): 7 rows of 8, separated by [IMG_BREAK] tokens
     "mistral3": ("build_tiny_mistral3", (7, 8)),
