@@ -197,7 +197,7 @@ def evaluate(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
         metrics = tune_metrics(read_tune(version["abc"], ctx.settings.abc_limits), midi) or {}
         warnings = list(version["warnings"])
     except Exception as e:  # noqa: BLE001 - a metric failing on model output must not end the run
-        metrics, warnings = {}, [*version["warnings"], _internal(e, "the metrics").to_dict()]
+        metrics, warnings = {}, [*version["warnings"], _internal(e, "the metrics").to_dict()]  # type: ignore[list-item]
     targets = state.get("targets") or {}
     items = feedback_items(metrics, warnings, targets)
     measured: Version = {**version, "metrics": metrics, "warnings": warnings, "feedback": items}  # type: ignore[typeddict-item]

@@ -273,7 +273,7 @@ def _features_key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes | None
         if isinstance(v, torch.Tensor):
             h.update(str((tuple(v.shape), v.dtype)).encode())
             # hashed in place: no copy of the pixels (a CPU tensor's numpy view shares its memory)
-            h.update(memoryview(v.detach().cpu().contiguous().view(torch.uint8).numpy()))
+            h.update(memoryview(v.detach().cpu().contiguous().view(torch.uint8).numpy()))  # type: ignore[arg-type]
             found = True
         elif isinstance(v, (int, float, str, bool)) or v is None:
             h.update(repr(v).encode())
