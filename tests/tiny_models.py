@@ -45,6 +45,28 @@ def train_tokenizer(special: list[str], vocab_size: int = 400, add_bos_eos: bool
     return PreTrainedTokenizerFast(tokenizer_object=tok)
 
 
+def text_kwargs(tok: Any, **extra: Any) -> dict[str, Any]:
+    """The tiny language model every family here shares (2 layers, hidden 32), with the tokenizer's ids."""
+    return {
+        "vocab_size": len(tok), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+        "num_attention_heads": 2, "num_key_value_heads": 2, "max_position_embeddings": 2048,
+        "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id,
+        **extra,
+    }  # fmt: skip
+
+
+def vision_kwargs(**extra: Any) -> dict[str, Any]:
+    """The tiny ViT-style vision tower (2 layers, hidden 32) of the CLIP/SigLIP/Pixtral families."""
+    return {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, **extra}
+
+
+def tiny_tokenizer(specials: list[str]) -> Any:
+    """A trained tokenizer whose first three specials are BOS, EOS and PAD."""
+    tok = train_tokenizer(specials)
+    tok.bos_token, tok.eos_token, tok.pad_token = specials[0], specials[1], specials[2]
+    return tok
+
+
 def save(model: Any, proc: Any, tok: Any, path: Path) -> Path:
     """Stop generation at the tokenizer's EOS, then ``save_pretrained`` model and processor to ``path``."""
     if getattr(model, "generation_config", None) is not None and tok.eos_token_id is not None:
@@ -281,8 +303,7 @@ def build_tiny_mistral3(path: Path) -> Path:
     )
 
     specials = ["<s>", "</s>", "<pad>", "[IMG]", "[IMG_BREAK]", "[IMG_END]", "<|user|>", "<|assistant|>", "<|end|>"]
-    tok = train_tokenizer(specials)
-    tok.bos_token, tok.eos_token, tok.pad_token = "<s>", "</s>", "<pad>"
+    tok = tiny_tokenizer(specials)
     cfg = Mistral3Config(
         vision_config=PixtralVisionConfig(
             hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, head_dim=16,
@@ -324,19 +345,11 @@ def build_tiny_llava_onevision(path: Path) -> Path:
     )
 
     specials = ["<s>", "</s>", "<pad>", "<image>", "<video>", "<|user|>", "<|assistant|>", "<|end|>"]
-    tok = train_tokenizer(specials)
-    tok.bos_token, tok.eos_token, tok.pad_token = "<s>", "</s>", "<pad>"
+    tok = tiny_tokenizer(specials)
     pinpoints = [[16, 16], [16, 32], [32, 16], [32, 32]]
     cfg = LlavaOnevisionConfig(
-        vision_config=SiglipVisionConfig(
-            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=16,
-            patch_size=4,
-        ),
-        text_config=Qwen2Config(
-            vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-            num_key_value_heads=2, max_position_embeddings=2048, bos_token_id=tok.bos_token_id,
-            eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-        ),
+        vision_config=SiglipVisionConfig(**vision_kwargs(image_size=16, patch_size=4)),
+        text_config=Qwen2Config(**text_kwargs(tok)),
         image_token_index=tok.convert_tokens_to_ids("<image>"),
         video_token_index=tok.convert_tokens_to_ids("<video>"),
         image_grid_pinpoints=pinpoints,
@@ -383,10 +396,7 @@ def build_tiny_gemma3(path: Path, window: int = 8) -> Path:
                               "image_token": "<image_soft_token>"},
     )  # fmt: skip
     cfg = Gemma3Config(
-        vision_config=SiglipVisionConfig(
-            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=16,
-            patch_size=4,
-        ),
+        vision_config=SiglipVisionConfig(**vision_kwargs(image_size=16, patch_size=4)),
         text_config=Gemma3TextConfig(
             vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2,
             num_key_value_heads=1, head_dim=16, max_position_embeddings=1024, sliding_window=window,
@@ -415,8 +425,7 @@ def build_tiny_qwen3vl(path: Path) -> Path:
 
     specials = ["<s>", "</s>", "<pad>", "<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>",
                 "<|user|>", "<|assistant|>", "<|end|>"]  # fmt: skip
-    tok = train_tokenizer(specials)
-    tok.bos_token, tok.eos_token, tok.pad_token = "<s>", "</s>", "<pad>"
+    tok = tiny_tokenizer(specials)
     ids = {t: tok.convert_tokens_to_ids(t) for t in specials}
     cfg = Qwen3VLConfig(
         text_config={
@@ -455,8 +464,7 @@ def build_tiny_qwen2vl(path: Path) -> Path:
 
     specials = ["<s>", "</s>", "<pad>", "<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>",
                 "<|user|>", "<|assistant|>", "<|end|>"]  # fmt: skip
-    tok = train_tokenizer(specials)
-    tok.bos_token, tok.eos_token, tok.pad_token = "<s>", "</s>", "<pad>"
+    tok = tiny_tokenizer(specials)
     ids = {t: tok.convert_tokens_to_ids(t) for t in specials}
     cfg = Qwen2VLConfig(
         text_config={
@@ -495,8 +503,7 @@ def build_tiny_paligemma(path: Path) -> Path:
     )
 
     specials = ["<bos>", "<eos>", "<pad>", "<image>", "<|user|>", "<|assistant|>", "<|end|>"]
-    tok = train_tokenizer(specials)
-    tok.bos_token, tok.eos_token, tok.pad_token = "<bos>", "<eos>", "<pad>"
+    tok = tiny_tokenizer(specials)
     cfg = PaliGemmaConfig(
         vision_config=SiglipVisionConfig(
             hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=16,
@@ -531,19 +538,11 @@ def build_tiny_llava_next(path: Path) -> Path:
     from transformers.models.clip.configuration_clip import CLIPVisionConfig
 
     specials = ["<s>", "</s>", "<pad>", "<image>", "<|user|>", "<|assistant|>", "<|end|>"]
-    tok = train_tokenizer(specials)
-    tok.bos_token, tok.eos_token, tok.pad_token = "<s>", "</s>", "<pad>"
+    tok = tiny_tokenizer(specials)
     pinpoints = [[16, 16], [16, 32], [32, 16], [32, 32]]
     cfg = LlavaNextConfig(
-        vision_config=CLIPVisionConfig(
-            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=16,
-            patch_size=4,
-        ),
-        text_config=LlamaConfig(
-            vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-            num_key_value_heads=2, max_position_embeddings=2048, bos_token_id=tok.bos_token_id,
-            eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-        ),
+        vision_config=CLIPVisionConfig(**vision_kwargs(image_size=16, patch_size=4)),
+        text_config=LlamaConfig(**text_kwargs(tok)),
         image_token_index=tok.convert_tokens_to_ids("<image>"),
         image_grid_pinpoints=pinpoints,
         vision_feature_select_strategy="default",
@@ -588,11 +587,7 @@ def build_tiny_internvl(path: Path) -> Path:
     cfg = InternVLConfig(
         vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
                        "image_size": [16, 16], "patch_size": [4, 4]},
-        text_config=Qwen2Config(
-            vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-            num_key_value_heads=2, max_position_embeddings=2048, bos_token_id=tok.bos_token_id,
-            eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-        ),
+        text_config=Qwen2Config(**text_kwargs(tok)),
         image_token_id=tok.convert_tokens_to_ids("<IMG_CONTEXT>"),
         downsample_ratio=0.5,
     )  # fmt: skip
@@ -615,8 +610,7 @@ def build_tiny_glm4v(path: Path) -> Path:
 
     specials = ["<s>", "</s>", "<pad>", "<|image|>", "<|video|>", "<|begin_of_image|>", "<|end_of_image|>",
                 "<|begin_of_video|>", "<|end_of_video|>", "<|user|>", "<|assistant|>", "<|end|>"]  # fmt: skip
-    tok = train_tokenizer(specials)
-    tok.bos_token, tok.eos_token, tok.pad_token = "<s>", "</s>", "<pad>"
+    tok = tiny_tokenizer(specials)
     ids = {t: tok.convert_tokens_to_ids(t) for t in specials}
     cfg = Glm4vConfig(
         text_config={
