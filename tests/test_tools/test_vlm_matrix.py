@@ -133,3 +133,11 @@ def test_batch_with_two_jobs_encodes_each_image_once(models: dict[str, Path], tm
     records = [json.loads(p.read_text()) for p in sorted(out.glob("*/run.json"))]
     assert len(records) == 3
     assert [r["vision_encodes"] for r in records] == [1, 1, 1], [r["vlm_calls"] for r in records]
+
+
+def test_the_feature_cache_holds_at_least_the_parallel_jobs(models: dict[str, Path]) -> None:
+    from image2music.tools.vlm import feature_cache_entries, reserve_feature_cache
+
+    vlm = make_vlm("transformers", str(models["llava"]))
+    reserve_feature_cache(12)
+    assert feature_cache_entries() >= 12 and vlm.cache_entries >= 12  # type: ignore[attr-defined]

@@ -8,10 +8,35 @@ from pathlib import Path
 
 from image2music.tools.vlm.base import VLM, GenerationSettings, VLMError, VLMResult
 
-__all__ = ["VLM", "GenerationSettings", "VLMError", "VLMResult", "make_vlm", "strip_think"]
+__all__ = [
+    "VLM",
+    "GenerationSettings",
+    "VLMError",
+    "VLMResult",
+    "feature_cache_entries",
+    "make_vlm",
+    "reserve_feature_cache",
+    "strip_think",
+]
 
 _CACHE: dict[tuple[object, ...], VLM] = {}
 _LOCK = threading.Lock()
+_FEATURE_CACHE = [8]
+
+
+def reserve_feature_cache(jobs: int) -> None:
+    """Keep the vision features of at least ``jobs`` images (parallel runs on one model must not evict each
+    other's features): applies to the models loaded now and to those loaded later."""
+    with _LOCK:
+        _FEATURE_CACHE[0] = max(_FEATURE_CACHE[0], int(jobs))
+        for vlm in _CACHE.values():
+            if hasattr(vlm, "cache_entries"):
+                vlm.cache_entries = max(vlm.cache_entries, _FEATURE_CACHE[0])
+
+
+def feature_cache_entries() -> int:
+    """How many images' vision features a local model keeps (at least 8, at least the parallel jobs)."""
+    return _FEATURE_CACHE[0]
 
 
 def make_vlm(

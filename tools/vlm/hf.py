@@ -77,7 +77,9 @@ class TransformersVLM:
         self.dtype = pick_dtype(self.device, dtype)
         self.max_pixels = max_pixels
         self.vision_calls = 0
-        self.cache_entries = FEATURE_CACHE_ENTRIES
+        from image2music.tools.vlm import feature_cache_entries
+
+        self.cache_entries = feature_cache_entries()
         self._lock = threading.Lock()  # one generate at a time on a shared model (batch --jobs)
         from image2music.tools.models import ModelNotFound, resolve_model
 
@@ -243,10 +245,6 @@ class TransformersVLM:
                     len(tok.decode(new[: i + 2], skip_special_tokens=True)) for i in range(min(len(new) - 1, len(rows)))
                 ]
         return result
-
-
-FEATURE_CACHE_ENTRIES = 8
-"""Images whose vision features stay cached: at least the number of parallel jobs (batch, eval)."""
 
 
 def _image_token_id(config: Any, processor: Any) -> int | None:
