@@ -24,10 +24,51 @@ def _one(item: tuple[str, str]) -> Comparison:
     return compare(*item)
 
 
+def formats_check(corpus: list[tuple[str, str]], n: int) -> str:
+    """Every output format on a fixed-seed sample: a ConversionError is a clean refusal, anything else an exception."""
+    import random
+    import tempfile
+    from functools import partial
+    from pathlib import Path
+
+    from image2music.tools.music.check import check_abc
+    from image2music.tools.music.convert import ConversionError, write_midi, write_musicxml, write_svg, write_wav
+
+    sample = random.Random(7).sample(corpus, min(n, len(corpus)))
+    done = refused = 0
+    errors: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="i2m-formats-") as d:
+        for source, abc in sample:
+            r = check_abc(abc)
+            if not r.ok or r.tune is None:
+                continue
+            mid = Path(d) / "t.mid"
+            writers = [
+                partial(write_midi, r.tune, mid),
+                partial(write_musicxml, r.abc, Path(d) / "t.musicxml"),
+                partial(write_wav, mid, Path(d) / "t.wav"),
+                partial(write_svg, r.abc, Path(d) / "t.svg"),
+            ]
+            for write in writers:
+                try:
+                    write()
+                    done += 1
+                except ConversionError:
+                    refused += 1
+                except Exception as e:  # noqa: BLE001 - counted: none is expected
+                    errors.append(f"{source}: {type(e).__name__}: {e}")
+    lines = [f"output formats on {len(sample)} sampled tunes: {done} files written, {refused} clean refusals, "
+             f"{len(errors)} exceptions"]  # fmt: skip
+    return "\n".join(lines + errors[:10])
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--limit", type=int, default=0, help="only the first N corpus tunes (0: all)")
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument(
+        "--formats", type=int, default=60, help="also write MusicXML, WAV and SVG for N sampled tunes (0: skip)"
+    )
     args = ap.parse_args()
     corpus = [(t.source, t.abc) for t in iter_corpus()]
     if args.limit:
@@ -50,6 +91,8 @@ def main() -> int:
         if r.error:
             print(f"exception: {r.source}: {r.error}")
     print(f"{len(rows)} tunes in {secs:.0f} s")
+    if args.formats:
+        print(formats_check(corpus, args.formats))
     s = summarise(parts["music21 corpus"])
     ok = s.identical_rate >= 0.95 and s.mean_overlap >= 0.99 and summarise(rows).acceptance >= 0.97
     return 0 if ok and summarise(rows).exceptions == 0 else 1
