@@ -137,3 +137,12 @@ def test_titles_outside_latin1_never_break_midi() -> None:
     assert r.ok and midi_bytes(r.tune)[:4] == b"MThd"  # type: ignore[arg-type]
     assert midi_text("The Fisherman\u2019s Dawn \u2014 \u591c\u660e\u3051") == "The Fisherman's Dawn"
     assert midi_text("Caf\u00e9 \u0175") == "Caf\u00e9 w"
+
+
+def test_malformed_ending_numbers_are_read_not_crashed_on() -> None:
+    from image2music.tools.music.abcheader import ending_passes
+
+    assert ending_passes("1-3") == (1, 2, 3) and ending_passes("1,3") == (1, 3)
+    assert ending_passes("5-5-3") == (5,)  # a fuzz find: this raised ValueError
+    r = check_abc(_tune("C D E F|[5-5-3 G4:|]"), extract=False)
+    assert r.tune is not None

@@ -207,8 +207,7 @@ def ending_passes(spec: str) -> tuple[int, ...]:
     """The passes of an ending: ``1`` -> (1,), ``1,3`` -> (1, 3), ``1-3`` -> (1, 2, 3) (bounded)."""
     out: list[int] = []
     for part in spec.split(","):
-        lo, _, hi = part.partition("-")
-        a = int(lo[:3] or 1)
-        b = int(hi[:3]) if hi else a
+        nums = [int(x[:3]) for x in part.split("-") if x.isdigit()] or [1]
+        a, b = nums[0], nums[-1]  # "1-3" -> 1..3; a malformed "5-5-3" reads as 5..3 -> 5
         out.extend(range(a, min(max(a, b), a + 16) + 1))
     return tuple(sorted(set(out)))
