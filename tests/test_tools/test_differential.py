@@ -146,3 +146,10 @@ def test_malformed_ending_numbers_are_read_not_crashed_on() -> None:
     assert ending_passes("5-5-3") == (5,)  # a fuzz find: this raised ValueError
     r = check_abc(_tune("C D E F|[5-5-3 G4:|]"), extract=False)
     assert r.tune is not None
+
+
+def test_tempos_midi_cannot_hold_are_refused_or_clamped() -> None:
+    r = check_abc(_tune("C D E F|]", "M:4/4\nL:1/4\nQ:1/4=3\nK:C"), extract=False)
+    assert not r.ok and r.errors[0].code == "tempo"  # a fuzz find: 3 quarter notes a minute crashed the MIDI writer
+    slow = check_abc(_tune("C D E F|]", "M:4/4\nL:1/4\nQ:1/4=4\nK:C"), extract=False)
+    assert slow.ok and midi_bytes(slow.tune)[:4] == b"MThd"  # type: ignore[arg-type]

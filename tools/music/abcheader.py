@@ -198,7 +198,7 @@ def parse_tempo(text: str, unit: Fraction) -> float | str:
         beat = unit
         bpm = float(m2.group(1))
     qpm = bpm * float(beat) * 4.0
-    if bpm <= 0 or bpm > 1000 or not 1 <= qpm <= 4000:
+    if bpm <= 0 or bpm > 1000 or not 4 <= qpm <= 4000:  # MIDI holds 3.6 to 60,000,000 quarter notes a minute
         return AbsurdValue(f"tempo Q:{text.strip()} is out of range (1-1000 beats per minute)")
     return qpm
 

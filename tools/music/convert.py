@@ -147,7 +147,8 @@ def midi_bytes(tune: Tune) -> bytes:
     mid.tracks.append(meta)
     if tune.title:
         meta.append(mido.MetaMessage("track_name", name=midi_text(tune.title), time=0))
-    meta.append(mido.MetaMessage("set_tempo", tempo=int(round(60_000_000 / tune.tempo_qpm)), time=0))
+    tempo = min(16_777_215, max(1, int(round(60_000_000 / tune.tempo_qpm))))  # what a MIDI tempo event holds
+    meta.append(mido.MetaMessage("set_tempo", tempo=tempo, time=0))
     if tune.meter is not None:
         den = tune.meter[1]
         if den & (den - 1) == 0:
