@@ -124,6 +124,12 @@ def register_run(
     conn.commit()
 
 
+def set_run_dir(conn: sqlite3.Connection, run_id: str, run_dir: Path) -> None:
+    """Where a run's files are now (after an earlier run in the same folder was replaced)."""
+    conn.execute("UPDATE i2m_runs SET run_dir = ? WHERE run_id = ?", (str(run_dir), run_id))
+    conn.commit()
+
+
 def set_status(conn: sqlite3.Connection, run_id: str, status: str) -> None:
     conn.execute("UPDATE i2m_runs SET status = ? WHERE run_id = ?", (status, run_id))
     conn.commit()

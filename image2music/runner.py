@@ -28,6 +28,7 @@ from image2music.rundb import (
     connect_db,
     get_run,
     register_run,
+    set_run_dir,
     set_status,
 )
 from image2music.tools.errors import I2MError, InputError, RunError
@@ -93,25 +94,23 @@ def prepare_run(
     return ctx
 
 
-def claim_output_dir(run_dir: Path, force: bool) -> Path | None:
-    """Check an output folder given by the user; an earlier run there is moved aside (returned) so the new run
-    never mixes with it. Raises InputError for a file or a foreign non-empty folder (unless ``force``)."""
+def claim_output_dir(run_dir: Path, force: bool) -> bool:
+    """Check an output folder given by the user. True when it holds an earlier run of ours, which the new run
+    replaces once it has finished (it is written beside it meanwhile, so the two never mix and a failure to start
+    leaves the earlier run as it was). Raises InputError for a file or a foreign non-empty folder (unless
+    ``force``: its content is then removed)."""
     if run_dir.exists() and not run_dir.is_dir():
         raise InputError(f"-o {run_dir} is a file; give a folder for the run")
     if not run_dir.is_dir() or not any(run_dir.iterdir()):
-        return None
-    ours = (run_dir / "run.json").is_file()
-    if not ours and not force:
+        return False
+    if (run_dir / "run.json").is_file():
+        return True
+    if not force:
         raise InputError(
             f"-o {run_dir} is a folder with other files in it; choose a new or empty folder, or pass --force "
             "to replace its content"
         )
-    aside = run_dir.with_name(f".{run_dir.name}.replaced-{secrets.token_hex(3)}")
-    try:
-        run_dir.rename(aside)
-    except OSError as e:
-        raise InputError(f"cannot replace {run_dir}: {e.strerror or e}") from e
-    return aside
+    return True
 
 
 def _failure(error: BaseException, ctx: RunContext) -> tuple[str, dict[str, Any]]:
@@ -243,10 +242,11 @@ def compose_image(
     non-empty folder of anything else is refused unless ``force``."""
     image_path = Path(image).expanduser().absolute()
     run_id = run_id or new_run_id()
-    replaced: Path | None = None
+    final_dir: Path | None = None  # set when an earlier run is replaced: this run is written beside it first
     if run_dir is not None:
         run_dir = Path(run_dir).absolute()
-        replaced = claim_output_dir(run_dir, force)
+        if claim_output_dir(run_dir, force):
+            final_dir, run_dir = run_dir, run_dir.with_name(f".{run_dir.name}.new-{secrets.token_hex(3)}")
     else:
         run_dir = settings.runs_dir / run_id
     start_notes: list[str] = []
@@ -258,25 +258,36 @@ def compose_image(
     try:
         ctx = prepare_run(settings, image_path, run_dir, run_id, prompt_overrides, _notify)
     except BaseException:
-        if replaced is not None and not run_dir.exists():
-            replaced.rename(run_dir)  # nothing was written: the earlier run stays as it was
+        if final_dir is not None:
+            shutil.rmtree(run_dir, ignore_errors=True)  # the earlier run stays as it was
         raise
-    if replaced is not None:
-        shutil.rmtree(replaced, ignore_errors=True)
     conn = connect_db(settings)
     try:
         register_run(
             conn, run_id, run_dir, str(image_path), settings, {k: str(v) for k, v in (prompt_overrides or {}).items()}
         )
         if on_start is not None:
-            on_start(run_id, run_dir)
+            on_start(run_id, final_dir or run_dir)
         graph_input: dict[str, Any] = {"image": str(image_path)}
         if user_feedback:
             graph_input["user_feedback"] = user_feedback
         extra = {"start_notes": start_notes} if start_notes else None
-        return execute_graph(ctx, conn, graph_input, on_event, extra=extra, on_pause=on_pause)
+        result = execute_graph(ctx, conn, graph_input, on_event, extra=extra, on_pause=on_pause)
+        if final_dir is not None:
+            result = _swap_into(result, final_dir, conn)
+        return result
     finally:
         conn.close()
+
+
+def _swap_into(result: RunResult, final_dir: Path, conn: sqlite3.Connection) -> RunResult:
+    """Put a finished run written beside an earlier one in its place: two renames, then the earlier run goes."""
+    old = final_dir.with_name(f".{final_dir.name}.old-{secrets.token_hex(3)}")
+    final_dir.rename(old)
+    result.run_dir.rename(final_dir)
+    shutil.rmtree(old, ignore_errors=True)
+    set_run_dir(conn, result.run_id, final_dir)
+    return RunResult(run_id=result.run_id, run_dir=final_dir, record=result.record, files=result.files)
 
 
 def continue_run(

@@ -57,7 +57,17 @@ def test_an_earlier_run_is_replaced_never_mixed(tmp_path: Path, image_path: Path
     assert not (out / "versions" / "v9.abc").exists()
     lines = (out / "vlm_calls.jsonl").read_text().splitlines()
     assert [json.loads(x)["node"] for x in lines] == ["describe", "compose", "reflect", "explain"]
-    assert not [p for p in tmp_path.iterdir() if ".replaced-" in p.name]
+    assert not [p for p in tmp_path.iterdir() if ".new-" in p.name or ".old-" in p.name]
+    # a run that cannot start leaves the earlier run as it was
+    before = sorted(p.name for p in out.rglob("*"))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("not json\n")
+    r = cli("compose", str(image_path), "--replay", str(bad), "--top-k", "0", "-o", str(out))
+    assert r.exit_code == 2 and sorted(p.name for p in out.rglob("*")) == before
+    assert not [p for p in tmp_path.iterdir() if ".new-" in p.name]
+    # the run database points at the replaced folder
+    listed = json.loads(cli("runs", "list", "--json").stdout)
+    assert listed[0]["run_dir"] == str(out)
 
 
 def test_special_files_are_named_as_such(tmp_path: Path) -> None:
