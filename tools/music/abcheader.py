@@ -211,3 +211,15 @@ def ending_passes(spec: str) -> tuple[int, ...]:
         a, b = nums[0], nums[-1]  # "1-3" -> 1..3; a malformed "5-5-3" reads as 5..3 -> 5
         out.extend(range(a, min(max(a, b), a + 16) + 1))
     return tuple(sorted(set(out)))
+
+
+MINOR_MODES = ("m", "min", "dor", "phr", "aeo", "loc")
+"""Modes with a minor third above the tonic."""
+
+
+def is_minor_key(key: str | None) -> bool | None:
+    """Whether a key name (``Am``, ``Ddor``, ``Gmix``) is minor-like; None without a key."""
+    if not key:
+        return None
+    m = re.match(r"^[A-G][#b]?(.*)$", key)
+    return (m.group(1) if m else "").lower() in MINOR_MODES

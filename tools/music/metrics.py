@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from image2music.tools.music.abcheader import is_minor_key
 from image2music.tools.music.abcparse import Tune
 from image2music.tools.music.convert import midi_bytes
 
@@ -141,7 +141,7 @@ def entry_metrics(tune: Tune) -> dict[str, float | int | str]:
     }
     out["key"] = tune.key or ""
     out["meter"] = tune.meter_text or ""
-    minor = re.match(r"^[A-G][#b]?(m|min|dor|phr|aeo|loc)", tune.key or "")
-    out["mode"] = "minor" if minor else "major" if tune.key else ""
+    minor = is_minor_key(tune.key)
+    out["mode"] = "" if minor is None else "minor" if minor else "major"
     out["bars"] = max((len(v.bars) for v in tune.voices.values()), default=0)
     return out

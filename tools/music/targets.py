@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from image2music.tools.music.abcheader import is_minor_key
 from image2music.tools.music.metrics import MUSPY_METRICS
 
 TARGET_METRICS = MUSPY_METRICS
@@ -56,7 +57,6 @@ SLOW_WORDS = (
 FAST_WORDS = ("fast", "lively", "energetic", "upbeat", "allegro", "presto", "vivace", "brisk", "dance", "busy")
 MINOR_WORDS = ("minor", "melanchol", "sad", "dark", "somber", "sombre", "mournful", "gloomy", "tragic", "lonely")
 MAJOR_WORDS = ("major", "bright", "happy", "joyful", "cheerful", "sunny", "playful", "triumphant")
-MINOR_MODES = ("m", "min", "dor", "phr", "aeo", "loc")
 SLOW_MAX_QPM = 90.0
 FAST_MIN_QPM = 110.0
 
@@ -76,14 +76,6 @@ def mood_mode(text: str) -> str | None:
     """``minor`` or ``major`` when the text's mood words say so (and not both), else None."""
     minor, major = _has(text, MINOR_WORDS), _has(text, MAJOR_WORDS)
     return None if minor == major else "minor" if minor else "major"
-
-
-def is_minor_key(key: str | None) -> bool | None:
-    """Whether a K: value is minor-like (m, dor, phr, aeo, loc); None without a key."""
-    if not key:
-        return None
-    m = re.match(r"^[A-G][#b]?(.*)$", key)
-    return (m.group(1) if m else "").lower() in MINOR_MODES
 
 
 def tempo_agreement(text: str, qpm: float | None) -> float | None:
