@@ -148,14 +148,12 @@ class Settings(BaseSettings):
         )
 
     def generation(self, node: str) -> GenerationSettings:
-        """Generation settings of a VLM node (judge included): the global ones, per-node token caps, then
-        ``I2M_NODE_GENERATION``."""
-        max_new = {"describe": self.describe_max_new_tokens, "explain": self.explain_max_new_tokens}.get(
-            node, self.max_new_tokens
-        )
+        """Generation settings of a VLM node (judge included): the global ones, per-node token caps (the judge
+        scores deterministically in 256 tokens), then ``I2M_NODE_GENERATION``."""
+        max_new = {"describe": self.describe_max_new_tokens, "explain": self.explain_max_new_tokens, "judge": 256}
         base: dict[str, float | int] = {
-            "max_new_tokens": max_new,
-            "temperature": self.temperature,
+            "max_new_tokens": max_new.get(node, self.max_new_tokens),
+            "temperature": 0.0 if node == "judge" else self.temperature,
             "top_p": self.top_p,
             "seed": self.seed,
         }

@@ -27,6 +27,12 @@ EDGE_LABELS: dict[tuple[str, str], str] = {
 """What each conditional edge means, for drawings (one source for mermaid, ASCII and PNG)."""
 
 
+def render_decision(d: Decision) -> str:
+    """One line a person reads: ``reflect because: tempo 140 but the description says calm (30-90); ...``."""
+    to = {"__end__": "end"}.get(d["to"], d["to"])
+    return f"{to} because: " + "; ".join(d.get("because") or [])
+
+
 def decide_after_parse_check(state: Mapping[str, Any], settings: Settings) -> Decision:
     """Valid -> evaluate; invalid -> back to the writer with the errors, until the retry budget is spent."""
     latest = state["versions"][-1]

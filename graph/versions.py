@@ -32,11 +32,11 @@ def refine_base(versions: Sequence[Version], policy: str = "feedback") -> Versio
     """The version a reflect round revises: the latest valid one (fixed policy, as in the paper), or the
     best-scoring valid one (feedback policy; the latest among equals), so a round that made things worse is
     not built on."""
+    if policy == "fixed":
+        return latest_valid(versions)
     valid = [v for v in versions if v["ok"]]
     if not valid:
         return None
-    if policy == "fixed":
-        return valid[-1]
     return max(reversed(valid), key=lambda v: (v.get("score") is not None, v.get("score") or 0.0))
 
 

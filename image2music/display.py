@@ -82,12 +82,6 @@ def show_record(console: Console, rec: dict[str, Any], run_dir: Path) -> None:
         console.print(Text(f"  {key:<9} {run_dir / fname}"))
 
 
-def decision_line(d: dict[str, Any]) -> str:
-    """``reflect because: tempo 140 but the description says calm (30-90); ...``."""
-    to = {"__end__": "end"}.get(d["to"], d["to"])
-    return f"{to} because: " + "; ".join(d.get("because") or [])
-
-
 def _parse_detail(u: dict[str, Any]) -> str:
     v = (u.get("versions") or [{}])[-1]
     if v.get("ok"):
@@ -130,6 +124,7 @@ class NodeProgress:
         self.status.__exit__(None, None, None)
 
     def __call__(self, node: str, update: dict[str, Any]) -> None:
+        from image2music.graph.routing import render_decision
         from image2music.graph.versions import steps
 
         secs = (update.get("timings") or [0.0])[-1]
@@ -141,5 +136,5 @@ class NodeProgress:
         self.console.print(f"  [green]✓[/green] {node:<12} {secs:7.2f}s  {detail}")
         for d in update.get("decisions") or []:
             if d["to"] in ("reflect", "explain") and d["after"] == "evaluate":
-                self.console.print(f"    -> {escape(decision_line(d))}", highlight=False)
+                self.console.print(f"    -> {escape(render_decision(d))}", highlight=False)
         self.status.update(self.NEXT.get(node, "working") + "...")

@@ -152,13 +152,7 @@ def make_judge(spec: str, settings: Settings, retries: int) -> Judge | None:
         vlm = get_vlm(settings)
     else:
         vlm = get_vlm(settings, backend="openai" if settings.vlm_backend == "openai" else "transformers", model=spec)
-    # the judge scores deterministically by default; I2M_NODE_GENERATION's "judge" entry overrides that
-    opts = {"max_new_tokens": 256, "temperature": 0.0, "top_p": settings.top_p, "seed": settings.seed}
-    opts.update(settings.node_generation.get("judge", {}))
-    generation = GenerationSettings(
-        int(opts["max_new_tokens"]), float(opts["temperature"]), float(opts["top_p"]), int(opts["seed"])
-    )
-    return Judge(vlm=vlm, prompt=prompt, retries=retries, generation=generation)
+    return Judge(vlm=vlm, prompt=prompt, retries=retries, generation=settings.generation("judge"))
 
 
 def run_eval(

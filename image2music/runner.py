@@ -156,7 +156,7 @@ def execute_graph(
     config = _config(ctx.run_id, ctx.settings)
     was_ok = graph.get_state(config).values.get("status") == "ok"  # a finished run that a person refines more
     error: str | None = None
-    notes: list[dict[str, Any]] = []
+    extra = dict(extra or {})
     deadline = time.monotonic() + ctx.settings.run_deadline_s
     try:
         while True:
@@ -180,9 +180,8 @@ def execute_graph(
         raise
     except Exception as e:  # the one run guard: every failure ends with its record
         error, note = _failure(e, ctx)
-        notes.append(note)
+        extra["errors"] = [note]
     state = dict(graph.get_state(config).values)
-    extra = {**(extra or {}), **_notes(notes)}
     if was_ok and (error is not None or state.get("status") == "failed"):
         # a person's extra round failed: the run keeps its best valid version and stays ok
         extra["failed_rounds"] = [error or state.get("reason")]
@@ -190,10 +189,6 @@ def execute_graph(
         state = dict(graph.get_state(config).values)
         error = None
     return finish_run(ctx, conn, state, error, extra)
-
-
-def _notes(notes: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"errors": notes} if notes else {}
 
 
 def finish_run(

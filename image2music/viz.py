@@ -7,7 +7,7 @@ import subprocess
 from typing import Any
 
 from image2music.graph.builder import build_graph
-from image2music.graph.routing import EDGE_LABELS
+from image2music.graph.routing import EDGE_LABELS, render_decision
 from image2music.graph.state import NODE_IDS
 from image2music.graph.versions import steps
 
@@ -111,7 +111,7 @@ def run_path_ascii(record: dict[str, Any]) -> str:
         if step.node in ("parse_check", "evaluate"):
             d = next(decisions, None)
             if d is not None and (step.node == "evaluate" or d["to"] != "evaluate"):
-                out.append(f"       -> {d['to']} because: {'; '.join(d.get('because') or [])}")
+                out.append(f"       -> {render_decision(d)}")
     reason = f": {record['reason']}" if record.get("reason") else ""
     out.append(f"     -> {record.get('status')}{reason}")
     return "\n".join(out) + "\n"

@@ -428,13 +428,11 @@ def build_tiny_qwen3vl(path: Path) -> Path:
     tok = tiny_tokenizer(specials)
     ids = {t: tok.convert_tokens_to_ids(t) for t in specials}
     cfg = Qwen3VLConfig(
-        text_config={
-            "vocab_size": len(tok), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-            "num_attention_heads": 2, "num_key_value_heads": 2, "head_dim": 16, "max_position_embeddings": 1024,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3],
-                                "mrope_interleaved": True},
-            "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id,
-        },
+        text_config=text_kwargs(
+            tok, head_dim=16, max_position_embeddings=1024,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3],
+                             "mrope_interleaved": True},
+        ),
         vision_config={
             "depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "out_hidden_size": 32,
             "patch_size": 16, "spatial_merge_size": 2, "temporal_patch_size": 2, "num_position_embeddings": 64,
@@ -467,12 +465,9 @@ def build_tiny_qwen2vl(path: Path) -> Path:
     tok = tiny_tokenizer(specials)
     ids = {t: tok.convert_tokens_to_ids(t) for t in specials}
     cfg = Qwen2VLConfig(
-        text_config={
-            "vocab_size": len(tok), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-            "num_attention_heads": 2, "num_key_value_heads": 2, "max_position_embeddings": 1024,
-            "rope_scaling": {"type": "mrope", "mrope_section": [2, 3, 3]},
-            "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id,
-        },
+        text_config=text_kwargs(
+            tok, max_position_embeddings=1024, rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]}
+        ),
         vision_config={"depth": 2, "embed_dim": 32, "hidden_size": 32, "num_heads": 2, "mlp_ratio": 2,
                        "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2},
         image_token_id=ids["<|image_pad|>"],
@@ -613,13 +608,11 @@ def build_tiny_glm4v(path: Path) -> Path:
     tok = tiny_tokenizer(specials)
     ids = {t: tok.convert_tokens_to_ids(t) for t in specials}
     cfg = Glm4vConfig(
-        text_config={
-            "vocab_size": len(tok), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-            "num_attention_heads": 2, "num_key_value_heads": 2, "head_dim": 16, "max_position_embeddings": 1024,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3],
-                                "partial_rotary_factor": 1.0},
-            "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id,
-        },
+        text_config=text_kwargs(
+            tok, head_dim=16, max_position_embeddings=1024,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3],
+                             "partial_rotary_factor": 1.0},
+        ),
         vision_config={"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "out_hidden_size": 32,
                        "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2, "image_size": 56},
         image_token_id=ids["<|image|>"],

@@ -15,9 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from image2music.tools.images import fit_pixels
 from image2music.tools.vlm import GenerationSettings, make_vlm
-from image2music.tools.vlm.capture import image_grid
 from PIL import Image
 
 FAMILIES = {
@@ -98,15 +96,7 @@ def test_family_against_plain_generate_and_output_attentions(models: dict[str, P
     if expected_grid is not None:
         assert res.grid == expected_grid, family
     assert res.grid is not None and res.token_attention is not None
-    layout = image_grid(
-        len(positions),
-        inputs,
-        vlm.model.config,  # type: ignore[attr-defined]
-        merge_size=getattr(getattr(vlm.processor, "image_processor", None), "merge_size", None),  # type: ignore[attr-defined]
-        tile_tokens=getattr(vlm.processor, "image_seq_len", None)  # type: ignore[attr-defined]
-        or getattr(vlm.processor, "image_seq_length", None),  # type: ignore[attr-defined]
-        image_size=fit_pixels(image, vlm.max_pixels).size,  # type: ignore[attr-defined]
-    )
+    layout = vlm.layout(inputs, len(positions), image)  # type: ignore[attr-defined]
     assert layout is not None
     _grid, use = layout
     n = min(len(rows), len(res.token_attention))

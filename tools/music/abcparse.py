@@ -495,29 +495,26 @@ class _Reader:
     def _t_comment(self, st: _VoiceState, s: str, i: int) -> int:
         return len(s)
 
-    def _t_annotation(self, st: _VoiceState, s: str, i: int) -> int:
-        j = s.find('"', i + 1)
+    def _skip_past(self, s: str, i: int, close: str, unclosed: str) -> int:
+        """Past the ``close`` that ends the token starting at ``i``; an error and the line's end without one."""
+        j = s.find(close, i + 1)
         if j < 0:
-            self.error("unclosed chord symbol or annotation: a '\"' has no partner on this line", i + 1)
+            self.error(unclosed, i + 1)
             return len(s)
         return j + 1
+
+    def _t_annotation(self, st: _VoiceState, s: str, i: int) -> int:
+        return self._skip_past(s, i, '"', "unclosed chord symbol or annotation: a '\"' has no partner on this line")
 
     def _t_decoration(self, st: _VoiceState, s: str, i: int) -> int:
         c = s[i]
         j = s.find(c, i + 1)
         if c == "!" and (j < 0 or any(ch in s[i + 1 : j] for ch in " |\t")):
             return i + 1  # ABC 1.6 line break, not a decoration
-        if j < 0:
-            self.error("unclosed decoration: a '+' has no partner on this line", i + 1)
-            return len(s)
-        return j + 1
+        return self._skip_past(s, i, c, "unclosed decoration: a '+' has no partner on this line")
 
     def _t_grace(self, st: _VoiceState, s: str, i: int) -> int:
-        j = s.find("}", i + 1)
-        if j < 0:
-            self.error("unclosed grace notes: '{' has no matching '}' on this line", i + 1)
-            return len(s)
-        return j + 1
+        return self._skip_past(s, i, "}", "unclosed grace notes: '{' has no matching '}' on this line")
 
     def _t_stray_close(self, st: _VoiceState, s: str, i: int) -> int:
         self.error(f"'{s[i]}' without a matching '{'{' if s[i] == '}' else '['}'", i + 1)

@@ -54,19 +54,6 @@ class Notes:
                     j += 1
         return total
 
-    def only_in(self, other: Notes) -> list[tuple[float, int]]:
-        """Events of ``self`` without a partner in ``other`` (for reading a difference)."""
-        out = []
-        for pitch, mine in self.onsets.items():
-            theirs = list(other.onsets.get(pitch, []))
-            for t in mine:
-                k = next((k for k, u in enumerate(theirs) if abs(u - t) <= TOLERANCE + 1e-9), None)
-                if k is None:
-                    out.append((t, pitch))
-                else:
-                    theirs.pop(k)
-        return sorted(out)
-
 
 def midi_notes(data: bytes) -> Notes:
     """The note-on events of a MIDI file (drums excluded), onsets in quarter notes."""

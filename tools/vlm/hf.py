@@ -163,6 +163,18 @@ class TransformersVLM:
             for k, v in inputs.items()
         }
 
+    def layout(self, inputs: dict[str, Any], n_positions: int, image: Image.Image) -> Any:
+        """(rows, cols) and the image positions to use for this model's processor outputs, or None if unknown."""
+        return image_grid(
+            n_positions,
+            inputs,
+            self.model.config,
+            merge_size=getattr(getattr(self.processor, "image_processor", None), "merge_size", None),
+            tile_tokens=getattr(self.processor, "image_seq_len", None)
+            or getattr(self.processor, "image_seq_length", None),
+            image_size=fit_pixels(image, self.max_pixels).size,
+        )
+
     def generate(
         self,
         *,
@@ -219,24 +231,13 @@ class TransformersVLM:
         result = VLMResult(text=text, meta={"new_tokens": int(new.shape[0])})
         if recorder is not None:
             rows = recorder.result()
-            layout = None
-            if rows.size:
-                layout = image_grid(
-                    len(positions),
-                    inputs,
-                    self.model.config,
-                    merge_size=getattr(getattr(self.processor, "image_processor", None), "merge_size", None),
-                    tile_tokens=getattr(self.processor, "image_seq_len", None)
-                    or getattr(self.processor, "image_seq_length", None),
-                    image_size=fit_pixels(image, self.max_pixels).size,
+            layout = self.layout(inputs, len(positions), image) if rows.size else None
+            if rows.size and layout is None:
+                result.meta["note"] = (
+                    f"no attention map: the layout of {len(positions)} image tokens of '{self.name}' is not known "
+                    "(a strip would be meaningless)"
                 )
-            if layout is None:
-                if rows.size:
-                    result.meta["note"] = (
-                        f"no attention map: the layout of {len(positions)} image tokens of '{self.name}' is not known "
-                        "(a strip would be meaningless)"
-                    )
-            else:
+            elif layout is not None:
                 grid, use = layout
                 result.token_attention = rows[:, use]
                 result.grid = grid
