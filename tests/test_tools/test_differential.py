@@ -153,3 +153,31 @@ def test_tempos_midi_cannot_hold_are_refused_or_clamped() -> None:
     assert not r.ok and r.errors[0].code == "tempo"  # a fuzz find: 3 quarter notes a minute crashed the MIDI writer
     slow = check_abc(_tune("C D E F|]", "M:4/4\nL:1/4\nQ:1/4=4\nK:C"), extract=False)
     assert slow.ok and midi_bytes(slow.tune)[:4] == b"MThd"  # type: ignore[arg-type]
+
+
+# --- ties inside chords, as abc2midi plays them (issue N): each case against our reader and the oracle ---
+CHORD_TIES = {
+    # case: (body, expected (onset in quarters, pitch) note-ons)
+    "tie on one chord note into a single note": ("[C-E]C E2|]", [(0.0, 60), (0.0, 64), (2.0, 64)]),
+    "every chord note tied into the next chord": ("[C-E-][CE]2 z|]", [(0.0, 60), (0.0, 64)]),
+    "low chord ties, one new note": ("[E,-B,,-][B,E,B,,] z2|]", [(0.0, 47), (0.0, 52), (1.0, 59)]),
+    "mixed tied and untied notes": ("[C-EG-][CEG] z2|]", [(0.0, 60), (0.0, 64), (0.0, 67), (1.0, 64)]),
+    "chord tie across the bar line": ("z2 [C-E-]2|[CE]2 z2|]", [(2.0, 60), (2.0, 64)]),
+    "tie after the chord ties every note": ("[CE]-[CE] z2|]", [(0.0, 60), (0.0, 64)]),
+    "tie inside a chord with lengths": ("[C2-E2]C2|]", [(0.0, 60), (0.0, 64)]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CHORD_TIES))
+def test_ties_inside_chords(case: str) -> None:
+    body, expected = CHORD_TIES[case]
+    assert _ours(_tune(body)) == sorted(expected)
+
+
+@needs_abc2midi
+@pytest.mark.parametrize("case", sorted(CHORD_TIES))
+def test_ties_inside_chords_match_abc2midi(case: str) -> None:
+    body, expected = CHORD_TIES[case]
+    theirs = abc2midi_notes(_tune(body))
+    assert theirs is not None
+    assert sorted((round(t * 48) / 48, p) for p, ts in theirs.onsets.items() for t in ts) == sorted(expected)

@@ -58,7 +58,8 @@ class Event:
     dur: Fraction
     pitches: list[int]
     bar: int
-    tie: bool = False
+    ties: frozenset[int] = frozenset()
+    """The pitches tied into the next note or chord (``C-``, ``[C-E]``, ``[CE]-``)."""
     line: int = 0
     column: int = 0
 
@@ -394,7 +395,9 @@ class _Reader:
             st.pending_repeat = True
             st.pending_begin = True
 
-    def add_event(self, st: _VoiceState, dur: Fraction, pitches: list[int], col: int, tie: bool) -> Event:
+    def add_event(
+        self, st: _VoiceState, dur: Fraction, pitches: list[int], col: int, ties: frozenset[int] = frozenset()
+    ) -> Event:
         if st.tuplet is not None:
             factor, left, tl, tc = st.tuplet
             dur = dur * factor
@@ -417,7 +420,7 @@ class _Reader:
                 )
         bar = self.open_bar(st, col)
         start = st.overlay_time if st.overlay else st.time
-        ev = Event(start=start, dur=dur, pitches=pitches, bar=bar.number, tie=tie, line=self.line_no, column=col)
+        ev = Event(start=start, dur=dur, pitches=pitches, bar=bar.number, ties=ties, line=self.line_no, column=col)
         st.voice.events.append(ev)
         if st.overlay:
             st.overlay_time += dur
@@ -633,13 +636,13 @@ class _Reader:
 
     def _t_tie(self, st: _VoiceState, s: str, i: int) -> int:
         if st.last_event is not None:
-            st.last_event.tie = True
+            st.last_event.ties = frozenset(st.last_event.pitches)
         return i + 1
 
     def _t_rest(self, st: _VoiceState, s: str, i: int) -> int:
         ln, j = self.read_length(s, i + 1, i + 1)
         if ln is not None:
-            self.add_event(st, self.apply_broken(st, st.unit * ln), [], i + 1, False)
+            self.add_event(st, self.apply_broken(st, st.unit * ln), [], i + 1)
         return j
 
     def _t_multirest(self, st: _VoiceState, s: str, i: int) -> int:
@@ -649,7 +652,7 @@ class _Reader:
         count = int(m.group(1)) if m.group(1) and len(m.group(1)) < 4 else 1
         bar_len = Fraction(st.meter[0], st.meter[1]) if st.meter else st.unit * 8
         for k in range(count):
-            self.add_event(st, bar_len, [], col, False)
+            self.add_event(st, bar_len, [], col)
             assert st.bar is not None
             st.bar.multirest = count
             if k != count - 1:
@@ -670,7 +673,7 @@ class _Reader:
             p = self.pitch(st, m.group(1), m.group(2), m.group(3))
             ln, j = self.read_length(s, m.end(), col)
             if ln is not None:
-                self.add_event(st, self.apply_broken(st, st.unit * ln), [p], col, False)
+                self.add_event(st, self.apply_broken(st, st.unit * ln), [p], col)
             return j
         if c in "^_=":
             self.error(f"accidental '{c}' is not followed by a note", col)
@@ -695,6 +698,7 @@ class _Reader:
             return i + 1
         inner = s[i + 1 : j]
         pitches: list[int] = []
+        tied: set[int] = set()
         first_len: Fraction | None = None
         k = 0
         while k < len(inner):
@@ -721,15 +725,18 @@ class _Reader:
                 self.warn(f"unexpected '{ch}' inside a chord ignored", col + 1 + k)
                 k += 1
                 continue
-            pitches.append(self.pitch(st, m.group(1), m.group(2), m.group(3)))
+            pitch = self.pitch(st, m.group(1), m.group(2), m.group(3))
+            pitches.append(pitch)
             ln, k2 = self.read_length(inner, m.end(), col + 1 + k)
             if first_len is None:
                 first_len = ln if ln is not None else Fraction(1)
             k = k2
+            if k < len(inner) and inner[k] == "-":
+                tied.add(pitch)  # a tie on this chord note only, as abc2midi reads it
+                k += 1
         post, end = self.read_length(s, j + 1, col)
-        tie = False
         if end < len(s) and s[end] == "-":
-            tie = True
+            tied.update(pitches)  # a tie after the chord ties every note of it
             end += 1
         if not pitches:
             self.warn("empty chord '[]' ignored", col)
@@ -737,7 +744,7 @@ class _Reader:
         if post is None:
             return end
         dur = st.unit * (first_len or Fraction(1)) * post
-        self.add_event(st, self.apply_broken(st, dur), sorted(set(pitches)), col, tie)
+        self.add_event(st, self.apply_broken(st, dur), sorted(set(pitches)), col, frozenset(tied))
         return end
 
     def inline_field(self, key: str, value: str, col: int) -> None:

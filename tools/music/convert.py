@@ -96,11 +96,11 @@ def _voice_notes(voice: Voice) -> list[tuple[Fraction, Fraction, int]]:
                     k = open_ties.pop(p)
                     s0, _d0, _ = notes[k]
                     notes[k] = (s0, start + ev.dur - s0, p)
-                    if ev.tie:
+                    if p in ev.ties:
                         open_ties[p] = k
                     continue
                 notes.append((start, ev.dur, p))
-                if ev.tie:
+                if p in ev.ties:
                     open_ties[p] = len(notes) - 1
         cursor += max(
             bar.length, max((e.start + e.dur - bar.start for e in by_bar.get(bar.number, [])), default=Fraction(0))
