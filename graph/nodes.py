@@ -192,9 +192,8 @@ def evaluate(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """Measure the latest version with the MusPy metrics and what the checker knows."""
     ctx = context_of(state, runtime)
     version = state["versions"][-1]
-    midi = ctx.run_dir / "versions" / f"v{version['index'] + 1}.mid"
     try:
-        metrics = tune_metrics(read_tune(version["abc"], ctx.settings.abc_limits), midi) or {}
+        metrics = tune_metrics(read_tune(version["abc"], ctx.settings.abc_limits)) or {}
         warnings = list(version["warnings"])
     except Exception as e:  # noqa: BLE001 - a metric failing on model output must not end the run
         metrics, warnings = {}, [*version["warnings"], _internal(e, "the metrics").to_dict()]  # type: ignore[list-item]

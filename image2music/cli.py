@@ -399,22 +399,20 @@ def kb_build_starter(embed_model: str | None, limit: int | None) -> None:
 
 @kb.command("ingest-midicaps")
 @click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
-@click.option("--limit", type=int, help="Only the first N entries of train.json.")
+@click.option("--limit", type=int, help="Only the first N records of train.json.")
 @click.option("--jobs", type=int, default=1, show_default=True, help="Processes converting MIDI to ABC.")
-@click.option(
-    "--converter",
-    type=click.Choice(["auto", "midi2abc", "python"]),
-    default="auto",
-    show_default=True,
-    help="auto: midi2abc (Debian abcmidi) when installed, else the pure-Python writer.",
-)
+@click.option("--retry-skipped", is_flag=True, help="Convert again the records an earlier ingest skipped.")
 @click.option("--embed-model", help="CLIP hub id or local folder [env I2M_EMBED_MODEL].")
-@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the counts and every skip as JSON.")
 @handle_errors
 def kb_ingest_midicaps(
-    directory: Path, limit: int | None, jobs: int, converter: str, embed_model: str | None, as_json: bool
+    directory: Path, limit: int | None, jobs: int, retry_skipped: bool, embed_model: str | None, as_json: bool
 ) -> None:
     """Add MidiCaps (train.json + MIDI files) to the base; resumes after an interruption, never duplicates.
+
+    Each MIDI file becomes ABC of the whole piece (every track a voice); a record whose location is not a
+    file inside DIRECTORY, whose fields are malformed, or whose MIDI is corrupt, empty or drums only is
+    skipped with its line and reason.
 
     Example: i2m kb ingest-midicaps ~/data/midicaps --jobs 2 --limit 10000
     """
@@ -424,8 +422,9 @@ def kb_ingest_midicaps(
     settings = settings_from(embed_model=embed_model)
     try:
         counts = ingest_midicaps(
-            get_kb(settings), directory, device=settings.vlm_device, limit=limit, jobs=max(1, jobs), converter=converter
-        )
+            get_kb(settings), directory, device=settings.vlm_device, limit=limit, jobs=max(1, jobs),
+            retry_skipped=retry_skipped,
+        )  # fmt: skip
     except (FileNotFoundError, ValueError) as e:
         fail(str(e), 2)
         return
@@ -434,10 +433,13 @@ def kb_ingest_midicaps(
         return
     err.print(
         f"[green]done[/green]: {counts['added']} added, {counts['present']} already present, "
-        f"{counts['skipped']} skipped, {counts['total']} in the base"
+        f"{counts['skipped']} skipped, {counts['previously_skipped']} skipped by an earlier ingest "
+        f"(--retry-skipped converts them again), {counts['total']} in the base"
     )
-    for reason, n in counts["reasons"].items():
-        err.print(f"  skipped {n}: {reason}")
+    for code, n in sorted(counts["reasons"].items(), key=lambda kv: -kv[1]):
+        err.print(f"  skipped {n}: {code}")
+        for s in [s for s in counts["skips"] if s["code"] == code][:3]:
+            err.print(f"    line {s['line']} {escape(repr(s['location']))}: {escape(s['reason'])}", soft_wrap=True)
 
 
 @kb.command("migrate")
@@ -460,7 +462,10 @@ def kb_migrate(embed_model: str | None) -> None:
             1,
         )
     counts = migrate_metrics(kb_)
-    err.print(f"{counts['updated']} of {counts['entries']} entries updated ({counts['unreadable']} unreadable)")
+    err.print(
+        f"{counts['updated']} of {counts['entries']} entries changed (metrics recomputed with this version's "
+        f"reader; {counts['unreadable']} unreadable)"
+    )
 
 
 @kb.command("stats")

@@ -61,10 +61,10 @@ def _svg_image(path: Path) -> str:
 def piano_roll(abc: str, width: int = 1000, height: int = 220) -> str:
     """An inline SVG piano roll of a tune (repeats played): time across, pitch up, one colour per voice."""
     from image2music.tools.music.abcparse import read_tune
-    from image2music.tools.music.convert import _voice_notes
+    from image2music.tools.music.convert import voice_notes
 
     tune = read_tune(abc)
-    voices = [(vid, _voice_notes(v)) for vid, v in tune.voices.items()]
+    voices = [(vid, voice_notes(v)) for vid, v in tune.voices.items()]
     notes = [n for _vid, ns in voices for n in ns]
     if not notes:
         return ""

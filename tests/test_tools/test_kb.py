@@ -9,7 +9,6 @@ from image2music.graph.config import load_settings
 from image2music.tools.kb.ingest import build_starter, caption_for, ingest_midicaps, iter_starter
 from image2music.tools.kb.store import KnowledgeBase
 from image2music.tools.music.abcparse import read_tune
-from image2music.tools.music.midi2abc import MidiConversionError, abc_pitch, midi_to_abc, python_midi_to_abc
 from midicaps_fixture import build_midicaps
 
 
@@ -36,40 +35,48 @@ def test_build_starter_resumes(tiny_clip: Path) -> None:
     assert (first["added"], again["added"], again["total"]) == (20, 10, 30)
 
 
-@pytest.mark.parametrize("converter", ["python", "auto"])
-def test_ingest_midicaps_resume_and_idempotent(tmp_path: Path, tiny_clip: Path, converter: str) -> None:
+def test_ingest_midicaps_resume_and_idempotent(tmp_path: Path, tiny_clip: Path) -> None:
     root = build_midicaps(tmp_path / "midicaps", n=10, broken=1)
     s = load_settings(embed_model=str(tiny_clip))
     kb = KnowledgeBase(s.kb_dir, s.embed_model)
-    part = ingest_midicaps(kb, root, limit=4, batch=2, converter=converter, progress=False)  # "interrupted" early
+    part = ingest_midicaps(kb, root, limit=4, batch=2, progress=False)  # "interrupted" early
     assert part["added"] == 4 and part["skipped"] == 0
-    full = ingest_midicaps(kb, root, batch=3, converter=converter, progress=False, jobs=2)
+    full = ingest_midicaps(kb, root, batch=3, progress=False, jobs=2)
     assert full["present"] == 4 and full["added"] == 6 and full["skipped"] == 1
-    assert list(full["reasons"]) and full["total"] == 10
-    again = ingest_midicaps(kb, root, converter=converter, progress=False)
+    assert full["reasons"] == {"unreadable": 1} and full["skips"][0]["line"] == 11
+    assert "MIDI" in full["skips"][0]["reason"]
+    again = ingest_midicaps(kb, root, progress=False)
     assert again["added"] == 0 and again["present"] == 10 and again["total"] == 10
+    assert again["previously_skipped"] == 1 and again["skipped"] == 0  # not converted again
+    retry = ingest_midicaps(kb, root, progress=False, retry_skipped=True)
+    assert retry["skipped"] == 1 and retry["previously_skipped"] == 0
     kb = KnowledgeBase(s.kb_dir, s.embed_model)
     hit = kb.query(kb.client.get_collection(kb.name).get(limit=1, include=["embeddings"])["embeddings"][0], 1)[0]
     assert hit.metadata["collection"] == "midicaps" and read_tune(hit.abc).ok
-    assert hit.metadata["instruments"] == "Piano"
+    assert hit.metadata["instruments"] == "Piano" and hit.metadata["converter"] == "symusic"
+    assert hit.metadata["genre"] == "folk" and hit.metadata["midicaps_tempo"] > 0
 
+
+def test_relative_and_absolute_dataset_paths_give_the_same_base(
+    tmp_path: Path, tiny_clip: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = build_midicaps(tmp_path / "data" / "midicaps", n=4, broken=0)
+    s = load_settings(embed_model=str(tiny_clip))
+    a = KnowledgeBase(s.home / "kb-a", s.embed_model)
+    b = KnowledgeBase(s.home / "kb-b", s.embed_model)
+    ingest_midicaps(a, root, progress=False)
+    monkeypatch.chdir(tmp_path / "data")
+    ingest_midicaps(b, Path("midicaps"), progress=False)
+
+    def docs(kb: KnowledgeBase) -> list[tuple[str, str]]:
+        got = kb.client.get_collection(kb.name).get(include=["metadatas"])
+        return sorted(zip(got["ids"], [m["abc"] for m in got["metadatas"]], strict=True))
+
+    assert docs(a) == docs(b) and len(docs(a)) == 4
 
 def test_missing_train_json(tmp_path: Path, tiny_clip: Path) -> None:
     with pytest.raises(FileNotFoundError, match="train.json"):
         ingest_midicaps(KnowledgeBase(tmp_path / "kb", str(tiny_clip)), tmp_path, progress=False)
-
-
-def test_pure_python_midi_to_abc(tmp_path: Path) -> None:
-    root = build_midicaps(tmp_path / "m", n=3, broken=1)
-    mids = sorted(root.glob("lmd_full/*/*.mid"))
-    good = [m for m in mids if "broken" not in m.name]
-    abc = python_midi_to_abc(good[0], "t")
-    assert read_tune(abc).ok and "V:1" in abc
-    abc2, route = midi_to_abc(good[0], "t", prefer_exe=False)
-    assert route == "python" and abc2 == abc
-    with pytest.raises(MidiConversionError):
-        midi_to_abc(next(m for m in mids if "broken" in m.name), prefer_exe=False)
-    assert [abc_pitch(p) for p in (60, 61, 72, 48, 84)] == ["C", "^C", "c", "C,", "c'"]
 
 
 def test_entries_carry_their_metrics_and_old_bases_migrate(tiny_clip: Path) -> None:

@@ -88,8 +88,13 @@ def test_empty_base_returns_nothing(tiny_clip: Path, tmp_path: Path) -> None:
     assert retrieve(kb, emb, None, "calm", k=3) == []
 
 
-def test_format_examples_cuts_long_abc() -> None:
-    refs = [{"caption": "a long tune", "abc": "X:1\n" + "CDEF GABc|\n" * 400}]
-    text = format_examples(refs, max_chars=200)
-    assert "% ... (cut)" in text and len(text) < 400
-    assert "no reference music" in format_examples([], 200)
+def test_format_examples_shows_a_bar_aligned_excerpt() -> None:
+    from image2music.tools.music.check import check_abc
+
+    abc = "X:1\nT:long\nM:4/4\nL:1/8\nQ:1/4=90\nK:D\nV:1\n" + "DEFG ABcd|\n" * 200 + "V:2\n" + "D,8|\n" * 200
+    text = format_examples([{"caption": "a long tune", "abc": abc}], max_chars=300)
+    assert "an excerpt: the first" in text and "of 200 bars" in text
+    shown = text.split("```abc\n", 1)[1].rsplit("```", 1)[0]
+    assert len(shown) <= 300 and "Q:1/4=90" in shown and "V:2" in shown and "D,8|" in shown
+    r = check_abc(shown, extract=False)
+    assert r.ok and not [w for w in r.warnings if w.code in ("truncated", "voice-length", "bar-length")]

@@ -10,6 +10,7 @@ import gzip
 import hashlib
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -107,55 +108,179 @@ def build_starter(
 
 # --- MidiCaps ----------------------------------------------------------------------------------------
 
-
-def _midicaps_meta(rec: dict[str, Any]) -> dict[str, Any]:
-    def join(v: Any) -> str:
-        if isinstance(v, list):
-            return ", ".join(str(x) for x in v[:6])
-        return "" if v is None else str(v)
-
-    return {
-        "key": join(rec.get("key")),
-        "meter": join(rec.get("time_signature")),
-        "tempo": float(rec["tempo"]) if isinstance(rec.get("tempo"), (int, float)) else 0.0,
-        "genre": join(rec.get("genre")),
-        "mood": join(rec.get("mood")),
-        "instruments": join(rec.get("instrument_summary")),
-        "collection": "midicaps",
-    }
+MAX_LINE_BYTES = 1 << 20
+"""A train.json line longer than this (1 MiB) is skipped unread: memory stays bounded whatever a line holds."""
+MAX_ARRAY_BYTES = 64 << 20
+"""A train.json written as one JSON array is read whole, so only up to this size (JSON Lines has no limit)."""
+MAX_CAPTION_CHARS = 4000
+MAX_LOCATION_CHARS = 1024
+SKIPPED_FILE = "midicaps-skipped.jsonl"
+"""Beside the base: records whose MIDI could not be used, not converted again unless asked."""
 
 
-def _convert_one(args: tuple[str, str, str, str]) -> tuple[str, str | None, str, dict[str, Any]]:
-    """(id, abc or None, route or reason, metrics of the music) — runs in a worker process."""
-    from image2music.tools.music.midi2abc import MidiConversionError, midi_to_abc
+@dataclass(frozen=True)
+class Skip:
+    """A record that was not stored: its line in train.json, its location as written, and why."""
 
-    entry_id, path, title, converter = args
-    p = Path(path)
-    if not p.is_file():
-        return entry_id, None, "MIDI file missing", {}
-    try:
-        abc, route = midi_to_abc(p, title=title, prefer_exe=converter != "python")
-    except MidiConversionError as e:
-        return entry_id, None, str(e)[:200], {}
-    tune = read_tune(abc)
-    return entry_id, abc, route, entry_metrics(tune) if tune.ok else {}
+    line: int
+    location: str
+    code: str
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"line": self.line, "location": self.location, "code": self.code, "reason": self.reason}
 
 
-def iter_midicaps(root: Path) -> Iterator[dict[str, Any]]:
-    """Records of ``root/train.json`` (JSON Lines; a JSON array is accepted too)."""
+class _BadRecord(Exception):
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code, self.reason = code, reason
+
+
+def iter_midicaps(root: Path) -> Iterator[tuple[int, Any, str | None]]:
+    """(line number, record or None, why it could not be read) for each line of ``root/train.json`` (JSON
+    Lines, read a line at a time; a JSON array up to ``MAX_ARRAY_BYTES`` is accepted too)."""
     meta = root / "train.json"
     if not meta.is_file():
         raise FileNotFoundError(f"{meta} not found: DIR must hold MidiCaps' train.json and the MIDI files")
-    text = meta.read_text(encoding="utf-8")
-    if text.lstrip().startswith("["):
-        yield from json.loads(text)
-        return
-    for n, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
+    with meta.open("rb") as fh:
+        head = fh.read(64).lstrip()
+        fh.seek(0)
+        if head.startswith(b"["):
+            size = meta.stat().st_size
+            if size > MAX_ARRAY_BYTES:
+                raise ValueError(
+                    f"{meta} is one JSON array of {size:,} bytes; above {MAX_ARRAY_BYTES:,} write it as JSON Lines"
+                )
             try:
-                yield json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{meta}, line {n}: not JSON ({e.msg})") from e
+                items = json.loads(fh.read().decode("utf-8", errors="replace"))
+            except (json.JSONDecodeError, RecursionError) as e:
+                raise ValueError(f"{meta}: not JSON ({e})") from e
+            for n, rec in enumerate(items if isinstance(items, list) else [items], start=1):
+                yield n, rec, None
+            return
+        n = 0
+        while True:
+            raw = fh.readline(MAX_LINE_BYTES + 1)
+            if not raw:
+                return
+            n += 1
+            if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+                while raw and not raw.endswith(b"\n"):  # skip the rest of the line, unread
+                    raw = fh.readline(MAX_LINE_BYTES)
+                yield n, None, f"the line is longer than {MAX_LINE_BYTES:,} bytes"
+                continue
+            text = raw.decode("utf-8", errors="replace").strip()
+            if not text:
+                continue
+            try:
+                yield n, json.loads(text), None
+            except (json.JSONDecodeError, RecursionError) as e:
+                yield n, None, f"not JSON ({getattr(e, 'msg', type(e).__name__)})"
+
+
+def _text_field(rec: dict[str, Any], name: str, limit: int, required: bool) -> str:
+    v = rec.get(name)
+    if v is None and not required:
+        return ""
+    if not isinstance(v, str):
+        raise _BadRecord("bad-record", f"'{name}' is {type(v).__name__}, not text")
+    if required and not v.strip():
+        raise _BadRecord("bad-record", f"'{name}' is empty")
+    if len(v) > limit:
+        raise _BadRecord("bad-record", f"'{name}' has {len(v):,} characters, more than {limit:,}")
+    return v
+
+
+def resolve_location(root_real: Path, location: str) -> tuple[str, Path]:
+    """(location relative to the dataset folder, the file) when ``location`` names a regular file inside the
+    folder after symlinks are followed; raises _BadRecord otherwise. Nothing is opened here."""
+    if "\x00" in location:
+        raise _BadRecord("outside-folder", "the location holds a NUL character")
+    if Path(location).is_absolute():
+        raise _BadRecord("outside-folder", "the location is an absolute path")
+    try:
+        target = (root_real / location).resolve()
+    except (OSError, RuntimeError) as e:  # symlink loops
+        raise _BadRecord("not-a-file", f"the location cannot be resolved ({e})") from e
+    if not target.is_relative_to(root_real):
+        raise _BadRecord("outside-folder", "the location leads outside the dataset folder")
+    try:
+        mode = target.stat().st_mode
+    except OSError:
+        raise _BadRecord("missing", "no such file") from None
+    import stat
+
+    if not stat.S_ISREG(mode):
+        raise _BadRecord("not-a-file", "not a regular file")
+    return target.relative_to(root_real).as_posix(), target
+
+
+def _meta_text(v: Any, limit: int = 200) -> str:
+    if isinstance(v, list):
+        v = ", ".join(str(x) for x in v[:6] if isinstance(x, (str, int, float)))
+    elif not isinstance(v, (str, int, float)) or isinstance(v, bool):
+        return ""
+    return str(v)[:limit]
+
+
+def midicaps_metadata(rec: dict[str, Any], measured: dict[str, Any]) -> dict[str, Any]:
+    """MidiCaps' own fields (``midicaps_*``, genre, mood, instruments) beside what was measured.
+
+    Rule for the values targets read: MidiCaps' tempo (estimated from the audio of the whole piece) replaces
+    the measured one when they differ by more than a factor of 1.5 (a half- or double-time reading of the
+    file's tempo events); MidiCaps' mode replaces the measured one when MidiCaps names one. ``tempo_source`` and
+    ``mode_source`` say which was kept.
+    """
+    tempo = rec.get("tempo")
+    out: dict[str, Any] = {
+        "midicaps_key": _meta_text(rec.get("key")),
+        "midicaps_meter": _meta_text(rec.get("time_signature")),
+        "midicaps_tempo": float(tempo) if isinstance(tempo, (int, float)) and not isinstance(tempo, bool) else 0.0,
+        "genre": _meta_text(rec.get("genre")),
+        "mood": _meta_text(rec.get("mood")),
+        "instruments": _meta_text(rec.get("instrument_summary")),
+        "collection": "midicaps",
+    }
+    final = dict(measured)
+    mt, qpm = out["midicaps_tempo"], measured.get("tempo_qpm")
+    final["tempo_source"] = "measured"
+    if 20 <= mt <= 400 and isinstance(qpm, (int, float)) and qpm > 0 and max(mt / qpm, qpm / mt) > 1.5:
+        final["tempo_qpm"], final["tempo_source"] = mt, "midicaps"
+    key = out["midicaps_key"].lower()
+    final["mode_source"] = "measured"
+    if "minor" in key or "major" in key:
+        final["mode"], final["mode_source"] = ("minor" if "minor" in key else "major"), "midicaps"
+    return {**out, **final}
+
+
+def _convert_one(args: tuple[str, str, str]) -> tuple[str, str | None, str, dict[str, Any]]:
+    """(id, abc or None, "code: reason" when skipped, metadata of the music) — runs in a worker process."""
+    from image2music.tools.music.midi2abc import KB_LIMITS, MidiConversionError, midi_to_abc
+
+    entry_id, path, title = args
+    try:
+        conv = midi_to_abc(Path(path), title=title)
+    except MidiConversionError as e:
+        return entry_id, None, f"{e.code}: {e}", {}
+    tune = read_tune(conv.abc, KB_LIMITS)
+    if not tune.ok:
+        return entry_id, None, f"checker: {tune.errors[0].render()}", {}
+    return entry_id, conv.abc, "", {**entry_metrics(tune), **conv.summary()}
+
+
+def _load_skipped(path: Path | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    if path is None or not path.is_file():
+        return out
+    with path.open(encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            try:
+                r = json.loads(line)
+                out[str(r["id"])] = str(r["reason"])
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue
+    return out
 
 
 def ingest_midicaps(
@@ -165,13 +290,23 @@ def ingest_midicaps(
     device: str = "auto",
     limit: int | None = None,
     jobs: int = 1,
-    batch: int = 256,
-    converter: str = "auto",
+    batch: int = 64,
     progress: bool = True,
+    retry_skipped: bool = False,
+    skipped_file: Path | None = None,
 ) -> dict[str, Any]:
-    """Convert, caption-embed and store MidiCaps entries; resumable (present ids are skipped), no duplicates.
+    """Convert, caption-embed and store MidiCaps entries, streaming ``train.json``; resumable (present ids are
+    skipped), no duplicates. Every record is validated and its location must be a regular file inside
+    ``root`` after symlinks; a bad record is skipped with its line and reason, never the whole ingest.
+    Records whose MIDI could not be used are remembered in ``skipped_file`` (default: beside the base) and not
+    converted again unless ``retry_skipped``.
 
-    Returns counts: ``seen``, ``added``, ``present`` (already in the base), ``skipped`` and ``reasons``.
+    Memory: at most ``batch`` records are held at once, each at most ``MAX_LINE_BYTES`` of JSON and the
+    converted ABC of one file at most ``KB_LIMITS.max_chars``; plus one set of the locations seen (for
+    duplicates: about 100 bytes each, ~17 MB for all of MidiCaps).
+
+    Returns counts: ``seen``, ``added``, ``present`` (already in the base), ``skipped``, ``reasons`` (code ->
+    count), ``skips`` (every skip: line, location, code, reason) and ``previously_skipped``.
     """
     import time
     from collections import Counter
@@ -179,68 +314,117 @@ def ingest_midicaps(
 
     from image2music.tools.embedder import get_embedder
 
-    records = []
-    for rec in iter_midicaps(root):
-        if "location" not in rec or "caption" not in rec:
-            continue
-        records.append(rec)
-        if limit and len(records) >= limit:
-            break
+    root_real = Path(root).resolve()
+    records = iter_midicaps(root_real)  # raises now, before any model is loaded, when train.json is missing
+    first = next(records, None)
+    if skipped_file is None and kb.kb_dir is not None:
+        skipped_file = Path(kb.kb_dir) / SKIPPED_FILE
+    remembered = {} if retry_skipped else _load_skipped(skipped_file)
     embedder = get_embedder(kb.embed_model, device)
-    counts: dict[str, Any] = {"seen": len(records), "added": 0, "present": 0, "skipped": 0}
+    counts: dict[str, Any] = {"seen": 0, "added": 0, "present": 0, "skipped": 0, "previously_skipped": 0}
     reasons: Counter[str] = Counter()
+    skips: list[Skip] = []
+    seen_locations: set[str] = set()
     t_convert = t_embed = t_store = 0.0
     pool = ProcessPoolExecutor(max_workers=jobs) if jobs > 1 else None
+
+    def skip(line: int, location: Any, code: str, reason: str) -> None:
+        counts["skipped"] += 1
+        reasons[code] += 1
+        loc = location if isinstance(location, str) else repr(location)
+        skips.append(Skip(line, loc[:200], code, reason[:300]))
+
+    def flush(chunk: list[tuple[int, str, str, Path, dict[str, Any]]]) -> None:
+        nonlocal t_convert, t_embed, t_store
+        ids = [c[1] for c in chunk]
+        have = kb.existing_ids(ids)
+        counts["present"] += len(have)
+        todo = [c for c in chunk if c[1] not in have]
+        t0 = time.perf_counter()
+        args = [(eid, str(path), path.stem) for _n, eid, _loc, path, _r in todo]
+        results = list(pool.map(_convert_one, args, chunksize=4)) if pool else [_convert_one(a) for a in args]
+        t_convert += time.perf_counter() - t0
+        entries, new_skips = [], []
+        for (line, eid, loc, _path, rec), (_eid, abc, why, measured) in zip(todo, results, strict=True):
+            if abc is None:
+                code, _, reason = why.partition(": ")
+                skip(line, loc, code, reason)
+                new_skips.append({"id": eid, "location": loc, "reason": why})
+                continue
+            caption = rec["caption"]
+            meta = midicaps_metadata(rec, measured)
+            entries.append(Entry(id=eid, caption=caption, abc=abc, source=f"midicaps:{loc}", metadata=meta))
+        if new_skips and skipped_file is not None:
+            skipped_file.parent.mkdir(parents=True, exist_ok=True)
+            with skipped_file.open("a", encoding="utf-8") as fh:
+                fh.writelines(json.dumps(r) + "\n" for r in new_skips)
+        if entries:
+            t0 = time.perf_counter()
+            vecs = embedder.embed_texts([e.caption for e in entries])
+            t_embed += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            counts["added"] += kb.add(entries, vecs)
+            t_store += time.perf_counter() - t0
+
     try:
         with progress_bar("MidiCaps ingest", enabled=progress) as bar:
-            task = bar.add_task("ingest", total=len(records))
-            for i in range(0, len(records), batch):
-                chunk = records[i : i + batch]
-                ids = [stable_id("midicaps:" + r["location"]) for r in chunk]
-                have = kb.existing_ids(ids)
-                counts["present"] += len(have)
-                todo = [(eid, r) for eid, r in zip(ids, chunk, strict=True) if eid not in have]
-                t0 = time.perf_counter()
-                args = [(eid, str(root / r["location"]), Path(r["location"]).stem, converter) for eid, r in todo]
-                results = list(pool.map(_convert_one, args, chunksize=8)) if pool else [_convert_one(a) for a in args]
-                t_convert += time.perf_counter() - t0
-                entries = []
-                by_id = dict(todo)
-                for eid, abc, how, measured in results:
-                    if abc is None:
-                        counts["skipped"] += 1
-                        reasons[how.split(":")[0] if ":" in how else how] += 1
-                        continue
-                    r = by_id[eid]
-                    entries.append(
-                        Entry(
-                            id=eid,
-                            caption=str(r["caption"]),
-                            abc=abc,
-                            source=f"midicaps:{r['location']}",
-                            metadata={**_midicaps_meta(r), **measured, "converter": how},
-                        )
-                    )
-                if entries:
-                    t0 = time.perf_counter()
-                    vecs = embedder.embed_texts([e.caption for e in entries])
-                    t_embed += time.perf_counter() - t0
-                    t0 = time.perf_counter()
-                    counts["added"] += kb.add(entries, vecs)
-                    t_store += time.perf_counter() - t0
-                bar.advance(task, len(chunk))
+            task = bar.add_task("ingest", total=limit)
+            chunk: list[tuple[int, str, str, Path, dict[str, Any]]] = []
+            stream = records if first is None else _chain(first, records)
+            for line, rec, problem in stream:
+                if limit and counts["seen"] >= limit:
+                    break
+                counts["seen"] += 1
+                bar.advance(task, 1)
+                if problem is not None:
+                    skip(line, "", "bad-record", problem)
+                    continue
+                try:
+                    if not isinstance(rec, dict):
+                        raise _BadRecord("bad-record", f"the record is {type(rec).__name__}, not an object")
+                    location = _text_field(rec, "location", MAX_LOCATION_CHARS, True)
+                    _text_field(rec, "caption", MAX_CAPTION_CHARS, True)
+                    loc, path = resolve_location(root_real, location)
+                    if loc in seen_locations:
+                        raise _BadRecord("duplicate", "the same file as an earlier record")
+                except _BadRecord as e:
+                    skip(line, rec.get("location") if isinstance(rec, dict) else "", e.code, e.reason)
+                    continue
+                seen_locations.add(loc)
+                eid = stable_id("midicaps:" + loc)
+                if eid in remembered:
+                    counts["previously_skipped"] += 1
+                    continue
+                chunk.append((line, eid, loc, path, rec))
+                if len(chunk) >= batch:
+                    flush(chunk)
+                    chunk = []
+            if chunk:
+                flush(chunk)
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
     counts["reasons"] = dict(reasons)
+    counts["skips"] = [s.to_dict() for s in skips]
     counts["seconds"] = {"convert": round(t_convert, 3), "embed": round(t_embed, 3), "store": round(t_store, 3)}
     counts["truncated_captions"] = embedder.truncated
     counts["total"] = kb.count()
     return counts
 
 
+def _chain(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
+    yield first
+    yield from rest
+
+
 def migrate_metrics(kb: KnowledgeBase, *, progress: bool = True) -> dict[str, int]:
-    """Fill in the metrics of entries stored by earlier versions (targets need them); idempotent."""
+    """Recompute every entry's metrics with the current reader (entries stored by earlier versions have none,
+    or values measured on notes the reader then played wrongly, such as ties inside chords); idempotent.
+
+    Returns ``entries``, ``updated`` (entries whose stored values changed) and ``unreadable``.
+    """
+    from image2music.tools.music.midi2abc import KB_LIMITS
+
     counts = {"entries": 0, "updated": 0, "unreadable": 0}
     with progress_bar("kb migrate", enabled=progress) as bar:
         task = bar.add_task("migrate", total=kb.count())
@@ -248,14 +432,19 @@ def migrate_metrics(kb: KnowledgeBase, *, progress: bool = True) -> dict[str, in
             todo_ids, todo_metas = [], []
             for eid, meta in zip(ids, metas, strict=True):
                 counts["entries"] += 1
-                if "pitch_range" in meta:
-                    continue
-                tune = read_tune(str(meta.get("abc", "")))
+                tune = read_tune(str(meta.get("abc", "")), KB_LIMITS)
                 if not tune.ok:
                     counts["unreadable"] += 1
                     continue
-                todo_ids.append(eid)
-                todo_metas.append({**meta, **entry_metrics(tune)})
+                measured = entry_metrics(tune)
+                if meta.get("tempo_source") == "midicaps":
+                    measured.pop("tempo_qpm", None)  # MidiCaps' tempo was kept by rule; keep it
+                if meta.get("mode_source") == "midicaps":
+                    measured.pop("mode", None)
+                new = {**meta, **measured}
+                if any(meta.get(k) != v for k, v in new.items()):
+                    todo_ids.append(eid)
+                    todo_metas.append(new)
             kb.update_metadata(todo_ids, todo_metas)
             counts["updated"] += len(todo_ids)
             bar.advance(task, len(ids))

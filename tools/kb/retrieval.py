@@ -51,15 +51,17 @@ def retrieve(
 
 
 def format_examples(refs: Sequence[Mapping[str, Any]], max_chars: int) -> str:
-    """The references as prompt text, each ABC cut to ``max_chars`` (at a line end where possible)."""
+    """The references as prompt text; an ABC longer than ``max_chars`` is shown as a bar-aligned excerpt
+    (the header and the first whole bars of every voice that fits), and the prompt says so."""
+    from image2music.tools.music.excerpt import excerpt
+    from image2music.tools.music.midi2abc import KB_LIMITS
+
     if not refs:
         return "(no reference music is available; rely on your own knowledge of ABC notation)"
     parts = []
     for n, r in enumerate(refs, start=1):
-        abc = r["abc"]
-        if len(abc) > max_chars:
-            cut = abc[:max_chars]
-            nl = cut.rfind("\n")
-            abc = (cut[:nl] if nl > max_chars // 2 else cut) + "\n% ... (cut)"
-        parts.append(f"Reference {n}: {r['caption']}\n```abc\n{abc.strip()}\n```")
+        ex = excerpt(str(r["abc"]), max_chars, KB_LIMITS)
+        what = "" if ex.whole else f" ({ex.describe()})"
+        music = f"\n```abc\n{ex.abc.strip()}\n```" if ex.abc else ""
+        parts.append(f"Reference {n}{what}: {r['caption']}{music}")
     return "\n\n".join(parts)

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import tempfile
 import unicodedata
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -77,7 +78,7 @@ def _more_passes(bars: list[Bar], i: int, passno: int) -> bool:
     return False
 
 
-def _voice_notes(voice: Voice) -> list[tuple[Fraction, Fraction, int]]:
+def voice_notes(voice: Voice) -> list[tuple[Fraction, Fraction, int]]:
     """(start, duration, pitch) in whole notes with repeats expanded and ties merged."""
     by_bar: dict[int, list[Event]] = {}
     for ev in voice.events:
@@ -140,6 +141,34 @@ def midi_text(text: str, limit: int = 120) -> str:
     return re.sub(r"\s+", " ", "".join(out)).strip(" -")[:limit]
 
 
+@dataclass(frozen=True)
+class PlayedTrack:
+    """One voice as it is played: MIDI channel (0-15, 9 = drums), program, name and notes as
+    (on tick, off tick, pitch) at ``TICKS_PER_QUARTER``, repeats expanded and ties merged."""
+
+    name: str
+    channel: int
+    program: int | None
+    notes: list[tuple[int, int, int]]
+
+
+def played_tracks(tune: Tune) -> list[PlayedTrack]:
+    """What the MIDI file of ``tune`` holds, one track per voice (the MIDI writer and the metrics read this)."""
+    channels = [c for c in range(16) if c != 9]
+    out: list[PlayedTrack] = []
+    for n, voice in enumerate(tune.voices.values()):
+        ch = (voice.channel - 1) if voice.channel and 1 <= voice.channel <= 16 else channels[n % len(channels)]
+        notes: list[tuple[int, int, int]] = []
+        for start, dur, pitch in voice_notes(voice):
+            if not 0 <= pitch <= 127:
+                continue
+            on = max(0, int(start * _TICKS_PER_WHOLE))  # never before the start, whatever the layers did
+            off = max(on + 1, int((start + dur) * _TICKS_PER_WHOLE))
+            notes.append((on, off, pitch))
+        out.append(PlayedTrack(midi_text(voice.name or voice.id) or "voice", ch, voice.program, notes))
+    return out
+
+
 def midi_bytes(tune: Tune) -> bytes:
     """A type-1 Standard MIDI File: a tempo/meter track and one track per voice."""
     mid = mido.MidiFile(type=1, ticks_per_beat=TICKS_PER_QUARTER)
@@ -154,20 +183,15 @@ def midi_bytes(tune: Tune) -> bytes:
         if den & (den - 1) == 0:
             meta.append(mido.MetaMessage("time_signature", numerator=tune.meter[0], denominator=den, time=0))
     meta.append(mido.MetaMessage("end_of_track", time=0))
-    channels = [c for c in range(16) if c != 9]
-    for n, voice in enumerate(tune.voices.values()):
+    for played in played_tracks(tune):
         track = mido.MidiTrack()
         mid.tracks.append(track)
-        track.append(mido.MetaMessage("track_name", name=midi_text(voice.name or voice.id) or "voice", time=0))
-        ch = (voice.channel - 1) if voice.channel and 1 <= voice.channel <= 16 else channels[n % len(channels)]
-        if voice.program is not None:
-            track.append(mido.Message("program_change", channel=ch, program=voice.program, time=0))
+        track.append(mido.MetaMessage("track_name", name=played.name, time=0))
+        ch = played.channel
+        if played.program is not None:
+            track.append(mido.Message("program_change", channel=ch, program=played.program, time=0))
         msgs: list[tuple[int, int, int]] = []  # (tick, order, pitch); order 0 = off before on
-        for start, dur, pitch in _voice_notes(voice):
-            if not 0 <= pitch <= 127:
-                continue
-            on = max(0, int(start * _TICKS_PER_WHOLE))  # never before the start, whatever the layers did
-            off = max(on + 1, int((start + dur) * _TICKS_PER_WHOLE))
+        for on, off, pitch in played.notes:
             msgs.append((on, 1, pitch))
             msgs.append((off, 0, pitch))
         msgs.sort()

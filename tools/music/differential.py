@@ -36,7 +36,7 @@ class Notes:
     def count(self) -> int:
         return sum(len(v) for v in self.onsets.values())
 
-    def matched(self, other: Notes) -> int:
+    def matched(self, other: Notes, tolerance: float = TOLERANCE) -> int:
         """Events of ``self`` paired one-to-one with events of ``other`` (same pitch, onsets within tolerance)."""
         total = 0
         for pitch, mine in self.onsets.items():
@@ -44,7 +44,7 @@ class Notes:
             i = j = 0
             while i < len(mine) and j < len(theirs):
                 d = mine[i] - theirs[j]
-                if abs(d) <= TOLERANCE + 1e-9:
+                if abs(d) <= tolerance + 1e-9:
                     total += 1
                     i += 1
                     j += 1
@@ -139,6 +139,21 @@ def abc2midi_notes(abc: str, timeout_s: float = 20.0) -> Notes | None:
             return midi_notes(dst.read_bytes())
         except (OSError, ValueError, EOFError):
             return None
+
+
+MIDI_TOLERANCE = 1 / 8
+"""MIDI -> ABC is judged against the original file with onsets matched within 1/8 quarter note: the rounding of
+a performance (a file not on a grid) to thirty-second notes stays inside it."""
+
+
+def f1(original: Notes, rendered: Notes, tolerance: float = MIDI_TOLERANCE) -> tuple[float, float, float]:
+    """(precision, recall, F1) of ``rendered`` against ``original`` (one-to-one per pitch within tolerance)."""
+    m = original.matched(rendered, tolerance)
+    if original.count == 0 and rendered.count == 0:
+        return 1.0, 1.0, 1.0
+    p = m / rendered.count if rendered.count else 0.0
+    r = m / original.count if original.count else 0.0
+    return p, r, (2 * p * r / (p + r) if p + r else 0.0)
 
 
 def overlap(a: Notes, b: Notes) -> float:

@@ -14,7 +14,6 @@ from typing import Any
 
 from image2music.tools.music.abcheader import is_minor_key
 from image2music.tools.music.abcparse import Tune
-from image2music.tools.music.convert import midi_bytes
 
 MUSPY_METRICS = (
     "pitch_range",
@@ -70,7 +69,26 @@ def muspy_metrics(midi_path: Path) -> dict[str, float | int | None]:
     _scratch_caches()
     import muspy
 
-    music = muspy.read_midi(str(midi_path))
+    return _metrics_of(muspy.read_midi(str(midi_path)))
+
+
+def tune_muspy_metrics(tune: Tune, played: list[Any] | None = None) -> dict[str, float | int | None]:
+    """The 8 MusPy metrics of the tune's MIDI, computed by MusPy on the notes the MIDI writer would write
+    (no file, no MIDI parse: 10-30x faster than ``muspy_metrics`` on the written file, and equal to it)."""
+    _scratch_caches()
+    import muspy
+    from image2music.tools.music.convert import TICKS_PER_QUARTER, played_tracks
+
+    tracks = []
+    for t in played if played is not None else played_tracks(tune):
+        notes = [muspy.Note(time=on, pitch=p, duration=off - on, velocity=80) for on, off, p in sorted(t.notes)]
+        tracks.append(muspy.Track(program=t.program or 0, is_drum=t.channel == 9, name=t.name, notes=notes))
+    return _metrics_of(muspy.Music(resolution=TICKS_PER_QUARTER, tracks=tracks))
+
+
+def _metrics_of(music: Any) -> dict[str, float | int | None]:
+    import muspy
+
     out: dict[str, float | int | None] = {}
     for name in MUSPY_METRICS:
         fn = getattr(muspy, name)
@@ -91,30 +109,24 @@ def bar_consistency(tune: Tune) -> float | None:
     return round((total - flagged) / total, 4)
 
 
-def duration_seconds(tune: Tune) -> float:
+def duration_seconds(tune: Tune, played: list[Any] | None = None) -> float:
     """Length in seconds, repeats played, at the declared tempo."""
-    from image2music.tools.music.convert import _voice_notes
+    from image2music.tools.music.convert import TICKS_PER_QUARTER, played_tracks
 
-    end = 0.0
-    for v in tune.voices.values():
-        for start, dur, _p in _voice_notes(v):
-            end = max(end, float(start + dur))
-    return round(end * tune.seconds_per_whole, 3)
+    end = max((off for t in played or played_tracks(tune) for _on, off, _p in t.notes), default=0)
+    return round(end / (4 * TICKS_PER_QUARTER) * tune.seconds_per_whole, 3)
 
 
-def tune_metrics(tune: Tune, midi_path: Path | None = None) -> dict[str, Any] | None:
+def tune_metrics(tune: Tune) -> dict[str, Any] | None:
     """All metrics of a valid tune, or ``None`` when the tune has errors (not available)."""
     if not tune.ok:
         return None
-    if midi_path is None or not Path(midi_path).exists():
-        with tempfile.TemporaryDirectory(prefix="i2m-metrics-") as d:
-            p = Path(d) / "tune.mid"
-            p.write_bytes(midi_bytes(tune))
-            m: dict[str, Any] = dict(muspy_metrics(p))
-    else:
-        m = dict(muspy_metrics(midi_path))
+    from image2music.tools.music.convert import played_tracks
+
+    played = played_tracks(tune)
+    m: dict[str, Any] = dict(tune_muspy_metrics(tune, played))
     m["bar_consistency"] = bar_consistency(tune)
-    m["duration_seconds"] = duration_seconds(tune)
+    m["duration_seconds"] = duration_seconds(tune, played)
     m["key"] = tune.key
     m["meter"] = tune.meter_text
     m["tempo_qpm"] = round(tune.tempo_qpm, 2)
