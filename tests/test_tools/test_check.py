@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from fractions import Fraction
 
 import pytest
 from conftest import ABC_DIR
@@ -143,3 +144,51 @@ def test_unreadable_meter_is_free_meter_with_a_coded_warning() -> None:
     assert r.ok
     (w,) = [w for w in r.warnings if w.code == "unknown-meter"]
     assert (w.line, w.column) == (3, 3) and "free meter" in w.message
+
+
+# --- model artefacts (issue O): each cleaned with a warning code, the music read as the model meant it ---
+def _notes(answer: str) -> list[int]:
+    from image2music.tools.music.check import check_abc as _check
+
+    r = _check(answer)
+    assert r.ok, [e.render() for e in r.errors]
+    return [p for v in r.tune.voices.values() for ev in v.events for p in ev.pitches]  # type: ignore[union-attr]
+
+
+def _codes(answer: str) -> set[str]:
+    from image2music.tools.music.check import check_abc as _check
+
+    return {w.code for w in _check(answer).warnings}
+
+
+HEAD = "X:1\nT:t\nM:4/4\nL:1/8\nK:C\n"
+
+
+@pytest.mark.parametrize("token", ["</s>", "<s>", "<|endoftext|>", "<|im_end|>", "[EOS]", "<eos>", "<end_of_turn>"])
+def test_special_tokens_are_removed(token: str) -> None:
+    answer = HEAD + f"C2 D2 E2 F2|G8|]{token}\n"
+    assert _notes(answer) == [60, 62, 64, 65, 67] and "special-token" in _codes(answer)
+
+
+def test_a_length_written_apart_from_its_note_is_joined() -> None:
+    answer = HEAD + "C 2 D 2 E 2 F 2|G 4 [CE] 4|]\n"
+    from image2music.tools.music.check import check_abc as _check
+
+    r = _check(answer)
+    assert r.ok and "spaced-length" in _codes(answer)
+    assert [ev.dur for ev in r.tune.voices[next(iter(r.tune.voices))].events][:2] == [Fraction(1, 4)] * 2  # type: ignore[union-attr]
+
+
+def test_a_tune_as_space_separated_tokens_is_split_into_fields() -> None:
+    answer = "X:1 T:t M:4/4 L:1/8 K:C\nC2 D2 E2 F2|G8|]\n"
+    assert _notes(answer) == [60, 62, 64, 65, 67] and "token-text" in _codes(answer)
+
+
+@pytest.mark.parametrize("marker", ["1. ", "12) ", "- ", "* "])
+def test_line_numbers_and_list_markers_before_music_lines(marker: str) -> None:
+    answer = f"X:1\nT:t\nM:4/4\nL:1/8\nK:C\n{marker}C2 D2 E2 F2|\n{marker}G8|]\n"
+    assert _notes(answer) == [60, 62, 64, 65, 67] and "line-marker" in _codes(answer)
+
+
+def test_clean_music_has_no_artefact_warnings() -> None:
+    assert not _codes(HEAD + "C2 D2 E2 F2|G8|]\n") & {"special-token", "line-marker", "spaced-length", "token-text"}

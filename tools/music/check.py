@@ -58,9 +58,11 @@ def check_abc(text: str, limits: Limits | None = None, *, extract: bool = True) 
         except NoABCError as e:
             return CheckResult(False, "", text.strip(), None, errors=[Finding(str(e))])
         abc, commentary, unclosed = ex.abc, ex.commentary, ex.unclosed_fence
+        cleaned = ex.cleaned
     else:
-        abc, commentary, unclosed = text, "", False
+        abc, commentary, unclosed, cleaned = text, "", False, ()
     tune = read_tune(abc, limits)
+    tune.warnings[:0] = [Finding(message, code=code) for code, message in cleaned]
     if unclosed:
         # an answer whose ```abc block never closes and whose last bar is short was cut off: write it again
         cut = [w for w in tune.warnings if w.code == "truncated"]

@@ -30,6 +30,68 @@ class Extracted:
     commentary: str
     unclosed_fence: bool = False
     """The tune came after a fence that never closes (the answer may have been cut off)."""
+    cleaned: tuple[tuple[str, str], ...] = ()
+    """Model artefacts removed from the text, as (finding code, message): each becomes a warning."""
+
+
+_SPECIAL_TOKEN_RE = re.compile(
+    r"</s>|<s>|<\|[A-Za-z_]{2,30}\|>|\[(?:EOS|BOS|PAD|SEP|CLS|UNK)\]|</?(?:eos|bos|pad|unk|start_of_turn|end_of_turn)>",
+)
+_LINE_MARKER_RE = re.compile(r"^(\s*)(?:\d{1,4}[.):]|[-*+•])\s+(?=\S)")
+_SPACED_LENGTH_RE = re.compile(r"([A-Ga-gzx][,']*|\])[ \t]+(\d{1,3}(?:/\d{0,3})?|/{1,3}\d{0,3})(?=[ \t|:\]]|$)")
+_FIELDS_IN_A_LINE_RE = re.compile(r"(?<=\S)[ \t]+(?=[XTMLKQCV]:)")
+
+
+def clean_model_artefacts(text: str) -> tuple[str, list[tuple[str, str]]]:
+    """Remove what language models leave in ABC and abc2midi plays through: end-of-sequence and other special
+    tokens, line numbers or list markers before music lines, a length written as its own token (``C 2`` for
+    ``C2``), several header fields on one line (a tune written as space-separated tokens). Each kind removed is
+    reported once, as (finding code, message)."""
+    notes: list[tuple[str, str]] = []
+    found = sorted(set(_SPECIAL_TOKEN_RE.findall(text)))
+    if found:
+        text = _SPECIAL_TOKEN_RE.sub("", text)
+        notes.append(("special-token", f"model tokens removed from the answer: {', '.join(found[:5])}"))
+    out: list[str] = []
+    markers = spaced = fields = 0
+    in_body = False
+    for line in text.split("\n"):
+        stripped = line.strip()
+        m = _LINE_MARKER_RE.match(line)
+        if m and (_is_field(line[m.end() :]) or ("|" in line and _is_music(line[m.end() :]))):
+            line = m.group(1) + line[m.end() :]
+            markers += 1
+            stripped = line.strip()
+        if _FIELD_RE.match(stripped) and len(re.findall(r"(?:^|\s)[XTMLKQCV]:", stripped)) >= 2:
+            parts = _FIELDS_IN_A_LINE_RE.split(stripped)
+            if all(_FIELD_RE.match(p) for p in parts[:-1]):
+                last = parts[-1]
+                km = re.match(r"^(K:\s*\S+(?:\s+(?:maj|min|dor|mix|lyd|phr|loc|aeo|ion)\w*)?)\s+(.*)$", last)
+                parts = [*parts[:-1], km.group(1), km.group(2)] if km and ("|" in km.group(2)) else parts
+                out.extend(parts)
+                fields += 1
+                in_body = in_body or any(p.startswith("K:") for p in parts)
+                continue
+        if _FIELD_RE.match(stripped):
+            in_body = in_body or stripped.startswith("K:")
+        elif in_body and stripped and not stripped.startswith("%") and not _is_prose(stripped):
+            new = _SPACED_LENGTH_RE.sub(r"\1\2", line)
+            if new != line:
+                spaced += 1
+                line = new
+        out.append(line)
+    if markers:
+        notes.append(("line-marker", f"line numbers or list markers removed before {markers} line(s) of the tune"))
+    if fields:
+        notes.append(("token-text", "header fields written on one line were put on lines of their own"))
+    if spaced:
+        notes.append(
+            (
+                "spaced-length",
+                f"note lengths written apart from their notes joined ('C 2' read as 'C2') on {spaced} line(s)",
+            )
+        )
+    return "\n".join(out), notes
 
 
 def _clean_line(line: str) -> str:
@@ -160,6 +222,7 @@ def extract_abc(text: str) -> Extracted:
     if re.search(r"<think>", visible, re.I):  # unclosed think: nothing after it is an answer
         visible = visible[: re.search(r"<think>", visible, re.I).start()]  # type: ignore[union-attr]
     visible = re.sub(r"</think>", "", visible, flags=re.I)
+    visible, cleaned = clean_model_artefacts(visible)
 
     candidates: list[tuple[int, int, list[str], bool]] = []  # (char start, char end, lines, complete)
     fenced_ranges: list[tuple[int, int]] = []
@@ -209,4 +272,4 @@ def extract_abc(text: str) -> Extracted:
     last_fence_end = max((b for _a, b in fenced_ranges), default=0)
     opener = re.search(r"(?m)^[ \t]*(```+|~~~+)", visible[last_fence_end:])
     unclosed = opener is not None and start >= last_fence_end + opener.start()
-    return Extracted(abc=abc, commentary=commentary, unclosed_fence=unclosed)
+    return Extracted(abc=abc, commentary=commentary, unclosed_fence=unclosed, cleaned=tuple(cleaned))

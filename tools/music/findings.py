@@ -71,5 +71,9 @@ CODES = {
     "unclosed": "an unclosed slur, tuplet or chord",
     "cosmetic": "something ABC readers tolerate (odd whitespace, stray ':', empty chord, unknown clause)",
     "internal": "a music tool failed on this tune",
+    "special-token": "model tokens (</s>, <|im_end|>, [EOS] ...) were removed from the answer",
+    "line-marker": "line numbers or list markers before music lines were removed",
+    "spaced-length": "a note length written as its own token ('C 2') was joined to its note",
+    "token-text": "header fields written on one line (a tune as space-separated tokens) were split",
 }
 """Every finding code, with what it means."""

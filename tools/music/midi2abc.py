@@ -321,7 +321,7 @@ def midi_to_abc(
     if data[:4] != b"MThd":
         raise MidiConversionError("not a MIDI file (no MThd header)")
     try:
-        score = symusic.Score.from_midi(data)
+        score: Any = symusic.Score.from_midi(data)  # symusic's stubs do not name the attributes
     except Exception as e:  # noqa: BLE001 - the parser's errors are of many kinds; each is a reason to skip
         raise MidiConversionError(f"unreadable MIDI ({e})") from e
     tpq = int(score.ticks_per_quarter)
@@ -387,8 +387,8 @@ def midi_to_abc(
 
     hist = [0.0] * 12  # the key from the pitched notes, weighted by duration
     for _name, _prog, _drums, notes in pitched:
-        for s, e, p in notes:
-            hist[p % 12] += max(e - s, tpq // 4) / tpq
+        for on, off, p in notes:
+            hist[p % 12] += max(off - on, tpq // 4) / tpq
     hint = next(iter(score.key_signatures), None)
     key_name, fifths = find_key(
         hist, None if hint is None else int(hint.key), bool(hint.tonality) if hint is not None else False
