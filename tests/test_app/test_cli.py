@@ -276,3 +276,22 @@ def test_every_option_of_every_command_is_described() -> None:
     for command in ("compose", "chat", "batch", "eval"):
         text = cli(command, "--help").output
         assert "--temperature" in text and "--seed" in text and "--device" in text, command
+
+
+def test_kb_ingest_midicaps_reports_each_skip(tmp_path: Path, tiny_clip: Path) -> None:
+    from midicaps_fixture import build_midicaps
+
+    root = build_midicaps(tmp_path / "mc", n=3, broken=1)
+    with (root / "train.json").open("a") as fh:
+        fh.write(json.dumps({"location": "../../etc/passwd", "caption": "x"}) + "\n")
+    r = cli("kb", "ingest-midicaps", str(root), "--embed-model", str(tiny_clip))
+    assert r.exit_code == 0, r.output
+    assert "3 added" in r.output and "skipped 1: outside-folder" in r.output and "line 5" in r.output
+    assert "skipped 1: unreadable" in r.output and "line 4" in r.output
+    r = cli("kb", "ingest-midicaps", str(root), "--embed-model", str(tiny_clip), "--json")
+    counts = json.loads(r.stdout)
+    assert (
+        counts["previously_skipped"] == 1 and counts["present"] == 3 and counts["skips"][0]["code"] == "outside-folder"
+    )
+    r = cli("kb", "migrate", "--embed-model", str(tiny_clip))
+    assert r.exit_code == 0 and "0 of 3 entries changed" in r.output

@@ -258,3 +258,24 @@ def debian_sample_tunes() -> list[tuple[str, str]]:
                 abc = f"{first}\n{header}\n{rest}"
             out.append((f"{f.name}#{n}", abc))
     return out
+
+
+SHARED_CORPORA = Path(__file__).resolve().parents[3] / "shared" / "corpora"
+"""The development corpora beside a developer's checkout (absent in a user's clone)."""
+
+
+def shared_corpus_tunes(root: Path = SHARED_CORPORA) -> dict[str, list[tuple[str, str]]]:
+    """Tunes of ``root/abc_human`` per tunebook (the file-name prefix) and ``root/abc_model`` (split per tune),
+    as {source: [(name, abc)]}; empty when the corpora are absent."""
+    from image2music.tools.music.corpus import split_tunes
+
+    out: dict[str, list[tuple[str, str]]] = {}
+    human = root / "abc_human"
+    for f in sorted(human.glob("*.abc")) if human.is_dir() else []:
+        out.setdefault(f"human: {f.name.split('_', 1)[0]}", []).append((f.name, f.read_text(errors="replace")))
+    model = root / "abc_model"
+    for f in sorted(model.iterdir()) if model.is_dir() else []:
+        header, tunes = split_tunes(f.read_text(errors="replace"))
+        for n, tune in enumerate(tunes, start=1):
+            out.setdefault(f"model: {f.name.split('_', 1)[0]}", []).append((f"{f.name}#{n}", tune.strip() + "\n"))
+    return out
