@@ -192,3 +192,9 @@ def test_line_numbers_and_list_markers_before_music_lines(marker: str) -> None:
 
 def test_clean_music_has_no_artefact_warnings() -> None:
     assert not _codes(HEAD + "C2 D2 E2 F2|G8|]\n") & {"special-token", "line-marker", "spaced-length", "token-text"}
+
+
+def test_a_postscript_block_with_words_is_not_a_false_rejection() -> None:
+    # before: the PostScript words ended the tune at extraction, and it was rejected as "the tune has no notes"
+    answer = "X:1\nT:t\nM:4/4\nL:1/8\nK:C\n%%beginps\n/hd { moveto show } def\n%%endps\nC2 D2 E2 F2|G8|]\n"
+    assert _notes(answer) == [60, 62, 64, 65, 67]

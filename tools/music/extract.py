@@ -156,10 +156,10 @@ def _tunes_in(lines: list[str], trusted: bool) -> list[tuple[int, int]]:
         in_text = False
         while j < n:
             t = lines[j].strip()
-            if t.startswith("%%begintext"):
+            if re.match(r"^%%begin[a-z]*", t):
                 in_text = True
-            if in_text:  # free text inside the tune (%%begintext ... %%endtext) belongs to it
-                in_text = not t.startswith("%%endtext")
+            if in_text:  # a block inside the tune (%%begintext, %%beginps ... %%end...) belongs to it
+                in_text = not re.match(r"^%%end[a-z]*", t)
                 j += 1
                 continue
             if _FIELD_RE.match(t) and t.startswith("X:"):
