@@ -446,8 +446,9 @@ def kb_ingest_midicaps(
 @click.option("--embed-model", help="CLIP hub id or local folder [env I2M_EMBED_MODEL].")
 @handle_errors
 def kb_migrate(embed_model: str | None) -> None:
-    """Bring a knowledge base built by an earlier version up to date: store each entry's 8 MusPy metrics,
-    tempo, meter, key and mode, which the refine targets need. Safe to run again.
+    """Bring a knowledge base built by an earlier version up to date: recompute each entry's 8 MusPy metrics,
+    tempo, meter, key and mode with this version's reader (the refine targets need them) and say how many
+    entries changed. Safe to run again.
 
     Example: i2m kb migrate
     """

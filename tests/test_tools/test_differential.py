@@ -55,7 +55,7 @@ def test_the_oracle_sees_what_we_play() -> None:
 
 def test_oracle_input_drops_trills_rolls_and_rhythm_lines_only() -> None:
     text = oracle_input('X:1\nR:hornpipe\nT:Trill\nK:C\n"Tune"T~C !trill!D !fermata!E [T:x] F|]\n')
-    assert "R:" not in text and "T:Trill" in text and "%%propagate-accidentals octave" in text
+    assert "R:" not in text and "T:Trill" in text and "propagate-accidentals" not in text
     assert '"Tune"C D !fermata!E [T:x] F|]' in text
 
 
@@ -181,3 +181,21 @@ def test_ties_inside_chords_match_abc2midi(case: str) -> None:
     theirs = abc2midi_notes(_tune(body))
     assert theirs is not None
     assert sorted((round(t * 48) / 48, p) for p, ts in theirs.onsets.items() for t in ts) == sorted(expected)
+
+
+@pytest.mark.parametrize(
+    ("directive", "expected"),
+    [
+        ("", [78, 66, 66]),
+        ("%%propagate-accidentals octave\n", [78, 65, 65]),
+        ("%%propagate-accidentals not\n", [78, 65, 65]),
+    ],
+)
+def test_accidentals_propagate_as_abc_2_1_says(directive: str, expected: list[int]) -> None:
+    # ABC 2.1 §11.3: by default an accidental holds for the letter in every octave to the end of the bar
+    abc = f"X:1\nT:t\nM:4/4\nL:1/4\n{directive}K:C\n^f F F z|]\n"
+    assert [p for _t, p in _ours(abc)] == expected
+    if abc2midi.available():
+        theirs = abc2midi_notes(abc)
+        assert theirs is not None and sorted((t, p) for p, ts in theirs.onsets.items() for t in ts)[0][1] == 78
+        assert sorted(p for p, ts in theirs.onsets.items() for _t in ts) == sorted(expected)

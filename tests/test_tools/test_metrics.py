@@ -50,3 +50,31 @@ def test_describe_metrics_lines() -> None:
     text = describe_metrics({"pitch_range": 12, "polyphony": None})
     assert "pitch_range = 12: distance in semitones" in text
     assert "polyphony = not available" in text
+
+
+def test_numpy_metrics_equal_muspys_own_functions() -> None:
+    """played_metrics reimplements MusPy's 8 definitions for speed: equal to MusPy on corpus tunes (and on the
+    real MIDI files of the development set, when present)."""
+    from pathlib import Path
+
+    from image2music.tools.music.convert import TICKS_PER_QUARTER, played_tracks
+    from image2music.tools.music.corpus import sample_corpus
+    from image2music.tools.music.metrics import _metrics_of, muspy_music, played_metrics
+    from image2music.tools.music.midi2abc import KB_LIMITS, MidiConversionError, midi_to_abc
+
+    tunes = [read_tune(t.abc) for t in sample_corpus(60, seed=11)]
+    dev = Path(__file__).resolve().parents[3] / "shared" / "corpora" / "midi"
+    for f in sorted(dev.glob("*.mid"))[::6] if dev.is_dir() else []:
+        try:
+            tunes.append(read_tune(midi_to_abc(f).abc, KB_LIMITS))
+        except MidiConversionError:
+            pass
+    tunes.append(read_tune("X:1\nT:t\nM:4/4\nL:1/4\nK:C\nV:1\nC [CE]2 z|z4|\nV:2\n%%MIDI channel 10\nC,4|C,4|]\n"))
+    compared = 0
+    for tune in tunes:
+        if not tune.ok:
+            continue
+        played = played_tracks(tune)
+        assert played_metrics(played, TICKS_PER_QUARTER) == _metrics_of(muspy_music(played, TICKS_PER_QUARTER))
+        compared += 1
+    assert compared >= 50

@@ -18,6 +18,7 @@ from image2music.tools.music.check import check_abc
 from image2music.tools.music.convert import midi_bytes
 from image2music.tools.music.differential import abc2midi_notes, f1, midi_notes
 from image2music.tools.music.excerpt import excerpt
+from image2music.tools.music.metrics import entry_metrics
 from image2music.tools.music.midi2abc import (
     KB_LIMITS,
     MidiConversionError,
@@ -79,6 +80,7 @@ def test_tracks_become_named_voices_with_programs_key_and_tempo(tmp_path: Path) 
     r = check_abc(abc, KB_LIMITS, extract=False)
     assert r.ok and not [w for w in r.warnings if w.code in ("bar-length", "voice-length")]
     assert f1(midi_notes(path.read_bytes()), midi_notes(midi_bytes(r.tune)))[2] == 1.0  # type: ignore[arg-type]
+    assert conv.metrics() == entry_metrics(r.tune)  # type: ignore[arg-type]  # what ingest stores, without a re-read
 
 
 def test_triplets_are_written_as_tuplets(tmp_path: Path) -> None:
@@ -153,6 +155,7 @@ def test_every_development_file_converts_and_its_excerpt_is_valid() -> None:
         r = check_abc(conv.abc, KB_LIMITS, extract=False)
         if not r.ok or [w for w in r.warnings if w.code in ("bar-length", "voice-length")]:
             bad.append(f.name)
+        assert conv.metrics() == entry_metrics(r.tune), f.name  # type: ignore[arg-type]  # ingest stores these
         ex = excerpt(conv.abc, 1500, KB_LIMITS)
         er = check_abc(ex.abc, KB_LIMITS, extract=False)
         assert len(ex.abc) <= 1500 and er.ok and not [w for w in er.warnings if w.code == "truncated"], f.name
@@ -220,3 +223,22 @@ def test_hostile_midicaps_records_are_skipped_one_by_one(tmp_path: Path, tiny_cl
     text = json.dumps([got["metadatas"], got["documents"]])
     assert str(tmp_path) not in text and "outside" not in text
     assert counts["reasons"]["bad-record"] == 7
+
+
+def test_reading_train_json_is_bounded_in_memory(tmp_path: Path) -> None:
+    """A 10 MB caption line is skipped unread: the reader's peak allocation stays near one 1 MiB line."""
+    import tracemalloc
+
+    from image2music.tools.kb.ingest import MAX_LINE_BYTES, iter_midicaps
+
+    lines = [json.dumps({"location": f"{i}.mid", "caption": "c"}) for i in range(1000)]
+    lines.insert(500, json.dumps({"location": "big.mid", "caption": "x" * 10_000_000}))
+    (tmp_path / "train.json").write_text("\n".join(lines) + "\n")
+    tracemalloc.start()
+    try:
+        rows = list(iter_midicaps(tmp_path))
+        _current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(rows) == 1001 and rows[500][1] is None and "longer than" in str(rows[500][2])
+    assert peak < 3 * MAX_LINE_BYTES + 1_000_000, peak  # the 10 MB line never sits in memory whole

@@ -182,6 +182,7 @@ class _Reader:
         self.unit_seen = False
         self.key_seen = False
         self.line_no = 0
+        self.propagate = "pitch"
         self.last_decl: str | None = None
         self.body_tempo_seen = False
         self.decl_programs: dict[str, int] = {}
@@ -386,9 +387,9 @@ class _Reader:
             # a bar line with no music since the previous one: carry its meaning to the next bar
             if st.voice.bars and ends_section:
                 st.voice.bars[-1].ends_section = True
+                st.in_ending = None  # an ending stops at any section line (`| |:` ends `|2 ...` too)
                 if token.startswith(":") or ":|" in token:
                     st.voice.bars[-1].end_repeat = True
-                    st.in_ending = None
         if ends_section or not st.voice.bars:
             st.pending_begin = True
         if token.endswith(":") or "|:" in token:
@@ -470,10 +471,14 @@ class _Reader:
     def pitch(self, st: _VoiceState, acc: str | None, letter: str, octs: str) -> int:
         base = 60 + _STEP[letter.upper()] + (12 if letter.islower() else 0)
         base += 12 * octs.count("'") - 12 * octs.count(",")
-        key = (letter.upper(), base)
+        # ABC 2.1 §11.3: an accidental holds to the end of the bar for the same letter in every octave
+        # (``%%propagate-accidentals pitch``, the default, as abc2midi plays), its octave only (``octave``) or
+        # not at all (``not``)
+        key = (letter.upper(), base if self.propagate == "octave" else 0)
         if acc:
             shift = {"^^": 2, "^": 1, "__": -2, "_": -1, "=": 0}[acc]
-            st.bar_accs[key] = shift
+            if self.propagate != "not":
+                st.bar_accs[key] = shift
         elif key in st.bar_accs:
             shift = st.bar_accs[key]
         else:
@@ -787,6 +792,10 @@ class _Reader:
                     self.warn(f"{q}; the tempo is kept", col, code="tempo")
 
     def midi_directive(self, text: str) -> None:
+        m = re.match(r"^%%propagate-accidentals\s+(not|octave|pitch)\b", text)
+        if m:
+            self.propagate = m.group(1)
+            return
         m = re.match(r"^%%MIDI\s+program\s+(?:(\d+)\s+)?(\d+)", text)
         if m:
             prog = int(m.group(2))

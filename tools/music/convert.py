@@ -15,7 +15,7 @@ from pathlib import Path
 
 import mido
 from image2music.tools.files import atomic_write_bytes
-from image2music.tools.music.abcparse import Bar, Event, Tune, Voice
+from image2music.tools.music.abcparse import Bar, Tune, Voice
 from image2music.tools.music.safe_svg import engrave_input, sanitize_svg
 
 TICKS_PER_QUARTER = 480
@@ -78,35 +78,52 @@ def _more_passes(bars: list[Bar], i: int, passno: int) -> bool:
     return False
 
 
-def voice_notes(voice: Voice) -> list[tuple[Fraction, Fraction, int]]:
-    """(start, duration, pitch) in whole notes with repeats expanded and ties merged."""
-    by_bar: dict[int, list[Event]] = {}
+def voice_ticks(voice: Voice) -> list[tuple[int, int, int]]:
+    """(start, end, pitch) in ticks (``TICKS_PER_QUARTER``) with repeats expanded and ties merged; times are
+    whole ticks from each bar's start (the integer arithmetic keeps this fast on whole pieces)."""
+    per_whole = _TICKS_PER_WHOLE
+
+    def tick(x: Fraction) -> int:
+        return (x.numerator * per_whole) // x.denominator
+
+    by_bar: dict[int, list[tuple[int, int, list[int], frozenset[int]]]] = {}
+    bar_span: dict[int, int] = {}
+    for bar in voice.bars:
+        bar_span[bar.number] = tick(bar.length)
+    bar_start = {bar.number: tick(bar.start) for bar in voice.bars}
     for ev in voice.events:
-        by_bar.setdefault(ev.bar, []).append(ev)
-    notes: list[tuple[Fraction, Fraction, int]] = []
+        off = tick(ev.start) - bar_start.get(ev.bar, 0)
+        dur = tick(ev.dur)
+        by_bar.setdefault(ev.bar, []).append((off, dur, ev.pitches, ev.ties))
+        if off + dur > bar_span.get(ev.bar, 0):
+            bar_span[ev.bar] = off + dur
+    notes: list[list[int]] = []
     open_ties: dict[int, int] = {}  # pitch -> index in notes of a note that continues
-    cursor = Fraction(0)
+    cursor = 0
     for idx in play_order(voice.bars):
         bar = voice.bars[idx]
-        for ev in by_bar.get(bar.number, []):
-            start = cursor + (ev.start - bar.start)
-            for p in [p for p in open_ties if p not in ev.pitches]:
-                del open_ties[p]  # a tie only joins a note to the next note of the same pitch
-            for p in ev.pitches:
+        for off, dur, pitches, ties in by_bar.get(bar.number, []):
+            start = cursor + off
+            if open_ties:
+                for p in [p for p in open_ties if p not in pitches]:
+                    del open_ties[p]  # a tie only joins a note to the next note of the same pitch
+            for p in pitches:
                 if p in open_ties:
                     k = open_ties.pop(p)
-                    s0, _d0, _ = notes[k]
-                    notes[k] = (s0, start + ev.dur - s0, p)
-                    if p in ev.ties:
+                    notes[k][1] = start + dur
+                    if p in ties:
                         open_ties[p] = k
                     continue
-                notes.append((start, ev.dur, p))
-                if p in ev.ties:
+                notes.append([start, start + dur, p])
+                if p in ties:
                     open_ties[p] = len(notes) - 1
-        cursor += max(
-            bar.length, max((e.start + e.dur - bar.start for e in by_bar.get(bar.number, [])), default=Fraction(0))
-        )
-    return notes
+        cursor += bar_span.get(bar.number, 0)
+    return [(a, b, p) for a, b, p in notes]
+
+
+def voice_notes(voice: Voice) -> list[tuple[Fraction, Fraction, int]]:
+    """(start, duration, pitch) in whole notes with repeats expanded and ties merged (``voice_ticks``)."""
+    return [(Fraction(a, _TICKS_PER_WHOLE), Fraction(b - a, _TICKS_PER_WHOLE), p) for a, b, p in voice_ticks(voice)]
 
 
 _TRANSLIT = str.maketrans(
@@ -159,12 +176,11 @@ def played_tracks(tune: Tune) -> list[PlayedTrack]:
     for n, voice in enumerate(tune.voices.values()):
         ch = (voice.channel - 1) if voice.channel and 1 <= voice.channel <= 16 else channels[n % len(channels)]
         notes: list[tuple[int, int, int]] = []
-        for start, dur, pitch in voice_notes(voice):
+        for start, end, pitch in voice_ticks(voice):
             if not 0 <= pitch <= 127:
                 continue
-            on = max(0, int(start * _TICKS_PER_WHOLE))  # never before the start, whatever the layers did
-            off = max(on + 1, int((start + dur) * _TICKS_PER_WHOLE))
-            notes.append((on, off, pitch))
+            on = max(0, start)  # never before the start, whatever the layers did
+            notes.append((on, max(on + 1, end), pitch))
         out.append(PlayedTrack(midi_text(voice.name or voice.id) or "voice", ch, voice.program, notes))
     return out
 

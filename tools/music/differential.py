@@ -3,8 +3,9 @@
 Both renderings of a tune are reduced to a multiset of note events ``(onset, pitch)``, the onset in quarter
 notes quantised to 1/12 beat. abc2midi runs as ``abc2midi FILE -o OUT -NGUI -NGRA -NFER`` on the tune with
 ``R:`` lines removed: no guitar-chord accompaniment, no grace notes, no fermata lengthening, no hornpipe swing;
-trills and rolls are removed (abc2midi plays them as extra notes) and ``%%propagate-accidentals octave`` makes
-it follow the ABC 2.1 rule that an accidental holds for its own octave only.
+trills and rolls are removed (abc2midi plays them as extra notes). Accidentals are not normalised: both sides
+follow ABC 2.1 §11.3, whose default (``%%propagate-accidentals pitch``) carries an accidental to the end of the
+bar in every octave, and both honour the directive when a tune sets it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import mido
@@ -104,8 +105,7 @@ def oracle_input(abc: str) -> str:
     in_body = False
     for n, ln in enumerate(abc.splitlines(keepends=True)):
         if n == 1:
-            # ABC 2.1: an accidental applies to its own octave only (abc2midi's default is every octave)
-            out.append("%%propagate-accidentals octave\n%%MIDI chordattack 0\n")
+            out.append("%%MIDI chordattack 0\n")  # chord notes at one instant (abc2midi staggers them)
         if re.match(r"\s*R:", ln):
             continue
         if _FIELD.match(ln) or ln.lstrip().startswith("%"):
@@ -118,6 +118,11 @@ def oracle_input(abc: str) -> str:
 
 def abc2midi_notes(abc: str, timeout_s: float = 20.0) -> Notes | None:
     """abc2midi's note events for ``abc``, or None when it wrote no MIDI (it rejected the tune)."""
+    return abc2midi_run(abc, timeout_s)[0]
+
+
+def abc2midi_run(abc: str, timeout_s: float = 20.0) -> tuple[Notes | None, str]:
+    """(abc2midi's note events or None, what it printed: its errors and warnings are on stdout)."""
     exe = shutil.which("abc2midi")
     if exe is None:
         raise FileNotFoundError("abc2midi is not installed (Debian package 'abcmidi')")
@@ -125,20 +130,47 @@ def abc2midi_notes(abc: str, timeout_s: float = 20.0) -> Notes | None:
         src, dst = Path(d) / "t.abc", Path(d) / "t.mid"
         src.write_text(oracle_input(abc), encoding="utf-8")
         try:
-            subprocess.run(
+            proc = subprocess.run(
                 [exe, str(src), "-o", str(dst), "-NGUI", "-NGRA", "-NFER"],
                 capture_output=True,
                 timeout=timeout_s,
                 cwd=d,
             )
         except subprocess.TimeoutExpired:
-            return None
+            return None, "timed out"
+        said = proc.stdout.decode("utf-8", "replace")
         if not dst.exists():
-            return None
+            return None, said
         try:
-            return midi_notes(dst.read_bytes())
+            return midi_notes(dst.read_bytes()), said
         except (OSError, ValueError, EOFError):
-            return None
+            return None, said
+
+
+DELIBERATE: dict[str, str] = {
+    "broken-rhythm-unequal": "a broken rhythm between notes of different lengths (`f<a2`): ABC 2.1 dots the first "
+    "and halves the second; abc2midi refuses it ('Cannot apply broken rhythm') and plays the plain lengths",
+    "voices-out-of-order": "voices declared out of numeric order under %%score: abc2midi merges them ('out of "
+    "sequence') and loses notes; we play every voice",
+    "last-ending-repeat": "a section's last ending closed with `:|` (`|1 ... :|2 ... :|`): we end the section "
+    "there, as its author means; abc2midi goes back once more",
+}
+"""Where we differ from abc2midi on purpose; a tune that differs and shows one of these is counted apart."""
+
+
+def deliberate_difference(tune: object, oracle_said: str) -> str | None:
+    """The reason (a key of ``DELIBERATE``) a tune that renders differently differs on purpose, or None."""
+    if "Cannot apply broken rhythm" in oracle_said:
+        return "broken-rhythm-unequal"
+    if "out of sequence" in oracle_said:
+        return "voices-out-of-order"
+    for voice in getattr(tune, "voices", {}).values():
+        bars = voice.bars
+        for i, b in enumerate(bars):
+            last_of_ending = i + 1 == len(bars) or not bars[i + 1].passes
+            if b.passes and b.end_repeat and last_of_ending and max(b.passes) >= 2:
+                return "last-ending-repeat"
+    return None
 
 
 MIDI_TOLERANCE = 1 / 8
@@ -174,6 +206,8 @@ class Comparison:
     error: str | None = None
     """An exception our side raised (never expected)."""
     first_error: str | None = None
+    deliberate: str | None = None
+    """Renders differently on purpose (a key of ``DELIBERATE``); counted apart from the misses."""
 
 
 def compare(source: str, abc: str) -> Comparison:
@@ -181,7 +215,7 @@ def compare(source: str, abc: str) -> Comparison:
     from image2music.tools.music.check import check_abc
     from image2music.tools.music.convert import midi_bytes
 
-    theirs = abc2midi_notes(abc)
+    theirs, said = abc2midi_run(abc)
     plays = theirs is not None and theirs.count > 0
     try:
         result = check_abc(abc)
@@ -195,11 +229,14 @@ def compare(source: str, abc: str) -> Comparison:
     if theirs is None:
         return Comparison(source, plays, True)
     ov = overlap(ours, theirs)
-    return Comparison(source, plays, True, identical=ov == 1.0, overlap=ov)
+    why = None if ov == 1.0 else deliberate_difference(result.tune, said)
+    return Comparison(source, plays, True, identical=ov == 1.0, overlap=ov, deliberate=why)
 
 
 @dataclass
 class Summary:
+    """Figures of one source. ``both`` excludes the tunes that differ on purpose (``deliberate``, by reason)."""
+
     tunes: int
     oracle_plays: int
     accepted_of_played: int
@@ -207,6 +244,7 @@ class Summary:
     identical: int
     mean_overlap: float
     exceptions: int
+    deliberate: dict[str, int] = field(default_factory=dict)
 
     @property
     def acceptance(self) -> float:
@@ -217,16 +255,22 @@ class Summary:
         return self.identical / self.both if self.both else 1.0
 
     def render(self) -> str:
+        apart = ", ".join(f"{k} {v}" for k, v in sorted(self.deliberate.items())) or "none"
         return (
             f"{self.tunes} tunes; abc2midi plays {self.oracle_plays}; we accept {self.accepted_of_played} of those "
             f"({self.acceptance:.1%}); note-identical on {self.identical}/{self.both} rendered both ways "
-            f"({self.identical_rate:.1%}), mean overlap {self.mean_overlap:.4f}; exceptions {self.exceptions}"
+            f"({self.identical_rate:.1%}), mean overlap {self.mean_overlap:.4f}; exceptions {self.exceptions}; "
+            f"different on purpose (counted apart): {apart}"
         )
 
 
 def summarise(rows: Iterable[Comparison]) -> Summary:
     rows = list(rows)
-    both = [r for r in rows if r.accepted and r.oracle_plays]
+    both = [r for r in rows if r.accepted and r.oracle_plays and r.deliberate is None]
+    apart: dict[str, int] = {}
+    for r in rows:
+        if r.accepted and r.oracle_plays and r.deliberate is not None:
+            apart[r.deliberate] = apart.get(r.deliberate, 0) + 1
     return Summary(
         tunes=len(rows),
         oracle_plays=sum(r.oracle_plays for r in rows),
@@ -235,6 +279,7 @@ def summarise(rows: Iterable[Comparison]) -> Summary:
         identical=sum(r.identical for r in both),
         mean_overlap=sum(r.overlap for r in both) / len(both) if both else 1.0,
         exceptions=sum(r.error is not None for r in rows),
+        deliberate=apart,
     )
 
 

@@ -19,6 +19,7 @@ no ``bar-length`` or ``voice-length`` problem.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -26,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from image2music.tools.music.abcparse import Limits
+from image2music.tools.music.convert import TICKS_PER_QUARTER, PlayedTrack
+from image2music.tools.music.metrics import stored_metrics
 
 ROUTE = "symusic"
 """The one conversion route, recorded with every knowledge-base entry."""
@@ -72,6 +75,15 @@ class Conversion:
     key: str
     bars: int
     dropped: list[str] = field(default_factory=list)
+    played: list[PlayedTrack] = field(default_factory=list)
+    """The notes the ABC plays, as our reader plays them (``TICKS_PER_QUARTER``): metrics need no re-read."""
+
+    def metrics(self) -> dict[str, Any]:
+        """What a knowledge-base entry stores: equal to ``entry_metrics(read_tune(self.abc))`` (tested), without
+        reading the ABC back."""
+        return stored_metrics(
+            self.played, tempo_qpm=float(round(self.tempo_qpm)), key=self.key, meter=self.meter, bars=self.bars
+        )
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -250,11 +262,17 @@ def _lanes_of(notes: list[Note], name: str, program: int, drums: bool, cap: int,
     """A track's notes as voices: notes that start and end together are one chord; a chord goes to the first
     voice that is free; when ``cap`` voices are busy it joins (or cuts short) the one that ends first. A gap
     of at most one grid step before the next note of a voice is closed (a detached note reads as written)."""
-    groups: dict[tuple[int, int], set[int]] = {}
+    groups: dict[tuple[int, int], list[int]] = {}
     for s, e, p in notes:
-        groups.setdefault((s, e), set()).add(p)
+        groups.setdefault((s, e), []).append(p)
+    layers: list[tuple[int, int, set[int]]] = []  # a pitch struck twice at once goes to a second voice
+    for (s, e), ps in sorted(groups.items()):
+        while ps:
+            layers.append((s, e, set(ps)))
+            for p in set(ps):
+                ps.remove(p)
     lanes: list[_Lane] = []
-    for (s, e), pitches in sorted(groups.items()):
+    for s, e, pitches in layers:
         free = next((ln for ln in lanes if ln.end <= s), None)
         if free is None and len(lanes) < cap:
             free = _Lane(name, program, drums)
@@ -435,7 +453,18 @@ def midi_to_abc(
         else:
             body += [f"%%MIDI channel {channel_of[ln.track]}", f"%%MIDI program {ln.program}"]
         body.extend(_voice_lines(ln, bars, fifths, tempo_at if k == 1 else {}))
+    scale = TICKS_PER_QUARTER // BASE
+    played = [
+        PlayedTrack(
+            ln.name,
+            DRUM_CHANNEL - 1 if ln.drums else channel_of[ln.track] - 1,
+            None if ln.drums else ln.program,
+            [(s * scale, e * scale, p) for s, e, ps in ln.events for p in ps],
+        )
+        for ln in lanes
+    ]
     return Conversion(
+        played=played,
         abc="\n".join(head + body) + "\n",
         grid=grid_name,
         voices=len(lanes),
@@ -601,10 +630,17 @@ def _bar_tokens(segs: list[tuple[int, int, list[int], bool]], bstart: int, bend:
     return out
 
 
+@functools.lru_cache(maxsize=4096)
+def _length_of(span: int, in_tuplet: bool) -> str:
+    """The length text of ``span`` (1/48 quarter notes) with L:1/16, inside a ``(3:2`` tuplet or not."""
+    units = Fraction(span, BASE // 4)
+    return length_text(units * Fraction(3, 2) if in_tuplet else units)
+
+
 def _token(seg: tuple[int, int, list[int], bool], speller: _Speller, factor: Fraction) -> str:
     """One note, chord or rest; lengths in sixteenths (L:1/16) divided by ``factor`` inside a tuplet."""
     s, e, pitches, tie = seg
-    length = length_text(Fraction(e - s, BASE // 4) / factor)
+    length = _length_of(e - s, factor != 1)
     if not pitches:
         return "z" + length
     mark = "-" if tie else ""
