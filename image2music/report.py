@@ -64,7 +64,7 @@ def piano_roll(abc: str, width: int = 1000, height: int = 220) -> str:
     from image2music.tools.music.convert import voice_notes
 
     tune = read_tune(abc)
-    voices = [(vid, voice_notes(v)) for vid, v in tune.voices.items()]
+    voices = [(vid, voice_notes(v, tune.part_order)) for vid, v in tune.voices.items()]
     notes = [n for _vid, ns in voices for n in ns]
     if not notes:
         return ""

@@ -199,3 +199,82 @@ def test_accidentals_propagate_as_abc_2_1_says(directive: str, expected: list[in
         theirs = abc2midi_notes(abc)
         assert theirs is not None and sorted((t, p) for p, ts in theirs.onsets.items() for t in ts)[0][1] == 78
         assert sorted(p for p, ts in theirs.onsets.items() for _t in ts) == sorted(expected)
+
+
+# --- causes found by the per-source differential (issue O), each against abc2midi where it agrees ---
+CAUSES = {
+    # an ending stops at a section line that opens the next line (`|2 ... |` then `|: ...`)
+    "ending stops at a repeat start on the next line": (
+        "|: C D E F |1 G A B c :|2 c B A G |\n|: e f g a | e f g a :|\n",
+        [60, 62, 64, 65, 67, 69, 71, 72, 60, 62, 64, 65, 72, 71, 69, 67] + [76, 77, 79, 81] * 4,
+    ),
+    # bar lines alone before a continued line (`|:\`) are music: the tune goes on
+    "a continued line of bar lines": (
+        "|:\\\nC D E F | G A B c |\\\nc B A G :|\n",
+        [60, 62, 64, 65, 67, 69, 71, 72, 72, 71, 69, 67] * 2,
+    ),
+    # abc2midi ignores stray marks and plays on: so do we, with a warning
+    "a stray octave mark after a length": ("D4, E4|]\n", [62, 64]),
+    "a stray length after a decoration": ("!3!3(fe!1!d) z5|]\n", [77, 76, 74]),
+    "a stray slash": ("A/ /B z3 z4|]\n", [69, 71]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CAUSES))
+def test_causes_found_by_the_differential(case: str) -> None:
+    body, expected = CAUSES[case]
+    header = "M:4/4\nL:1/4\nK:C" if "ending" in case or "continued" in case else "M:4/4\nL:1/8\nK:C"
+    abc = _tune(body.rstrip("\n"), header)
+    assert [p for _t, p in _ours(abc)] == expected
+    if abc2midi.available():
+        theirs = abc2midi_notes(abc)
+        assert theirs is not None
+        assert [p for _t, p in sorted((t, p) for p, ts in theirs.onsets.items() for t in ts)] == expected
+
+
+def test_an_accidental_before_a_fingering_is_the_notes() -> None:
+    abc = _tune("^!1!d2 e2 z4|]", "M:4/4\nL:1/8\nK:C")
+    r = check_abc(abc, extract=False)
+    assert r.ok and [p for _t, p in _ours(abc)] == [75, 76]
+    assert any("before a decoration" in w.message for w in r.warnings)
+
+
+@needs_abc2midi
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        ("^!1!d2 e2 z4|]", "accidental-before-decoration"),
+        ("f<a2 f z4|]", "broken-rhythm-unequal"),
+        ("|: C D E F |1 G A B c :|2 c B A G :|\n|: e f g a | e f g a :|", "last-ending-repeat"),
+        ("|: C D E F |1 G A B c :|2 c B A G |]\nE F G A | B c d e :|", "repeat-after-endings"),
+    ],
+)
+def test_deliberate_differences_are_counted_apart(body: str, why: str) -> None:
+    c = compare("t", _tune(body, "M:4/4\nL:1/8\nK:C" if "<" in body or "!" in body else "M:4/4\nL:1/4\nK:C"))
+    assert c.accepted and not c.identical and c.deliberate == why
+    assert summarise([c]).deliberate == {why: 1} and summarise([c]).both == 0
+
+
+@pytest.mark.parametrize(
+    ("order", "expected"),
+    [
+        ("AABB", ["A", "A", "B", "B"]),
+        ("A-B.A", ["A", "B", "A"]),
+        ("(AB)2C", ["A", "B", "A", "B", "C"]),
+        ("A3", ["A"] * 3),
+    ],
+)
+def test_part_orders_are_read(order: str, expected: list[str]) -> None:
+    from image2music.tools.music.abcparse import part_order
+
+    assert part_order(order) == expected
+    assert isinstance(part_order("(AB"), str)
+
+
+def test_the_header_part_order_is_played_like_abc2midi() -> None:
+    # ABC 2.1 §3.1.12: a P: in the header gives the order of the parts; before, the parts were played as written
+    abc = "X:1\nT:t\nP:BA2\nM:4/4\nL:1/4\nK:C\nP:A\n|: C D E F :|\nP:B\nG A B c |]\n"
+    assert [p for _t, p in _ours(abc)] == [67, 69, 71, 72] + [60, 62, 64, 65] * 4
+    if abc2midi.available():
+        theirs = abc2midi_notes(abc)
+        assert theirs is not None and theirs.matched(midi_notes(midi_bytes(check_abc(abc).tune))) == 20  # type: ignore[arg-type]

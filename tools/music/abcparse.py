@@ -85,6 +85,8 @@ class Bar:
     passes: tuple[int, ...] = ()
     """Every pass the ending is played on (``[1,3`` -> (1, 3); ``[1-3`` -> (1, 2, 3))."""
     multirest: int = 0
+    part: str | None = None
+    """The part (``P:A`` in the body) this bar belongs to, None before the first."""
 
 
 @dataclass
@@ -116,6 +118,8 @@ class Tune:
     errors: list[Finding] = field(default_factory=list)
     warnings: list[Finding] = field(default_factory=list)
     headers: dict[str, list[str]] = field(default_factory=dict)
+    part_order: list[str] = field(default_factory=list)
+    """The parts in playing order from the header's ``P:`` (``P:AABB``, ``P:(AB)2C``), empty when none."""
 
     @property
     def ok(self) -> bool:
@@ -139,6 +143,7 @@ letter, octave marks."""
 _LEN_RE = re.compile(r"(\d*)(/*)(\d*)")
 _BAR_CHARS = "|:"
 _DECORATION_LETTERS = set("HIJKLMNOPQRSTUVWhijklmnopqrstuvw.~")
+_ACC_THEN_DECORATION_RE = re.compile(r"(\^\^|\^|__|_|=)((?:![^!\s|]*!)+)")
 
 
 @dataclass
@@ -183,6 +188,7 @@ class _Reader:
         self.key_seen = False
         self.line_no = 0
         self.propagate = "pitch"
+        self.current_part: str | None = None
         self.last_decl: str | None = None
         self.body_tempo_seen = False
         self.decl_programs: dict[str, int] = {}
@@ -351,6 +357,7 @@ class _Reader:
                 column=col,
                 begins_section=st.pending_begin,
                 start_repeat=st.pending_repeat,
+                part=self.current_part,
             )
             if st.pending_ending is not None:
                 st.in_ending = st.pending_ending
@@ -681,16 +688,31 @@ class _Reader:
                 self.add_event(st, self.apply_broken(st, st.unit * ln), [p], col)
             return j
         if c in "^_=":
+            d = _ACC_THEN_DECORATION_RE.match(s, i)
+            m = _NOTE_RE.match(s, d.end()) if d else None
+            if d and m and not m.group(1):
+                # `^!1!d` (a fingering between the accidental and its note): the accidental is the note's
+                acc = d.group(1)
+                self.warn(f"accidental '{acc}' written before a decoration: read as '{acc}{m.group(2)}'", col)
+                p = self.pitch(st, acc, m.group(2), m.group(3))
+                ln, j = self.read_length(s, m.end(), col)
+                if ln is not None:
+                    self.add_event(st, self.apply_broken(st, st.unit * ln), [p], col)
+                return j
             self.error(f"accidental '{c}' is not followed by a note", col)
             return i + 1
         if c in _DECORATION_LETTERS:
             return i + 1
         if c.isdigit() or c == "/":
-            self.error(f"length '{c}' does not follow a note", col)
-            i += 1
-            while i < len(s) and (s[i].isdigit() or s[i] == "/"):
-                i += 1
-            return i
+            j = i + 1
+            while j < len(s) and (s[j].isdigit() or s[j] == "/"):
+                j += 1
+            # abc2midi ignores a stray length and plays on; the music around it is clear
+            self.warn(f"length '{s[i:j]}' does not follow a note: ignored", col)
+            return j
+        if c in ",'":
+            self.warn(f"octave mark '{c}' after a note's length ignored (write it before the length: D,4)", col)
+            return i + 1
         self.error(f"unexpected character '{c}' in the music", col)
         return i + 1
 
@@ -752,7 +774,23 @@ class _Reader:
         self.add_event(st, self.apply_broken(st, dur), sorted(set(pitches)), col, frozenset(tied))
         return end
 
+    def part_field(self, value: str, col: int) -> None:
+        """``P:`` in the header: the order of the parts; in the body: the part the next bars belong to."""
+        if not self.header_done:
+            order = part_order(value)
+            if isinstance(order, str):
+                self.warn(f"P:{value.strip()}: {order}; the parts are played as written", col)
+            else:
+                self.tune.part_order = order
+            return
+        label = value.strip()[:1]
+        if label.isalpha():
+            self.current_part = label.upper()
+
     def inline_field(self, key: str, value: str, col: int) -> None:
+        if key == "P":
+            self.part_field(value, col)
+            return
         if key == "V":
             parts = value.split(None, 1)
             if parts:
@@ -865,6 +903,8 @@ class _Reader:
                 if key not in "MLKQV":
                     if key not in "X":
                         self.tune.headers.setdefault(key, []).append(value.strip())
+                    if key == "P":
+                        self.part_field(value, line.find(":") + 2)
                     continue
                 if not self.header_done:
                     self.header_field(key, value, line.find(":") + 2)
@@ -1101,6 +1141,50 @@ def _looks_like_music(rest: str) -> bool:
             continue
         return bool(_FIELD_RE.match(s) and s[0] in "VPTKLMQw") or s.startswith("%") or "|" in s
     return False
+
+
+MAX_PARTS_PLAYED = 64
+
+
+def part_order(value: str) -> list[str] | str:
+    """The parts of a header ``P:`` in playing order (ABC 2.1 §3.1.12: letters, a count after a letter or a
+    parenthesised group, dots, spaces and hyphens for readability), or why it cannot be read. At most
+    ``MAX_PARTS_PLAYED`` parts."""
+    text = re.sub(r"[\s.\-]", "", value.split("%", 1)[0])
+    pos = 0
+
+    def seq() -> list[str]:
+        nonlocal pos
+        out: list[str] = []
+        while pos < len(text) and text[pos] != ")":
+            c = text[pos]
+            if c == "(":
+                pos += 1
+                inner = seq()
+                if pos >= len(text) or text[pos] != ")":
+                    raise ValueError("a '(' is not closed")
+                pos += 1
+                item = inner
+            elif c.isalpha():
+                pos += 1
+                item = [c.upper()]
+            else:
+                raise ValueError(f"unexpected '{c}'")
+            m = re.match(r"\d{1,2}", text[pos:])
+            times = int(m.group()) if m else 1
+            pos += len(m.group()) if m else 0
+            out.extend(item * times)
+            if len(out) > MAX_PARTS_PLAYED:
+                raise ValueError(f"more than {MAX_PARTS_PLAYED} parts to play")
+        return out
+
+    try:
+        order = seq()
+        if pos < len(text):
+            raise ValueError("a ')' without '('")
+    except ValueError as e:
+        return str(e)
+    return order
 
 
 def read_tune(text: str, limits: Limits | None = None) -> Tune:

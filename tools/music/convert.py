@@ -78,9 +78,24 @@ def _more_passes(bars: list[Bar], i: int, passno: int) -> bool:
     return False
 
 
-def voice_ticks(voice: Voice) -> list[tuple[int, int, int]]:
-    """(start, end, pitch) in ticks (``TICKS_PER_QUARTER``) with repeats expanded and ties merged; times are
-    whole ticks from each bar's start (the integer arithmetic keeps this fast on whole pieces)."""
+def bar_order(bars: list[Bar], parts: list[str] | None = None) -> list[int]:
+    """Indices of ``bars`` in playing order: repeats and endings expanded (``play_order``), and, when the tune
+    names an order of parts (``P:AABB`` in the header) and its bars are labelled (``P:A`` in the body), each
+    part in that order with its own repeats; bars before the first label are played once, first."""
+    if not parts or not any(b.part for b in bars):
+        return play_order(bars)
+    order = [i for i in play_order([b for b in bars if b.part is None])]
+    for label in parts:
+        idx = [i for i, b in enumerate(bars) if b.part == label]
+        order += [idx[k] for k in play_order([bars[i] for i in idx])]
+        if len(order) > max(len(bars), 1) * _MAX_EXPANDED_BARS_FACTOR * 4:
+            break
+    return order
+
+
+def voice_ticks(voice: Voice, parts: list[str] | None = None) -> list[tuple[int, int, int]]:
+    """(start, end, pitch) in ticks (``TICKS_PER_QUARTER``) with repeats (and the ``parts`` order) expanded and
+    ties merged; times are whole ticks from each bar's start (integer arithmetic keeps this fast)."""
     per_whole = _TICKS_PER_WHOLE
 
     def tick(x: Fraction) -> int:
@@ -100,7 +115,7 @@ def voice_ticks(voice: Voice) -> list[tuple[int, int, int]]:
     notes: list[list[int]] = []
     open_ties: dict[int, int] = {}  # pitch -> index in notes of a note that continues
     cursor = 0
-    for idx in play_order(voice.bars):
+    for idx in bar_order(voice.bars, parts):
         bar = voice.bars[idx]
         for off, dur, pitches, ties in by_bar.get(bar.number, []):
             start = cursor + off
@@ -121,9 +136,11 @@ def voice_ticks(voice: Voice) -> list[tuple[int, int, int]]:
     return [(a, b, p) for a, b, p in notes]
 
 
-def voice_notes(voice: Voice) -> list[tuple[Fraction, Fraction, int]]:
+def voice_notes(voice: Voice, parts: list[str] | None = None) -> list[tuple[Fraction, Fraction, int]]:
     """(start, duration, pitch) in whole notes with repeats expanded and ties merged (``voice_ticks``)."""
-    return [(Fraction(a, _TICKS_PER_WHOLE), Fraction(b - a, _TICKS_PER_WHOLE), p) for a, b, p in voice_ticks(voice)]
+    return [
+        (Fraction(a, _TICKS_PER_WHOLE), Fraction(b - a, _TICKS_PER_WHOLE), p) for a, b, p in voice_ticks(voice, parts)
+    ]
 
 
 _TRANSLIT = str.maketrans(
@@ -176,7 +193,7 @@ def played_tracks(tune: Tune) -> list[PlayedTrack]:
     for n, voice in enumerate(tune.voices.values()):
         ch = (voice.channel - 1) if voice.channel and 1 <= voice.channel <= 16 else channels[n % len(channels)]
         notes: list[tuple[int, int, int]] = []
-        for start, end, pitch in voice_ticks(voice):
+        for start, end, pitch in voice_ticks(voice, tune.part_order):
             if not 0 <= pitch <= 127:
                 continue
             on = max(0, start)  # never before the start, whatever the layers did

@@ -154,6 +154,11 @@ DELIBERATE: dict[str, str] = {
     "sequence') and loses notes; we play every voice",
     "last-ending-repeat": "a section's last ending closed with `:|` (`|1 ... :|2 ... :|`): we end the section "
     "there, as its author means; abc2midi goes back once more",
+    "accidental-before-decoration": "an accidental written before a decoration (`^!1!d`): we read it as the "
+    "note's accidental; abc2midi drops it ('Malformed note')",
+    "repeat-after-endings": "a `:|` with no `|:` after a section with numbered endings (`[1 ...:|[2 ...|] C D "
+    "E F:|`): we repeat from the end of those endings (the new part), abc2midi from elsewhere (the start of the "
+    "section before them, or it skips the repeat)",
 }
 """Where we differ from abc2midi on purpose; a tune that differs and shows one of these is counted apart."""
 
@@ -164,12 +169,24 @@ def deliberate_difference(tune: object, oracle_said: str) -> str | None:
         return "broken-rhythm-unequal"
     if "out of sequence" in oracle_said:
         return "voices-out-of-order"
+    if any("written before a decoration" in w.message for w in getattr(tune, "warnings", [])):
+        return "accidental-before-decoration"
     for voice in getattr(tune, "voices", {}).values():
         bars = voice.bars
         for i, b in enumerate(bars):
             last_of_ending = i + 1 == len(bars) or not bars[i + 1].passes
             if b.passes and b.end_repeat and last_of_ending and max(b.passes) >= 2:
                 return "last-ending-repeat"
+        after_endings = False
+        for i, b in enumerate(bars):
+            if b.start_repeat:
+                after_endings = False
+            if b.end_repeat and after_endings:
+                return "repeat-after-endings"
+            if b.passes and (i + 1 == len(bars) or not bars[i + 1].passes):
+                after_endings = True
+            elif b.end_repeat and not b.passes:
+                after_endings = False
     return None
 
 

@@ -137,6 +137,8 @@ def _is_music(line: str) -> bool:
         return True
     if _is_field(s) or re.match(r"^\[[A-Za-z]:[^\]]*\]", s):
         return True
+    if "|" in s and re.fullmatch(r"[|:\[\]0-9,\-\s\\]+", s):
+        return True  # bar lines and repeat signs alone (`|:\` before a continued line)
     return not _is_prose(s) and bool(re.search(r"[A-Ga-gzZ]", s))
 
 
