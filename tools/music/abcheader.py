@@ -40,17 +40,26 @@ def key_clauses(spec: str) -> tuple[str, int | None]:
     removed; ``octave=N`` is returned. An empty key means the field only changed the clef (the key stays)."""
     tokens = spec.split("%", 1)[0].split()
     octave: int | None = None
+    clef_shift = 0  # `treble-8` / `bass+8`: the music sounds an octave lower / higher (ABC 2.1, as abc2midi)
     kept: list[str] = []
     for n, tok in enumerate(tokens):
         if "=" in tok and not re.match(r"^=[A-Ga-g]$", tok):
             m = re.match(r"^octave=([+-]?\d)$", tok, re.I)
             if m:
                 octave = int(m.group(1))
+            m = re.match(r"^clef=\w*?([+-])8$", tok, re.I)
+            if m:
+                clef_shift = 1 if m.group(1) == "+" else -1
             continue
         short_key = n == 0 and len(tok) <= 2 and _KEY_RE.match(tok) is not None  # "C", "F", "Gm"
         if tok.lower() == "clef" or (_CLEF_RE.match(tok) and not short_key):
+            m = re.search(r"([+-])8$", tok)
+            if m:
+                clef_shift = 1 if m.group(1) == "+" else -1
             continue
         kept.append(tok)
+    if clef_shift:
+        octave = (octave or 0) + clef_shift
     text = " ".join(kept)
     # explicit accidentals may be glued to the tonic: "C^f^c" -> "C ^f ^c"
     text = re.sub(r"(?<=[A-Za-z#])(?=(\^\^|\^|__|_|=)[A-Ga-g])", " ", text)
@@ -68,10 +77,8 @@ def key_signature(spec: str) -> tuple[dict[str, int], str] | str:
     name = "C"
     if first.lower() == "none" or first in ("HP", "Hp"):
         name = "none" if first.lower() == "none" else "HP"
-        if first == "HP":
-            accs = {}
-        elif first == "Hp":
-            accs = {"F": 1, "C": 1, "G": -0}
+        if first in ("HP", "Hp"):  # Highland pipes: F and C sharp, G natural (HP only prints no signature)
+            accs = {"F": 1, "C": 1, "G": 0}
     elif first[0] in "^_=":
         rest = tokens
     else:

@@ -143,6 +143,12 @@ letter, octave marks."""
 _LEN_RE = re.compile(r"(\d*)(/*)(\d*)")
 _BAR_CHARS = "|:"
 _DECORATION_LETTERS = set("HIJKLMNOPQRSTUVWhijklmnopqrstuvw.~")
+def _accidental(m: re.Match[str]) -> str | None:
+    """The accidental of a note match: ``micro`` when a fraction follows the sign (``^/``, ``_3/4``)."""
+    acc = m.group(1)
+    return "micro" if acc and m.end(1) != m.start(2) else acc
+
+
 _ACC_THEN_DECORATION_RE = re.compile(r"(\^\^|\^|__|_|=)((?:![^!\s|]*!)+)")
 
 
@@ -189,6 +195,7 @@ class _Reader:
         self.line_no = 0
         self.propagate = "pitch"
         self.current_part: str | None = None
+        self.broken_ratio = (3, 1)
         self.last_decl: str | None = None
         self.body_tempo_seen = False
         self.decl_programs: dict[str, int] = {}
@@ -483,7 +490,9 @@ class _Reader:
         # not at all (``not``)
         key = (letter.upper(), base if self.propagate == "octave" else 0)
         if acc:
-            shift = {"^^": 2, "^": 1, "__": -2, "_": -1, "=": 0}[acc]
+            # a microtonal accidental (`^/c`, `_3/4e`) is played on the written letter, as abc2midi plays it
+            # (it bends that note; the MIDI note number stays the letter's)
+            shift = {"^^": 2, "^": 1, "__": -2, "_": -1, "=": 0, "micro": 0}[acc]
             if self.propagate != "not":
                 st.bar_accs[key] = shift
         elif key in st.bar_accs:
@@ -633,6 +642,9 @@ class _Reader:
             self.error(f"broken rhythm '{s[i:j]}' must stand between two notes", i + 1)
             return j
         short = Fraction(1, 2**k)
+        if k == 1 and self.broken_ratio != (3, 1):  # `%%MIDI ratio n m`, as abc2midi plays it
+            n, m = self.broken_ratio
+            short = Fraction(2 * m, n + m)
         long = 2 - short
         first, second = (long, short) if c == ">" else (short, long)
         ev = st.last_event
@@ -682,7 +694,7 @@ class _Reader:
         c, col = s[i], i + 1
         m = _NOTE_RE.match(s, i)
         if m:
-            p = self.pitch(st, m.group(1), m.group(2), m.group(3))
+            p = self.pitch(st, _accidental(m), m.group(2), m.group(3))
             ln, j = self.read_length(s, m.end(), col)
             if ln is not None:
                 self.add_event(st, self.apply_broken(st, st.unit * ln), [p], col)
@@ -752,7 +764,7 @@ class _Reader:
                 self.warn(f"unexpected '{ch}' inside a chord ignored", col + 1 + k)
                 k += 1
                 continue
-            pitch = self.pitch(st, m.group(1), m.group(2), m.group(3))
+            pitch = self.pitch(st, _accidental(m), m.group(2), m.group(3))
             pitches.append(pitch)
             ln, k2 = self.read_length(inner, m.end(), col + 1 + k)
             if first_len is None:
@@ -830,6 +842,10 @@ class _Reader:
                     self.warn(f"{q}; the tempo is kept", col, code="tempo")
 
     def midi_directive(self, text: str) -> None:
+        m = re.match(r"^%%MIDI\s+ratio\s+(\d{1,3})\s+(\d{1,3})\b", text)
+        if m and int(m.group(1)) > 0 and int(m.group(2)) > 0:
+            self.broken_ratio = (int(m.group(1)), int(m.group(2)))
+            return
         m = re.match(r"^%%propagate-accidentals\s+(not|octave|pitch)\b", text)
         if m:
             self.propagate = m.group(1)

@@ -46,17 +46,28 @@ def play_order(bars: list[Bar]) -> list[int]:
     start = 0
     passno = 1
     jumped: set[int] = set()
+    open_repeat: int | None = None  # a `|:` no `:|` has closed yet
+    reopened: set[int] = set()
     i = 0
     while i < n and len(order) < limit:
         b = bars[i]
+        if b.start_repeat and not b.passes and open_repeat is not None and open_repeat < i:
+            if i not in reopened:  # `|: A || |: B`: a new `|:` repeats the open section first (as abc2midi does)
+                reopened.add(i)
+                passno, i = 2, open_repeat
+                continue
+            passno = 1  # back here after the repeat: the new section starts
         if b.start_repeat and passno == 1:
             start = i
+            open_repeat = i
         if b.passes and passno not in b.passes:
             i += 1
             if i >= n or not bars[i].passes:
                 start, passno = i, 1  # the section's endings are over
             continue
         order.append(i)
+        if b.end_repeat:
+            open_repeat = None
         if b.end_repeat and passno < 8 and (_more_passes(bars, i, passno) if b.passes else i not in jumped):
             jumped.add(i)
             passno += 1

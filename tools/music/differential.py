@@ -92,7 +92,7 @@ def _strip_ornaments(line: str) -> str:
                 out.append(token)
             i = j + 1
             continue
-        if c not in "~T":
+        if c not in "~TR":  # roll, trill, and the roll `R` (abc2midi plays each as several notes)
             out.append(c)
         i += 1
     return "".join(out)
@@ -106,8 +106,8 @@ def oracle_input(abc: str) -> str:
     for n, ln in enumerate(abc.splitlines(keepends=True)):
         if n == 1:
             out.append("%%MIDI chordattack 0\n")  # chord notes at one instant (abc2midi staggers them)
-        if re.match(r"\s*R:", ln):
-            continue
+        if re.match(r"\s*R:", ln) or re.match(r"\s*%%MIDI\s+drone", ln):
+            continue  # hornpipe swing; a bagpipe drone is accompaniment, like guitar chords
         if _FIELD.match(ln) or ln.lstrip().startswith("%"):
             in_body = in_body or ln.lstrip().startswith("K:")
             out.append(ln)
@@ -154,6 +154,8 @@ DELIBERATE: dict[str, str] = {
     "sequence') and loses notes; we play every voice",
     "last-ending-repeat": "a section's last ending closed with `:|` (`|1 ... :|2 ... :|`): we end the section "
     "there, as its author means; abc2midi goes back once more",
+    "glued-key-accidentals": "explicit accidentals glued to the key (`K:C^f^c`): we read them (ABC 2.1 §4.6); "
+    "abc2midi refuses them ('Unknown mode') and plays the plain key",
     "accidental-before-decoration": "an accidental written before a decoration (`^!1!d`): we read it as the "
     "note's accidental; abc2midi drops it ('Malformed note')",
     "repeat-after-endings": "a `:|` with no `|:` after a section with numbered endings (`[1 ...:|[2 ...|] C D "
@@ -167,6 +169,8 @@ def deliberate_difference(tune: object, oracle_said: str) -> str | None:
     """The reason (a key of ``DELIBERATE``) a tune that renders differently differs on purpose, or None."""
     if "Cannot apply broken rhythm" in oracle_said:
         return "broken-rhythm-unequal"
+    if re.search(r"Unknown mode '[\^_=]", oracle_said):
+        return "glued-key-accidentals"
     if "out of sequence" in oracle_said:
         return "voices-out-of-order"
     if any("written before a decoration" in w.message for w in getattr(tune, "warnings", [])):

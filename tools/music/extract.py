@@ -180,7 +180,8 @@ def _tunes_in(lines: list[str], trusted: bool) -> list[tuple[int, int]]:
                     j = k
                     continue
                 break
-            if not trusted and not _is_music(t):
+            continued = lines[j - 1].split("%", 1)[0].rstrip().endswith("\\")  # `T:long \` + next line
+            if not trusted and not continued and not _is_music(t):
                 break
             j += 1
         spans.append((start, j))
@@ -192,6 +193,8 @@ def _header_run(lines: list[str], i: int) -> bool:
     """A tune without X: starts at a header line followed (soon) by K:."""
     for k in range(i, min(len(lines), i + 12)):
         s = lines[k].strip()
+        if s.startswith("%"):
+            continue  # comments and directives (`%%measurenb 1`) may stand between header lines
         m = _FIELD_RE.match(s)
         if not m:
             return False
