@@ -268,6 +268,7 @@ def test_an_accidental_before_a_fingering_is_the_notes() -> None:
         ("f<a2 f z4|]", "broken-rhythm-unequal"),
         ("|: C D E F |1 G A B c :|2 c B A G :|\n|: e f g a | e f g a :|", "last-ending-repeat"),
         ("|: C D E F |1 G A B c :|2 c B A G |]\nE F G A | B c d e :|", "repeat-after-endings"),
+        ("(7:8:8(3A/A/A/ A/A/A/A/A/|C4|]", "nested-tuplets"),
     ],
 )
 def test_deliberate_differences_are_counted_apart(body: str, why: str) -> None:
@@ -331,3 +332,26 @@ def test_more_causes_found_by_the_differential(case: str) -> None:
     if abc2midi.available():
         theirs = abc2midi_notes(abc)
         assert theirs is not None and theirs.matched(midi_notes(midi_bytes(r.tune))) == len(expected)  # type: ignore[arg-type]
+
+
+def test_a_loose_repeat_sign_inside_an_open_section_starts_nothing() -> None:
+    # `| :` (a space inside the repeat sign) is read as abc2midi reads it: the repeat goes back to the open `|:`
+    abc = _tune("|: a | :a^ga A2a | a^ga A2g :|", "M:6/8\nL:1/8\nK:Am")
+    assert [p for _t, p in _ours(abc)] == [81, 81, 80, 81, 69, 81, 81, 80, 81, 69, 80] * 2
+    if abc2midi.available():
+        theirs = abc2midi_notes(abc)
+        assert theirs is not None and theirs.matched(midi_notes(midi_bytes(check_abc(abc).tune))) == 22  # type: ignore[arg-type]
+
+
+def test_a_unison_in_a_chord_is_played_once_and_counted_apart() -> None:
+    abc = _tune("[cc] [^g_a] z2|]")
+    assert [p for _t, p in _ours(abc)] == [72, 80]
+    if abc2midi.available():
+        assert compare("t", abc).deliberate == "chord-unison"
+
+
+def test_nested_tuplets_apply_both_factors() -> None:
+    # before: the inner (3 replaced the outer (7:8:8, and the bar held 3.5 beats
+    abc = _tune("(7:8:8(3A/A/A/ A/A/A/A/A/|C4|]")
+    onsets = [t for t, _p in _ours(abc)]
+    assert onsets[-1] == 4.0 and onsets[3] == pytest.approx(3 * 4 / 21 * 2, abs=0.01)  # MIDI ticks round 1/21

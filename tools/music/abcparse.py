@@ -87,6 +87,9 @@ class Bar:
     multirest: int = 0
     part: str | None = None
     """The part (``P:A`` in the body) this bar belongs to, None before the first."""
+    loose_repeat: bool = False
+    """The ``|:`` was written apart (``| :``, ``|!:``): it starts a repeat but, as abc2midi reads it, does not
+    first repeat a section left open."""
 
 
 @dataclass
@@ -168,10 +171,13 @@ class _VoiceState:
     overlay_time: Fraction = Fraction(0)
     slurs: list[tuple[int, int]] = field(default_factory=list)
     tuplet: tuple[Fraction, int, int, int] | None = None  # factor, notes left, line, col
+    outer_tuplets: list[tuple[Fraction, int, int, int]] = field(default_factory=list)
+    """Tuplets a nested one started inside (``(7:8:8(3A/A/A/ A/A/...``); each note counts in all of them."""
     broken_next: Fraction | None = None
     last_event: Event | None = None
     pending_begin: bool = True
     pending_repeat: bool = False
+    pending_loose: bool = False
     pending_ending: tuple[int, ...] | None = None
     in_ending: tuple[int, ...] | None = None
 
@@ -365,6 +371,7 @@ class _Reader:
                 begins_section=st.pending_begin,
                 start_repeat=st.pending_repeat,
                 part=self.current_part,
+                loose_repeat=st.pending_loose,
             )
             if st.pending_ending is not None:
                 st.in_ending = st.pending_ending
@@ -373,6 +380,7 @@ class _Reader:
             b.ending = b.passes[0] if b.passes else None
             st.pending_begin = False
             st.pending_repeat = False
+            st.pending_loose = False
             st.voice.bars.append(b)
             st.bar = b
         return st.bar
@@ -395,6 +403,7 @@ class _Reader:
                     col,
                 )
                 st.tuplet = None
+                st.outer_tuplets = []
             if b.ends_section or b.end_repeat:
                 st.in_ending = None
         else:
@@ -416,8 +425,15 @@ class _Reader:
         if st.tuplet is not None:
             factor, left, tl, tc = st.tuplet
             dur = dur * factor
-            left -= 1
-            st.tuplet = (factor, left, tl, tc) if left > 0 else None
+            st.tuplet = (factor, left - 1, tl, tc) if left > 1 else None
+            outer = []
+            for f2, l2, a2, b2 in st.outer_tuplets:
+                dur = dur * f2
+                if l2 > 1:
+                    outer.append((f2, l2 - 1, a2, b2))
+            st.outer_tuplets = outer
+            if st.tuplet is None and st.outer_tuplets:
+                st.tuplet = st.outer_tuplets.pop()
         if dur > self.limits.max_note_whole_notes:
             raise GuardError(
                 self._finding(
@@ -578,6 +594,7 @@ class _Reader:
         if token == ":" or (token.strip(":") == "" and len(token) == 1):
             if s[:i].rstrip(" \t!").endswith("|"):
                 st.pending_repeat = st.pending_begin = True  # "|!:" : a repeat split by an old line break
+                st.pending_loose = True
             else:
                 self.warn("stray ':' (not part of a bar line) ignored", col)
             return j
@@ -622,6 +639,8 @@ class _Reader:
         if q == 0 or r == 0:
             self.error(f"impossible tuplet '{m.group(0)}'", col)
         else:
+            if st.tuplet is not None and st.tuplet[1] > 0 and len(st.outer_tuplets) < 4:
+                st.outer_tuplets.append(st.tuplet)  # a tuplet inside a tuplet (nested)
             st.tuplet = (Fraction(q, p), r, self.line_no, col)
         return i + m.end()
 
@@ -780,6 +799,8 @@ class _Reader:
         if not pitches:
             self.warn("empty chord '[]' ignored", col)
             return end
+        if len(set(pitches)) < len(pitches):
+            self.warn("a unison inside a chord is played once (one key sounds once)", col)
         if post is None:
             return end
         dur = st.unit * (first_len or Fraction(1)) * post

@@ -51,14 +51,14 @@ def play_order(bars: list[Bar]) -> list[int]:
     i = 0
     while i < n and len(order) < limit:
         b = bars[i]
-        if b.start_repeat and not b.passes and open_repeat is not None and open_repeat < i:
+        if b.start_repeat and not b.passes and not b.loose_repeat and open_repeat is not None and open_repeat < i:
             if i not in reopened:  # `|: A || |: B`: a new `|:` repeats the open section first (as abc2midi does)
                 reopened.add(i)
                 passno, i = 2, open_repeat
                 continue
             passno = 1  # back here after the repeat: the new section starts
-        if b.start_repeat and passno == 1:
-            start = i
+        if b.start_repeat and passno == 1 and not (b.loose_repeat and open_repeat is not None):
+            start = i  # (a loose `| :` inside an open section starts nothing, as abc2midi reads it)
             open_repeat = i
         if b.passes and passno not in b.passes:
             i += 1

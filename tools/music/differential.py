@@ -106,8 +106,8 @@ def oracle_input(abc: str) -> str:
     for n, ln in enumerate(abc.splitlines(keepends=True)):
         if n == 1:
             out.append("%%MIDI chordattack 0\n")  # chord notes at one instant (abc2midi staggers them)
-        if re.match(r"\s*R:", ln) or re.match(r"\s*%%MIDI\s+drone", ln):
-            continue  # hornpipe swing; a bagpipe drone is accompaniment, like guitar chords
+        if re.match(r"\s*R:", ln) or re.match(r"\s*%%MIDI\s+(drone|temperament)", ln):
+            continue  # hornpipe swing; a drone is accompaniment (like guitar chords), a temperament tuning
         if _FIELD.match(ln) or ln.lstrip().startswith("%"):
             in_body = in_body or ln.lstrip().startswith("K:")
             out.append(ln)
@@ -154,6 +154,10 @@ DELIBERATE: dict[str, str] = {
     "sequence') and loses notes; we play every voice",
     "last-ending-repeat": "a section's last ending closed with `:|` (`|1 ... :|2 ... :|`): we end the section "
     "there, as its author means; abc2midi goes back once more",
+    "nested-tuplets": "a tuplet inside a tuplet (`(7:8:8(3A/A/A/ A/A/A/A/A/`): we apply both, every note counting "
+    "in each (as abcm2ps engraves it); abc2midi refuses the nesting ('nested tuples')",
+    "chord-unison": "a unison inside a chord (`[cc]`, `[^g_a]`): we play the key once, as one key can sound; "
+    "abc2midi strikes it twice on one channel",
     "glued-key-accidentals": "explicit accidentals glued to the key (`K:C^f^c`): we read them (ABC 2.1 §4.6); "
     "abc2midi refuses them ('Unknown mode') and plays the plain key",
     "accidental-before-decoration": "an accidental written before a decoration (`^!1!d`): we read it as the "
@@ -169,12 +173,17 @@ def deliberate_difference(tune: object, oracle_said: str) -> str | None:
     """The reason (a key of ``DELIBERATE``) a tune that renders differently differs on purpose, or None."""
     if "Cannot apply broken rhythm" in oracle_said:
         return "broken-rhythm-unequal"
+    if "nested tuples" in oracle_said:
+        return "nested-tuplets"
     if re.search(r"Unknown mode '[\^_=]", oracle_said):
         return "glued-key-accidentals"
     if "out of sequence" in oracle_said:
         return "voices-out-of-order"
-    if any("written before a decoration" in w.message for w in getattr(tune, "warnings", [])):
+    warned = [w.message for w in getattr(tune, "warnings", [])]
+    if any("written before a decoration" in w for w in warned):
         return "accidental-before-decoration"
+    if any("unison inside a chord" in w for w in warned):
+        return "chord-unison"
     for voice in getattr(tune, "voices", {}).values():
         bars = voice.bars
         for i, b in enumerate(bars):
