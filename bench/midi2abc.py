@@ -60,7 +60,13 @@ def _one(path_str: str) -> dict[str, object]:
         row["skipped"] = f"{e.code}: {e}"
         return row
     ours_a2m = abc2midi_notes(conv.abc)
-    row["f1"] = f1(orig, ours_a2m)[2] if ours_a2m else 0.0
+    prf = f1(orig, ours_a2m) if ours_a2m else (0.0, 0.0, 0.0)
+    row["precision"], row["recall"], row["f1"] = prf
+    row["meter_kept"] = (
+        not score.time_signatures
+        or f"{score.time_signatures[0].numerator}/{score.time_signatures[0].denominator}" == conv.meter
+    )
+    row["durations"] = _duration_agreement(score, conv.played)
     r = check_abc(conv.abc, KB_LIMITS, extract=False)
     row["accepted"] = r.ok
     row["length_warnings"] = sum(w.code in ("bar-length", "voice-length") for w in r.warnings)
@@ -76,6 +82,39 @@ def _one(path_str: str) -> dict[str, object]:
     row["grid"] = conv.grid
     row["chars"] = len(conv.abc)
     return row
+
+
+def _duration_agreement(score: object, played: list[object]) -> float:
+    """Share of the original's pitched notes, matched to ours by pitch and onset (within 1/8 quarter note),
+    whose length agrees within 1/8 quarter note or 10%."""
+    from image2music.tools.music.convert import TICKS_PER_QUARTER
+
+    tpq = score.ticks_per_quarter  # type: ignore[attr-defined]
+    orig: dict[int, list[tuple[float, float]]] = {}
+    for tr in score.tracks:  # type: ignore[attr-defined]
+        if tr.is_drum:
+            continue
+        for n in tr.notes:
+            orig.setdefault(n.pitch, []).append((n.time / tpq, n.duration / tpq))
+    ours: dict[int, list[tuple[float, float]]] = {}
+    for t in played:
+        if t.channel == 9:  # type: ignore[attr-defined]
+            continue
+        for on, off, p in t.notes:  # type: ignore[attr-defined]
+            ours.setdefault(p, []).append((on / TICKS_PER_QUARTER, (off - on) / TICKS_PER_QUARTER))
+    total = agree = 0
+    for p, mine in orig.items():
+        mine.sort()
+        theirs = sorted(ours.get(p, []))
+        total += len(mine)
+        j = 0
+        for on, dur in mine:
+            while j < len(theirs) and theirs[j][0] < on - 0.125:
+                j += 1
+            if j < len(theirs) and abs(theirs[j][0] - on) <= 0.125:
+                agree += abs(theirs[j][1] - dur) <= max(0.125, 0.1 * dur)
+                j += 1
+    return agree / total if total else 1.0
 
 
 def _fifths(key: str) -> int:
@@ -155,7 +194,9 @@ def main() -> int:
     for r in skipped:
         print(f"  {r['file']}: {r['skipped']}")
     print(f"F1 vs the original, {len(done)} files (notes matched per pitch, onsets within 1/8 quarter note):")
-    print(f"  ours -> abc2midi      {stats(ours)}")
+    precision = statistics.mean(float(r["precision"]) for r in done)  # type: ignore[arg-type]
+    recall = statistics.mean(float(r["recall"]) for r in done)  # type: ignore[arg-type]
+    print(f"  ours -> abc2midi      {stats(ours)}  (precision {precision:.3f}, recall {recall:.3f})")
     print(f"  ours -> our reader    {stats(reader)}")
     print(f"  plain midi2abc -f     {stats(plain)}")
     print(f"  files where ours is > 0.02 below plain midi2abc: {len(below)}")
@@ -163,7 +204,10 @@ def main() -> int:
         print(f"    {r['file']}: ours {float(r['f1']):.3f}, midi2abc {float(r['plain_f1']):.3f}")  # type: ignore[arg-type]
     print(f"  our checker accepts {sum(bool(r['accepted']) for r in done)}/{len(done)}; "
           f"bar/voice-length warnings: {sum(int(r['length_warnings']) for r in done)}")  # type: ignore[arg-type]  # fmt: skip
-    print(f"  tempo kept (±1 bpm): {sum(bool(r['tempo_kept']) for r in done)}/{len(done)}")
+    print(f"  durations agree (matched notes, within 1/8 quarter or 10%): "
+          f"{statistics.mean(float(r['durations']) for r in done):.3f} of the original's notes (mean per file)")  # type: ignore[arg-type]  # fmt: skip
+    print(f"  tempo kept (±1 bpm): {sum(bool(r['tempo_kept']) for r in done)}/{len(done)}; "
+          f"meter kept: {sum(bool(r['meter_kept']) for r in done)}/{len(done)}")
     print(f"  key signature of the file kept: {sum(bool(r['key_kept']) for r in keyed)}/{len(keyed)} with one")
     print(f"  every pitched track a voice: {sum(bool(r['voices_kept']) for r in done)}/{len(done)}")
     print(

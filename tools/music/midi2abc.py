@@ -187,8 +187,8 @@ def spelling_table(fifths: int) -> list[tuple[str, int]]:
         if diatonic:
             table.append(diatonic[0])
             continue
-        prefer = -1 if fifths < 0 else 1
-        table.append(sorted(options, key=lambda o: (abs(o[1] - alter[o[0]]) if o[1] else 1, o[1] != prefer))[0])
+        prefer = -1 if fifths < 0 else 1  # a natural letter first (=F in G major, not E#), then sharps or flats
+        table.append(sorted(options, key=lambda o: (o[1] != 0, o[1] != prefer))[0])
     return table
 
 
