@@ -14,12 +14,17 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-FOLDERS = {
-    "image2music": "image2music",
-    "graph": "image2music.graph",
-    "tools": "image2music.tools",
-    "prompts": "image2music.prompts",
-}
+
+
+def _layout() -> dict[str, str]:
+    """Folder -> import name, read from setup.py's ``ROOTS`` (the mapping is written there only)."""
+    for node in ast.parse((ROOT / "setup.py").read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "ROOTS":
+            return {folder: name for name, folder in ast.literal_eval(node.value).items()}
+    raise AssertionError("setup.py has no ROOTS mapping")
+
+
+FOLDERS = _layout()
 
 
 def _modules() -> dict[str, Path]:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pexpect
+import pytest
 from conftest import GOOD_ABC, ROOT, WARN_ABC, fenced, write_replay
 
 
@@ -26,6 +27,7 @@ def spawn_chat(replay: Path, cwd: Path, columns: int = 140, **env: str) -> pexpe
     )
 
 
+@pytest.mark.slow
 def test_chat_session_in_a_terminal(tmp_path: Path, image_path: Path) -> None:
     slower = GOOD_ABC.replace("Q:1/4=80", "Q:1/4=60").replace("Calm Harbour", "Slower Harbour")
     replay = write_replay(
@@ -97,6 +99,7 @@ def test_ctrl_c_cancels_the_run_not_the_session(tmp_path: Path, image_path: Path
         child.close(force=True)
 
 
+@pytest.mark.slow
 def test_chat_at_80_columns_wraps_and_echoes(tmp_path: Path, image_path: Path) -> None:
     import re
 

@@ -33,6 +33,7 @@ def _replay(tmp_path: Path) -> Path:
     )
 
 
+@pytest.mark.slow
 def test_compose_json_and_files(tmp_path: Path, image_path: Path, tiny_clip: Path) -> None:
     out = tmp_path / "out"
     r = cli(
@@ -51,6 +52,7 @@ def test_compose_json_and_files(tmp_path: Path, image_path: Path, tiny_clip: Pat
     assert rec["status"] == "ok" and (out / "music.mid").exists() and (out / "run.json").exists()
 
 
+@pytest.mark.slow
 def test_compose_subprocess_exit_codes(tmp_path: Path, image_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     ok = subprocess.run(
@@ -149,6 +151,7 @@ def test_kb_build_stats_query(tmp_path: Path, tiny_clip: Path) -> None:
     assert len(hits) == 3 and all(h["via"] == "text" for h in hits)
 
 
+@pytest.mark.slow
 def test_compose_uses_the_knowledge_base(tmp_path: Path, image_path: Path, tiny_clip: Path) -> None:
     assert cli("kb", "build-starter", "--embed-model", str(tiny_clip), "--limit", "30").exit_code == 0
     r = cli(
@@ -171,6 +174,7 @@ def test_compose_uses_the_knowledge_base(tmp_path: Path, image_path: Path, tiny_
     assert "Reference 1:" in prompt and "```abc" in prompt
 
 
+@pytest.mark.slow
 def test_auto_build_when_no_base(
     tmp_path: Path, image_path: Path, tiny_clip: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from conftest import GOOD_ABC, ROOT, WARN_ABC, fenced, write_replay
 
@@ -20,6 +21,7 @@ def _nodes(run_dir: Path) -> list[str]:
     return [json.loads(x)["node"] for x in (run_dir / "vlm_calls.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_kill_and_resume(tmp_path: Path, image_path: Path) -> None:
     replay = write_replay(
         tmp_path / "calls.jsonl",
@@ -69,6 +71,7 @@ def test_kill_and_resume(tmp_path: Path, image_path: Path) -> None:
     assert rec["path"].count("describe") == 1 and rec["path"].count("compose") == 1
 
 
+@pytest.mark.slow
 def test_replay_from_compose_with_another_prompt(tmp_path: Path, image_path: Path) -> None:
     replay = write_replay(
         tmp_path / "calls.jsonl",

@@ -84,6 +84,7 @@ def test_summary_means_from_known_rows() -> None:
     assert s["none"]["first_try_ok"] is None and s["none"]["quality_average"] == 3.0
 
 
+@pytest.mark.slow
 def test_eval_end_to_end(tmp_path: Path, image_path: Path, tiny_clip: Path) -> None:
     cli = CliRunner()
     assert cli.invoke(main, ["kb", "build-starter", "--embed-model", str(tiny_clip), "--limit", "20"]).exit_code == 0

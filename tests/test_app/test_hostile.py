@@ -49,6 +49,7 @@ def test_output_that_is_a_file_or_a_foreign_folder_is_refused(tmp_path: Path, im
     assert not (mine / "thesis.tex").exists() and (mine / "run.json").exists()
 
 
+@pytest.mark.slow
 def test_an_earlier_run_is_replaced_never_mixed(tmp_path: Path, image_path: Path) -> None:
     out = tmp_path / "out"
     assert _compose(tmp_path, image_path, "-o", str(out)).exit_code == 0
@@ -97,7 +98,8 @@ def test_a_home_that_is_a_file_is_refused(tmp_path: Path, image_path: Path, monk
     home.write_text("x")
     monkeypatch.setenv("I2M_HOME", str(home))
     r = _compose(tmp_path, image_path)
-    assert r.exit_code == 2 and "I2M_HOME" in r.output or "cannot write" in r.output
+    assert r.exit_code == 2, r.output
+    assert "I2M_HOME" in r.output or "cannot write" in r.output
 
 
 def test_run_ids_match_exactly_or_by_a_prefix_of_four(tmp_path: Path, image_path: Path) -> None:

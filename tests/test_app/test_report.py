@@ -33,6 +33,7 @@ def _run(tmp_path: Path, image: Path, abc: str = GOOD_ABC) -> Path:
     return compose_image(image, s, run_dir=tmp_path / "run").run_dir
 
 
+@pytest.mark.slow
 def test_report_is_self_contained(tmp_path: Path, image_path: Path) -> None:
     run_dir = _run(tmp_path, image_path)
     page = (run_dir / "report.html").read_text()
@@ -48,6 +49,7 @@ def test_report_is_self_contained(tmp_path: Path, image_path: Path) -> None:
     shutil.which("abcm2ps") is None or shutil.which("fluidsynth") is None,
     reason="abcm2ps and fluidsynth make the score and the audio",
 )
+@pytest.mark.slow
 def test_report_renders_in_headless_chromium(tmp_path: Path, image_path: Path) -> None:
     run_dir = _run(tmp_path, image_path)
     assert CHROMIUM is not None
@@ -91,6 +93,7 @@ def _chromium_dom(tmp_path: Path, url: str) -> str:
     return dom.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("abcm2ps") is None, reason="abcm2ps makes the score")
 def test_model_written_markup_never_reaches_the_score_or_the_report(tmp_path: Path, image_path: Path) -> None:
     run_dir = _run(tmp_path, image_path, HOSTILE_ABC)

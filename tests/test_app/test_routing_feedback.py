@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from conftest import GOOD_ABC, fenced, write_replay
 from image2music.graph.config import load_settings
 
@@ -82,6 +83,7 @@ def test_round_cap_reached(tmp_path: Path, image_path: Path) -> None:
     assert last["to"] == "explain" and "round cap reached (I2M_REFINE_ROUNDS=2)" in last["because"][0]
 
 
+@pytest.mark.slow
 def test_fixed_policy_reproduces_the_papers_path(tmp_path: Path, image_path: Path) -> None:
     answers = [("compose", fenced(GOOD_ABC)), ("reflect", fenced(GOOD_ABC))]
     rec = _run(tmp_path, image_path, answers, refine_policy="fixed", refine_rounds=1)

@@ -72,6 +72,7 @@ def test_parse_error_then_fixed_compose(tmp_path: Path, image_path: Path) -> Non
     assert "reflect" not in rec["path"]
 
 
+@pytest.mark.slow
 def test_retries_exhausted_fails_with_best_so_far(tmp_path: Path, image_path: Path) -> None:
     calls = [DESC, ("compose", fenced(GOOD_ABC))] + [("reflect", "I cannot improve it, sorry.")] * 3
     res = run(tmp_path, image_path, calls, max_parse_retries=2)
@@ -104,6 +105,7 @@ def test_refine_rounds_are_honoured(tmp_path: Path, image_path: Path, rounds: in
         assert "bar 2 has 2 beats, M:6/4 needs 6" in prompt
 
 
+@pytest.mark.slow
 def test_worse_reflection_keeps_the_better_version(tmp_path: Path, image_path: Path) -> None:
     rec = run(
         tmp_path, image_path, [DESC, ("compose", fenced(GOOD_ABC)), ("reflect", fenced(WARN_ABC)), EXPLAIN]

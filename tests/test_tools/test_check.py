@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from fractions import Fraction
 
 import pytest
@@ -116,15 +115,14 @@ def test_voices_are_checked_separately_and_against_each_other() -> None:
     assert r.tune.voices["LH"].program == 32 and r.tune.voices["RH"].name == "Right hand"
 
 
-def test_hostile_input_is_rejected_fast() -> None:
-    t0 = time.perf_counter()
+def test_hostile_input_is_rejected_by_a_guard() -> None:
+    # guards are counts, not seconds: the verdict comes before anything is allocated (speed: bench/abc_check.py)
     r = check_file("hostile_long_note.abc")
-    assert not r.ok and time.perf_counter() - t0 < 0.5
+    assert not r.ok and r.errors[0].code == "guard"
     many = "X:1\nT:t\nM:4/4\nL:1/8\nK:C\n" + "CDEFGABc|" * 5000
-    t0 = time.perf_counter()
     r = check_abc(many, Limits(max_notes=1000), extract=False)
     assert not r.ok and "more than 1000 notes" in r.errors[0].message
-    assert time.perf_counter() - t0 < 0.5
+    assert r.tune is not None and r.tune.n_notes <= 1001  # reading stopped at the guard
     huge = "X:1\nT:t\nM:4/4\nL:1/8\nK:C\n" + "C" * 200_000
     r = check_abc(huge, extract=False)
     assert not r.ok and "characters" in r.errors[0].message

@@ -32,6 +32,7 @@ def _ours(abc: str) -> list[tuple[float, int]]:
     return sorted((t, p) for p, ts in n.onsets.items() for t in ts)
 
 
+@pytest.mark.slow
 @needs_abc2midi
 def test_differential_sample_agrees_with_abc2midi() -> None:
     """A fixed-seed sample of music21's corpus plus every sample tune Debian's abcmidi and abcm2ps ship."""
@@ -53,6 +54,7 @@ PER_SOURCE = 300
 @pytest.mark.skipif(
     not shared_corpus_tunes(), reason="the development corpora (../shared/corpora) are not in this checkout"
 )
+@pytest.mark.slow
 def test_differential_sample_of_every_development_source() -> None:
     """A fixed-seed sample of each ../shared/corpora source, every figure per source (the benchmark runs all)."""
     import random

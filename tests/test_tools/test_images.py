@@ -40,6 +40,7 @@ def test_truncated_png(tmp_path: Path) -> None:
         load_image(p)
 
 
+@pytest.mark.slow
 def test_decompression_bomb_is_refused_before_decoding(tmp_path: Path) -> None:
     p = _save(Image.new("1", (30000, 30000)), tmp_path / "bomb.png")
     with pytest.raises(ImageError, match="too large"):

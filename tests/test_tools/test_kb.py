@@ -74,6 +74,7 @@ def test_relative_and_absolute_dataset_paths_give_the_same_base(
 
     assert docs(a) == docs(b) and len(docs(a)) == 4
 
+
 def test_missing_train_json(tmp_path: Path, tiny_clip: Path) -> None:
     with pytest.raises(FileNotFoundError, match="train.json"):
         ingest_midicaps(KnowledgeBase(tmp_path / "kb", str(tiny_clip)), tmp_path, progress=False)

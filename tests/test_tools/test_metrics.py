@@ -44,6 +44,8 @@ def test_rest_only_metrics_are_none_not_nan(tmp_path: Path) -> None:
     mid.save(str(p))
     m = muspy_metrics(p)
     assert "NaN" not in json.dumps(m)
+    # every metric is present: the ones MusPy cannot compute on silence are None, not missing and not NaN
+    assert set(m) == set(MUSPY_METRICS) and m["polyphony"] is None and m["pitch_entropy"] is None
 
 
 def test_describe_metrics_lines() -> None:

@@ -141,6 +141,7 @@ def test_grid_key_and_spelling_rules() -> None:
     assert spelling_table(-6)[10] == ("B", -1) and spelling_table(6)[6] == ("F", 1)  # Gb major / F# major
 
 
+@pytest.mark.slow
 @needs_dev_midi
 def test_every_development_file_converts_and_its_excerpt_is_valid() -> None:
     """The whole development set: every file our checker accepts, no bar/voice-length warning; excerpts at the

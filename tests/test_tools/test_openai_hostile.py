@@ -105,6 +105,7 @@ def test_odd_but_valid_answers_become_text(server: Server, text: str) -> None:
     assert _ask(server.url) == text
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("server", ["trickle", "silent"], indirect=True)
 def test_the_deadline_is_for_the_whole_call(server: Server) -> None:
     t0 = time.monotonic()

@@ -73,6 +73,7 @@ def test_unreachable_server_is_a_clear_message() -> None:
     forget_clients()
 
 
+@pytest.mark.slow
 def test_a_server_that_accepts_and_never_answers_times_out(monkeypatch: pytest.MonkeyPatch) -> None:
     import threading
 
