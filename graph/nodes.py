@@ -10,7 +10,7 @@ from typing import Any
 from image2music.graph import services
 from image2music.graph.context import RunContext, context_of
 from image2music.graph.routing import decide_after_evaluate, decide_after_parse_check
-from image2music.graph.state import State, Version
+from image2music.graph.state import State, Version, upsert_versions
 from image2music.graph.versions import best_version, latest_valid, refine_base, render_findings, retry_feedback
 from image2music.tools.files import atomic_write_bytes, atomic_write_text
 from image2music.tools.kb.retrieval import format_examples
@@ -172,7 +172,12 @@ def parse_check(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
         atomic_write_bytes(vdir / f"v{index + 1}.mid", midi)
     failures = 0 if result.ok else int(state.get("parse_failures", 0)) + 1
     update: dict[str, Any] = {"versions": [version], "parse_failures": failures}
-    if not result.ok and failures > ctx.settings.max_parse_retries:
+    # the decision is made once, on the state this update leaves (merged by the state's own reducer)
+    decision = decide_after_parse_check(
+        {**state, **update, "versions": upsert_versions(versions, [version])}, ctx.settings
+    )
+    update["decisions"] = [decision]
+    if decision["to"] == "__end__":
         kept = latest_valid(versions)
         where = "compose" if draft["node"] == "compose" else f"reflect round {state.get('refine_round', 0)}"
         update["status"] = "failed"
@@ -182,8 +187,6 @@ def parse_check(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
             + "; ".join(Finding.from_dict(e).render() for e in version["errors"][:3])
             + (f"; kept version {kept['index'] + 1}" if kept else "")
         )
-    after = {**state, **update, "versions": [*versions, version]}
-    update["decisions"] = [decide_after_parse_check(after, ctx.settings)]
     return update
 
 
@@ -201,8 +204,9 @@ def evaluate(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
     items = feedback_items(metrics, warnings, targets)
     measured: Version = {**version, "metrics": metrics, "warnings": warnings, "feedback": items}  # type: ignore[typeddict-item]
     measured["score"] = score(items, targets)
-    versions = [*state["versions"][:-1], measured]
-    decision = decide_after_evaluate({**state, "versions": versions}, ctx.settings)
+    decision = decide_after_evaluate(
+        {**state, "versions": upsert_versions(state["versions"], [measured])}, ctx.settings
+    )
     return {"versions": [measured], "decisions": [decision]}
 
 

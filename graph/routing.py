@@ -1,7 +1,9 @@
 """Typed routers: where the run goes after the check and after the evaluation, and why.
 
-The decisions are pure functions of the state and the settings. The nodes record them in the state (so a
-run's record explains every step); the routers compute the same decision to route.
+Each decision is computed once, by a pure function of the state the node leaves (its update merged by the
+state's own reducers) and the settings; the node records it (so a run's record explains every step) and the
+router routes on exactly that record. ``decision_path_problems`` checks that every recorded decision's ``to`` is
+the node that ran next.
 """
 
 from __future__ import annotations
@@ -42,11 +44,18 @@ def decide_after_parse_check(state: Mapping[str, Any], settings: Settings) -> De
             "to": "evaluate",
             "because": [f"valid ABC, {len(latest['warnings'])} warning(s)"],
         }
-    if state.get("status") == "failed":
-        return {"after": "parse_check", "to": "__end__", "because": [str(state.get("reason") or "retries spent")]}
     writer = "reflect" if latest["node"] == "reflect" else "compose"
     failures = int(state.get("parse_failures", 0))
     first = Finding.from_dict(latest["errors"][0]).render() if latest["errors"] else "no usable ABC"
+    if failures > settings.max_parse_retries:  # the retry budget: decided here only
+        return {
+            "after": "parse_check",
+            "to": "__end__",
+            "because": [
+                f"no valid ABC after {failures} attempt(s) (I2M_MAX_PARSE_RETRIES={settings.max_parse_retries})",
+                f"last error: {first}",
+            ],
+        }
     return {
         "after": "parse_check",
         "to": writer,
@@ -85,13 +94,44 @@ def decide_after_evaluate(state: Mapping[str, Any], settings: Settings) -> Decis
     return {"after": "evaluate", "to": "reflect", "because": because}
 
 
+def _recorded(state: State, node: str) -> Decision | None:
+    decisions = state.get("decisions") or []
+    return decisions[-1] if decisions and decisions[-1].get("after") == node else None
+
+
 def after_parse_check(
     state: State, runtime: Runtime[RunContext]
 ) -> Literal["evaluate", "compose", "reflect", "__end__"]:
-    """Valid -> evaluate; invalid -> back to the writer with the errors, until the retry budget is spent."""
-    return decide_after_parse_check(state, context_of(state, runtime).settings)["to"]  # type: ignore[return-value]
+    """Where parse_check's recorded decision says (valid -> evaluate; invalid -> the writer, until the retry
+    budget is spent -> end)."""
+    d = _recorded(state, "parse_check") or decide_after_parse_check(state, context_of(state, runtime).settings)
+    return d["to"]  # type: ignore[return-value]
 
 
 def after_evaluate(state: State, runtime: Runtime[RunContext]) -> Literal["reflect", "explain"]:
-    """Reflect while the policy says so (see :func:`decide_after_evaluate`), then explain."""
-    return decide_after_evaluate(state, context_of(state, runtime).settings)["to"]  # type: ignore[return-value]
+    """Where evaluate's recorded decision says (see :func:`decide_after_evaluate`)."""
+    d = _recorded(state, "evaluate") or decide_after_evaluate(state, context_of(state, runtime).settings)
+    return d["to"]  # type: ignore[return-value]
+
+
+def decision_path_problems(path: list[str], decisions: list[Decision], finished: bool = True) -> list[str]:
+    """Every recorded decision whose ``to`` is not the node that ran next (the k-th decision after a node
+    belongs to that node's k-th run). A decision after the last node run is checked only when the run
+    finished (``to`` must then be the end)."""
+    problems: list[str] = []
+    seen: dict[str, int] = {}
+    for d in decisions:
+        after = str(d.get("after"))
+        k = seen.get(after, 0)
+        seen[after] = k + 1
+        runs = [i for i, n in enumerate(path) if n == after]
+        if k >= len(runs):
+            problems.append(f"a decision after {after} run {k + 1}, which is not in the path")
+            continue
+        i = runs[k]
+        nxt = path[i + 1] if i + 1 < len(path) else "__end__"
+        if nxt == "__end__" and not finished:
+            continue
+        if d.get("to") != nxt and not (d.get("to") == "__end__" and nxt == "__end__"):
+            problems.append(f"after {after} run {k + 1} the decision says {d.get('to')}, the path {nxt}")
+    return problems

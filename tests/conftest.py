@@ -47,14 +47,42 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     for var in [v for v in os.environ if v.startswith("I2M_") and v not in ("I2M_HOME", "I2M_KB_AUTO_BUILD")]:
         monkeypatch.delenv(var, raising=False)
-    # most tests replay one reflect round: the paper's fixed policy makes their path independent of targets;
-    # the feedback policy (the default) has tests of its own that set it
-    monkeypatch.setenv("I2M_REFINE_POLICY", "fixed")
-    monkeypatch.setenv("I2M_REFINE_ROUNDS", "1")
+    # the product as shipped: the default settings (the feedback refine policy); a test that needs the paper's
+    # fixed policy asks for it with the `paper_policy` fixture
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     monkeypatch.chdir(cwd)
     return home
+
+
+@pytest.fixture(autouse=True)
+def _decisions_follow_the_path(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """On every graph run of the suite (in this process): each recorded decision's ``to`` is the next node of
+    the run's ``path`` (the record explains exactly the route that was taken)."""
+    from image2music.graph.routing import decision_path_problems
+
+    from image2music import runner
+
+    real = runner.write_outputs
+    problems: list[str] = []
+
+    def checked(ctx: Any, state: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        result = real(ctx, state, *args, **kwargs)
+        rec = result.record
+        finished = rec.get("status") in ("ok", "failed") and not rec.get("errors")
+        problems.extend(decision_path_problems(list(rec.get("path", [])), list(rec.get("decisions", [])), finished))
+        return result
+
+    monkeypatch.setattr(runner, "write_outputs", checked)
+    yield
+    assert not problems, problems
+
+
+@pytest.fixture
+def paper_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The paper's route: one reflect round whatever the metrics say (``I2M_REFINE_POLICY=fixed``)."""
+    monkeypatch.setenv("I2M_REFINE_POLICY", "fixed")
+    monkeypatch.setenv("I2M_REFINE_ROUNDS", "1")
 
 
 @pytest.fixture(scope="session")

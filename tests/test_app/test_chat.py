@@ -99,6 +99,7 @@ def test_ctrl_c_cancels_the_run_not_the_session(tmp_path: Path, image_path: Path
         child.close(force=True)
 
 
+@pytest.mark.usefixtures("paper_policy")  # its replay takes the paper's route (one reflect round)
 @pytest.mark.slow
 def test_chat_at_80_columns_wraps_and_echoes(tmp_path: Path, image_path: Path) -> None:
     import re

@@ -198,6 +198,7 @@ def test_auto_build_when_no_base(
     assert json.loads(r.stdout)["references"]
 
 
+@pytest.mark.usefixtures("paper_policy")  # its replay takes the paper's route (one reflect round)
 def test_progress_shows_retries_and_rounds(tmp_path: Path, image_path: Path) -> None:
     from conftest import BROKEN_ABC
 

@@ -40,8 +40,6 @@ def test_a_missing_model_offline_fails_at_once_with_one_line(tmp_path: Path) -> 
 @pytest.mark.slow
 def test_the_offline_demo_shows_retries_and_two_refine_rounds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """README's offline demo, verbatim (no --top-k 0, the default refine policy)."""
-    monkeypatch.delenv("I2M_REFINE_POLICY")
-    monkeypatch.delenv("I2M_REFINE_ROUNDS")
     monkeypatch.setenv("I2M_KB_AUTO_BUILD", "true")
     readme = (ROOT / "README.md").read_text()
     demo = "i2m compose examples/sunset_lighthouse.png --replay examples/replay_sunset.jsonl"
@@ -64,6 +62,7 @@ def test_the_offline_demo_shows_retries_and_two_refine_rounds(tmp_path: Path, mo
     assert scores[-1] == 1.0 and scores[0] < scores[-1]  # metrics move toward the targets
 
 
+@pytest.mark.usefixtures("paper_policy")  # its replay takes the paper's route (one reflect round)
 @pytest.mark.slow
 def test_a_failed_human_round_keeps_the_run_ok(tmp_path: Path, image_path: Path) -> None:
     from image2music.graph.context import RunContext

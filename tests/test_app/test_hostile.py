@@ -49,6 +49,7 @@ def test_output_that_is_a_file_or_a_foreign_folder_is_refused(tmp_path: Path, im
     assert not (mine / "thesis.tex").exists() and (mine / "run.json").exists()
 
 
+@pytest.mark.usefixtures("paper_policy")  # its replay takes the paper's route (one reflect round)
 @pytest.mark.slow
 def test_an_earlier_run_is_replaced_never_mixed(tmp_path: Path, image_path: Path) -> None:
     out = tmp_path / "out"

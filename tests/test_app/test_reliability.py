@@ -150,6 +150,7 @@ def test_nothing_is_written_outside_the_run_dir_and_home(tmp_path: Path, image_p
     assert (data / "runs.sqlite").exists() and len(list((data / "runs").iterdir())) == 1
 
 
+@pytest.mark.usefixtures("paper_policy")  # its replay takes the paper's route (one reflect round)
 @pytest.mark.slow
 def test_concurrent_runs_share_the_knowledge_base_and_database(
     tmp_path: Path, image_path: Path, tiny_clip: Path

@@ -22,6 +22,7 @@ def run(tmp_path: Path, image: Path, calls: list[tuple[str, str]], **overrides: 
     return compose_image(image, settings, run_dir=tmp_path / "run")
 
 
+@pytest.mark.usefixtures("paper_policy")  # its replay takes the paper's route (one reflect round)
 def test_clean_run_writes_everything(tmp_path: Path, image_path: Path) -> None:
     res = run(tmp_path, image_path, [DESC, ("compose", fenced(GOOD_ABC)), ("reflect", fenced(GOOD_ABC)), EXPLAIN])
     rec = res.record
@@ -72,6 +73,7 @@ def test_parse_error_then_fixed_compose(tmp_path: Path, image_path: Path) -> Non
     assert "reflect" not in rec["path"]
 
 
+@pytest.mark.usefixtures("paper_policy")  # its replay takes the paper's route (one reflect round)
 @pytest.mark.slow
 def test_retries_exhausted_fails_with_best_so_far(tmp_path: Path, image_path: Path) -> None:
     calls = [DESC, ("compose", fenced(GOOD_ABC))] + [("reflect", "I cannot improve it, sorry.")] * 3
@@ -91,6 +93,7 @@ def test_compose_retries_exhausted_has_no_final(tmp_path: Path, image_path: Path
     assert not (tmp_path / "run" / "music.mid").exists()
 
 
+@pytest.mark.usefixtures("paper_policy")  # its replay takes the paper's route (one reflect round)
 @pytest.mark.parametrize("rounds", [0, 1, 3])
 def test_refine_rounds_are_honoured(tmp_path: Path, image_path: Path, rounds: int) -> None:
     calls = [DESC, ("compose", fenced(WARN_ABC))] + [("reflect", fenced(GOOD_ABC))] * rounds + [EXPLAIN]

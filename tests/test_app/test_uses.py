@@ -48,6 +48,7 @@ def test_graph_png_without_graphviz(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert r.exit_code == 1 and "'graphviz'" in r.output
 
 
+@pytest.mark.usefixtures("paper_policy")  # its replay takes the paper's route (one reflect round)
 def test_graph_of_a_run(tmp_path: Path, image_path: Path) -> None:
     rec = json.loads(
         cli("compose", str(image_path), "--replay", str(_replay(tmp_path)), "--top-k", "0", "--json").stdout

@@ -10,8 +10,7 @@ from pydantic import ValidationError
 
 
 def test_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for var in ("I2M_HOME", "I2M_REFINE_POLICY", "I2M_REFINE_ROUNDS"):
-        monkeypatch.delenv(var)
+    monkeypatch.delenv("I2M_HOME")
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
     s = Settings()
     assert s.home == tmp_path / "xdg" / "image2music"
@@ -20,7 +19,6 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 def test_env_dotenv_and_flags(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.delenv("I2M_REFINE_ROUNDS")
     Path(".env").write_text("I2M_REFINE_ROUNDS=3\nI2M_TOP_K=3\n")
     monkeypatch.setenv("I2M_TOP_K", "4")
     s = load_settings(max_parse_retries=5)

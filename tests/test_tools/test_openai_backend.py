@@ -98,6 +98,7 @@ def test_server_errors_are_clear(server: FakeServer) -> None:
         )
 
 
+@pytest.mark.usefixtures("paper_policy")  # its replay takes the paper's route (one reflect round)
 def test_run_with_served_model_uses_the_clip_fallback_map(
     server: FakeServer, tmp_path: Path, image_path: Path, tiny_clip: Path
 ) -> None:
