@@ -175,7 +175,8 @@ def execute_graph(
             if on_pause is None or "reflect" not in (snapshot.next or ()):
                 break
             words = on_pause(dict(snapshot.values))
-            graph_input = Command(update={"user_feedback": words} if words else {})
+            # Enter (no words): resume as the graph stands; langgraph refuses an empty Command(update={})
+            graph_input = Command(update={"user_feedback": words}) if words else None
     except KeyboardInterrupt:
         raise
     except Exception as e:  # the one run guard: every failure ends with its record
