@@ -158,6 +158,7 @@ def test_module_graph_runs_without_a_context_as_in_studio(
 def test_enter_at_a_refine_pause_lets_the_run_decide(tmp_path: Path, image_path: Path) -> None:
     # before: an empty answer resumed with Command(update={}), which langgraph 1.2 fails on (resume_is_map)
     from image2music.graph.config import load_settings
+
     from image2music.runner import compose_image
 
     replay = write_replay(
@@ -167,9 +168,7 @@ def test_enter_at_a_refine_pause_lets_the_run_decide(tmp_path: Path, image_path:
     )  # fmt: skip
     asked: list[int] = []
     s = load_settings(vlm_backend="replay", replay_file=replay, top_k=0)
-    result = compose_image(
-        image_path, s, run_dir=tmp_path / "run", on_pause=lambda state: asked.append(1) or ""
-    )
+    result = compose_image(image_path, s, run_dir=tmp_path / "run", on_pause=lambda state: asked.append(1) or "")
     rec = result.record
     assert asked == [1] and rec["status"] == "ok", rec.get("errors")
     assert rec["path"].count("reflect") == 1 and not rec.get("errors")
