@@ -206,8 +206,10 @@ def main() -> int:
           f"bar/voice-length warnings: {sum(int(r['length_warnings']) for r in done)}")  # type: ignore[arg-type]  # fmt: skip
     print(f"  durations agree (matched notes, within 1/8 quarter or 10%): "
           f"{statistics.mean(float(r['durations']) for r in done):.3f} of the original's notes (mean per file)")  # type: ignore[arg-type]  # fmt: skip
-    print(f"  tempo kept (±1 bpm): {sum(bool(r['tempo_kept']) for r in done)}/{len(done)}; "
-          f"meter kept: {sum(bool(r['meter_kept']) for r in done)}/{len(done)}")
+    print(
+        f"  tempo kept (±1 bpm): {sum(bool(r['tempo_kept']) for r in done)}/{len(done)}; "
+        f"meter kept: {sum(bool(r['meter_kept']) for r in done)}/{len(done)}"
+    )
     print(f"  key signature of the file kept: {sum(bool(r['key_kept']) for r in keyed)}/{len(keyed)} with one")
     print(f"  every pitched track a voice: {sum(bool(r['voices_kept']) for r in done)}/{len(done)}")
     print(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal
@@ -47,7 +48,7 @@ class Settings(BaseSettings):
     attention_maps: bool = True
     vlm_base_url: str | None = None
     vlm_api_key: str | None = None
-    vlm_timeout_s: float = 300.0
+    vlm_timeout_s: float = Field(300.0, gt=0, description="whole-call deadline of one model call, seconds")
 
     # retrieval
     embed_model: str = "zer0int/LongCLIP-GmP-ViT-L-14"
@@ -235,9 +236,29 @@ def warn_unknown_variables(env_file: Path = Path(".env")) -> list[str]:
     return out
 
 
+def setting_error(e: Any) -> Exception:
+    """A pydantic ValidationError of the settings as one InputError line naming the setting."""
+    from image2music.tools.errors import InputError
+
+    first = e.errors()[0]
+    loc = ".".join(str(x) for x in first.get("loc", ()))
+    return InputError(f"invalid setting I2M_{loc.upper()}: {first.get('msg')}")
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Settings from env and ``.env``, then ``overrides`` (e.g. CLI flags) on top. Unknown override names are
     an error; unknown ``I2M_*`` variables a warning."""
+    from image2music.tools.errors import InputError
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+
     check_names(overrides)
     warn_unknown_variables()
-    return Settings().with_overrides(**overrides)
+    try:
+        return Settings().with_overrides(**overrides)
+    except ValidationError as e:  # one line naming the setting, for the CLI and the Python API alike
+        raise setting_error(e) from None
+    except SettingsError as e:  # a variable that is not JSON where JSON is needed (I2M_NODE_GENERATION='{bad')
+        m = re.search(r'field "(\w+)"', str(e))
+        name = f"I2M_{m.group(1).upper()}" if m else "an I2M_* variable"
+        raise InputError(f"invalid setting {name}: not valid JSON; write it as a JSON object") from None

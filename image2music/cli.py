@@ -43,10 +43,10 @@ def handle_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except I2MError as e:
             fail(str(e), e.exit_code)
-        except ValidationError as e:
-            first = e.errors()[0]
-            loc = ".".join(str(x) for x in first.get("loc", ()))
-            fail(f"invalid setting {('I2M_' + loc.upper()) if loc else ''}: {first.get('msg')}", 2)
+        except ValidationError as e:  # settings made without load_settings
+            from image2music.graph.config import setting_error
+
+            fail(str(setting_error(e)), 2)
         except KeyboardInterrupt:
             fail("interrupted", 130)
         except click.exceptions.Exit:
@@ -850,6 +850,9 @@ def batch(
     from image2music import prompts as p
 
     p.load_all(overrides)  # a bad prompt file stops the batch before any image
+    missing = [i for i in inputs if not Path(i).expanduser().exists()]
+    if len(missing) == len(inputs):  # nothing to do at all: refused before a run starts
+        fail("no such file or folder: " + ", ".join(missing), 2)
     images = collect_images(inputs)
     if not images:
         fail("no images found in " + ", ".join(inputs), 2)

@@ -300,3 +300,10 @@ def test_kb_ingest_midicaps_reports_each_skip(tmp_path: Path, tiny_clip: Path) -
     )
     r = cli("kb", "migrate", "--embed-model", str(tiny_clip))
     assert r.exit_code == 0 and "0 of 3 entries changed" in r.output
+
+
+def test_batch_on_a_missing_folder_is_refused_before_any_run(tmp_path: Path) -> None:
+    # before: it ran, refused the "image" and exited 1 with a results file
+    r = cli("batch", str(tmp_path / "no-such-folder"), "-o", str(tmp_path / "out"))
+    assert r.exit_code == 2 and "no such file or folder" in r.output
+    assert not (tmp_path / "out").exists()

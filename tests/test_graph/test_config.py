@@ -30,7 +30,9 @@ def test_invalid_values_are_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValidationError):
         Settings()
     monkeypatch.delenv("I2M_VLM_BACKEND")
-    with pytest.raises(ValidationError):
+    from image2music.tools.errors import InputError
+
+    with pytest.raises(InputError, match="I2M_REFINE_ROUNDS"):
         load_settings(refine_rounds=-1)
 
 
@@ -83,3 +85,28 @@ def test_typos_in_settings_are_caught(monkeypatch: pytest.MonkeyPatch, capsys: p
         "warning: unknown setting I2M_REFINE_ROUNDZ in the .env is ignored; did you mean I2M_REFINE_ROUNDS?",
     ]
     assert config.warn_unknown_variables() == []  # once per process
+
+
+@pytest.mark.parametrize(
+    ("env", "value", "expected"),
+    [
+        ("I2M_VLM_TIMEOUT_S", "-1", "invalid setting I2M_VLM_TIMEOUT_S: Input should be greater than 0"),
+        ("I2M_NODE_GENERATION", "{bad", "invalid setting I2M_NODE_GENERATION: not valid JSON"),
+    ],
+)
+def test_bad_settings_are_one_input_error(monkeypatch: pytest.MonkeyPatch, env: str, value: str, expected: str) -> None:
+    # before: a negative timeout was accepted and bad JSON was an internal error (exit 1)
+    from image2music.tools.errors import InputError
+
+    monkeypatch.setenv(env, value)
+    with pytest.raises(InputError, match=expected.replace("(", r"\(")):
+        load_settings()
+
+
+def test_the_api_raises_input_error_naming_the_setting() -> None:
+    from image2music.tools.errors import InputError
+
+    from image2music import compose
+
+    with pytest.raises(InputError, match="I2M_VLM_BACKEND"):
+        compose("no-such-image.png", vlm_backend="bogus")

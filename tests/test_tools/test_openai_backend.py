@@ -133,7 +133,7 @@ def test_the_api_key_is_never_stored(server: FakeServer, tmp_path: Path, image_p
 
 @pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://example.org/v1"])
 def test_a_base_url_that_is_not_http_is_refused_as_a_setting(url: str) -> None:
-    from pydantic import ValidationError
+    from image2music.tools.errors import InputError
 
-    with pytest.raises(ValidationError, match="http"):
+    with pytest.raises(InputError, match="http"):
         load_settings(vlm_backend="openai", vlm_base_url=url)

@@ -146,6 +146,8 @@ letter, octave marks."""
 _LEN_RE = re.compile(r"(\d*)(/*)(\d*)")
 _BAR_CHARS = "|:"
 _DECORATION_LETTERS = set("HIJKLMNOPQRSTUVWhijklmnopqrstuvw.~")
+
+
 def _accidental(m: re.Match[str]) -> str | None:
     """The accidental of a note match: ``micro`` when a fraction follows the sign (``^/``, ``_3/4``)."""
     acc = m.group(1)
