@@ -11,6 +11,7 @@ import numpy as np
 from image2music.graph import services
 from image2music.graph.context import RunContext
 from image2music.graph.versions import best_version
+from image2music.rundb import public_settings
 from image2music.tools.attention import save_overlay
 from image2music.tools.files import atomic_write_json, atomic_write_text, safe_name
 from image2music.tools.music.abcparse import read_tune
@@ -128,15 +129,7 @@ def write_outputs(
         },
         "files": files,
         "notes": notes,
-        "settings": {
-            "vlm_backend": ctx.settings.vlm_backend,
-            "vlm_model": ctx.settings.vlm_model,
-            "embed_model": ctx.settings.embed_model,
-            "max_parse_retries": ctx.settings.max_parse_retries,
-            "refine_rounds": ctx.settings.refine_rounds,
-            "refine_policy": ctx.settings.refine_policy,
-            "top_k": ctx.settings.top_k,
-        },
+        "settings": public_settings(ctx.settings),  # every public setting (never the key): what the database keeps
         "vlm_calls": dict(state.get("calls", {})),
         "vision_encodes": int(state.get("vision_encodes", 0)),
         **(extra or {}),

@@ -172,3 +172,21 @@ def test_enter_at_a_refine_pause_lets_the_run_decide(tmp_path: Path, image_path:
     rec = result.record
     assert asked == [1] and rec["status"] == "ok", rec.get("errors")
     assert rec["path"].count("reflect") == 1 and not rec.get("errors")
+
+
+def test_run_json_holds_every_public_setting_and_never_the_key(tmp_path: Path, image_path: Path) -> None:
+    # before: a 7-field subset (no temperature, seed or per-node generation settings)
+    from image2music.graph.config import load_settings
+    from image2music.rundb import public_settings
+    from image2music.runner import compose_image
+
+    replay = write_replay(
+        tmp_path / "c.jsonl", [("describe", "A harbour."), ("compose", fenced(GOOD_ABC)), ("explain", "Calm.")]
+    )
+    s = load_settings(vlm_backend="replay", replay_file=replay, top_k=0, temperature=0.3, seed=7, vlm_api_key="sk-x1")
+    rec = compose_image(image_path, s, run_dir=tmp_path / "run").record
+    saved = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert saved["settings"] == public_settings(s) == rec["settings"]
+    assert saved["settings"]["temperature"] == 0.3 and saved["settings"]["seed"] == 7
+    assert "node_generation" in saved["settings"] and "vlm_api_key" not in saved["settings"]
+    assert "sk-x1" not in (tmp_path / "run" / "run.json").read_text()
