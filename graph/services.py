@@ -30,6 +30,10 @@ FallbackMap = Callable[[Image.Image, str], "np.ndarray | None"]
 _LOCK = threading.RLock()
 _IMAGES: dict[tuple[str, int, int], Image.Image] = {}
 _RETRIEVERS: dict[tuple[Any, ...], Retriever | None] = {}
+_NO_EMBEDDER: dict[tuple[Any, ...], float] = {}  # key -> when the embedder could not be had
+NO_EMBEDDER_RETRY_S = 300.0
+"""A missing embedder is remembered this long (so a batch does not look for it per image), then looked for
+again (a long chat session picks up a model downloaded meanwhile)."""
 """Retrievers by knowledge base; None once the embedder proved unusable in this process (said once)."""
 _MAX_IMAGES = 16
 
@@ -90,10 +94,15 @@ def get_retriever(settings: Settings, notify: Notify = notify_stderr) -> Retriev
     if settings.top_k <= 0:
         return None
     key = (str(settings.kb_dir), settings.embed_model, settings.chroma_url, settings.vlm_device)
+    import time
+
     with _LOCK:
         if key in _RETRIEVERS:
             found = _RETRIEVERS[key]
             return None if found is None else _bounded(found, settings)
+        failed_at = _NO_EMBEDDER.get(key)
+        if failed_at is not None and time.monotonic() - failed_at < NO_EMBEDDER_RETRY_S:
+            return None
     from image2music.tools.embedder import EmbedderError, get_embedder
 
     kb = get_kb(settings)
@@ -113,7 +122,7 @@ def get_retriever(settings: Settings, notify: Notify = notify_stderr) -> Retriev
         # retrieval is an aid, not a requirement: an offline machine without the embedder still composes
         notify(f"no embedder, so no knowledge base: composing without examples ({e})")
         with _LOCK:
-            _RETRIEVERS[key] = None
+            _NO_EMBEDDER[key] = time.monotonic()
         return None
     if not exists:
         from image2music.tools.kb.ingest import build_starter

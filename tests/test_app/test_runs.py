@@ -177,6 +177,7 @@ def test_enter_at_a_refine_pause_lets_the_run_decide(tmp_path: Path, image_path:
 def test_run_json_holds_every_public_setting_and_never_the_key(tmp_path: Path, image_path: Path) -> None:
     # before: a 7-field subset (no temperature, seed or per-node generation settings)
     from image2music.graph.config import load_settings
+
     from image2music.rundb import public_settings
     from image2music.runner import compose_image
 

@@ -1,0 +1,38 @@
+"""Cached services: a missing embedder is remembered for a while, not for the whole process."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from image2music.graph import services
+from image2music.graph.config import load_settings
+
+
+def test_a_missing_embedder_is_looked_for_again_later(monkeypatch: pytest.MonkeyPatch) -> None:
+    # before: one failure was cached for the process, so a long chat never found a model installed meanwhile
+    from image2music.tools import embedder
+
+    calls: list[str] = []
+
+    def missing(model: str, device: str) -> Any:
+        calls.append(model)
+        raise embedder.EmbedderError("not installed")
+
+    class Base:
+        def exists(self) -> bool:
+            return True
+
+        def other_models(self) -> list[str]:
+            return []
+
+    monkeypatch.setattr(embedder, "get_embedder", missing)
+    monkeypatch.setattr(services, "get_kb", lambda settings: Base())
+    s = load_settings(embed_model="tiny/missing-embedder", top_k=1)
+    notes: list[str] = []
+    assert services.get_retriever(s, notify=notes.append) is None
+    assert services.get_retriever(s, notify=notes.append) is None
+    assert len(calls) == 1  # remembered: a batch does not look for it per image
+    monkeypatch.setattr(services, "NO_EMBEDDER_RETRY_S", 0.0)
+    assert services.get_retriever(s, notify=notes.append) is None
+    assert len(calls) == 2 and all("composing without examples" in n for n in notes)
