@@ -30,11 +30,12 @@ FallbackMap = Callable[[Image.Image, str], "np.ndarray | None"]
 _LOCK = threading.RLock()
 _IMAGES: dict[tuple[str, int, int], Image.Image] = {}
 _RETRIEVERS: dict[tuple[Any, ...], Retriever | None] = {}
+"""Retrievers by knowledge base."""
+_NOTIFIERS: dict[str, Notify] = {}  # run id -> where that run's messages go (the CLI's progress, the chat)
 _NO_EMBEDDER: dict[tuple[Any, ...], float] = {}  # key -> when the embedder could not be had
 NO_EMBEDDER_RETRY_S = 300.0
 """A missing embedder is remembered this long (so a batch does not look for it per image), then looked for
 again (a long chat session picks up a model downloaded meanwhile)."""
-"""Retrievers by knowledge base; None once the embedder proved unusable in this process (said once)."""
 _MAX_IMAGES = 16
 
 
@@ -168,6 +169,18 @@ def get_fallback_map(settings: Settings, notify: Notify = notify_stderr) -> Fall
 _CALLS_LOCK = threading.Lock()
 
 
+def set_notify(run_id: str, notify: Notify) -> None:
+    """Where the messages of run ``run_id`` go (a server's retries, for one); stderr when never set."""
+    with _LOCK:
+        _NOTIFIERS[run_id] = notify
+
+
+def forget_notify(run_id: str) -> None:
+    """The run has ended: its messages go nowhere special any more."""
+    with _LOCK:
+        _NOTIFIERS.pop(run_id, None)
+
+
 def ask(ctx: RunContext, node: str, prompt: str, call_index: int, capture_attention: bool = False) -> VLMResult:
     """One VLM call for ``node`` of the run, recorded in the run's ``vlm_calls.jsonl`` (replayable)."""
     result = get_vlm(ctx.settings).generate(
@@ -185,8 +198,9 @@ def ask(ctx: RunContext, node: str, prompt: str, call_index: int, capture_attent
     retries = (result.meta or {}).get("retries")
     if retries:  # a served model answered 429/5xx first: each retry is visible
         record["retries"] = retries
+        notify = _NOTIFIERS.get(ctx.run_id, notify_stderr)
         for line in retries:
-            notify_stderr(f"{node}: {line}")
+            notify(f"{node}: {line}")
     with _CALLS_LOCK:
         ctx.run_dir.mkdir(parents=True, exist_ok=True)
         with open(ctx.run_dir / "vlm_calls.jsonl", "a", encoding="utf-8") as fh:

@@ -73,6 +73,7 @@ def prepare_run(
 ) -> RunContext:
     """Check everything a run needs before it starts (image, prompts, model, knowledge base) and make its
     run dir with a re-encoded copy of the input image. Raises InputError (exit 2) or RunError (exit 1)."""
+    services.set_notify(run_id, notify)
     image = services.get_image(image_path)
     services.get_prompts(prompt_overrides)
     services.get_vlm(settings)
@@ -215,6 +216,7 @@ def finish_run(
         atomic_write_json(ctx.run_dir / "run.json", record)
         result = RunResult(run_id=ctx.run_id, run_dir=ctx.run_dir, record=record)
     set_status(conn, ctx.run_id, result.record["status"])
+    services.forget_notify(ctx.run_id)
     return result
 
 

@@ -36,3 +36,22 @@ def test_a_missing_embedder_is_looked_for_again_later(monkeypatch: pytest.Monkey
     monkeypatch.setattr(services, "NO_EMBEDDER_RETRY_S", 0.0)
     assert services.get_retriever(s, notify=notes.append) is None
     assert len(calls) == 2 and all("composing without examples" in n for n in notes)
+
+
+def test_a_servers_retries_go_to_the_runs_notify(tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
+    # before: they were printed straight to stderr, beside the run's own message channel
+    from image2music.graph.context import RunContext
+    from image2music.tools.vlm import VLMResult
+
+    class Served:
+        def generate(self, **kwargs: Any) -> VLMResult:
+            return VLMResult(text="ok", meta={"retries": ["HTTP 429, retry 1 of 3 in 1 s"]})
+
+    monkeypatch.setattr(services, "get_vlm", lambda settings: Served())
+    monkeypatch.setattr(services, "get_image", lambda path: None)
+    s = load_settings(vlm_backend="replay", top_k=0)
+    ctx = RunContext(settings=s, run_id="r-notify", image_path=tmp_path / "i.png", run_dir=tmp_path / "run")
+    heard: list[str] = []
+    services.set_notify("r-notify", heard.append)
+    services.ask(ctx, "compose", "a prompt", 1)
+    assert heard == ["compose: HTTP 429, retry 1 of 3 in 1 s"] and "429" not in capsys.readouterr().err
