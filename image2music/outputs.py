@@ -50,6 +50,7 @@ def write_outputs(
     versions = state.get("versions", [])
     best = best_version(versions)
     final = None
+    final_tune = None
     limit = ctx.settings.convert_timeout_s
     if best is not None and best["ok"]:
         final = {
@@ -61,7 +62,8 @@ def write_outputs(
         atomic_write_text(run_dir / "music.abc", best["abc"])
         files["abc"] = "music.abc"
         try:
-            write_midi(read_tune(best["abc"], ctx.settings.abc_limits), run_dir / "music.mid")
+            final_tune = read_tune(best["abc"], ctx.settings.abc_limits)  # the one reading the outputs share
+            write_midi(final_tune, run_dir / "music.mid")
             files["midi"] = "music.mid"
         except Exception as e:  # noqa: BLE001 - the record is written whatever a writer does
             notes.append(f"midi: {type(e).__name__}: {e}")
@@ -139,7 +141,7 @@ def write_outputs(
     atomic_write_json(run_dir / "run.json", record)
     from image2music.report import write_report
 
-    write_report(record, run_dir)
+    write_report(record, run_dir, final_tune)
     return RunResult(run_id=ctx.run_id, run_dir=run_dir, record=record, files=files)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from image2music.tools.files import atomic_write_text
+from image2music.tools.music.abcparse import Tune
 from image2music.tools.music.metrics import METRIC_MEANINGS
 
 MAX_INLINE_AUDIO = 8 * 1024 * 1024
@@ -58,12 +59,13 @@ def _svg_image(path: Path) -> str:
     return f"<img alt='the score' src='{uri}'>"
 
 
-def piano_roll(abc: str, width: int = 1000, height: int = 220) -> str:
-    """An inline SVG piano roll of a tune (repeats played): time across, pitch up, one colour per voice."""
+def piano_roll(abc: str, width: int = 1000, height: int = 220, tune: Tune | None = None) -> str:
+    """An inline SVG piano roll of a tune (repeats played): time across, pitch up, one colour per voice; the
+    run's reading of the tune when given (no second parse), else ``abc`` read with the checker's limits."""
     from image2music.tools.music.abcparse import read_tune
     from image2music.tools.music.convert import voice_notes
 
-    tune = read_tune(abc)
+    tune = tune if tune is not None else read_tune(abc)
     voices = [(vid, voice_notes(v, tune.part_order)) for vid, v in tune.voices.items()]
     notes = [n for _vid, ns in voices for n in ns]
     if not notes:
@@ -141,7 +143,7 @@ def _attention_note(record: dict[str, Any]) -> str:
     return "No attention map: the model's image-token layout is not known or the capture was turned off."
 
 
-def render_report(record: dict[str, Any], run_dir: Path) -> str:
+def render_report(record: dict[str, Any], run_dir: Path, tune: Tune | None = None) -> str:
     run_dir = Path(run_dir)
     files = record.get("files") or {}
     status = str(record.get("status"))
@@ -198,7 +200,7 @@ def render_report(record: dict[str, Any], run_dir: Path) -> str:
             parts.append(f"<audio controls preload='metadata' src='{_e(src_audio)}'></audio>")
         if "svg" in files and (run_dir / "music.svg").exists():
             parts.append(f"<div class='score'>{_svg_image(run_dir / 'music.svg')}</div>")
-        roll = piano_roll(str(final["abc"]))
+        roll = piano_roll(str(final["abc"]), tune=tune)
         if roll:
             parts.append(f"<h3>Piano roll</h3><div class='roll'>{roll}</div>")
         parts.append(f"<details><summary>ABC of version {_e(final['version'])}</summary><pre>{_e(final['abc'])}</pre>"
@@ -263,6 +265,6 @@ def render_report(record: dict[str, Any], run_dir: Path) -> str:
     return "\n".join(parts)
 
 
-def write_report(record: dict[str, Any], run_dir: Path) -> Path:
-    """Write ``report.html`` into the run dir."""
-    return atomic_write_text(Path(run_dir) / "report.html", render_report(record, run_dir))
+def write_report(record: dict[str, Any], run_dir: Path, tune: Tune | None = None) -> Path:
+    """Write ``report.html`` into the run dir (``tune``: the run's reading of the final music, if at hand)."""
+    return atomic_write_text(Path(run_dir) / "report.html", render_report(record, run_dir, tune))
