@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     vlm_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     trust_remote_code: bool = False
     image_max_pixels: int = 512 * 512
+    vlm_feature_cache: int = Field(8, ge=1, le=1024)
+    """Images whose vision features a local model keeps (``i2m batch --jobs N`` raises it to N)."""
     max_new_tokens: int = 1024
     describe_max_new_tokens: int = 256
     explain_max_new_tokens: int = 384

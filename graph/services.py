@@ -59,6 +59,7 @@ def get_vlm(settings: Settings, backend: str | None = None, model: str | None = 
         api_key=settings.vlm_api_key,
         timeout_s=settings.vlm_timeout_s,
         replay_delay_s=settings.replay_delay_s,
+        feature_cache=settings.vlm_feature_cache,
     )
 
 

@@ -40,9 +40,8 @@ def run_batch(
     on_done: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Compose music for every image; returns the results.jsonl rows in input order."""
-    from image2music.tools.vlm import reserve_feature_cache
-
-    reserve_feature_cache(jobs)
+    # parallel runs on one local model must not evict each other's vision features
+    settings = settings.with_overrides(vlm_feature_cache=max(settings.vlm_feature_cache, jobs))
     images = collect_images(inputs)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -13,32 +13,12 @@ __all__ = [
     "GenerationSettings",
     "VLMError",
     "VLMResult",
-    "feature_cache_entries",
     "make_vlm",
-    "reserve_feature_cache",
     "strip_think",
 ]
 
 _CACHE: dict[tuple[object, ...], VLM] = {}
 _LOCK = threading.Lock()
-_FEATURE_CACHE = [8]
-
-
-def reserve_feature_cache(jobs: int) -> None:
-    """Keep the vision features of at least ``jobs`` images (parallel runs on one model must not evict each
-    other's features): applies to the models loaded now and to those loaded later."""
-    with _LOCK:
-        _FEATURE_CACHE[0] = max(_FEATURE_CACHE[0], int(jobs))
-        for vlm in _CACHE.values():
-            if hasattr(vlm, "cache_entries"):
-                vlm.cache_entries = max(vlm.cache_entries, _FEATURE_CACHE[0])
-
-
-def feature_cache_entries() -> int:
-    """How many images' vision features a local model keeps (at least 8, at least the parallel jobs)."""
-    return _FEATURE_CACHE[0]
-
-
 def make_vlm(
     backend: str,
     model: str,
@@ -52,8 +32,10 @@ def make_vlm(
     api_key: str | None = None,
     timeout_s: float = 300.0,
     replay_delay_s: float = 0.0,
+    feature_cache: int = 8,
 ) -> VLM:
-    """The VLM for these settings; local models are loaded once per process and reused."""
+    """The VLM for these settings; local models are loaded once per process and reused. A local model keeps
+    the vision features of at least ``feature_cache`` images (parallel runs must not evict each other's)."""
     match backend:
         case "replay":
             if replay_file is None:
@@ -76,8 +58,11 @@ def make_vlm(
                     from image2music.tools.vlm.hf import TransformersVLM
 
                     _CACHE[key] = TransformersVLM(
-                        model, device=device, dtype=dtype, trust_remote_code=trust_remote_code, max_pixels=max_pixels
-                    )
+                        model, device=device, dtype=dtype, trust_remote_code=trust_remote_code, max_pixels=max_pixels,
+                        cache_entries=feature_cache,
+                    )  # fmt: skip
+                local = _CACHE[key]
+                local.cache_entries = max(local.cache_entries, feature_cache)  # type: ignore[attr-defined]
                 return _CACHE[key]
         case "openai":
             from image2music.tools.vlm.openai_compat import OpenAIVLM

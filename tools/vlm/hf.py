@@ -68,6 +68,7 @@ class TransformersVLM:
         dtype: str = "auto",
         trust_remote_code: bool = False,
         max_pixels: int = 512 * 512,
+        cache_entries: int = 8,
     ) -> None:
         import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -77,9 +78,7 @@ class TransformersVLM:
         self.dtype = pick_dtype(self.device, dtype)
         self.max_pixels = max_pixels
         self.vision_calls = 0
-        from image2music.tools.vlm import feature_cache_entries
-
-        self.cache_entries = feature_cache_entries()
+        self.cache_entries = cache_entries
         self._lock = threading.Lock()  # one generate at a time on a shared model (batch --jobs)
         from image2music.tools.models import ModelNotFound, resolve_model
 
