@@ -13,6 +13,7 @@ from typing import Any
 
 from image2music.graph.config import load_settings
 from image2music.outputs import RunResult
+from image2music.record import RunRecord
 from image2music.runner import compose_image
 
 
@@ -29,7 +30,7 @@ class Result:
     metrics: dict[str, Any] | None
     motivation: str | None
     files: dict[str, Path]
-    record: dict[str, Any]
+    record: RunRecord
 
     @property
     def ok(self) -> bool:

@@ -17,6 +17,7 @@ from rich.markup import escape
 from rich.text import Text
 
 from image2music.graph.state import NODE_IDS
+from image2music.record import RunRecord
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -594,7 +595,7 @@ def runs_list(limit: int, as_json: bool) -> None:
     out.print(table, soft_wrap=False)
 
 
-def _load_run(run_id: str) -> tuple[Any, dict[str, Any]]:
+def _load_run(run_id: str) -> tuple[Any, RunRecord]:
     from image2music.outputs import load_record
     from image2music.rundb import connect_db, get_run
 

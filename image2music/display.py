@@ -11,6 +11,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from image2music.record import RunRecord
 from image2music.tools.music.metrics import METRIC_MEANINGS
 
 
@@ -48,14 +49,14 @@ def metrics_table(versions: list[dict[str, Any]]) -> Table:
     return t
 
 
-def show_record(console: Console, rec: dict[str, Any], run_dir: Path) -> None:
+def show_record(console: Console, rec: RunRecord, run_dir: Path) -> None:
     """Description, references, metrics of every version, the final ABC, the motivation, the files."""
     colour = "green" if rec["status"] == "ok" else "red"
     console.print(f"[bold]{rec['run_id']}[/bold]  [{colour}]{rec['status']}[/{colour}]  {escape(str(rec['image']))}")
     if rec.get("reason"):
         console.print(Text(f"reason: {rec['reason']}"))
-    if rec.get("description"):
-        console.print(Panel(Text(rec["description"]), title="what the model sees"), soft_wrap=False)
+    if description := rec.get("description"):
+        console.print(Panel(Text(description), title="what the model sees"), soft_wrap=False)
     if rec.get("references"):
         t = Table("score", "via", "caption", title="references")
         for r in rec["references"]:
@@ -63,13 +64,13 @@ def show_record(console: Console, rec: dict[str, Any], run_dir: Path) -> None:
         console.print(t, soft_wrap=False)
     if rec.get("versions"):
         console.print(metrics_table(rec["versions"]), soft_wrap=False)
-    if rec.get("final"):
+    if final := rec.get("final"):
         console.print(
-            Panel(highlight_abc(rec["final"]["abc"]), title=f"the music (version {rec['final']['version']})"),
+            Panel(highlight_abc(final["abc"]), title=f"the music (version {final['version']})"),
             soft_wrap=False,
         )
-    if rec.get("motivation"):
-        console.print(Panel(Text(rec["motivation"]), title="why it sounds like this"), soft_wrap=False)
+    if motivation := rec.get("motivation"):
+        console.print(Panel(Text(motivation), title="why it sounds like this"), soft_wrap=False)
     decisions = [d for d in rec.get("decisions") or [] if d.get("after") == "evaluate"]
     if decisions:
         t = Table("after", "to", "because", title="decisions", show_lines=False)

@@ -25,6 +25,7 @@ from image2music.graph.config import Settings
 from image2music.graph.services import get_vlm
 from image2music.graph.versions import refine_rounds_run
 from image2music.outputs import RunResult
+from image2music.record import RunRecord
 from image2music.runner import compose_image, replay_run
 from image2music.tools.files import atomic_write_text, safe_name
 from image2music.tools.images import load_image
@@ -88,7 +89,7 @@ def parse_judge(text: str) -> JudgeScores:
 # --- objective agreement rules ---------------------------------------------------------------------------
 
 
-def objective_row(rec: dict[str, Any]) -> dict[str, Any]:
+def objective_row(rec: RunRecord) -> dict[str, Any]:
     versions = rec.get("versions") or []
     final = rec.get("final") or {}
     metrics = final.get("metrics") or {}
@@ -209,11 +210,12 @@ def run_eval(
                 "reflect_rounds": refine_rounds_run(rec["path"]),
             }
             row.update(objective_row(rec))
-            if jdg is not None and rec.get("final"):
+            final = rec.get("final")
+            if jdg is not None and final:
                 try:
                     if image is None:
                         image = load_image(img)  # once per image, for all its configurations
-                    scores, problem = jdg.score(image, rec.get("description") or "", rec["final"]["abc"])
+                    scores, problem = jdg.score(image, rec.get("description") or "", final["abc"])
                 except VLMError as e:
                     scores, problem = None, str(e)
                 row["judge_error"] = problem

@@ -11,6 +11,7 @@ import numpy as np
 from image2music.graph import services
 from image2music.graph.context import RunContext
 from image2music.graph.versions import best_version
+from image2music.record import RunRecord
 from image2music.rundb import public_settings
 from image2music.tools.attention import save_overlay
 from image2music.tools.files import atomic_write_json, atomic_write_text, safe_name
@@ -24,7 +25,7 @@ class RunResult:
 
     run_id: str
     run_dir: Path
-    record: dict[str, Any]
+    record: RunRecord
     files: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -106,7 +107,7 @@ def write_outputs(
     for name, p in services.get_prompts(ctx.prompt_paths).items():
         atomic_write_text(run_dir / "prompts" / f"{name}.md", p.text)
         prompt_paths[name] = str(p.path)
-    record = {
+    record: RunRecord = {
         "run_id": ctx.run_id,
         "status": status,
         "reason": reason,
@@ -134,8 +135,8 @@ def write_outputs(
         "settings": public_settings(ctx.settings),  # every public setting (never the key): what the database keeps
         "vlm_calls": dict(state.get("calls", {})),
         "vision_encodes": int(state.get("vision_encodes", 0)),
-        **(extra or {}),
     }
+    record.update(extra or {})  # type: ignore[typeddict-item]  # the runner's extra keys are RunRecord keys
     record["server_retries"] = tidy_calls(run_dir / "vlm_calls.jsonl", dict(state.get("calls", {})))
     files["report"] = "report.html"
     atomic_write_json(run_dir / "run.json", record)
@@ -174,8 +175,9 @@ def tidy_calls(path: Path, counts: dict[str, int]) -> list[str]:
     return retries
 
 
-def load_record(run_dir: Path) -> dict[str, Any]:
+def load_record(run_dir: Path) -> RunRecord:
     """The run.json of a run dir."""
     import json
 
-    return dict(json.loads((Path(run_dir) / "run.json").read_text(encoding="utf-8")))
+    record: RunRecord = json.loads((Path(run_dir) / "run.json").read_text(encoding="utf-8"))
+    return record

@@ -8,6 +8,7 @@ import html
 from pathlib import Path
 from typing import Any
 
+from image2music.record import RunRecord
 from image2music.tools.files import atomic_write_text
 from image2music.tools.music.abcparse import Tune
 from image2music.tools.music.metrics import METRIC_MEANINGS
@@ -134,7 +135,7 @@ def _findings(items: list[dict[str, Any]], cls: str) -> str:
     return "".join(f"<li class='{cls}'>[{_e(f.get('code'))}] {_e(Finding.from_dict(f).render())}</li>" for f in items)
 
 
-def _attention_note(record: dict[str, Any]) -> str:
+def _attention_note(record: RunRecord) -> str:
     backend = (record.get("settings") or {}).get("vlm_backend")
     if backend == "replay":
         return "No attention map: recorded answers (the replay backend) carry no attentions."
@@ -143,7 +144,7 @@ def _attention_note(record: dict[str, Any]) -> str:
     return "No attention map: the model's image-token layout is not known or the capture was turned off."
 
 
-def render_report(record: dict[str, Any], run_dir: Path, tune: Tune | None = None) -> str:
+def render_report(record: RunRecord, run_dir: Path, tune: Tune | None = None) -> str:
     run_dir = Path(run_dir)
     files = record.get("files") or {}
     status = str(record.get("status"))
@@ -265,6 +266,6 @@ def render_report(record: dict[str, Any], run_dir: Path, tune: Tune | None = Non
     return "\n".join(parts)
 
 
-def write_report(record: dict[str, Any], run_dir: Path, tune: Tune | None = None) -> Path:
+def write_report(record: RunRecord, run_dir: Path, tune: Tune | None = None) -> Path:
     """Write ``report.html`` into the run dir (``tune``: the run's reading of the final music, if at hand)."""
     return atomic_write_text(Path(run_dir) / "report.html", render_report(record, run_dir, tune))

@@ -21,6 +21,7 @@ from image2music.graph.config import Settings
 from image2music.graph.context import RunContext
 from image2music.graph.state import NODE_IDS
 from image2music.outputs import RunResult, write_outputs
+from image2music.record import RunRecord
 from image2music.rundb import (
     SECRET_SETTINGS,
     RunInfo,
@@ -203,16 +204,15 @@ def finish_run(
         raise
     except Exception as e:  # the outputs themselves failed: the record must still be written
         reason, note = _failure(e, ctx)
-        record = {
+        record: RunRecord = {
             "run_id": ctx.run_id,
             "status": "failed",
             "reason": error or f"writing the outputs failed: {reason}",
             "image": str(ctx.image_path),
             "path": state.get("path", []),
             "vlm_calls": dict(state.get("calls", {})),
-            **extra,
-            "errors": [*extra.get("errors", []), note],
         }
+        record.update({**extra, "errors": [*extra.get("errors", []), note]})  # type: ignore[typeddict-item]
         atomic_write_json(ctx.run_dir / "run.json", record)
         result = RunResult(run_id=ctx.run_id, run_dir=ctx.run_dir, record=record)
     set_status(conn, ctx.run_id, result.record["status"])

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from typing import Any
 
 from image2music.graph.builder import build_graph
 from image2music.graph.routing import EDGE_LABELS, render_decision
 from image2music.graph.state import NODE_IDS
 from image2music.graph.versions import steps
+from image2music.record import RunRecord
 
 
 class VizError(RuntimeError):
@@ -64,7 +64,7 @@ def dot() -> str:
     return "\n".join(lines) + "\n"
 
 
-def _step_notes(record: dict[str, Any]) -> list[str]:
+def _step_notes(record: RunRecord) -> list[str]:
     """Per step of the path, what went wrong in it (an invalid version at a check), else ''."""
     versions = iter(record.get("versions") or [])
     notes = []
@@ -78,7 +78,7 @@ def _step_notes(record: dict[str, Any]) -> list[str]:
     return notes
 
 
-def run_path_mermaid(record: dict[str, Any]) -> str:
+def run_path_mermaid(record: RunRecord) -> str:
     """The path of a run: each step numbered, with its seconds, retries and refine rounds visible."""
     path, timings = record.get("path", []), record.get("timings", [])
     lines = ["graph TD;", "  __start__([start]):::first"]
@@ -99,7 +99,7 @@ def run_path_mermaid(record: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_path_ascii(record: dict[str, Any]) -> str:
+def run_path_ascii(record: RunRecord) -> str:
     """One line per step: seconds, and whether it was a retry or a refine round."""
     out = []
     decisions = iter(record.get("decisions") or [])
@@ -117,7 +117,7 @@ def run_path_ascii(record: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
-def run_path_dot(record: dict[str, Any]) -> str:
+def run_path_dot(record: RunRecord) -> str:
     lines = ["digraph run {", '  rankdir=TB; node [shape=box, style="rounded,filled", fillcolor="#f2f0ff"];']
     prev = "start"
     lines.append('  "start" [shape=oval, fillcolor=white];')

@@ -1,0 +1,42 @@
+"""The run record: what ``run.json`` is. One builder (``outputs.write_outputs``) makes it; the report, the
+terminal display, the graph drawings, the evaluation, the chat and the API read this type."""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+from image2music.graph.state import Decision
+
+
+class RunRecord(TypedDict, total=False):
+    """The content of run.json (keys absent in records of earlier versions or of runs that stopped early)."""
+
+    run_id: str
+    status: str
+    """``ok``, ``failed``, ``running`` (in the database only) or ``cancelled``."""
+    reason: str | None
+    image: str
+    description: str | None
+    references: list[dict[str, Any]]
+    versions: list[dict[str, Any]]
+    """Every version: index, node, abc, ok, errors, warnings, metrics, feedback, score, commentary, title."""
+    final: dict[str, Any] | None
+    """The chosen version: version (1-based), abc, metrics, title; None when no version is valid."""
+    motivation: str | None
+    path: list[str]
+    timings: list[float]
+    """Seconds of each step of ``path``."""
+    targets: dict[str, Any]
+    decisions: list[Decision]
+    prompts: dict[str, str]
+    attention: dict[str, Any]
+    files: dict[str, str]
+    notes: list[str]
+    settings: dict[str, Any]
+    """Every public setting of the run (never the key): the same dump the run database keeps."""
+    vlm_calls: dict[str, int]
+    vision_encodes: int
+    server_retries: list[str]
+    errors: list[dict[str, Any]]
+    failed_rounds: list[str]
+    replayed_from: dict[str, str]
