@@ -19,6 +19,8 @@ __all__ = [
 
 _CACHE: dict[tuple[object, ...], VLM] = {}
 _LOCK = threading.Lock()
+
+
 def make_vlm(
     backend: str,
     model: str,
