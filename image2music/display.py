@@ -11,6 +11,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from image2music.graph.state import Version
 from image2music.record import RunRecord
 from image2music.tools.music.metrics import METRIC_MEANINGS
 
@@ -33,7 +34,7 @@ def highlight_abc(abc: str) -> Text:
     return out
 
 
-def metrics_table(versions: list[dict[str, Any]]) -> Table:
+def metrics_table(versions: list[Version]) -> Table:
     """Metrics of every version side by side (before and after refinement)."""
     t = Table(
         "metric",
@@ -41,9 +42,7 @@ def metrics_table(versions: list[dict[str, Any]]) -> Table:
         title="versions",
     )
     for name in METRIC_MEANINGS:
-        t.add_row(
-            name, *["-" if (v.get("metrics") or {}).get(name) is None else str(v["metrics"][name]) for v in versions]
-        )
+        t.add_row(name, *["-" if (m := (v.get("metrics") or {}).get(name)) is None else str(m) for v in versions])
     t.add_row("warnings", *[str(len(v.get("warnings") or [])) for v in versions])
     t.add_row("errors", *[str(len(v.get("errors") or [])) for v in versions])
     return t

@@ -11,7 +11,7 @@ import numpy as np
 from image2music.graph import services
 from image2music.graph.context import RunContext
 from image2music.graph.versions import best_version
-from image2music.record import RunRecord
+from image2music.record import FinalMusic, RunRecord
 from image2music.rundb import public_settings
 from image2music.tools.attention import save_overlay
 from image2music.tools.files import atomic_write_json, atomic_write_text, safe_name
@@ -50,7 +50,7 @@ def write_outputs(
     notes: list[str] = [*extra.pop("start_notes", []), *state.get("notes", [])]
     versions = state.get("versions", [])
     best = best_version(versions)
-    final = None
+    final: FinalMusic | None = None
     final_tune = None
     limit = ctx.settings.convert_timeout_s
     if best is not None and best["ok"]:
@@ -117,7 +117,7 @@ def write_outputs(
             {"id": r["id"], "caption": r["caption"], "score": r["score"], "via": r["via"]}
             for r in state.get("references", [])
         ],
-        "versions": [{k: v.get(k) for k in VERSION_FIELDS} for v in versions],
+        "versions": [{k: v.get(k) for k in VERSION_FIELDS} for v in versions],  # type: ignore[misc]  # Version keys
         "final": final,
         "motivation": state.get("motivation"),
         "path": state.get("path", []),

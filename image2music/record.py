@@ -5,7 +5,25 @@ from __future__ import annotations
 
 from typing import Any, TypedDict
 
-from image2music.graph.state import Decision
+from image2music.graph.state import Decision, Reference, Version
+
+
+class FinalMusic(TypedDict, total=False):
+    """The chosen version."""
+
+    version: int
+    """1-based."""
+    abc: str
+    metrics: dict[str, Any] | None
+    title: str | None
+
+
+class AttentionSummary(TypedDict, total=False):
+    """How the explanation maps were made and where they are."""
+
+    method: str | None
+    files: dict[str, str]
+    shapes: dict[str, list[int]]
 
 
 class RunRecord(TypedDict, total=False):
@@ -17,10 +35,10 @@ class RunRecord(TypedDict, total=False):
     reason: str | None
     image: str
     description: str | None
-    references: list[dict[str, Any]]
-    versions: list[dict[str, Any]]
+    references: list[Reference]
+    versions: list[Version]
     """Every version: index, node, abc, ok, errors, warnings, metrics, feedback, score, commentary, title."""
-    final: dict[str, Any] | None
+    final: FinalMusic | None
     """The chosen version: version (1-based), abc, metrics, title; None when no version is valid."""
     motivation: str | None
     path: list[str]
@@ -29,7 +47,7 @@ class RunRecord(TypedDict, total=False):
     targets: dict[str, Any]
     decisions: list[Decision]
     prompts: dict[str, str]
-    attention: dict[str, Any]
+    attention: AttentionSummary
     files: dict[str, str]
     notes: list[str]
     settings: dict[str, Any]

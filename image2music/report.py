@@ -8,6 +8,7 @@ import html
 from pathlib import Path
 from typing import Any
 
+from image2music.graph.state import FindingRecord, Version
 from image2music.record import RunRecord
 from image2music.tools.files import atomic_write_text
 from image2music.tools.music.abcparse import Tune
@@ -100,7 +101,7 @@ def _note_name(p: int) -> str:
     return ["C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B"][p % 12] + str(p // 12 - 1)
 
 
-def score_chart(versions: list[dict[str, Any]], width: int = 520, height: int = 160) -> str:
+def score_chart(versions: list[Version], width: int = 520, height: int = 160) -> str:
     """An inline SVG of each valid version's score (1.0 = every target met) across the versions."""
     points = [(i, float(v["score"])) for i, v in enumerate(versions) if v.get("ok") and v.get("score") is not None]
     if len(points) < 2:
@@ -129,7 +130,7 @@ def score_chart(versions: list[dict[str, Any]], width: int = 520, height: int = 
     )
 
 
-def _findings(items: list[dict[str, Any]], cls: str) -> str:
+def _findings(items: list[FindingRecord], cls: str) -> str:
     from image2music.tools.music.findings import Finding
 
     return "".join(f"<li class='{cls}'>[{_e(f.get('code'))}] {_e(Finding.from_dict(f).render())}</li>" for f in items)
@@ -221,8 +222,7 @@ def render_report(record: RunRecord, run_dir: Path, tune: Tune | None = None) ->
         body = []
         for name, meaning in METRIC_MEANINGS.items():
             cells = "".join(
-                f"<td>{_e('-' if (v.get('metrics') or {}).get(name) is None else v['metrics'][name])}</td>"
-                for v in versions
+                f"<td>{_e('-' if (m := (v.get('metrics') or {}).get(name)) is None else m)}</td>" for v in versions
             )
             body.append(f"<tr><td title='{_e(meaning)}'>{_e(name)}</td>{cells}</tr>")
         body.append(
