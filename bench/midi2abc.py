@@ -25,7 +25,10 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT = ROOT.parent / "shared" / "corpora" / "midi"
+
+from image2music.tools.music.differential import SHARED_CORPORA  # noqa: E402
+
+DEFAULT = SHARED_CORPORA / "midi"
 
 
 def _plain_midi2abc(path: Path) -> str:

@@ -132,6 +132,6 @@ def decision_path_problems(path: list[str], decisions: list[Decision], finished:
         nxt = path[i + 1] if i + 1 < len(path) else "__end__"
         if nxt == "__end__" and not finished:
             continue
-        if d.get("to") != nxt and not (d.get("to") == "__end__" and nxt == "__end__"):
+        if d.get("to") != nxt:
             problems.append(f"after {after} run {k + 1} the decision says {d.get('to')}, the path {nxt}")
     return problems

@@ -57,15 +57,15 @@ def test_describe_metrics_lines() -> None:
 def test_numpy_metrics_equal_muspys_own_functions() -> None:
     """played_metrics reimplements MusPy's 8 definitions for speed: equal to MusPy on corpus tunes (and on the
     real MIDI files of the development set, when present)."""
-    from pathlib import Path
 
     from image2music.tools.music.convert import TICKS_PER_QUARTER, played_tracks
     from image2music.tools.music.corpus import sample_corpus
+    from image2music.tools.music.differential import SHARED_CORPORA
     from image2music.tools.music.metrics import _metrics_of, muspy_music, played_metrics
     from image2music.tools.music.midi2abc import KB_LIMITS, MidiConversionError, midi_to_abc
 
     tunes = [read_tune(t.abc) for t in sample_corpus(60, seed=11)]
-    dev = Path(__file__).resolve().parents[3] / "shared" / "corpora" / "midi"
+    dev = SHARED_CORPORA / "midi"
     for f in sorted(dev.glob("*.mid"))[::6] if dev.is_dir() else []:
         try:
             tunes.append(read_tune(midi_to_abc(f).abc, KB_LIMITS))

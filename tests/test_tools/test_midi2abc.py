@@ -16,7 +16,7 @@ from image2music.tools.kb.store import KnowledgeBase
 from image2music.tools.music import abc2midi
 from image2music.tools.music.check import check_abc
 from image2music.tools.music.convert import midi_bytes
-from image2music.tools.music.differential import abc2midi_notes, f1, midi_notes
+from image2music.tools.music.differential import SHARED_CORPORA, abc2midi_notes, f1, midi_notes
 from image2music.tools.music.excerpt import excerpt
 from image2music.tools.music.metrics import entry_metrics
 from image2music.tools.music.midi2abc import (
@@ -29,7 +29,7 @@ from image2music.tools.music.midi2abc import (
 )
 from midicaps_fixture import build_midicaps
 
-DEV_MIDI = Path(__file__).resolve().parents[3] / "shared" / "corpora" / "midi"
+DEV_MIDI = SHARED_CORPORA / "midi"
 needs_abc2midi = pytest.mark.skipif(not abc2midi.available(), reason="abc2midi not installed (Debian: abcmidi)")
 needs_dev_midi = pytest.mark.skipif(
     not DEV_MIDI.is_dir(), reason="the development MIDI corpus (../shared/corpora/midi) is not in this checkout"

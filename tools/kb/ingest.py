@@ -139,26 +139,29 @@ class _BadRecord(Exception):
 
 def iter_midicaps(root: Path) -> Iterator[tuple[int, Any, str | None]]:
     """(line number, record or None, why it could not be read) for each line of ``root/train.json`` (JSON
-    Lines, read a line at a time; a JSON array up to ``MAX_ARRAY_BYTES`` is accepted too)."""
+    Lines, read a line at a time; a JSON array up to ``MAX_ARRAY_BYTES`` is accepted too). A missing file or
+    an unreadable array is an error at once, before any record is read."""
     meta = root / "train.json"
     if not meta.is_file():
         raise FileNotFoundError(f"{meta} not found: DIR must hold MidiCaps' train.json and the MIDI files")
     with meta.open("rb") as fh:
-        head = fh.read(64).lstrip()
-        fh.seek(0)
-        if head.startswith(b"["):
-            size = meta.stat().st_size
-            if size > MAX_ARRAY_BYTES:
-                raise ValueError(
-                    f"{meta} is one JSON array of {size:,} bytes; above {MAX_ARRAY_BYTES:,} write it as JSON Lines"
-                )
-            try:
-                items = json.loads(fh.read().decode("utf-8", errors="replace"))
-            except (json.JSONDecodeError, RecursionError) as e:
-                raise ValueError(f"{meta}: not JSON ({e})") from e
-            for n, rec in enumerate(items if isinstance(items, list) else [items], start=1):
-                yield n, rec, None
-            return
+        is_array = fh.read(64).lstrip().startswith(b"[")
+    if not is_array:
+        return _json_lines(meta)
+    size = meta.stat().st_size
+    if size > MAX_ARRAY_BYTES:
+        raise ValueError(
+            f"{meta} is one JSON array of {size:,} bytes; above {MAX_ARRAY_BYTES:,} write it as JSON Lines"
+        )
+    try:
+        items = json.loads(meta.read_bytes().decode("utf-8", errors="replace"))
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise ValueError(f"{meta}: not JSON ({e})") from e
+    return ((n, rec, None) for n, rec in enumerate(items if isinstance(items, list) else [items], start=1))
+
+
+def _json_lines(meta: Path) -> Iterator[tuple[int, Any, str | None]]:
+    with meta.open("rb") as fh:
         n = 0
         while True:
             raw = fh.readline(MAX_LINE_BYTES + 1)
@@ -174,9 +177,11 @@ def iter_midicaps(root: Path) -> Iterator[tuple[int, Any, str | None]]:
             if not text:
                 continue
             try:
-                yield n, json.loads(text), None
+                rec = json.loads(text)
             except (json.JSONDecodeError, RecursionError) as e:
                 yield n, None, f"not JSON ({getattr(e, 'msg', type(e).__name__)})"
+                continue
+            yield n, rec, None
 
 
 def _text_field(rec: dict[str, Any], name: str, limit: int, required: bool) -> str:
@@ -315,7 +320,6 @@ def ingest_midicaps(
 
     root_real = Path(root).resolve()
     records = iter_midicaps(root_real)  # raises now, before any model is loaded, when train.json is missing
-    first = next(records, None)
     if skipped_file is None and kb.kb_dir is not None:
         skipped_file = Path(kb.kb_dir) / SKIPPED_FILE
     remembered = {} if retry_skipped else _load_skipped(skipped_file)
@@ -369,8 +373,7 @@ def ingest_midicaps(
         with progress_bar("MidiCaps ingest", enabled=progress) as bar:
             task = bar.add_task("ingest", total=limit)
             chunk: list[tuple[int, str, str, Path, dict[str, Any]]] = []
-            stream = records if first is None else _chain(first, records)
-            for line, rec, problem in stream:
+            for line, rec, problem in records:
                 if limit and counts["seen"] >= limit:
                     break
                 counts["seen"] += 1
@@ -409,11 +412,6 @@ def ingest_midicaps(
     counts["truncated_captions"] = embedder.truncated
     counts["total"] = kb.count()
     return counts
-
-
-def _chain(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
-    yield first
-    yield from rest
 
 
 def migrate_metrics(kb: KnowledgeBase, *, progress: bool = True) -> dict[str, int]:

@@ -714,24 +714,23 @@ class _Reader:
         """A note (accidental, letter, octave marks, length), else a decoration letter or an error."""
         c, col = s[i], i + 1
         m = _NOTE_RE.match(s, i)
+        acc = _accidental(m) if m else None
+        if m is None and c in "^_=":
+            # `^!1!d` (a fingering between the accidental and its note): the accidental is the note's
+            d = _ACC_THEN_DECORATION_RE.match(s, i)
+            m = _NOTE_RE.match(s, d.end()) if d else None
+            if d and m and not m.group(1):
+                acc = d.group(1)
+                self.warn(f"accidental '{acc}' written before a decoration: read as '{acc}{m.group(2)}'", col)
+            else:
+                m = None
         if m:
-            p = self.pitch(st, _accidental(m), m.group(2), m.group(3))
+            p = self.pitch(st, acc, m.group(2), m.group(3))
             ln, j = self.read_length(s, m.end(), col)
             if ln is not None:
                 self.add_event(st, self.apply_broken(st, st.unit * ln), [p], col)
             return j
         if c in "^_=":
-            d = _ACC_THEN_DECORATION_RE.match(s, i)
-            m = _NOTE_RE.match(s, d.end()) if d else None
-            if d and m and not m.group(1):
-                # `^!1!d` (a fingering between the accidental and its note): the accidental is the note's
-                acc = d.group(1)
-                self.warn(f"accidental '{acc}' written before a decoration: read as '{acc}{m.group(2)}'", col)
-                p = self.pitch(st, acc, m.group(2), m.group(3))
-                ln, j = self.read_length(s, m.end(), col)
-                if ln is not None:
-                    self.add_event(st, self.apply_broken(st, st.unit * ln), [p], col)
-                return j
             self.error(f"accidental '{c}' is not followed by a note", col)
             return i + 1
         if c in _DECORATION_LETTERS:
@@ -903,7 +902,7 @@ class _Reader:
         return self.tune
 
     def _run(self) -> None:
-        lines = _join_field_continuations(self.text.split("\n"))
+        lines = join_field_continuations(self.text.split("\n"))
         for idx, raw in enumerate(lines, start=1):
             self.line_no = idx
             line = raw.rstrip("\r")
@@ -1151,7 +1150,7 @@ def _pickup_pairs(bars: list[Bar]) -> list[tuple[Bar, Bar]]:
     return pairs
 
 
-def _join_field_continuations(lines: list[str]) -> list[str]:
+def join_field_continuations(lines: list[str]) -> list[str]:
     """A field line ending in ``\\`` continues on the next line (``T:long \\`` / ``title``); the joined
     line takes the first line's place and a comment the second's, so line numbers stay true."""
     out = list(lines)

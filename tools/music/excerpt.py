@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from image2music.tools.music.abcparse import Limits, Tune, _join_field_continuations, read_tune
+from image2music.tools.music.abcparse import Limits, join_field_continuations, read_tune
 
 _VOICE_LINE = re.compile(r"^\s*(?:V:\s*(\S+)|\[V:\s*([^\]\s]+))")
 _FIELD_LINE = re.compile(r"^\s*[A-Za-z+]:")
@@ -44,8 +44,16 @@ def _voice_of(line: str) -> str | None:
     return None if m is None else (m.group(1) or m.group(2))
 
 
-def _build(lines: list[str], header_end: int, tune: Tune, first_voice: str, n: int, keep: set[str]) -> str:
-    starts = {vid: [(b.line, b.column) for b in v.bars] for vid, v in tune.voices.items()}
+def _build(
+    lines: list[str],
+    header_end: int,
+    starts: dict[str, list[tuple[int, int]]],
+    first_voice: str,
+    n: int,
+    keep: set[str],
+) -> str:
+    """Header and body lines of the voices in ``keep``, each cut before its bar ``n + 1`` (``starts``: line and
+    column where each bar of each voice begins)."""
     out: list[str] = []
     for line in lines[: header_end + 1]:
         vid = _voice_of(line)
@@ -86,8 +94,9 @@ def excerpt(abc: str, max_chars: int, limits: Limits | None = None) -> Excerpt:
     total_bars = max((len(v.bars) for v in tune.voices.values()), default=0)
     if len(abc) <= max_chars or not tune.ok or not voices or total_bars == 0:
         return Excerpt(abc, total_bars, total_bars, len(voices), len(voices))
-    lines = _join_field_continuations(abc.split("\n"))
+    lines = join_field_continuations(abc.split("\n"))
     header_end = next((i for i, ln in enumerate(lines) if re.match(r"^\s*K:", ln)), 0)
+    starts = {vid: [(b.line, b.column) for b in v.bars] for vid, v in tune.voices.items()}
 
     sounding = {vid: sorted({ev.bar for ev in v.events if ev.pitches}) for vid, v in tune.voices.items()}
 
@@ -99,7 +108,7 @@ def excerpt(abc: str, max_chars: int, limits: Limits | None = None) -> Excerpt:
         keep = playing(n)[:k]
         if not keep:
             return None
-        text = _build(lines, header_end, tune, voices[0], n, set(keep))
+        text = _build(lines, header_end, starts, voices[0], n, set(keep))
         return text if len(text) <= max_chars else None
 
     first = min((b[0] for b in sounding.values() if b), default=1)

@@ -72,14 +72,6 @@ def muspy_metrics(midi_path: Path) -> dict[str, float | int | None]:
     return _metrics_of(muspy.read_midi(str(midi_path)))
 
 
-def tune_muspy_metrics(tune: Tune, played: list[Any] | None = None) -> dict[str, float | int | None]:
-    """The 8 MusPy metrics of the tune's MIDI, on the notes the MIDI writer would write (no file, no MIDI
-    parse), computed with numpy by MusPy's definitions (``played_metrics``)."""
-    from image2music.tools.music.convert import TICKS_PER_QUARTER, played_tracks
-
-    return played_metrics(played if played is not None else played_tracks(tune), TICKS_PER_QUARTER)
-
-
 def muspy_music(played: list[Any], resolution: int) -> Any:
     """A ``muspy.Music`` of played tracks (what ``muspy.read_midi`` makes of the written file)."""
     _scratch_caches()
@@ -187,24 +179,25 @@ def bar_consistency(tune: Tune) -> float | None:
     return round((total - flagged) / total, 4)
 
 
-def duration_seconds(tune: Tune, played: list[Any] | None = None) -> float:
-    """Length in seconds, repeats played, at the declared tempo."""
-    from image2music.tools.music.convert import TICKS_PER_QUARTER, played_tracks
+def played_seconds(played: list[Any], tempo_qpm: float) -> float:
+    """Length in seconds of played tracks (``PlayedTrack``s: repeats played) at ``tempo_qpm``."""
+    from image2music.tools.music.convert import TICKS_PER_QUARTER
 
-    end = max((off for t in played or played_tracks(tune) for _on, off, _p in t.notes), default=0)
-    return round(end / (4 * TICKS_PER_QUARTER) * tune.seconds_per_whole, 3)
+    end = max((off for t in played for _on, off, _p in t.notes), default=0)
+    return round(end / TICKS_PER_QUARTER * 60 / tempo_qpm, 3)
 
 
 def tune_metrics(tune: Tune) -> dict[str, Any] | None:
     """All metrics of a valid tune, or ``None`` when the tune has errors (not available)."""
     if not tune.ok:
         return None
-    from image2music.tools.music.convert import played_tracks
+    from image2music.tools.music.convert import TICKS_PER_QUARTER, played_tracks
 
+    # MusPy's 8 metrics on the notes the MIDI writer writes (no file, no MIDI parse)
     played = played_tracks(tune)
-    m: dict[str, Any] = dict(tune_muspy_metrics(tune, played))
+    m: dict[str, Any] = dict(played_metrics(played, TICKS_PER_QUARTER))
     m["bar_consistency"] = bar_consistency(tune)
-    m["duration_seconds"] = duration_seconds(tune, played)
+    m["duration_seconds"] = played_seconds(played, tune.tempo_qpm)
     m["key"] = tune.key
     m["meter"] = tune.meter_text
     m["tempo_qpm"] = round(tune.tempo_qpm, 2)
@@ -249,8 +242,7 @@ def stored_metrics(
     out: dict[str, float | int | str] = {}
     if played is not None and tempo_qpm:
         m: dict[str, Any] = dict(played_metrics(played, TICKS_PER_QUARTER))
-        end = max((off for t in played for _on, off, _p in t.notes), default=0)
-        m["duration_seconds"] = round(end / TICKS_PER_QUARTER * 60 / tempo_qpm, 3)
+        m["duration_seconds"] = played_seconds(played, tempo_qpm)
         m["tempo_qpm"] = tempo_qpm
         m["voices"] = len(played)
         out = {k: v for k in (*MUSPY_METRICS, "duration_seconds", "tempo_qpm", "voices") if (v := m.get(k)) is not None}

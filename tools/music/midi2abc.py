@@ -366,9 +366,6 @@ def midi_to_abc(
             "no pitched notes (drums only)" if tracks else "no notes", "drums-only" if tracks else "no-notes"
         )
 
-    def base(tick: int) -> int:
-        return tick * BASE // tpq
-
     tempos = sorted((int(t.time), float(t.qpm)) for t in score.tempos)
     tempo = next((qpm for t, qpm in reversed(tempos) if t == 0), 120.0)  # the last tempo set at the start
     for _t, qpm in tempos:
@@ -536,7 +533,7 @@ def _tempo_changes(tempos: list[tuple[int, float]], bars: list[Bar], first: floa
 
 
 def _is_triplet(x: int) -> bool:
-    """Whether a time (1/48 quarter) falls off the straight grid of thirty-second notes... and sixty-fourths."""
+    """Whether a time (1/48 quarter note) falls off the straight grids (a multiple of 1/3 of a 1/16 quarter)."""
     return x % 3 != 0
 
 
@@ -623,9 +620,9 @@ def _bar_tokens(segs: list[tuple[int, int, list[int], bool]], bstart: int, bend:
             while k < len(segs) and segs[k][0] < beat_end:
                 group.append(segs[k])
                 k += 1
-            out.append(f"(3:2:{len(group)}" + "".join(_token(g, speller, Fraction(2, 3)) for g in group))
+            out.append(f"(3:2:{len(group)}" + "".join(_token(g, speller, True) for g in group))
             continue
-        out.append(_token(segs[k], speller, Fraction(1)))
+        out.append(_token(segs[k], speller, False))
         k += 1
     return out
 
@@ -637,10 +634,10 @@ def _length_of(span: int, in_tuplet: bool) -> str:
     return length_text(units * Fraction(3, 2) if in_tuplet else units)
 
 
-def _token(seg: tuple[int, int, list[int], bool], speller: _Speller, factor: Fraction) -> str:
-    """One note, chord or rest; lengths in sixteenths (L:1/16) divided by ``factor`` inside a tuplet."""
+def _token(seg: tuple[int, int, list[int], bool], speller: _Speller, in_tuplet: bool) -> str:
+    """One note, chord or rest; lengths in sixteenths (L:1/16), times 3/2 inside a ``(3:2`` tuplet."""
     s, e, pitches, tie = seg
-    length = _length_of(e - s, factor != 1)
+    length = _length_of(e - s, in_tuplet)
     if not pitches:
         return "z" + length
     mark = "-" if tie else ""
