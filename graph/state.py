@@ -5,6 +5,8 @@ from __future__ import annotations
 import operator
 from typing import Annotated, Any, Literal, TypedDict, get_args
 
+from image2music.tools.music.metrics import Metrics
+
 NodeId = Literal["describe", "retrieve", "compose", "parse_check", "evaluate", "reflect", "explain"]
 NODE_IDS: tuple[NodeId, ...] = get_args(NodeId)
 """Every node of the graph, in the order of a run without retries (the one list of node ids)."""
@@ -79,7 +81,7 @@ class Version(TypedDict, total=False):
     ok: bool
     errors: list[FindingRecord]
     warnings: list[FindingRecord]
-    metrics: dict[str, float] | None
+    metrics: Metrics | None
     commentary: str
     title: str | None
     attention_maps: dict[str, AttentionMap]

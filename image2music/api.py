@@ -15,6 +15,7 @@ from image2music.graph.config import load_settings
 from image2music.outputs import RunResult
 from image2music.record import RunRecord
 from image2music.runner import compose_image
+from image2music.tools.music.metrics import Metrics
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,7 @@ class Result:
     reason: str | None
     description: str | None
     abc: str | None
-    metrics: dict[str, Any] | None
+    metrics: Metrics | None
     motivation: str | None
     files: dict[str, Path]
     record: RunRecord

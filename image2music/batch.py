@@ -8,12 +8,29 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 from image2music.graph.config import Settings
 from image2music.runner import compose_image
 from image2music.tools.errors import I2MError, InputError
 from image2music.tools.files import safe_name
+
+
+class BatchRow(TypedDict):
+    """One line of results.jsonl."""
+
+    path: str
+    """The image."""
+    status: str
+    """``ok``, ``failed`` (the run's record says why) or ``refused`` (the input was refused before a run)."""
+    reason: str | None
+    run_dir: str
+    run_id: str | None
+    seconds: float | None
+    """Wall time of the image's run."""
+    timings: list[list[str | float]] | None
+    """``[node, seconds]`` of each step."""
+
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
@@ -37,8 +54,8 @@ def run_batch(
     *,
     jobs: int = 1,
     prompt_overrides: dict[str, Path] | None = None,
-    on_done: Callable[[dict[str, Any]], None] | None = None,
-) -> list[dict[str, Any]]:
+    on_done: Callable[[BatchRow], None] | None = None,
+) -> list[BatchRow]:
     """Compose music for every image; returns the results.jsonl rows in input order."""
     # parallel runs on one local model must not evict each other's vision features
     settings = settings.with_overrides(vlm_feature_cache=max(settings.vlm_feature_cache, jobs))
@@ -57,12 +74,12 @@ def run_batch(
     lock = threading.Lock()
     results_path = out_dir / "results.jsonl"
     results_path.write_text("", encoding="utf-8")
-    rows: dict[Path, dict[str, Any]] = {}
+    rows: dict[Path, BatchRow] = {}
 
-    def one(img: Path) -> dict[str, Any]:
+    def one(img: Path) -> BatchRow:
         run_dir = out_dir / names[img]
         t0 = time.perf_counter()
-        row: dict[str, Any] = {
+        row: BatchRow = {
             "path": str(img),
             "status": "failed",
             "reason": None,
@@ -76,18 +93,16 @@ def run_batch(
                 img, settings, run_dir=run_dir, prompt_overrides=prompt_overrides, notify=lambda m: None
             )
             steps = zip(res.record["path"], res.record["timings"], strict=False)
-            row.update(
-                status=res.record["status"],
-                reason=res.record["reason"],
-                run_id=res.run_id,
-                timings=[[node, secs] for node, secs in steps],
-            )
+            row["status"] = res.record["status"]
+            row["reason"] = res.record.get("reason")
+            row["run_id"] = res.run_id
+            row["timings"] = [[node, secs] for node, secs in steps]
         except InputError as e:
-            row.update(status="refused", reason=str(e))
+            row["status"], row["reason"] = "refused", str(e)
         except I2MError as e:
-            row.update(reason=str(e))
+            row["reason"] = str(e)
         except Exception as e:  # noqa: BLE001 - one image's unexpected failure must not stop the batch
-            row.update(reason=f"internal error: {type(e).__name__}: {e}")
+            row["reason"] = f"internal error: {type(e).__name__}: {e}"
         row["seconds"] = round(time.perf_counter() - t0, 3)
         with lock:
             with open(results_path, "a", encoding="utf-8") as fh:

@@ -21,6 +21,7 @@ from rich.panel import Panel
 from rich.text import Text
 
 from image2music.graph.config import Settings
+from image2music.graph.state import State
 from image2music.outputs import RunResult
 from image2music.runner import compose_image, continue_run
 from image2music.tools.errors import I2MError, InputError
@@ -100,7 +101,7 @@ class ChatSession:
                     break
         self.console.print("bye")
 
-    def on_pause(self, state: dict[str, Any]) -> str | None:
+    def on_pause(self, state: State) -> str | None:
         rnd = int(state.get("refine_round", 0)) + 1
         status = getattr(self._active, "status", None)
         if status is not None:

@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from pydantic import ValidationError
@@ -18,6 +18,10 @@ from rich.text import Text
 
 from image2music.graph.state import NODE_IDS
 from image2music.record import RunRecord
+
+if TYPE_CHECKING:
+    from image2music.batch import BatchRow
+    from image2music.evaluation import EvalRow
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -339,11 +343,11 @@ def metrics_cmd(file: Path, as_json: bool) -> None:
     """
     from image2music.graph.config import load_settings
     from image2music.tools.music.check import check_abc
-    from image2music.tools.music.metrics import METRIC_MEANINGS, muspy_metrics, tune_metrics
+    from image2music.tools.music.metrics import METRIC_MEANINGS, Metrics, muspy_metrics, tune_metrics
 
     if not file.is_file():
         raise click.BadParameter(f"file not found: {file}", param_hint="FILE")
-    values: dict[str, Any] | None
+    values: Metrics | None
     if file.suffix.lower() in (".mid", ".midi"):
         try:
             values = dict(muspy_metrics(file))
@@ -862,7 +866,7 @@ def batch(
     ) as bar:
         task = bar.add_task("images", total=len(images))
 
-        def done(row: dict[str, Any]) -> None:
+        def done(row: BatchRow) -> None:
             colour = "green" if row["status"] == "ok" else "red"
             err.print(
                 f"  [{colour}]{row['status']:<8}[/{colour}] {row['path']}"
@@ -914,9 +918,9 @@ def eval_cmd(
         fail("no images given", 2)
     configs = [c.strip() for c in ablation.split(",") if c.strip()]
 
-    def row(r: dict[str, Any]) -> None:
+    def row(r: EvalRow) -> None:
         colour = "green" if r["status"] == "ok" else "red"
-        err.print(f"  [{colour}]{r['status']:<6}[/{colour}] {r['config']:<10} {Path(r['image']).name}")
+        err.print(f"  [{colour}]{r['status']:<6}[/{colour}] {r['config']:<10} {Path(str(r['image'])).name}")
 
     try:
         run_eval(imgs, output, settings, ablation=configs, judge=judge, judge_retries=judge_retries, on_row=row)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -11,7 +11,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from image2music.graph.state import Version
+from image2music.graph.state import State, Version
 from image2music.record import RunRecord
 from image2music.tools.music.metrics import METRIC_MEANINGS
 
@@ -82,14 +82,14 @@ def show_record(console: Console, rec: RunRecord, run_dir: Path) -> None:
         console.print(Text(f"  {key:<9} {run_dir / fname}"))
 
 
-def _parse_detail(u: dict[str, Any]) -> str:
-    v = (u.get("versions") or [{}])[-1]
+def _parse_detail(u: State) -> str:
+    v: Version = (u.get("versions") or [{}])[-1]
     if v.get("ok"):
         return f"valid, {len(v.get('warnings') or [])} warning(s)"
     return f"[red]{len(v.get('errors') or [])} error(s)[/red]"
 
 
-NODE_DETAILS: dict[str, Any] = {
+NODE_DETAILS: dict[str, Callable[[State], str]] = {
     "describe": lambda u: f"{len((u.get('description') or '').split())} words",
     "retrieve": lambda u: f"{len(u.get('references') or [])} reference(s)",
     "parse_check": _parse_detail,
@@ -123,7 +123,7 @@ class NodeProgress:
     def __exit__(self, *exc: object) -> None:
         self.status.__exit__(None, None, None)
 
-    def __call__(self, node: str, update: dict[str, Any]) -> None:
+    def __call__(self, node: str, update: State) -> None:
         from image2music.graph.routing import render_decision
         from image2music.graph.versions import steps
 

@@ -13,25 +13,25 @@ import json
 import re
 import statistics
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
 from pydantic import BaseModel, Field, ValidationError
 
 from image2music import prompts as prompt_lib
+from image2music.graph import services
 from image2music.graph.config import Settings
-from image2music.graph.services import get_vlm
+from image2music.graph.context import RunContext
+from image2music.graph.state import State
 from image2music.graph.versions import refine_rounds_run
 from image2music.outputs import RunResult
 from image2music.record import RunRecord
 from image2music.runner import compose_image, replay_run
 from image2music.tools.files import atomic_write_text, safe_name
-from image2music.tools.images import load_image
 from image2music.tools.music.metrics import MUSPY_METRICS
 from image2music.tools.music.targets import mode_agreement, tempo_agreement
-from image2music.tools.vlm import VLM, GenerationSettings, VLMError, strip_think
+from image2music.tools.vlm import VLMError, strip_think
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "full": {},
@@ -49,6 +49,9 @@ LABELS = {
 }
 QUALITY = ("overall", "melody", "rhythm", "authenticity", "harmony")
 CONSISTENCY = ("consistency_overall", "semantics", "emotion")
+EvalRow = dict[str, str | int | float | None]
+"""One line of results.csv: image, configuration, run, the objective measures and the judge's scores."""
+
 FINAL_METRICS = ("bar_consistency", *MUSPY_METRICS, "duration_seconds")
 OBJECTIVE = ("first_try_ok", "ok_within_budget", "attempts", *FINAL_METRICS, "agreement")
 
@@ -89,15 +92,16 @@ def parse_judge(text: str) -> JudgeScores:
 # --- objective agreement rules ---------------------------------------------------------------------------
 
 
-def objective_row(rec: RunRecord) -> dict[str, Any]:
+def objective_row(rec: RunRecord) -> EvalRow:
     versions = rec.get("versions") or []
     final = rec.get("final") or {}
     metrics = final.get("metrics") or {}
     text = " ".join(x for x in (rec.get("description"), rec.get("motivation")) if x)
-    tempo = tempo_agreement(text, metrics.get("tempo_qpm"))
-    mode = mode_agreement(text, metrics.get("key"))
+    qpm, key = metrics.get("tempo_qpm"), metrics.get("key")
+    tempo = tempo_agreement(text, float(qpm) if isinstance(qpm, int | float) else None)
+    mode = mode_agreement(text, key if isinstance(key, str) else None)
     known = [x for x in (tempo, mode) if x is not None]
-    row: dict[str, Any] = {
+    row: EvalRow = {
         "first_try_ok": float(bool(versions) and bool(versions[0]["ok"])),
         "ok_within_budget": float(bool(final)),
         "attempts": len(versions),
@@ -115,24 +119,23 @@ def objective_row(rec: RunRecord) -> dict[str, Any]:
 
 @dataclass
 class Judge:
-    vlm: VLM
+    """Scores a run's final music with a VLM; its calls go through ``services.ask`` into the run's
+    ``vlm_calls.jsonl`` (node ``judge``), so they are recorded and replayable like the run's own."""
+
+    settings: Settings
+    """The run's settings with the judge's model."""
     prompt: prompt_lib.Prompt
     retries: int
-    generation: GenerationSettings = field(default_factory=lambda: GenerationSettings(256, 0.0))
     calls: int = 0
+    """Judge calls made so far in this evaluation: the k-th is call k (a replay file's k-th judge line)."""
 
-    def score(self, image: Image.Image, description: str, abc: str) -> tuple[JudgeScores | None, str | None]:
+    def score(self, run: RunResult, image: Path, description: str, abc: str) -> tuple[JudgeScores | None, str | None]:
+        ctx = RunContext(settings=self.settings, run_id=run.run_id, image_path=Path(image), run_dir=run.run_dir)
         feedback = ""
         last_error = None
         for _ in range(self.retries + 1):
             text = self.prompt.render(abc=abc.strip(), description=description or "", feedback=feedback)
-            res = self.vlm.generate(
-                node="judge",
-                prompt=text,
-                image=image,
-                call_index=self.calls,
-                settings=self.generation,
-            )
+            res = services.ask(ctx, "judge", text, self.calls)
             self.calls += 1
             try:
                 return parse_judge(res.text), None
@@ -146,14 +149,15 @@ class Judge:
 
 
 def make_judge(spec: str, settings: Settings, retries: int) -> Judge | None:
+    """``none``: no judge; ``self``: the run's model; else a hub id or folder (served: a model of the server)."""
     if spec == "none":
         return None
     prompt = prompt_lib.load("judge")
-    if spec == "self":
-        vlm = get_vlm(settings)
-    else:
-        vlm = get_vlm(settings, backend="openai" if settings.vlm_backend == "openai" else "transformers", model=spec)
-    return Judge(vlm=vlm, prompt=prompt, retries=retries, generation=settings.generation("judge"))
+    if spec != "self":
+        backend = "openai" if settings.vlm_backend == "openai" else "transformers"
+        settings = settings.with_overrides(vlm_backend=backend, vlm_model=spec)
+    services.get_vlm(settings)  # a judge that cannot load fails before any run starts
+    return Judge(settings=settings, prompt=prompt, retries=retries)
 
 
 def run_eval(
@@ -164,8 +168,8 @@ def run_eval(
     ablation: list[str],
     judge: str = "none",
     judge_retries: int = 2,
-    on_row: Callable[[dict[str, Any]], None] | None = None,
-) -> dict[str, Any]:
+    on_row: Callable[[EvalRow], None] | None = None,
+) -> dict[str, dict[str, float | None]]:
     """Run every configuration on every image; write results.csv, summary.md and plots. Returns the summary."""
     unknown = [a for a in ablation if a not in CONFIGS]
     if unknown:
@@ -173,13 +177,12 @@ def run_eval(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     jdg = make_judge(judge, settings, judge_retries)
-    rows: list[dict[str, Any]] = []
+    rows: list[EvalRow] = []
     # configurations with retrieval run first, so the base run's references can be shared
     order = sorted(ablation, key=lambda c: CONFIGS[c].get("top_k") == 0)
     for img in images:
         name = safe_name(Path(img).stem, default="image")
         base: RunResult | None = None
-        image: Image.Image | None = None
         for cfg in order:
             run_dir = out_dir / "runs" / name / cfg
             if base is None:
@@ -189,7 +192,7 @@ def run_eval(
                 )
                 result = base
             else:
-                state: dict[str, Any] | None = {"references": []} if CONFIGS[cfg].get("top_k") == 0 else None
+                state: State | None = {"references": []} if CONFIGS[cfg].get("top_k") == 0 else None
                 result = replay_run(
                     base.run_id,
                     "compose",
@@ -200,7 +203,7 @@ def run_eval(
                     **CONFIGS[cfg],
                 )
             rec = result.record
-            row: dict[str, Any] = {
+            row: EvalRow = {
                 "image": str(img),
                 "config": cfg,
                 "status": rec["status"],
@@ -213,9 +216,7 @@ def run_eval(
             final = rec.get("final")
             if jdg is not None and final:
                 try:
-                    if image is None:
-                        image = load_image(img)  # once per image, for all its configurations
-                    scores, problem = jdg.score(image, rec.get("description") or "", final["abc"])
+                    scores, problem = jdg.score(result, img, rec.get("description") or "", final["abc"])
                 except VLMError as e:
                     scores, problem = None, str(e)
                 row["judge_error"] = problem
@@ -236,7 +237,7 @@ def _mean(values: list[Any]) -> float | None:
     return round(statistics.fmean(nums), 3) if nums else None
 
 
-def summarise(rows: list[dict[str, Any]], ablation: list[str]) -> dict[str, dict[str, float | None]]:
+def summarise(rows: list[EvalRow], ablation: list[str]) -> dict[str, dict[str, float | None]]:
     """Mean of every metric per configuration (None where nothing was measured)."""
     out: dict[str, dict[str, float | None]] = {}
     for cfg in ablation:
@@ -250,7 +251,7 @@ def summarise(rows: list[dict[str, Any]], ablation: list[str]) -> dict[str, dict
     return out
 
 
-def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+def write_csv(rows: list[EvalRow], path: Path) -> None:
     keys: list[str] = []
     for r in rows:
         keys.extend(k for k in r if k not in keys)
@@ -345,7 +346,7 @@ def summary_markdown(
     return "\n".join(parts)
 
 
-def plot(rows: list[dict[str, Any]], ablation: list[str], out_dir: Path) -> list[Path]:
+def plot(rows: list[EvalRow], ablation: list[str], out_dir: Path) -> list[Path]:
     """Box plots of the metric distributions per configuration (matplotlib, Agg)."""
     from image2music.tools.music.metrics import _scratch_caches
 
@@ -373,7 +374,9 @@ def plot(rows: list[dict[str, Any]], ablation: list[str], out_dir: Path) -> list
         return []
     fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 3.4), squeeze=False)
     for ax, key in zip(axes[0], keys, strict=True):
-        data = [[float(r[key]) for r in rows if r["config"] == c and r.get(key) is not None] for c in ablation]
+        data = [
+            [float(v) for r in rows if r["config"] == c and isinstance(v := r.get(key), int | float)] for c in ablation
+        ]
         ax.boxplot([d if d else [float("nan")] for d in data])
         ax.set_xticks(range(1, len(ablation) + 1), ablation, rotation=30, fontsize=8)
         ax.set_title(key.replace("_", " "), fontsize=9)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from image2music.graph import services
 from image2music.graph.context import RunContext
+from image2music.graph.state import State
 from image2music.graph.versions import best_version
-from image2music.record import FinalMusic, RunRecord
+from image2music.record import FinalMusic, RunExtra, RunRecord
 from image2music.rundb import public_settings
 from image2music.tools.attention import save_overlay
 from image2music.tools.files import atomic_write_json, atomic_write_text, safe_name
@@ -39,15 +39,15 @@ VERSION_FIELDS = ("node", "abc", "ok", "errors", "warnings", "metrics", "feedbac
 
 def write_outputs(
     ctx: RunContext,
-    state: dict[str, Any],
+    state: State,
     error: str | None = None,
-    extra: dict[str, Any] | None = None,
+    extra: RunExtra | None = None,
 ) -> RunResult:
     """Write run.json, the final music files and the attention maps from a (final or interrupted) state."""
     run_dir = ctx.run_dir
     files: dict[str, str] = {}
-    extra = dict(extra or {})
-    notes: list[str] = [*extra.pop("start_notes", []), *state.get("notes", [])]
+    extra = extra or {}
+    notes: list[str] = [*extra.get("start_notes", []), *state.get("notes", [])]
     versions = state.get("versions", [])
     best = best_version(versions)
     final: FinalMusic | None = None
@@ -136,7 +136,12 @@ def write_outputs(
         "vlm_calls": dict(state.get("calls", {})),
         "vision_encodes": int(state.get("vision_encodes", 0)),
     }
-    record.update(extra or {})  # type: ignore[typeddict-item]  # the runner's extra keys are RunRecord keys
+    if "errors" in extra:
+        record["errors"] = extra["errors"]
+    if "failed_rounds" in extra:
+        record["failed_rounds"] = extra["failed_rounds"]
+    if "replayed_from" in extra:
+        record["replayed_from"] = extra["replayed_from"]
     record["server_retries"] = tidy_calls(run_dir / "vlm_calls.jsonl", dict(state.get("calls", {})))
     files["report"] = "report.html"
     atomic_write_json(run_dir / "run.json", record)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, TypedDict
 
 from image2music.graph.state import Decision, Reference, Version
+from image2music.tools.music.metrics import Metrics
 
 
 class FinalMusic(TypedDict, total=False):
@@ -14,7 +15,7 @@ class FinalMusic(TypedDict, total=False):
     version: int
     """1-based."""
     abc: str
-    metrics: dict[str, Any] | None
+    metrics: Metrics | None
     title: str | None
 
 
@@ -24,6 +25,25 @@ class AttentionSummary(TypedDict, total=False):
     method: str | None
     files: dict[str, str]
     shapes: dict[str, list[int]]
+
+
+class ErrorNote(TypedDict, total=False):
+    """What ended a run: the exception's type, and ``run.log`` where its traceback is."""
+
+    error: str
+    log: str
+
+
+class RunExtra(TypedDict, total=False):
+    """What the runner adds to a record beside the graph's state."""
+
+    start_notes: list[str]
+    """Said before the graph started (they open ``notes``)."""
+    errors: list[ErrorNote]
+    failed_rounds: list[str | None]
+    """Reasons of a person's extra rounds that failed (the run kept its best version)."""
+    replayed_from: dict[str, str]
+    """``run_id`` and ``node`` of the run a replay started from."""
 
 
 class RunRecord(TypedDict, total=False):
@@ -55,6 +75,6 @@ class RunRecord(TypedDict, total=False):
     vlm_calls: dict[str, int]
     vision_encodes: int
     server_retries: list[str]
-    errors: list[dict[str, Any]]
-    failed_rounds: list[str]
+    errors: list[ErrorNote]
+    failed_rounds: list[str | None]
     replayed_from: dict[str, str]

@@ -13,15 +13,15 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from image2music.graph import services
 from image2music.graph.builder import build_graph
 from image2music.graph.config import Settings
 from image2music.graph.context import RunContext
-from image2music.graph.state import NODE_IDS
+from image2music.graph.state import NODE_IDS, State
 from image2music.outputs import RunResult, write_outputs
-from image2music.record import RunRecord
+from image2music.record import ErrorNote, RunExtra, RunRecord
 from image2music.rundb import (
     SECRET_SETTINGS,
     RunInfo,
@@ -35,8 +35,13 @@ from image2music.rundb import (
 from image2music.tools.errors import I2MError, InputError, RunError
 from image2music.tools.files import atomic_write_json, atomic_write_text
 
-Event = Callable[[str, dict[str, Any]], None]
-Pause = Callable[[dict[str, Any]], "str | None"]
+if TYPE_CHECKING:
+    from langchain_core.runnables import RunnableConfig
+
+Event = Callable[[str, State], None]
+"""Called with each node's update as it finishes."""
+Pause = Callable[[State], "str | None"]
+"""Called before a reflect round with the run's state; returns a person's words, or None (go on)."""
 
 __all__ = [
     "RunResult",
@@ -59,7 +64,7 @@ def new_run_id() -> str:
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
 
 
-def _config(run_id: str, settings: Settings) -> dict[str, Any]:
+def _config(run_id: str, settings: Settings) -> RunnableConfig:
     return {"configurable": {"thread_id": run_id}, "recursion_limit": settings.recursion_limit}
 
 
@@ -115,7 +120,7 @@ def claim_output_dir(run_dir: Path, force: bool) -> bool:
     return True
 
 
-def _failure(error: BaseException, ctx: RunContext) -> tuple[str, dict[str, Any]]:
+def _failure(error: BaseException, ctx: RunContext) -> tuple[str, ErrorNote]:
     """The reason and the notes entry of a run that an exception ended; the traceback goes to run.log."""
     from langgraph.errors import GraphRecursionError
 
@@ -143,7 +148,7 @@ def execute_graph(
     conn: sqlite3.Connection,
     graph_input: Any,
     on_event: Event | None,
-    extra: dict[str, Any] | None = None,
+    extra: RunExtra | None = None,
     on_pause: Pause | None = None,
 ) -> RunResult:
     """Stream the graph (checkpointing after every node), then write the outputs from the saved state.
@@ -158,7 +163,7 @@ def execute_graph(
     config = _config(ctx.run_id, ctx.settings)
     was_ok = graph.get_state(config).values.get("status") == "ok"  # a finished run that a person refines more
     error: str | None = None
-    extra = dict(extra or {})
+    extra = RunExtra(**(extra or {}))
     deadline = time.monotonic() + ctx.settings.run_deadline_s
     try:
         while True:
@@ -167,7 +172,7 @@ def execute_graph(
             ):
                 for node, update in chunk.items():
                     if on_event is not None and isinstance(update, dict):
-                        on_event(node, update)
+                        on_event(node, cast(State, update))
                 if time.monotonic() > deadline:
                     raise RunDeadline(
                         f"the run took longer than I2M_RUN_DEADLINE_S={ctx.settings.run_deadline_s:g} s; it stopped "
@@ -176,7 +181,7 @@ def execute_graph(
             snapshot = graph.get_state(config)
             if on_pause is None or "reflect" not in (snapshot.next or ()):
                 break
-            words = on_pause(dict(snapshot.values))
+            words = on_pause(cast(State, snapshot.values))
             # Enter (no words): resume as the graph stands; langgraph refuses an empty Command(update={})
             graph_input = Command(update={"user_feedback": words}) if words else None
     except KeyboardInterrupt:
@@ -184,18 +189,18 @@ def execute_graph(
     except Exception as e:  # the one run guard: every failure ends with its record
         error, note = _failure(e, ctx)
         extra["errors"] = [note]
-    state = dict(graph.get_state(config).values)
+    state = cast(State, graph.get_state(config).values)
     if was_ok and (error is not None or state.get("status") == "failed"):
         # a person's extra round failed: the run keeps its best valid version and stays ok
         extra["failed_rounds"] = [error or state.get("reason")]
         graph.update_state(config, {"status": "ok", "reason": None}, as_node="explain")
-        state = dict(graph.get_state(config).values)
+        state = cast(State, graph.get_state(config).values)
         error = None
     return finish_run(ctx, conn, state, error, extra)
 
 
 def finish_run(
-    ctx: RunContext, conn: sqlite3.Connection, state: dict[str, Any], error: str | None, extra: dict[str, Any]
+    ctx: RunContext, conn: sqlite3.Connection, state: State, error: str | None, extra: RunExtra
 ) -> RunResult:
     """Write the outputs and the database status; if writing the outputs fails, a minimal run.json still is."""
     try:
@@ -212,7 +217,9 @@ def finish_run(
             "path": state.get("path", []),
             "vlm_calls": dict(state.get("calls", {})),
         }
-        record.update({**extra, "errors": [*extra.get("errors", []), note]})  # type: ignore[typeddict-item]
+        record["errors"] = [*extra.get("errors", []), note]
+        if "failed_rounds" in extra:
+            record["failed_rounds"] = extra["failed_rounds"]
         atomic_write_json(ctx.run_dir / "run.json", record)
         result = RunResult(run_id=ctx.run_id, run_dir=ctx.run_dir, record=record)
     set_status(conn, ctx.run_id, result.record["status"])
@@ -266,10 +273,10 @@ def compose_image(
         )
         if on_start is not None:
             on_start(run_id, final_dir or run_dir)
-        graph_input: dict[str, Any] = {"image": str(image_path)}
+        graph_input: State = {"image": str(image_path)}
         if user_feedback:
             graph_input["user_feedback"] = user_feedback
-        extra = {"start_notes": start_notes} if start_notes else None
+        extra = RunExtra(start_notes=start_notes) if start_notes else None
         result = execute_graph(ctx, conn, graph_input, on_event, extra=extra, on_pause=on_pause)
         if final_dir is not None:
             result = _swap_into(result, final_dir, conn)
@@ -368,7 +375,7 @@ def replay_run(
     on_event: Event | None = None,
     notify: services.Notify = services.notify_stderr,
     run_dir: Path | None = None,
-    state_overrides: dict[str, Any] | None = None,
+    state_overrides: State | None = None,
     **overrides: Any,
 ) -> RunResult:
     """A new run that starts from the checkpoint of ``run_id`` just before ``from_node`` first ran.
@@ -393,7 +400,7 @@ def replay_run(
         register_run(
             conn, new_id, new_dir, info.image, run_settings, {k: str(v) for k, v in prompts.items()}, parent=info.run_id
         )
-        extra = {"replayed_from": {"run_id": info.run_id, "node": from_node}}
+        extra = RunExtra(replayed_from={"run_id": info.run_id, "node": from_node})
         values = {**before.values, **(state_overrides or {})}
         previous = predecessor(list(before.values.get("path", [])), from_node)
         if previous is None:

@@ -132,6 +132,14 @@ def test_eval_end_to_end(tmp_path: Path, image_path: Path, tiny_clip: Path) -> N
     assert set(rows) == {"full", "no-rag", "no-refine", "none"}
     # run order: full, no-refine (share retrieval), then no-rag, none; the judge's 2nd answer was retried
     assert [rows[c]["overall"] for c in ("full", "no-refine", "no-rag", "none")] == ["6", "4", "5", "3"]
+    # the judge's calls are the run's calls: in its vlm_calls.jsonl, with their prompts (recorded, replayable)
+    judged = [
+        c
+        for c in map(json.loads, (Path(rows["no-refine"]["run_dir"]) / "vlm_calls.jsonl").read_text().splitlines())
+        if c["node"] == "judge"
+    ]
+    assert [c["text"] for c in judged] == ["Sorry, I cannot score this.", _scores(4)]
+    assert "could not be read" in judged[1]["prompt"] and "X:" in judged[0]["prompt"]
     assert int(rows["full"]["references"]) >= 1 and rows["no-rag"]["references"] == "0"
     assert rows["no-refine"]["reflect_rounds"] == "0" and rows["none"]["reflect_rounds"] == "0"
     assert rows["full"]["reflect_rounds"] == "1"

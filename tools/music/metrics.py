@@ -187,7 +187,12 @@ def played_seconds(played: list[Any], tempo_qpm: float) -> float:
     return round(end / TICKS_PER_QUARTER * 60 / tempo_qpm, 3)
 
 
-def tune_metrics(tune: Tune) -> dict[str, Any] | None:
+Metrics = dict[str, float | int | str | None]
+"""A tune's measured values by name: the 8 MusPy metrics, bar consistency, duration (floats; None: not
+measurable), key, meter (text), tempo and voices."""
+
+
+def tune_metrics(tune: Tune) -> Metrics | None:
     """All metrics of a valid tune, or ``None`` when the tune has errors (not available)."""
     if not tune.ok:
         return None
@@ -195,7 +200,7 @@ def tune_metrics(tune: Tune) -> dict[str, Any] | None:
 
     # MusPy's 8 metrics on the notes the MIDI writer writes (no file, no MIDI parse)
     played = played_tracks(tune)
-    m: dict[str, Any] = dict(played_metrics(played, TICKS_PER_QUARTER))
+    m: Metrics = dict(played_metrics(played, TICKS_PER_QUARTER))
     m["bar_consistency"] = bar_consistency(tune)
     m["duration_seconds"] = played_seconds(played, tune.tempo_qpm)
     m["key"] = tune.key
@@ -205,7 +210,7 @@ def tune_metrics(tune: Tune) -> dict[str, Any] | None:
     return m
 
 
-def describe_metrics(metrics: dict[str, Any]) -> str:
+def describe_metrics(metrics: Metrics) -> str:
     """Metric values with their meanings, one per line, for prompts."""
     lines = []
     for name, value in metrics.items():
