@@ -9,6 +9,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlparse
 
 import numpy as np
 import pytest
@@ -77,7 +78,6 @@ def test_unreachable_server_is_a_clear_message() -> None:
 def test_a_server_that_accepts_and_never_answers_times_out(monkeypatch: pytest.MonkeyPatch) -> None:
     import threading
 
-    from image2music.tools.kb import store
     from image2music.tools.kb.store import StoreError
 
     srv = socket.socket()
@@ -95,9 +95,7 @@ def test_a_server_that_accepts_and_never_answers_times_out(monkeypatch: pytest.M
                 continue
 
     threading.Thread(target=accept, daemon=True).start()
-    monkeypatch.setattr(store, "CHROMA_TIMEOUT_S", 1.5)
-    monkeypatch.setattr(store._with_deadline, "__defaults__", (1.5,))
-    kb = KnowledgeBase(None, "tiny/clip", url=f"http://127.0.0.1:{srv.getsockname()[1]}")
+    kb = KnowledgeBase(None, "tiny/clip", url=f"http://127.0.0.1:{srv.getsockname()[1]}", timeout_s=1.5)
     t0 = time.monotonic()
     try:
         with pytest.raises(StoreError, match="did not answer within|cannot open"):
@@ -108,4 +106,55 @@ def test_a_server_that_accepts_and_never_answers_times_out(monkeypatch: pytest.M
         for c in held:
             c.close()
         srv.close()
+        forget_clients()
+
+
+def test_a_server_that_stops_answering_mid_session_times_out(chroma_server: str) -> None:
+    """Every call after the connection is made has the deadline too: a proxy in front of the real server
+    forwards until told to swallow what the client sends (the server then never answers)."""
+    import threading
+
+    from image2music.tools.kb.store import StoreError
+
+    up = urlparse(chroma_server)
+    swallow = threading.Event()
+    front = socket.socket()
+    front.bind(("127.0.0.1", 0))
+    front.listen(8)
+    front.settimeout(0.2)
+    stop = threading.Event()
+    socks: list[socket.socket] = []
+
+    def pipe(src: socket.socket, dst: socket.socket, client_side: bool) -> None:
+        try:
+            while data := src.recv(65536):
+                if not (client_side and swallow.is_set()):
+                    dst.sendall(data)
+        except OSError:
+            pass
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                c = front.accept()[0]
+            except OSError:
+                continue
+            b = socket.create_connection((up.hostname, up.port))
+            socks.extend((c, b))
+            threading.Thread(target=pipe, args=(c, b, True), daemon=True).start()
+            threading.Thread(target=pipe, args=(b, c, False), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    kb = KnowledgeBase(None, "tiny/clip", url=f"http://127.0.0.1:{front.getsockname()[1]}", timeout_s=2.0)
+    try:
+        entries = [Entry(id="m0", caption="c", abc="X:1\nK:C\nC|\n", source="t")]
+        assert kb.add(entries, np.eye(1, 8, dtype=np.float32)) == 1  # through the proxy: the session works
+        swallow.set()
+        with pytest.raises(StoreError, match="did not answer within 2 s"):
+            kb.count()
+    finally:
+        stop.set()
+        for c in socks:
+            c.close()
+        front.close()
         forget_clients()

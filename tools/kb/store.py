@@ -79,20 +79,39 @@ def _with_deadline(fn: Any, what: str, timeout_s: float = CHROMA_TIMEOUT_S) -> A
     return box["value"]
 
 
-def _set_http_timeout(client: Any, timeout_s: float = CHROMA_TIMEOUT_S) -> None:
-    """Give the HTTP client of a Chroma server connection a timeout on every request."""
-    session = getattr(getattr(client, "_server", None), "_session", None)
-    if session is not None:
-        import httpx
+class _Deadlined:
+    """A Chroma server client, or one of its collections, whose every method call must answer within
+    ``timeout_s`` (chromadb's HTTP client waits forever and has no public setting for it). Collections it
+    returns are wrapped the same way; attributes are read as they are (they make no request)."""
 
-        session.timeout = httpx.Timeout(timeout_s)
+    def __init__(self, target: Any, what: str, timeout_s: float) -> None:
+        self._target, self._what, self._timeout_s = target, what, timeout_s
+
+    def _wrap(self, value: Any) -> Any:
+        from chromadb.api.models.Collection import Collection
+
+        if isinstance(value, Collection):
+            return _Deadlined(value, self._what, self._timeout_s)
+        if isinstance(value, list) and value and all(isinstance(v, Collection) for v in value):
+            return [_Deadlined(v, self._what, self._timeout_s) for v in value]
+        return value
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._target, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return self._wrap(_with_deadline(lambda: attr(*args, **kwargs), self._what, self._timeout_s))
+
+        return call
 
 
-def _client(kb_dir: Path | None, url: str | None) -> Any:
+def _client(kb_dir: Path | None, url: str | None, timeout_s: float = CHROMA_TIMEOUT_S) -> Any:
     import chromadb
     from chromadb.config import Settings as ChromaSettings
 
-    key = url or str(kb_dir)
+    key = f"{url} {timeout_s}" if url else str(kb_dir)
     with _CLIENT_LOCK:
         if key not in _CLIENTS:
             settings = ChromaSettings(anonymized_telemetry=False)
@@ -101,16 +120,18 @@ def _client(kb_dir: Path | None, url: str | None) -> Any:
                     from urllib.parse import urlparse
 
                     u = urlparse(url)
-                    _CLIENTS[key] = _with_deadline(
+                    what = f"the Chroma server at {url}"
+                    http = _with_deadline(
                         lambda: chromadb.HttpClient(
                             host=u.hostname or "localhost",
                             port=u.port or 8000,
                             ssl=u.scheme == "https",
                             settings=settings,
                         ),
-                        f"the Chroma server at {url}",
+                        what,
+                        timeout_s,
                     )
-                    _set_http_timeout(_CLIENTS[key])
+                    _CLIENTS[key] = _Deadlined(http, what, timeout_s)
                 else:
                     assert kb_dir is not None
                     kb_dir.mkdir(parents=True, exist_ok=True)
@@ -135,7 +156,11 @@ def forget_clients() -> None:
 class KnowledgeBase:
     """The collection of one embedding model in a local dir or on a Chroma server."""
 
-    def __init__(self, kb_dir: Path | None, embed_model: str, url: str | None = None) -> None:
+    def __init__(
+        self, kb_dir: Path | None, embed_model: str, url: str | None = None, timeout_s: float = CHROMA_TIMEOUT_S
+    ) -> None:
+        self.timeout_s = timeout_s
+        """Every call to a Chroma server answers within this (a server that accepts and never answers)."""
         self.kb_dir = Path(kb_dir) if kb_dir is not None else None
         self.embed_model = embed_model
         self.url = url
@@ -145,7 +170,7 @@ class KnowledgeBase:
 
     @property
     def client(self) -> Any:
-        return _client(self.kb_dir, self.url)
+        return _client(self.kb_dir, self.url, self.timeout_s)
 
     def _collections(self) -> list[Any]:
         client = self.client  # raises StoreError with its own message when it cannot connect
