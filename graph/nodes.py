@@ -165,11 +165,14 @@ def parse_check(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
         "title": result.title,
         "attention_maps": draft.get("attention") or {},
     }
-    vdir = ctx.run_dir / "versions"
+    files: dict[str, str] = {}
     if result.abc:
-        atomic_write_text(vdir / f"v{index + 1}.abc", result.abc)
+        files["abc"] = f"versions/v{index + 1}.abc"
+        atomic_write_text(ctx.run_dir / files["abc"], result.abc)
     if midi is not None:
-        atomic_write_bytes(vdir / f"v{index + 1}.mid", midi)
+        files["midi"] = f"versions/v{index + 1}.mid"
+        atomic_write_bytes(ctx.run_dir / files["midi"], midi)
+    version["files"] = files
     failures = 0 if result.ok else int(state.get("parse_failures", 0)) + 1
     update: dict[str, Any] = {"versions": [version], "parse_failures": failures}
     # the decision is made once, on the state this update leaves (merged by the state's own reducer)

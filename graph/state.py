@@ -82,6 +82,8 @@ class Version(TypedDict, total=False):
     errors: list[FindingRecord]
     warnings: list[FindingRecord]
     metrics: Metrics | None
+    files: dict[str, str]
+    """This version's files, relative to the run folder: ``abc`` (when an answer had ABC), ``midi`` (valid)."""
     commentary: str
     title: str | None
     attention_maps: dict[str, AttentionMap]

@@ -33,7 +33,19 @@ class RunResult:
         return self.record.get("status") == "ok"
 
 
-VERSION_FIELDS = ("node", "abc", "ok", "errors", "warnings", "metrics", "feedback", "score", "commentary", "title")
+VERSION_FIELDS = (
+    "node",
+    "abc",
+    "ok",
+    "errors",
+    "warnings",
+    "metrics",
+    "feedback",
+    "score",
+    "commentary",
+    "title",
+    "files",
+)
 """What run.json keeps of each version."""
 
 

@@ -210,7 +210,11 @@ def render_report(record: RunRecord, run_dir: Path, tune: Tune | None = None) ->
     links = [f"<a href='{_e(f)}'>{_e(k)}</a>" for k, f in files.items() if k != "report"]
     links += [f"<a href='{_e(f)}'>{_e(name)}</a>" for name, f in (attention.get("files") or {}).items()]
     links += ["<a href='run.json'>run.json</a>", "<a href='vlm_calls.jsonl'>vlm_calls.jsonl</a>"]
-    links += [f"<a href='versions/{_e(p.name)}'>{_e(p.name)}</a>" for p in sorted((run_dir / "versions").glob("v*.*"))]
+    links += [
+        f"<a href='{_e(f)}'>{_e(Path(f).name)}</a>"
+        for v in record.get("versions") or []
+        for f in (v.get("files") or {}).values()
+    ]
     parts.append("<h2>Files</h2><p class='files'>" + " ".join(links) + "</p>")
     versions = record.get("versions") or []
     if versions:

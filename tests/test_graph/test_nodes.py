@@ -26,13 +26,16 @@ def test_parse_check_adds_a_version_and_writes_its_files(tmp_path: Path) -> None
     assert state == before
     (v,) = update["versions"]
     assert v["ok"] and v["index"] == 0 and update["parse_failures"] == 0 and update["path"] == ["parse_check"]
-    assert (tmp_path / "versions" / "v1.abc").exists() and (tmp_path / "versions" / "v1.mid").exists()
+    assert v["files"] == {"abc": "versions/v1.abc", "midi": "versions/v1.mid"}  # where they are: in the record
+    assert (tmp_path / v["files"]["abc"]).read_text() == v["abc"]
+    assert (tmp_path / v["files"]["midi"]).read_bytes()[:4] == b"MThd"
 
 
 def test_parse_check_ends_the_run_when_the_retry_budget_is_spent(tmp_path: Path) -> None:
     state: dict[str, Any] = {"draft": {"node": "compose", "text": "no music here"}, "versions": [], "parse_failures": 1}
     update = nodes.parse_check(state, _runtime(tmp_path, max_parse_retries=1))  # type: ignore[arg-type]
     assert update["parse_failures"] == 2 and update["status"] == "failed"
+    assert update["versions"][0]["files"] == {}  # no ABC in the answer: nothing written, nothing named
     assert "I2M_MAX_PARSE_RETRIES=1" in update["reason"]
 
 
