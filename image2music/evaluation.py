@@ -348,9 +348,9 @@ def summary_markdown(
 
 def plot(rows: list[EvalRow], ablation: list[str], out_dir: Path) -> list[Path]:
     """Box plots of the metric distributions per configuration (matplotlib, Agg)."""
-    from image2music.tools.music.metrics import _scratch_caches
+    from image2music.tools.music.metrics import scratch_caches
 
-    _scratch_caches()
+    scratch_caches()
     import matplotlib
 
     matplotlib.use("Agg")

@@ -56,7 +56,7 @@ def _clean(x: Any) -> float | int | None:
     return int(f) if isinstance(x, int) or (float(f).is_integer() and not isinstance(x, float)) else round(f, 4)
 
 
-def _scratch_caches() -> None:
+def scratch_caches() -> None:
     """muspy imports matplotlib, which writes a font cache under ~/.cache: keep it in the system temp dir."""
     if "MPLCONFIGDIR" not in os.environ:
         d = Path(tempfile.gettempdir()) / f"i2m-matplotlib-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
@@ -66,7 +66,7 @@ def _scratch_caches() -> None:
 
 def muspy_metrics(midi_path: Path) -> dict[str, float | int | None]:
     """The 8 MusPy metrics of a MIDI file; ``None`` where MusPy has no value (e.g. an empty song)."""
-    _scratch_caches()
+    scratch_caches()
     import muspy
 
     return _metrics_of(muspy.read_midi(str(midi_path)))
@@ -74,7 +74,7 @@ def muspy_metrics(midi_path: Path) -> dict[str, float | int | None]:
 
 def muspy_music(played: list[Any], resolution: int) -> Any:
     """A ``muspy.Music`` of played tracks (what ``muspy.read_midi`` makes of the written file)."""
-    _scratch_caches()
+    scratch_caches()
     import muspy
 
     tracks = []
