@@ -176,6 +176,10 @@ class Settings(BaseSettings):
         writers = 1 + self.refine_rounds + self.max_human_rounds
         return 3 + writers * (2 * (self.max_parse_retries + 1) + 1) + 10
 
+    def secret_values(self) -> list[str]:
+        """The configured secrets (the API key): scrubbed from every message, record and log."""
+        return [self.vlm_api_key] if self.vlm_api_key else []
+
     def with_overrides(self, **overrides: Any) -> Settings:
         """A copy with the non-None ``overrides`` applied and validated (CLI flags win over env)."""
         clean = {k: v for k, v in overrides.items() if v is not None}

@@ -16,6 +16,7 @@ import numpy as np
 from image2music.graph.config import Settings
 from image2music.graph.context import RunContext
 from image2music.graph.state import Reference
+from image2music.tools.errors import redact
 from image2music.tools.images import load_image
 from image2music.tools.kb.store import StoreError
 from image2music.tools.vlm import VLM, VLMResult, make_vlm
@@ -192,7 +193,8 @@ def ask(ctx: RunContext, node: str, prompt: str, call_index: int, capture_attent
         settings=ctx.generation(node),
         capture_attention=capture_attention,
     )
-    clean = result.text.encode("utf-8", "replace").decode("utf-8")  # lone surrogates cannot be written
+    # lone surrogates cannot be written; a key the server echoes goes nowhere
+    clean = redact(result.text.encode("utf-8", "replace").decode("utf-8"), ctx.settings.secret_values(), False)
     if clean != result.text:
         result = dataclasses.replace(result, text=clean)
     record: dict[str, Any] = {"node": node, "text": result.text, "call": call_index, "prompt": prompt}

@@ -11,7 +11,7 @@ from image2music.graph import services
 from image2music.graph.context import RunContext
 from image2music.graph.state import State
 from image2music.graph.versions import best_version
-from image2music.record import FinalMusic, RunExtra, RunRecord
+from image2music.record import FinalMusic, RunExtra, RunRecord, scrubbed
 from image2music.rundb import public_settings
 from image2music.tools.attention import save_overlay
 from image2music.tools.files import atomic_write_json, atomic_write_text, safe_name
@@ -156,6 +156,7 @@ def write_outputs(
         record["replayed_from"] = extra["replayed_from"]
     record["server_retries"] = tidy_calls(run_dir / "vlm_calls.jsonl", dict(state.get("calls", {})))
     files["report"] = "report.html"
+    record = scrubbed(record, ctx.settings.secret_values())
     atomic_write_json(run_dir / "run.json", record)
     from image2music.report import write_report
 

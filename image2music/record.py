@@ -3,10 +3,19 @@ terminal display, the graph drawings, the evaluation, the chat and the API read 
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+import json
+from typing import Any, TypedDict, cast
 
 from image2music.graph.state import Decision, Reference, Version
+from image2music.tools.errors import redact
 from image2music.tools.music.metrics import Metrics
+
+
+def scrubbed(record: RunRecord, secrets: list[str]) -> RunRecord:
+    """The record with no secret in it (a server or model that echoes the key puts it nowhere on disk)."""
+    text = json.dumps(record, ensure_ascii=False)
+    clean = redact(text, [json.dumps(s)[1:-1] for s in secrets], headers=False)  # as JSON spells them
+    return record if clean == text else cast(RunRecord, json.loads(clean))
 
 
 class FinalMusic(TypedDict, total=False):

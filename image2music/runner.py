@@ -21,7 +21,7 @@ from image2music.graph.config import Settings
 from image2music.graph.context import RunContext
 from image2music.graph.state import NODE_IDS, State
 from image2music.outputs import RunResult, write_outputs
-from image2music.record import ErrorNote, RunExtra, RunRecord
+from image2music.record import ErrorNote, RunExtra, RunRecord, scrubbed
 from image2music.rundb import (
     SECRET_SETTINGS,
     RunInfo,
@@ -32,7 +32,7 @@ from image2music.rundb import (
     set_run_dir,
     set_status,
 )
-from image2music.tools.errors import I2MError, InputError, RunError
+from image2music.tools.errors import I2MError, InputError, RunError, redact
 from image2music.tools.files import atomic_write_json, atomic_write_text
 
 if TYPE_CHECKING:
@@ -131,14 +131,15 @@ def _failure(error: BaseException, ctx: RunContext) -> tuple[str, ErrorNote]:
             f"I2M_MAX_PARSE_RETRIES={s.max_parse_retries} and I2M_REFINE_ROUNDS={s.refine_rounds})",
             {"error": type(error).__name__},
         )
+    secrets = ctx.settings.secret_values()
     if isinstance(error, I2MError):
-        return str(error), {"error": type(error).__name__}
+        return redact(str(error), secrets), {"error": type(error).__name__}
     try:
-        atomic_write_text(ctx.run_dir / "run.log", "".join(traceback.format_exception(error)))
+        atomic_write_text(ctx.run_dir / "run.log", redact("".join(traceback.format_exception(error)), secrets))
     except OSError:
         pass
     return (
-        f"internal error: {type(error).__name__}: {error} (the traceback is in run.log)",
+        f"internal error: {type(error).__name__}: {redact(str(error), secrets)} (the traceback is in run.log)",
         {"error": type(error).__name__, "log": "run.log"},
     )
 
@@ -220,6 +221,7 @@ def finish_run(
         record["errors"] = [*extra.get("errors", []), note]
         if "failed_rounds" in extra:
             record["failed_rounds"] = extra["failed_rounds"]
+        record = scrubbed(record, ctx.settings.secret_values())
         atomic_write_json(ctx.run_dir / "run.json", record)
         result = RunResult(run_id=ctx.run_id, run_dir=ctx.run_dir, record=record)
     set_status(conn, ctx.run_id, result.record["status"])

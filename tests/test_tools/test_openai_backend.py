@@ -34,6 +34,13 @@ class FakeServer:
             def do_POST(self) -> None:  # noqa: N802
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 outer.requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
+                if body.get("model") == "echo-then-401" and len(outer.requests) > 1:
+                    echo = f"denied; you sent Authorization: {self.headers.get('Authorization')}".encode()
+                    self.send_response(401)
+                    self.send_header("Content-Length", str(len(echo)))
+                    self.end_headers()
+                    self.wfile.write(echo)
+                    return
                 if body.get("model") == "missing-model":
                     self.send_response(404)
                     self.end_headers()
@@ -41,6 +48,8 @@ class FakeServer:
                     return
                 prompt = body["messages"][0]["content"][1]["text"]
                 text = next((a for k, a in ANSWERS.items() if k in prompt), "I do not know.")
+                if body.get("model") == "echo-then-401":  # a server that echoes the request into its answer
+                    text = f"A lighthouse. (request header: {self.headers.get('Authorization')})"
                 data = json.dumps(
                     {
                         "choices": [{"message": {"role": "assistant", "content": text}}],
@@ -129,6 +138,22 @@ def test_the_api_key_is_never_stored(server: FakeServer, tmp_path: Path, image_p
     for path in [*(tmp_path / "run").rglob("*"), *s.home.rglob("*")]:
         if path.is_file():
             assert key.encode() not in path.read_bytes(), path
+
+
+def test_a_key_the_server_echoes_goes_nowhere(server: FakeServer, tmp_path: Path, image_path: Path) -> None:
+    """The describe answer echoes the key; compose's 401 echoes the request's Authorization header: the run
+    fails with the reason on one line, and the key is in no file of the run or of I2M_HOME."""
+    key = "sk-echoed-by-a-hostile-server-42"
+    s = load_settings(
+        vlm_backend="openai", vlm_base_url=server.url, vlm_model="echo-then-401", vlm_api_key=key, top_k=0
+    )
+    res = compose_image(image_path, s, run_dir=tmp_path / "run")
+    assert res.record["status"] == "failed" and "HTTP 401" in (res.record["reason"] or "")
+    assert "[redacted]" in (res.record["reason"] or "") and "[redacted]" in (res.record["description"] or "")
+    files = [p for p in [*(tmp_path / "run").rglob("*"), *s.home.rglob("*")] if p.is_file()]
+    assert any(p.name == "report.html" for p in files) and any(p.name == "vlm_calls.jsonl" for p in files)
+    for path in files:
+        assert key.encode() not in path.read_bytes(), path
 
 
 @pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://example.org/v1"])

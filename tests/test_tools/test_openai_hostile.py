@@ -143,3 +143,116 @@ def test_redirects_are_not_followed_and_the_key_stays_home() -> None:
 def test_only_http_base_urls(url: str) -> None:
     with pytest.raises(VLMError, match="http"):
         check_base_url(url)
+
+
+# --- a raw TCP server: whatever bytes a hostile server may send ------------------------------------------
+
+
+def _raw_server(behaviour: Any) -> Iterator[str]:
+    import socket
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+    srv.settimeout(0.2)
+    stop = threading.Event()
+
+    def handle(c: socket.socket) -> None:
+        try:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += c.recv(65536)
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = int(next(x for x in head.split(b"\r\n") if x.lower().startswith(b"content-length")).split(b":")[1])
+            while len(body) < length:
+                body += c.recv(65536)
+            behaviour(c, head.decode("latin-1"), stop)
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                continue
+            threading.Thread(target=handle, args=(c,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{srv.getsockname()[1]}/v1"
+    finally:
+        stop.set()
+        srv.close()
+
+
+def _drip(c: Any, data: bytes, stop: threading.Event, every: float = 0.3) -> None:
+    for b in data:
+        if stop.is_set():
+            return
+        c.sendall(bytes([b]))
+        time.sleep(every)
+
+
+def _continue_forever(c: Any, head: str, stop: threading.Event) -> None:
+    while not stop.is_set():
+        c.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+        time.sleep(0.3)
+
+
+def _trickle_status(c: Any, head: str, stop: threading.Event) -> None:
+    _drip(c, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", stop)
+
+
+def _trickle_headers(c: Any, head: str, stop: threading.Event) -> None:
+    c.sendall(b"HTTP/1.1 200 OK\r\n")
+    _drip(c, b"X-Slow: " + b"a" * 100 + b"\r\n\r\n", stop)
+
+
+def _fixed(payload: bytes) -> Any:
+    def send(c: Any, head: str, stop: threading.Event) -> None:
+        c.sendall(payload)
+
+    return send
+
+
+def _echo_auth(c: Any, head: str, stop: threading.Event) -> None:
+    body = ("unauthorized; you sent:\n" + head).encode()
+    c.sendall(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+
+
+_OK_BODY = _ok("fine")
+HOSTILE = {
+    "100 Continue forever": _continue_forever,
+    "status line a byte at a time": _trickle_status,
+    "headers a byte at a time": _trickle_headers,
+    "a 1 MB header": _fixed(b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * (1 << 20) + b"\r\nContent-Length: 2\r\n\r\n{}"),
+    "200 headers": _fixed(
+        b"HTTP/1.1 200 OK\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(200)) + b"Content-Length: 2\r\n\r\n{}"
+    ),
+    "a chunked body cut short": _fixed(b'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n40\r\n{"choices"'),
+    "a 100 kB chunk-size line": _fixed(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + b"1" * 100_000 + b"\r\n"
+    ),
+    "a JSON nesting bomb": _fixed(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 200000\r\n\r\n" + b"[" * 100_000 + b"]" * 100_000
+    ),
+    "no status line at all": _fixed(b"garbage\r\n\r\n"),
+    "a 401 that echoes the request": _echo_auth,
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE))
+def test_every_hostile_answer_is_one_vlm_error_within_the_deadline(case: str) -> None:
+    """Each ends within the deadline + 2 s (generous) as one VLMError naming the server; never the key."""
+    for url in _raw_server(HOSTILE[case]):
+        t0 = time.monotonic()
+        with pytest.raises(VLMError) as info:
+            _ask(url, timeout_s=1.5)
+        assert time.monotonic() - t0 < 1.5 + 2
+        message = str(info.value)
+        assert "127.0.0.1" in message and "sk-SECRET" not in message and "\n" not in message.strip()
+        if case == "a 401 that echoes the request":
+            assert "HTTP 401" in message and "[redacted]" in message

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import base64
+import http.client
 import io
 import json
+import socket
+import ssl
+import threading
 import time
-import urllib.error
 import urllib.parse
 import urllib.request
 from typing import Any
 
+from image2music.tools.errors import redact
 from image2music.tools.images import fit_pixels
 from image2music.tools.vlm.base import GenerationSettings, VLMError, VLMResult
 from PIL import Image
@@ -19,16 +23,6 @@ MAX_ANSWER_BYTES = 8 * 1024 * 1024
 """Answers are read up to this size and refused beyond it (a tune is a few kB)."""
 MAX_RETRIES = 3
 """Retries after HTTP 429 or 5xx, each after Retry-After (capped) or an exponential backoff."""
-
-
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    """Redirects are never followed: the API key must not travel to another host."""
-
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
-_OPENER = urllib.request.build_opener(_NoRedirects())
 
 
 def check_base_url(url: str) -> str:
@@ -113,10 +107,10 @@ class OpenAIVLM:
             try:
                 data = self._post(payload, deadline)
                 break
-            except urllib.error.HTTPError as e:
+            except HTTPStatus as e:
                 wait = self._retry_wait(e, attempt, deadline)
                 if wait is None:
-                    detail = e.read(300).decode("utf-8", "replace") if e.fp else ""
+                    detail = redact(" ".join(e.detail.split()), [self.api_key or ""])  # one line, no key
                     if 300 <= e.code < 400:
                         raise VLMError(
                             f"the server at {self.base_url} answered a redirect (HTTP {e.code}) to "
@@ -133,7 +127,7 @@ class OpenAIVLM:
         usage = data.get("usage") if isinstance(data, dict) else None
         return VLMResult(text=text, meta={"usage": usage, "retries": retries})
 
-    def _retry_wait(self, e: urllib.error.HTTPError, attempt: int, deadline: float) -> float | None:
+    def _retry_wait(self, e: HTTPStatus, attempt: int, deadline: float) -> float | None:
         """Seconds to wait before retrying a 429 or 5xx (Retry-After, else exponential), or None to give up."""
         if not (e.code == 429 or 500 <= e.code < 600) or attempt >= MAX_RETRIES:
             return None
@@ -145,44 +139,138 @@ class OpenAIVLM:
         return wait if time.monotonic() + wait < deadline else None
 
     def _post(self, payload: bytes, deadline: float) -> Any:
-        """One request with a whole-call deadline (not per read) and a maximum answer size."""
-        req = urllib.request.Request(
+        """One request under one deadline for the whole call, kept by the clock: the socket's timeout is the
+        time left before every read, and a watchdog shuts the socket at the deadline (a server that trickles
+        its status line, headers or body, or sends ``100 Continue`` forever, is cut off there)."""
+        auth = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        raw = _exchange(
             f"{self.base_url}/chat/completions",
-            data=payload,
-            headers={"Content-Type": "application/json"},
-            method="POST",
+            payload,
+            {"Content-Type": "application/json", **auth},
+            deadline,
+            where=f"the VLM server at {self.base_url}",
+            timeout_s=self.timeout_s,
         )
-        if self.api_key:
-            req.add_header("Authorization", f"Bearer {self.api_key}")
         try:
-            with _OPENER.open(req, timeout=max(0.1, deadline - time.monotonic())) as resp:
-                chunks: list[bytes] = []
-                size = 0
-                while True:
-                    if time.monotonic() > deadline:
-                        raise VLMError(
-                            f"the server at {self.base_url} did not finish its answer within "
-                            f"{self.timeout_s:g} s (I2M_VLM_TIMEOUT_S)"
-                        )
-                    chunk = resp.read1(65536) if hasattr(resp, "read1") else resp.read(65536)
-                    if not chunk:
-                        if getattr(resp, "length", None):  # fewer bytes than Content-Length promised
-                            raise VLMError(f"the answer of {self.base_url} was cut short; try again")
-                        break
-                    size += len(chunk)
-                    if size > MAX_ANSWER_BYTES:
-                        raise VLMError(
-                            f"the answer of {self.base_url} is larger than {MAX_ANSWER_BYTES >> 20} MB; refused"
-                        )
-                    chunks.append(chunk)
-        except urllib.error.HTTPError:
-            raise
-        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as e:
-            raise VLMError(
-                f"cannot reach the VLM server at {self.base_url} or its answer was cut short: "
-                f"{getattr(e, 'reason', e)}; is it running? (I2M_VLM_BASE_URL)"
-            ) from e
-        try:
-            return json.loads(b"".join(chunks).decode("utf-8", errors="replace"))
+            return json.loads(raw.decode("utf-8", errors="replace"))
         except json.JSONDecodeError as e:
             raise VLMError(f"the server at {self.base_url} did not answer JSON (or the answer was cut short)") from e
+        except RecursionError as e:
+            raise VLMError(f"the answer of {self.base_url} is JSON nested too deeply to read; refused") from e
+
+
+class HTTPStatus(Exception):
+    """A non-2xx answer: its code, headers and the first bytes of its body."""
+
+    def __init__(self, code: int, headers: Any, detail: str) -> None:
+        super().__init__(f"HTTP {code}")
+        self.code, self.headers, self.detail = code, headers, detail
+
+
+class _Late(Exception):
+    pass
+
+
+def _connection(url: urllib.parse.SplitResult, timeout: float) -> tuple[http.client.HTTPConnection, str]:
+    """A connection for ``url`` (through the environment's proxy, as urllib would) and the request target."""
+    https = url.scheme == "https"
+    port = url.port or (443 if https else 80)
+    host = url.hostname or ""
+    target = url.path + (f"?{url.query}" if url.query else "")
+    proxy = urllib.request.getproxies().get(url.scheme)
+    if proxy and not urllib.request.proxy_bypass(host):
+        p = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        conn: http.client.HTTPConnection
+        if https:
+            conn = http.client.HTTPSConnection(p.hostname or "", p.port or 8080, timeout=timeout)
+            conn.set_tunnel(host, port)
+            return conn, target
+        return http.client.HTTPConnection(p.hostname or "", p.port or 8080, timeout=timeout), urllib.parse.urlunsplit(
+            url
+        )
+    if https:
+        return http.client.HTTPSConnection(host, port, timeout=timeout), target
+    return http.client.HTTPConnection(host, port, timeout=timeout), target
+
+
+def _exchange(
+    url: str, payload: bytes, headers: dict[str, str], deadline: float, *, where: str, timeout_s: float
+) -> bytes:
+    """POST ``payload``; the body of a 2xx answer (at most MAX_ANSWER_BYTES), else HTTPStatus; every
+    socket, SSL and HTTP fault, and the deadline, as a VLMError naming ``where`` and the cause."""
+
+    def left() -> float:
+        t = deadline - time.monotonic()
+        if t <= 0:
+            raise _Late
+        return t
+
+    conn, target = _connection(urllib.parse.urlsplit(url), max(0.01, deadline - time.monotonic()))
+    fired = threading.Event()
+    sock: list[Any] = []
+
+    def watchdog() -> None:
+        fired.set()
+        for s in sock:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    timer = threading.Timer(max(0.0, deadline - time.monotonic()), watchdog)
+    timer.daemon = True
+    timer.start()
+    try:
+        conn.connect()
+        sock.append(conn.sock)
+        if fired.is_set():
+            raise _Late
+        conn.sock.settimeout(left())
+        conn.request("POST", target, body=payload, headers=headers)
+        conn.sock.settimeout(left())
+        resp = conn.getresponse()
+        if not 200 <= resp.status < 300:
+            sock[0].settimeout(left())
+            detail = resp.read(300).decode("utf-8", "replace")
+            raise HTTPStatus(resp.status, resp.headers, detail)
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            sock[0].settimeout(left())
+            chunk = resp.read1(65536)
+            if not chunk:
+                if resp.length:  # fewer bytes than Content-Length promised
+                    raise http.client.IncompleteRead(b"", resp.length)
+                break
+            size += len(chunk)
+            if size > MAX_ANSWER_BYTES:
+                raise VLMError(f"the answer of {where} is larger than {MAX_ANSWER_BYTES >> 20} MB; refused")
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except (HTTPStatus, VLMError):
+        raise
+    except (_Late, TimeoutError) as e:
+        raise VLMError(f"{where} did not finish its answer within {timeout_s:g} s (I2M_VLM_TIMEOUT_S)") from e
+    except (OSError, http.client.HTTPException, ValueError) as e:
+        if fired.is_set():
+            raise VLMError(f"{where} did not finish its answer within {timeout_s:g} s (I2M_VLM_TIMEOUT_S)") from e
+        raise VLMError(
+            f"cannot reach {where} or its answer was unusable: {_cause(e)}; is it running? (I2M_VLM_BASE_URL)"
+        ) from e
+    finally:
+        timer.cancel()
+        conn.close()
+
+
+def _cause(e: BaseException) -> str:
+    """The cause of a transport fault in words."""
+    if isinstance(e, http.client.IncompleteRead):
+        return "the answer was cut short"
+    if isinstance(e, http.client.LineTooLong):
+        return f"a line of its answer is too long ({e})"
+    if isinstance(e, http.client.RemoteDisconnected):
+        return "it closed the connection without answering"
+    if isinstance(e, ssl.SSLError):
+        return f"TLS failed: {e.reason or e}"
+    text = " ".join(str(getattr(e, "strerror", None) or e).split()) or type(e).__name__
+    return f"{type(e).__name__}: {redact(text[:200])}"
