@@ -52,8 +52,13 @@ def handle_errors(fn: F) -> F:
             from image2music.graph.config import setting_error
 
             fail(str(setting_error(e)), 2)
-        except KeyboardInterrupt:
-            fail("interrupted", 130)
+        except KeyboardInterrupt as e:
+            from image2music.tools.errors import Terminated
+
+            fail(
+                "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted",
+                143 if isinstance(e, Terminated) else 130,
+            )
         except click.exceptions.Exit:
             raise
         except click.ClickException:
@@ -86,6 +91,24 @@ def main() -> None:
 
     Settings come from I2M_* environment variables, a .env file, and the flags below (see .env.example).
     """
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM (``timeout``, ``docker stop``, systemd) stops a run as Ctrl-C does: cancelled, with its record,
+    resumable. A second SIGTERM while the record is written is ignored (SIGKILL still ends the process)."""
+    import signal
+    import threading
+
+    from image2music.tools.errors import Terminated
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def on_term(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated("SIGTERM")
+
+    signal.signal(signal.SIGTERM, on_term)
 
 
 def model_options(fn: F) -> F:
@@ -946,5 +969,11 @@ def chat(**flags: Any) -> None:
     ChatSession(settings, err).loop()
 
 
-if __name__ == "__main__":  # pragma: no cover
+def run() -> None:
+    """The ``i2m`` program: the CLI with SIGTERM handled as a stop (not installed when embedded)."""
+    _stop_on_sigterm()
     main()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    run()

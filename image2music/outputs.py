@@ -108,7 +108,9 @@ def write_outputs(
         files["attention"] = "attention.png"
     status = state.get("status")
     reason = state.get("reason")
-    if error is not None:
+    if "cancelled" in extra:
+        status, reason = "cancelled", extra["cancelled"]
+    elif error is not None:
         status, reason = "failed", error
     elif status is None:
         status, reason = "failed", "the run stopped before it finished"

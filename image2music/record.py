@@ -49,6 +49,8 @@ class RunExtra(TypedDict, total=False):
     start_notes: list[str]
     """Said before the graph started (they open ``notes``)."""
     errors: list[ErrorNote]
+    cancelled: str
+    """Why the run was stopped (Ctrl-C, SIGTERM): the record says ``cancelled`` with this reason."""
     failed_rounds: list[str | None]
     """Reasons of a person's extra rounds that failed (the run kept its best version)."""
     replayed_from: dict[str, str]

@@ -6,12 +6,15 @@ its run.json (status ``failed`` and the reason), vlm_calls.jsonl, the report and
 
 from __future__ import annotations
 
+import contextlib
+import os
 import secrets
 import shutil
 import sqlite3
+import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -32,7 +35,7 @@ from image2music.rundb import (
     set_run_dir,
     set_status,
 )
-from image2music.tools.errors import I2MError, InputError, RunError, redact
+from image2music.tools.errors import I2MError, InputError, RunError, Terminated, disk_fault, redact
 from image2music.tools.files import atomic_write_json, atomic_write_text
 
 if TYPE_CHECKING:
@@ -53,6 +56,63 @@ __all__ = [
     "replay_run",
     "resume_run",
 ]
+
+
+LOCK_NAME = ".i2m-run.lock"
+"""In a run folder while a process executes the run: an OS lock (released by the OS if the process dies)
+holding that process's id."""
+_HELD: dict[str, tuple[int, int]] = {}
+_HELD_LOCK = threading.Lock()
+
+
+class RunBusy(InputError):
+    """Another process is executing this run (exit code 2)."""
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path, run_id: str) -> Iterator[None]:
+    """One writer per run: hold the run folder's OS lock while executing it (re-entrant in one process);
+    RunBusy at once, naming the process, when another holds it."""
+    path = Path(run_dir) / LOCK_NAME
+    key = str(path.absolute())
+    with _HELD_LOCK:
+        if key in _HELD:
+            fd, n = _HELD[key]
+            _HELD[key] = (fd, n + 1)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                _flock(fd)
+            except BlockingIOError:
+                holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "another process"
+                os.close(fd)
+                raise RunBusy(
+                    f"run {run_id} is being executed by process {holder}; wait for it to end "
+                    f"(or stop that process), then try again"
+                ) from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+            _HELD[key] = (fd, 1)
+    try:
+        yield
+    finally:
+        with _HELD_LOCK:
+            fd, n = _HELD[key]
+            if n > 1:
+                _HELD[key] = (fd, n - 1)
+            else:
+                del _HELD[key]
+                os.ftruncate(fd, 0)
+                os.close(fd)  # closing releases the lock
+
+
+def _flock(fd: int) -> None:
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory lock; one writer is not enforced there
+        return
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
 class RunDeadline(RunError):
@@ -134,6 +194,9 @@ def _failure(error: BaseException, ctx: RunContext) -> tuple[str, ErrorNote]:
     secrets = ctx.settings.secret_values()
     if isinstance(error, I2MError):
         return redact(str(error), secrets), {"error": type(error).__name__}
+    transient = _transient(error, ctx)
+    if transient is not None:  # a full disk, a file system or database fault: resumable once it is fixed
+        return redact(transient, secrets), {"error": type(error).__name__}
     try:
         atomic_write_text(ctx.run_dir / "run.log", redact("".join(traceback.format_exception(error)), secrets))
     except OSError:
@@ -142,6 +205,25 @@ def _failure(error: BaseException, ctx: RunContext) -> tuple[str, ErrorNote]:
         f"internal error: {type(error).__name__}: {redact(str(error), secrets)} (the traceback is in run.log)",
         {"error": type(error).__name__, "log": "run.log"},
     )
+
+
+def _transient(error: BaseException, ctx: RunContext) -> str | None:
+    """The reason of a fault outside our code (disk, file system, the run database), or None (a bug)."""
+    import sqlite3
+
+    resume = f"; then continue it with `i2m runs resume {ctx.run_id}`"
+    if isinstance(error, OSError):
+        return disk_fault(error) + resume
+    if isinstance(error, sqlite3.OperationalError):
+        text = str(error)
+        if "full" in text or "disk I/O" in text or "locked" in text:
+            return f"the run database in I2M_HOME={ctx.settings.home} failed: {text}" + resume
+    return None
+
+
+def _cancel_reason(error: KeyboardInterrupt, ctx: RunContext) -> str:
+    how = "SIGTERM" if isinstance(error, Terminated) else "Ctrl-C"
+    return f"stopped by {how}; continue it with `i2m runs resume {ctx.run_id}`"
 
 
 def execute_graph(
@@ -157,7 +239,20 @@ def execute_graph(
     With ``on_pause`` the run stops before every reflect round and asks it for a person's words, which are
     added to that round's prompt (human-in-the-loop refinement). Whatever goes wrong, the outputs are written
     and the run is marked in the database; only KeyboardInterrupt propagates (the run can be resumed).
+    One process at a time executes a run (RunBusy for a second).
     """
+    with run_lock(ctx.run_dir, ctx.run_id):
+        return _execute_graph(ctx, conn, graph_input, on_event, extra, on_pause)
+
+
+def _execute_graph(
+    ctx: RunContext,
+    conn: sqlite3.Connection,
+    graph_input: Any,
+    on_event: Event | None,
+    extra: RunExtra | None,
+    on_pause: Pause | None,
+) -> RunResult:
     from langgraph.types import Command
 
     graph = build_graph(checkpointer(conn), interrupt_before=("reflect",) if on_pause else ())
@@ -185,7 +280,9 @@ def execute_graph(
             words = on_pause(cast(State, snapshot.values))
             # Enter (no words): resume as the graph stands; langgraph refuses an empty Command(update={})
             graph_input = Command(update={"user_feedback": words}) if words else None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: the run ends cancelled, with its record, resumable
+        extra["cancelled"] = _cancel_reason(e, ctx)
+        finish_run(ctx, conn, cast(State, graph.get_state(config).values), None, extra)
         raise
     except Exception as e:  # the one run guard: every failure ends with its record
         error, note = _failure(e, ctx)
@@ -206,14 +303,12 @@ def finish_run(
     """Write the outputs and the database status; if writing the outputs fails, a minimal run.json still is."""
     try:
         result = write_outputs(ctx, state, error, extra=extra)
-    except KeyboardInterrupt:
-        raise
     except Exception as e:  # the outputs themselves failed: the record must still be written
         reason, note = _failure(e, ctx)
         record: RunRecord = {
             "run_id": ctx.run_id,
-            "status": "failed",
-            "reason": error or f"writing the outputs failed: {reason}",
+            "status": "cancelled" if "cancelled" in extra else "failed",
+            "reason": extra.get("cancelled") or error or f"writing the outputs failed: {reason}",
             "image": str(ctx.image_path),
             "path": state.get("path", []),
             "vlm_calls": dict(state.get("calls", {})),
@@ -222,9 +317,15 @@ def finish_run(
         if "failed_rounds" in extra:
             record["failed_rounds"] = extra["failed_rounds"]
         record = scrubbed(record, ctx.settings.secret_values())
-        atomic_write_json(ctx.run_dir / "run.json", record)
+        try:
+            atomic_write_json(ctx.run_dir / "run.json", record)
+        except OSError:
+            pass  # nothing can be written there (a full disk): the database and the caller still know why
         result = RunResult(run_id=ctx.run_id, run_dir=ctx.run_dir, record=record)
-    set_status(conn, ctx.run_id, result.record["status"])
+    try:
+        set_status(conn, ctx.run_id, result.record["status"])
+    except sqlite3.Error:
+        pass  # I2M_HOME itself is full: the record in the run folder says how the run ended
     services.forget_notify(ctx.run_id)
     return result
 
@@ -328,18 +429,31 @@ def resume_run(
     conn = connect_db(settings)
     try:
         info = get_run(conn, run_id)
-        _refuse_repeating_a_crash(info)
-        run_settings = _stored_settings(info, settings, overrides)
-        prompts = {k: Path(v) for k, v in info.prompts.items()}
-        ctx = prepare_run(run_settings, Path(info.image), info.run_dir, info.run_id, prompts, notify, copy_input=False)
-        snapshot = build_graph(checkpointer(conn)).get_state(_config(info.run_id, run_settings))
-        if not snapshot.values:
-            raise InputError(f"run {info.run_id} has no checkpoint to resume from; start it again")
-        if not snapshot.next:
-            notify(f"run {info.run_id} had already finished; its outputs are written again")
-        return execute_graph(ctx, conn, None, on_event)
+        with run_lock(info.run_dir, info.run_id):
+            return _resume(conn, info, settings, on_event, notify, overrides)
     finally:
         conn.close()
+
+
+def _resume(
+    conn: sqlite3.Connection,
+    info: RunInfo,
+    settings: Settings,
+    on_event: Event | None,
+    notify: services.Notify,
+    overrides: dict[str, Any],
+) -> RunResult:
+    """Resume ``info``'s run (its lock held)."""
+    _refuse_repeating_a_crash(info)
+    run_settings = _stored_settings(info, settings, overrides)
+    prompts = {k: Path(v) for k, v in info.prompts.items()}
+    ctx = prepare_run(run_settings, Path(info.image), info.run_dir, info.run_id, prompts, notify, copy_input=False)
+    snapshot = build_graph(checkpointer(conn)).get_state(_config(info.run_id, run_settings))
+    if not snapshot.values:
+        raise InputError(f"run {info.run_id} has no checkpoint to resume from; start it again")
+    if not snapshot.next:
+        notify(f"run {info.run_id} had already finished; its outputs are written again")
+    return execute_graph(ctx, conn, None, on_event)
 
 
 def _refuse_repeating_a_crash(info: RunInfo) -> None:

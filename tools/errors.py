@@ -44,3 +44,27 @@ def redact(text: str, secrets: Iterable[str] = (), headers: bool = True) -> str:
     if not headers:
         return text
     return _SECRET_HEADER.sub(lambda m: f"{m[1]}{m[2]}{m[3] or ''}[redacted]", text)
+
+
+class Terminated(KeyboardInterrupt):
+    """The process was asked to stop (SIGTERM: ``timeout``, ``docker stop``, systemd). Like Ctrl-C, it ends
+    the run ``cancelled`` with its record, resumable."""
+
+
+def disk_fault(error: OSError) -> str:
+    """An OSError of the file system in words: which file, why, and (disk full) how much space is left."""
+    import errno
+    import shutil
+    from pathlib import Path
+
+    where = error.filename or ""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        folder = Path(where).parent if where else Path.cwd()
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        try:
+            free = f"{shutil.disk_usage(folder).free / 1e6:.1f} MB free"
+        except OSError:
+            free = "no space left"
+        return f"the disk holding {folder} is full ({free}) while writing {where or 'a file'}"
+    return f"cannot write {where or 'a file'}: {error.strerror or error}"

@@ -71,6 +71,64 @@ def test_kill_and_resume(tmp_path: Path, image_path: Path) -> None:
     assert rec["path"].count("describe") == 1 and rec["path"].count("compose") == 1
 
 
+def _start(tmp_path: Path, image_path: Path, run_dir: Path, log: Path) -> subprocess.Popen[bytes]:
+    replay = write_replay(
+        tmp_path / "calls.jsonl",
+        [("describe", "A harbour."), ("compose", fenced(WARN_ABC)), ("reflect", fenced(GOOD_ABC)), ("explain", "Why.")],
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "I2M_REPLAY_DELAY_S": "1.5", "I2M_TOP_K": "0"}
+    cmd = [sys.executable, "-m", "image2music.cli", "compose", str(image_path), "--replay", str(replay)]
+    with open(log, "w") as fh:
+        return subprocess.Popen([*cmd, "-o", str(run_dir)], stderr=fh, stdout=subprocess.DEVNULL, env=env)
+
+
+def _wait_for(log: Path, proc: subprocess.Popen[bytes], text: str) -> str:
+    deadline = time.time() + 120  # generous: only a bound on a hang, nothing is decided by it
+    while text not in log.read_text() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    return next(line.split()[1] for line in log.read_text().splitlines() if line.startswith("run "))
+
+
+@pytest.mark.slow
+def test_sigterm_ends_the_run_cancelled_with_its_record_and_resume_completes(tmp_path: Path, image_path: Path) -> None:
+    run_dir, log = tmp_path / "run", tmp_path / "stderr.txt"
+    proc = _start(tmp_path, image_path, run_dir, log)
+    run_id = _wait_for(log, proc, "evaluate")
+    proc.send_signal(signal.SIGTERM)  # during reflect's (slow) model call: what timeout, docker stop send
+    assert proc.wait(timeout=60) == 143
+    assert "terminated (SIGTERM)" in log.read_text() and "Traceback" not in log.read_text()
+    rec = json.loads((run_dir / "run.json").read_text())
+    assert rec["status"] == "cancelled" and "SIGTERM" in rec["reason"] and f"runs resume {run_id}" in rec["reason"]
+    assert (run_dir / "report.html").exists() and rec["final"]["version"] == 1  # the valid version so far
+    shown = CliRunner().invoke(main, ["runs", "list", "--json"], catch_exceptions=False)
+    assert {"run_id": run_id, "status": "cancelled"}.items() <= next(
+        r for r in json.loads(shown.stdout) if r["run_id"] == run_id
+    ).items()
+    r = CliRunner().invoke(main, ["runs", "resume", run_id, "--json"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    rec = json.loads(r.stdout)
+    assert rec["status"] == "ok" and rec["final"]["version"] == 2
+    assert _nodes(run_dir) == ["describe", "compose", "reflect", "explain"]
+
+
+@pytest.mark.slow
+def test_one_process_executes_a_run(tmp_path: Path, image_path: Path) -> None:
+    """A second `runs resume` of a run another process executes exits 2 at once, naming that process."""
+    run_dir, log = tmp_path / "run", tmp_path / "stderr.txt"
+    proc = _start(tmp_path, image_path, run_dir, log)
+    try:
+        run_id = _wait_for(log, proc, "compose")
+        r = CliRunner().invoke(main, ["runs", "resume", run_id], catch_exceptions=False)
+        assert r.exit_code == 2, r.output
+        assert f"being executed by process {proc.pid}" in r.output and len(r.output.strip().splitlines()) == 1
+        assert proc.poll() is None  # the first goes on
+    finally:
+        proc.wait(timeout=120)
+    assert proc.returncode == 0 and json.loads((run_dir / "run.json").read_text())["status"] == "ok"
+    assert _nodes(run_dir) == ["describe", "compose", "reflect", "explain"]  # every call made once
+
+
 @pytest.mark.slow
 def test_replay_from_compose_with_another_prompt(tmp_path: Path, image_path: Path) -> None:
     replay = write_replay(
