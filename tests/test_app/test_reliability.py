@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -210,3 +211,64 @@ def test_corrupt_knowledge_base_is_a_clear_message(tmp_path: Path, tiny_clip: Pa
     (s.kb_dir / "chroma.sqlite3").write_bytes(b"this is not a database" * 100)
     r = CliRunner().invoke(main, ["kb", "stats", "--embed-model", str(tiny_clip)])
     assert r.exit_code == 1 and "i2m kb build-starter" in r.output and "Traceback" not in r.output
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="names open files through /proc (Linux)")
+def test_a_full_disk_leaves_no_truncated_file_and_the_run_resumes(
+    tmp_path: Path, image_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The -o disk fills as the first version is written (every write there then fails with ENOSPC after
+    half its bytes): the run fails in plain words, resumable; no file under a final name is partial; once
+    space is back, `runs resume` completes it."""
+    import errno
+    import types
+
+    from image2music.tools import files
+
+    from image2music.runner import resume_run
+
+    run_dir = tmp_path / "out"
+    full = {"on": False}
+    real_fdopen = os.fdopen
+
+    class Filling:
+        """A file on a disk that fills: half of what is written lands, then ENOSPC."""
+
+        def __init__(self, fh: Any, name: str) -> None:
+            self.fh, self.name = fh, name
+
+        def __enter__(self) -> Filling:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.fh.close()
+
+        def write(self, data: bytes) -> int:
+            self.fh.write(data[: len(data) // 2])
+            self.fh.flush()
+            raise OSError(errno.ENOSPC, "No space left on device", self.name)
+
+    def fdopen(fd: int, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        name = os.readlink(f"/proc/self/fd/{fd}")
+        fh = real_fdopen(fd, mode, *args, **kwargs)
+        if "/versions/" in name:
+            full["on"] = True
+        return Filling(fh, name) if full["on"] and name.startswith(str(run_dir)) else fh
+
+    fake_os = types.SimpleNamespace(**{k: getattr(os, k) for k in dir(os) if not k.startswith("__")})
+    fake_os.fdopen = fdopen
+    monkeypatch.setattr(files, "os", fake_os)
+    replay = write_replay(tmp_path / "c.jsonl", CALLS)
+    s = load_settings(vlm_backend="replay", replay_file=replay, top_k=0)
+    res = compose_image(image_path, s, run_dir=run_dir, notify=lambda m: None)
+    reason = res.record["reason"] or ""
+    assert res.record["status"] == "failed" and "is full" in reason and "MB free" in reason
+    assert f"i2m runs resume {res.run_id}" in reason and "internal error" not in reason
+    leftovers = [p.name for p in run_dir.rglob("*") if p.is_file() and p.name.endswith(".tmp")]
+    assert leftovers == []  # no temp file left, and nothing half-written under a final name
+    assert not (run_dir / "versions" / "v1.abc").exists() and not (run_dir / "run.json").exists()
+
+    monkeypatch.setattr(files, "os", os)  # space is back
+    done = resume_run(res.run_id, s, notify=lambda m: None)
+    assert done.record["status"] == "ok" and (run_dir / "run.json").exists()
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "ok"

@@ -106,3 +106,16 @@ def test_missing_tools_name_the_package(tmp_path: Path, monkeypatch: pytest.Monk
         write_svg(GOOD_ABC, tmp_path / "m.svg")
     with pytest.raises(ConversionError, match="fluid-soundfont-gm"):
         write_wav(tmp_path / "m.mid", tmp_path / "m.wav")
+
+
+@pytest.mark.skipif(shutil.which("fluidsynth") is None, reason="fluidsynth not installed")
+def test_a_wav_cut_short_is_known(tmp_path: Path) -> None:
+    """What a full disk leaves of fluidsynth's output is recognised (it is never renamed to the final name)."""
+    from image2music.tools.music.convert import wav_is_complete
+
+    p = write_wav(write_midi(read_tune(GOOD_ABC), tmp_path / "m.mid"), tmp_path / "m.wav")
+    data = p.read_bytes()
+    assert wav_is_complete(p)
+    for cut in (len(data) // 3, len(data) - 1, 40):
+        (tmp_path / "cut.wav").write_bytes(data[:cut])
+        assert not wav_is_complete(tmp_path / "cut.wav"), cut

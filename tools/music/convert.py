@@ -296,6 +296,32 @@ def find_soundfont() -> Path | None:
     return None
 
 
+def wav_is_complete(path: Path) -> bool:
+    """The RIFF header's sizes agree with the file's length (a WAV cut short by a full disk does not)."""
+    import struct
+
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(12)
+            size = os.fstat(fh.fileno()).st_size
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return False
+            if struct.unpack("<I", head[4:8])[0] + 8 not in (size, size - 1):  # a header never finished either
+                return False
+            while True:  # every chunk, the data chunk included, lies wholly inside the file
+                chunk = fh.read(8)
+                if len(chunk) < 8:
+                    return True
+                name, n = chunk[:4], struct.unpack("<I", chunk[4:8])[0]
+                if fh.tell() + n > size:
+                    return False
+                if name == b"data":
+                    return n > 0
+                fh.seek(n + (n & 1), 1)
+    except OSError:
+        return False
+
+
 def write_wav(midi_path: Path, path: Path, timeout_s: float = 120.0) -> Path:
     """Render MIDI to WAV with FluidSynth and a General MIDI soundfont."""
     exe = shutil.which("fluidsynth")
@@ -323,6 +349,11 @@ def write_wav(midi_path: Path, path: Path, timeout_s: float = 120.0) -> Path:
             )
         if proc.returncode != 0 or not tmp.exists() or tmp.stat().st_size == 0:
             raise ConversionError(f"fluidsynth failed: {(proc.stderr or proc.stdout).strip()[:300]}")
+        if not wav_is_complete(tmp):  # e.g. the disk filled while it wrote: never under the final name
+            raise ConversionError(
+                f"fluidsynth wrote an incomplete WAV ({tmp.stat().st_size} bytes; is the disk holding "
+                f"{path.parent} full?): {(proc.stderr or proc.stdout).strip()[:200]}"
+            )
         mask = os.umask(0)
         os.umask(mask)
         os.chmod(tmp, 0o666 & ~mask)  # the temp file was made 0600; the music is the user's ordinary file
