@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from image2music.graph.config import Settings
-from image2music.tools.errors import InputError
+from image2music.tools.errors import InputError, RunError
 
 SECRET_SETTINGS = ("vlm_api_key",)
 """Settings never written to the run database or run.json (a resume reads them from the environment)."""
@@ -55,18 +55,39 @@ class RunInfo:
     parent: str | None = None
 
 
+def check_home(settings: Settings) -> None:
+    """I2M_HOME must be a folder (or not exist yet): InputError otherwise."""
+    if settings.home.exists() and not settings.home.is_dir():
+        raise InputError(f"I2M_HOME={settings.home} is a file, not a folder: point I2M_HOME at a folder")
+
+
 def connect_db(settings: Settings) -> sqlite3.Connection:
     """The run database (SQLite in WAL mode, shared safely by concurrent runs), migrated to this version."""
+    check_home(settings)
     try:
         settings.home.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(str(settings.db_path), check_same_thread=False, timeout=60)
         conn.execute("PRAGMA busy_timeout=60000")
         _wal(conn)
-    except (OSError, sqlite3.Error) as e:
+        _migrate(conn)
+    except sqlite3.DatabaseError as e:
+        if isinstance(e, sqlite3.OperationalError):  # cannot open or write: a permission or disk problem
+            raise InputError(
+                f"cannot use the run database {settings.db_path}: {e}; point I2M_HOME at a writable folder"
+            ) from e
+        raise RunError(
+            f"the run database {settings.db_path} is damaged ({e}); nothing else is lost: move that file away "
+            "(keep it) and a new one is made on the next run (earlier runs then no longer list)"
+        ) from e
+    except OSError as e:
         raise InputError(
             f"cannot use I2M_HOME={settings.home} for the run database: {getattr(e, 'strerror', None) or e}; "
             "point I2M_HOME at a writable folder"
         ) from e
+    return conn
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
     with conn:
         conn.execute("BEGIN IMMEDIATE")  # one migrating process at a time
         version = int(conn.execute("PRAGMA user_version").fetchone()[0])
@@ -74,7 +95,6 @@ def connect_db(settings: Settings) -> sqlite3.Connection:
             MIGRATIONS[n](conn)
         if version < len(MIGRATIONS):
             conn.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
-    return conn
 
 
 def _wal(conn: sqlite3.Connection, tries: int = 100) -> None:

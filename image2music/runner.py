@@ -28,6 +28,7 @@ from image2music.record import ErrorNote, RunExtra, RunRecord, scrubbed
 from image2music.rundb import (
     SECRET_SETTINGS,
     RunInfo,
+    check_home,
     checkpointer,
     connect_db,
     get_run,
@@ -139,6 +140,7 @@ def prepare_run(
 ) -> RunContext:
     """Check everything a run needs before it starts (image, prompts, model, knowledge base) and make its
     run dir with a re-encoded copy of the input image. Raises InputError (exit 2) or RunError (exit 1)."""
+    check_home(settings)
     services.set_notify(run_id, notify)
     image = services.get_image(image_path)
     services.get_prompts(prompt_overrides)

@@ -272,3 +272,43 @@ def test_a_full_disk_leaves_no_truncated_file_and_the_run_resumes(
     done = resume_run(res.run_id, s, notify=lambda m: None)
     assert done.record["status"] == "ok" and (run_dir / "run.json").exists()
     assert json.loads((run_dir / "run.json").read_text())["status"] == "ok"
+
+
+def test_i2m_home_that_is_a_file_or_a_damaged_run_database_is_said_so(
+    tmp_path: Path, image_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    replay = write_replay(tmp_path / "c.jsonl", CALLS)
+    a_file = tmp_path / "home-file"
+    a_file.write_text("not a folder")
+    monkeypatch.setenv("I2M_HOME", str(a_file))
+    r = CliRunner().invoke(main, ["compose", str(image_path), "--replay", str(replay), "--top-k", "0"])
+    assert r.exit_code == 2 and "is a file, not a folder" in r.output and "Traceback" not in r.output
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "runs.sqlite").write_bytes(b"not a database" * 100)
+    monkeypatch.setenv("I2M_HOME", str(home))
+    r = CliRunner().invoke(main, ["runs", "list"])
+    assert r.exit_code == 1 and "is damaged" in r.output and "writable" not in r.output
+
+
+@pytest.mark.slow
+def test_parallel_first_use_of_a_fresh_home(tmp_path: Path, image_path: Path, tiny_clip: Path) -> None:
+    """8 composes at once on a fresh I2M_HOME: each opens the knowledge base and the run database first;
+    all succeed."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "I2M_EMBED_MODEL": str(tiny_clip), "I2M_HOME": str(tmp_path / "h")}
+    # each opens the base (Chroma's first-time set-up of its folder, where the race was) and finds it empty
+    replay = write_replay(tmp_path / "c.jsonl", CALLS)
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "image2music.cli", "compose", str(image_path), "--replay", str(replay)]
+            + ["--top-k", "1", "-o", str(tmp_path / f"run{i}"), "--json"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(8)
+    ]
+    outcomes = [p.communicate(timeout=600) for p in runs]
+    assert [p.returncode for p in runs] == [0] * 8, [err[-300:] for _, err in outcomes]
+    assert all(json.loads(out)["status"] == "ok" for out, _ in outcomes)

@@ -135,13 +135,19 @@ def _client(kb_dir: Path | None, url: str | None, timeout_s: float = CHROMA_TIME
                 else:
                     assert kb_dir is not None
                     kb_dir.mkdir(parents=True, exist_ok=True)
-                    _CLIENTS[key] = chromadb.PersistentClient(path=str(kb_dir), settings=settings)
+                    # Chroma's first-time set-up of a folder races between processes ("table collections
+                    # already exists"): one process at a time opens it
+                    with FileLock(str(kb_dir / ".open.lock"), timeout=600):
+                        _CLIENTS[key] = chromadb.PersistentClient(path=str(kb_dir), settings=settings)
             except Exception as e:  # chromadb raises many types for a bad dir or an unreachable server
                 where = f"the Chroma server at {url}" if url else f"the knowledge base at {kb_dir}"
                 fix = (
                     "check I2M_CHROMA_URL and that the server runs"
                     if url
-                    else (f"move that folder away and rebuild it with `{BUILD_HINT}`")
+                    else (
+                        "`i2m kb stats` says what it holds; only if it is damaged, move that folder away (keep it) "
+                        f"and rebuild it with `{BUILD_HINT}`"
+                    )
                 )
                 raise StoreError(f"cannot open {where}: {type(e).__name__}: {str(e)[:200]}; {fix}") from e
         return _CLIENTS[key]
@@ -180,8 +186,8 @@ class KnowledgeBase:
             if self.url:
                 raise StoreError(f"the Chroma server at {self.url} failed: {type(e).__name__}: {str(e)[:200]}") from e
             raise StoreError(
-                f"the knowledge base at {self.kb_dir} cannot be read ({type(e).__name__}); "
-                f"move it away and rebuild it with `{BUILD_HINT}`"
+                f"the knowledge base at {self.kb_dir} cannot be read ({type(e).__name__}: {str(e)[:120]}); "
+                f"it looks damaged: move that folder away (keep it) and rebuild it with `{BUILD_HINT}`"
             ) from e
 
     def _get(self) -> Any | None:
