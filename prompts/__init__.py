@@ -81,15 +81,31 @@ def check_template(name: str, text: str, source: str = "") -> None:
         raise PromptError(f"prompt '{name}'{where}: {'; '.join(problems)} (allowed: {allowed})")
 
 
+MAX_PROMPT_BYTES = 256_000
+"""A prompt template is a few kB; larger files are refused (they would be sent to the model every call)."""
+
+
 def load(name: str, path: Path | None = None) -> Prompt:
     """Load the built-in template for ``name`` or the override at ``path``, checked."""
     p = Path(path) if path is not None else builtin_path(name)
     if name not in SPECS:
         raise PromptError(f"unknown prompt '{name}': the prompts are {', '.join(SPECS)}")
     try:
-        text = p.read_text(encoding="utf-8")
+        if not p.is_file():  # a FIFO would block the run forever, a device never end
+            kind = "no such file" if not p.exists() else "not a regular file (a folder, a pipe or a device)"
+            raise PromptError(f"prompt file {p}: {kind}")
+        if p.stat().st_size > MAX_PROMPT_BYTES:
+            raise PromptError(
+                f"prompt file {p} is {p.stat().st_size / 1e6:.1f} MB; a prompt may be at most "
+                f"{MAX_PROMPT_BYTES // 1000} kB"
+            )
+        text = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise PromptError(f"prompt file {p} is not UTF-8 text (byte {e.start}); save it as UTF-8") from e
     except OSError as e:
         raise PromptError(f"cannot read prompt file {p}: {e.strerror or e}") from e
+    if "\x00" in text:
+        raise PromptError(f"prompt file {p} holds NUL bytes: it is not a text file")
     check_template(name, text, str(p))
     return Prompt(name=name, path=p, text=text)
 

@@ -312,3 +312,28 @@ def test_parallel_first_use_of_a_fresh_home(tmp_path: Path, image_path: Path, ti
     outcomes = [p.communicate(timeout=600) for p in runs]
     assert [p.returncode for p in runs] == [0] * 8, [err[-300:] for _, err in outcomes]
     assert all(json.loads(out)["status"] == "ok" for out, _ in outcomes)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs a FIFO")
+def test_prompt_files_and_inputs_are_checked_before_the_run(tmp_path: Path, image_path: Path) -> None:
+    """A FIFO (it would block forever), a binary file, a 300 MB file, a missing replay file: exit 2, one
+    line, before any run starts."""
+    replay = write_replay(tmp_path / "c.jsonl", CALLS)
+    fifo = tmp_path / "fifo.md"
+    os.mkfifo(fifo)
+    binary = tmp_path / "bin.md"
+    binary.write_bytes(b"\xff\xfe\x00\x01" * 100)
+    huge = tmp_path / "huge.md"
+    with open(huge, "wb") as fh:
+        fh.truncate(300 * 1024 * 1024)  # sparse: no disk used
+    cases = {fifo: "not a regular file", binary: "not UTF-8", huge: "at most 256 kB"}
+    for path, said in cases.items():
+        r = CliRunner().invoke(
+            main, ["compose", str(image_path), "--replay", str(replay), "--top-k", "0", "--prompt", f"compose={path}"]
+        )
+        assert r.exit_code == 2 and said in r.output, (path, r.output)
+        assert "Traceback" not in r.output and "error:" in r.output.splitlines()[-1]
+    r = CliRunner().invoke(main, ["compose", str(image_path), "--vlm-backend", "replay", "--top-k", "0"])
+    assert r.exit_code == 2 and "needs a file" in r.output
+    r = CliRunner().invoke(main, ["runs", "list", "--json"])
+    assert json.loads(r.stdout) == []  # nothing started

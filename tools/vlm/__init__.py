@@ -40,9 +40,10 @@ def make_vlm(
     the vision features of at least ``feature_cache`` images (parallel runs must not evict each other's)."""
     match backend:
         case "replay":
-            if replay_file is None:
-                raise VLMError("the replay backend needs a file: set I2M_REPLAY_FILE or pass --replay FILE")
-            from image2music.tools.vlm.replay import ReplayVLM
+            from image2music.tools.vlm.replay import ReplayFileError, ReplayVLM
+
+            if replay_file is None:  # refused input (exit 2), like a replay file that cannot be read
+                raise ReplayFileError("the replay backend needs a file: set I2M_REPLAY_FILE or pass --replay FILE")
 
             try:
                 st = Path(replay_file).stat()
