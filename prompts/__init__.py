@@ -92,8 +92,9 @@ def load(name: str, path: Path | None = None) -> Prompt:
         raise PromptError(f"unknown prompt '{name}': the prompts are {', '.join(SPECS)}")
     try:
         if not p.is_file():  # a FIFO would block the run forever, a device never end
-            kind = "no such file" if not p.exists() else "not a regular file (a folder, a pipe or a device)"
-            raise PromptError(f"prompt file {p}: {kind}")
+            if not p.exists():
+                raise PromptError(f"cannot read prompt file {p}: no such file")
+            raise PromptError(f"prompt file {p} is not a regular file (a folder, a pipe or a device)")
         if p.stat().st_size > MAX_PROMPT_BYTES:
             raise PromptError(
                 f"prompt file {p} is {p.stat().st_size / 1e6:.1f} MB; a prompt may be at most "
