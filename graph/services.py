@@ -16,7 +16,7 @@ import numpy as np
 from image2music.graph.config import Settings
 from image2music.graph.context import RunContext
 from image2music.graph.state import Reference
-from image2music.tools.errors import redact
+from image2music.tools.errors import RunError, redact
 from image2music.tools.images import load_image
 from image2music.tools.kb.store import StoreError
 from image2music.tools.vlm import VLM, VLMResult, make_vlm
@@ -171,6 +171,22 @@ def get_fallback_map(settings: Settings, notify: Notify = notify_stderr) -> Fall
 _CALLS_LOCK = threading.Lock()
 
 
+_CANCELLED: set[str] = set()
+
+
+class RunAbandoned(RunError):
+    """The run this call belongs to has ended (deadline, Ctrl-C): its answer is not used."""
+
+
+def set_cancelled(run_id: str, cancelled: bool) -> None:
+    """Mark a run stopped (a model call still in flight for it then fails when it returns) or running."""
+    with _LOCK:
+        if cancelled:
+            _CANCELLED.add(run_id)
+        else:
+            _CANCELLED.discard(run_id)
+
+
 def set_notify(run_id: str, notify: Notify) -> None:
     """Where the messages of run ``run_id`` go (a server's retries, for one); stderr when never set."""
     with _LOCK:
@@ -193,6 +209,8 @@ def ask(ctx: RunContext, node: str, prompt: str, call_index: int, capture_attent
         settings=ctx.generation(node),
         capture_attention=capture_attention,
     )
+    if ctx.run_id in _CANCELLED:
+        raise RunAbandoned(f"run {ctx.run_id} has stopped; the answer of its {node} call is not used")
     # lone surrogates cannot be written; a key the server echoes goes nowhere
     clean = redact(result.text.encode("utf-8", "replace").decode("utf-8"), ctx.settings.secret_values(), False)
     if clean != result.text:

@@ -247,6 +247,41 @@ def execute_graph(
         return _execute_graph(ctx, conn, graph_input, on_event, extra, on_pause)
 
 
+def _until(chunks: Iterator[Any], deadline: float, ctx: RunContext) -> Iterator[Any]:
+    """The graph's updates, produced in a worker thread, until the run's deadline: a node still running then
+    is abandoned (its model call's answer is dropped, nothing of it is checkpointed) and RunDeadline ends the
+    run, resumable. Ctrl-C / SIGTERM reach the waiting thread at once."""
+    import queue
+
+    box: queue.Queue[tuple[str, Any]] = queue.Queue()
+
+    def work() -> None:
+        try:
+            for chunk in chunks:
+                box.put(("chunk", chunk))
+            box.put(("done", None))
+        except BaseException as e:  # noqa: BLE001 - handed to the waiting thread
+            box.put(("error", e))
+
+    threading.Thread(target=work, name=f"i2m-run-{ctx.run_id}", daemon=True).start()
+    last = "the start"
+    while True:
+        try:
+            kind, value = box.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            services.set_cancelled(ctx.run_id, True)  # the abandoned node's model answer is dropped
+            raise RunDeadline(
+                f"the run took longer than I2M_RUN_DEADLINE_S={ctx.settings.run_deadline_s:g} s; it stopped "
+                f"after {last} (continue it with `i2m runs resume {ctx.run_id}`)"
+            ) from None
+        if kind == "done":
+            return
+        if kind == "error":
+            raise value
+        last = next(iter(value), last)
+        yield value
+
+
 def _execute_graph(
     ctx: RunContext,
     conn: sqlite3.Connection,
@@ -263,19 +298,14 @@ def _execute_graph(
     error: str | None = None
     extra = RunExtra(**(extra or {}))
     deadline = time.monotonic() + ctx.settings.run_deadline_s
+    services.set_cancelled(ctx.run_id, False)
     try:
         while True:
-            for chunk in graph.stream(
-                graph_input, config=config, context=ctx, stream_mode="updates", durability="sync"
-            ):
+            chunks = graph.stream(graph_input, config=config, context=ctx, stream_mode="updates", durability="sync")
+            for chunk in _until(chunks, deadline, ctx):
                 for node, update in chunk.items():
                     if on_event is not None and isinstance(update, dict):
                         on_event(node, cast(State, update))
-                if time.monotonic() > deadline:
-                    raise RunDeadline(
-                        f"the run took longer than I2M_RUN_DEADLINE_S={ctx.settings.run_deadline_s:g} s; it stopped "
-                        f"after {next(iter(chunk), 'a node')} (continue it with `i2m runs resume {ctx.run_id}`)"
-                    )
             snapshot = graph.get_state(config)
             if on_pause is None or "reflect" not in (snapshot.next or ()):
                 break
@@ -283,6 +313,7 @@ def _execute_graph(
             # Enter (no words): resume as the graph stands; langgraph refuses an empty Command(update={})
             graph_input = Command(update={"user_feedback": words}) if words else None
     except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: the run ends cancelled, with its record, resumable
+        services.set_cancelled(ctx.run_id, True)
         extra["cancelled"] = _cancel_reason(e, ctx)
         finish_run(ctx, conn, cast(State, graph.get_state(config).values), None, extra)
         raise

@@ -194,7 +194,7 @@ def test_auto_build_when_no_base(
         str(tmp_path / "o"),
         "--json",
     )
-    assert r.exit_code == 0 and "building the starter base" in r.stderr
+    assert r.exit_code == 0 and "building the starter base" in r.stderr, r.stderr
     assert json.loads(r.stdout)["references"]
 
 

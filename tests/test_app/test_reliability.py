@@ -337,3 +337,24 @@ def test_prompt_files_and_inputs_are_checked_before_the_run(tmp_path: Path, imag
     assert r.exit_code == 2 and "needs a file" in r.output
     r = CliRunner().invoke(main, ["runs", "list", "--json"])
     assert json.loads(r.stdout) == []  # nothing started
+
+
+def test_the_run_deadline_stops_a_node_that_is_still_running(tmp_path: Path, image_path: Path) -> None:
+    """describe's model call takes 6 s; I2M_RUN_DEADLINE_S=1: the run ends failed about then (bound
+    generous), the call in flight is abandoned (nothing of it checkpointed or recorded), and the run resumes."""
+    import time
+
+    from image2music.runner import resume_run
+
+    replay = write_replay(tmp_path / "c.jsonl", CALLS)
+    s = load_settings(vlm_backend="replay", replay_file=replay, top_k=0, replay_delay_s=6.0, run_deadline_s=1.0)
+    t0 = time.monotonic()
+    res = compose_image(image_path, s, run_dir=tmp_path / "run", notify=lambda m: None)
+    assert time.monotonic() - t0 < 5  # the call alone takes 6 s
+    rec = res.record
+    assert rec["status"] == "failed" and "I2M_RUN_DEADLINE_S=1" in (rec["reason"] or "")
+    assert f"runs resume {res.run_id}" in (rec["reason"] or "") and rec["path"] == []
+    time.sleep(6)  # the abandoned call returns meanwhile: its answer is dropped
+    assert not (tmp_path / "run" / "vlm_calls.jsonl").exists()
+    done = resume_run(res.run_id, s, notify=lambda m: None, replay_delay_s=0.0, run_deadline_s=600.0)
+    assert done.record["status"] == "ok" and done.record["path"][0] == "describe"
