@@ -624,15 +624,16 @@ def runs_list(limit: int, as_json: bool) -> None:
 
 def _load_run(run_id: str) -> tuple[Any, RunRecord]:
     from image2music.outputs import load_record
-    from image2music.rundb import connect_db, get_run
+    from image2music.rundb import connect_db
+    from image2music.runner import recovered_run
 
     conn = connect_db(settings_from())
     try:
-        info = get_run(conn, run_id)
+        info = recovered_run(conn, run_id)
     finally:
         conn.close()
     try:
-        return info, load_record(info.run_dir)
+        rec = load_record(info.run_dir)
     except (OSError, ValueError) as e:
         fail(
             f"run {info.run_id} has no readable run.json in {info.run_dir} ({e}); "
@@ -640,6 +641,13 @@ def _load_run(run_id: str) -> tuple[Any, RunRecord]:
             1,
         )
         raise
+    if rec.get("run_id") != info.run_id:  # its folder was given to a later run (-o)
+        fail(
+            f"run {info.run_id} was replaced by run {rec.get('run_id')} in {info.run_dir} (-o onto the same "
+            f"folder); its files are gone: `i2m runs show {rec.get('run_id')}`",
+            1,
+        )
+    return info, rec
 
 
 @runs.command("show")

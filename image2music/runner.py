@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import shutil
 import sqlite3
 import threading
 import time
@@ -18,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from image2music import swap
 from image2music.graph import services
 from image2music.graph.builder import build_graph
 from image2music.graph.config import Settings
@@ -33,7 +33,6 @@ from image2music.rundb import (
     connect_db,
     get_run,
     register_run,
-    set_run_dir,
     set_status,
 )
 from image2music.tools.errors import I2MError, InputError, RunError, Terminated, disk_fault, redact
@@ -386,8 +385,13 @@ def compose_image(
     final_dir: Path | None = None  # set when an earlier run is replaced: this run is written beside it first
     if run_dir is not None:
         run_dir = Path(run_dir).absolute()
+        conn = connect_db(settings)
+        try:
+            swap.recover(run_dir, conn)  # an interrupted replacement of that folder is finished or rolled back
+        finally:
+            conn.close()
         if claim_output_dir(run_dir, force):
-            final_dir, run_dir = run_dir, run_dir.with_name(f".{run_dir.name}.new-{secrets.token_hex(3)}")
+            final_dir, run_dir = run_dir, swap.begin(run_dir, run_id)
     else:
         run_dir = settings.runs_dir / run_id
     start_notes: list[str] = []
@@ -400,7 +404,7 @@ def compose_image(
         ctx = prepare_run(settings, image_path, run_dir, run_id, prompt_overrides, _notify)
     except BaseException:
         if final_dir is not None:
-            shutil.rmtree(run_dir, ignore_errors=True)  # the earlier run stays as it was
+            swap.abandon(final_dir)  # the earlier run stays as it was
         raise
     conn = connect_db(settings)
     try:
@@ -415,19 +419,15 @@ def compose_image(
         extra = RunExtra(start_notes=start_notes) if start_notes else None
         result = execute_graph(ctx, conn, graph_input, on_event, extra=extra, on_pause=on_pause)
         if final_dir is not None:
-            result = _swap_into(result, final_dir, conn)
+            result = _swapped(result, final_dir, conn)
         return result
     finally:
         conn.close()
 
 
-def _swap_into(result: RunResult, final_dir: Path, conn: sqlite3.Connection) -> RunResult:
-    """Put a finished run written beside an earlier one in its place: two renames, then the earlier run goes."""
-    old = final_dir.with_name(f".{final_dir.name}.old-{secrets.token_hex(3)}")
-    final_dir.rename(old)
-    result.run_dir.rename(final_dir)
-    shutil.rmtree(old, ignore_errors=True)
-    set_run_dir(conn, result.run_id, final_dir)
+def _swapped(result: RunResult, final_dir: Path, conn: sqlite3.Connection) -> RunResult:
+    """A finished run written beside an earlier one, put in its place (see :mod:`image2music.swap`)."""
+    swap.finish(final_dir, conn)
     return RunResult(run_id=result.run_id, run_dir=final_dir, record=result.record, files=result.files)
 
 
@@ -461,11 +461,27 @@ def resume_run(
     """Continue an interrupted run from its last checkpoint; finished nodes are not run again."""
     conn = connect_db(settings)
     try:
-        info = get_run(conn, run_id)
+        info = recovered_run(conn, run_id)
+        final_dir = swap.final_dir_of(info.run_dir)
         with run_lock(info.run_dir, info.run_id):
-            return _resume(conn, info, settings, on_event, notify, overrides)
+            result = _resume(conn, info, settings, on_event, notify, overrides)
+            if final_dir is not None:  # it was written beside the run it replaces: swapped in now it has ended
+                result = _swapped(result, final_dir, conn)
+            return result
     finally:
         conn.close()
+
+
+def recovered_run(conn: sqlite3.Connection, run_id: str) -> RunInfo:
+    """The run with this id, after finishing or rolling back an interrupted ``-o`` swap it takes part in."""
+    info = get_run(conn, run_id)
+    final_dir = swap.final_dir_of(info.run_dir)
+    if final_dir is None and swap.journal_path(info.run_dir).is_file():
+        final_dir = info.run_dir  # swapped in, the rest of the swap interrupted
+    if final_dir is not None:
+        swap.recover(final_dir, conn, busy=True)
+        info = get_run(conn, info.run_id)
+    return info
 
 
 def _resume(
