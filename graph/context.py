@@ -20,13 +20,17 @@ from langgraph.runtime import Runtime
 
 @dataclass(frozen=True)
 class RunContext:
-    """Settings, identity and files of one run (``Runtime[RunContext].context``)."""
+    """Settings, identity and files of one run (``Runtime[RunContext].context``). Every field has a default,
+    because LangGraph's server (``langgraph dev``, Studio) builds the context from whatever JSON a client sends,
+    often none: the settings then come from the environment, and :func:`context_of` fills the rest from the
+    thread and the state."""
 
-    settings: Settings
-    run_id: str
-    image_path: Path
+    settings: Settings = field(default_factory=load_settings)
+    run_id: str = ""
+    """Empty: a server run (see :func:`context_of`)."""
+    image_path: Path = Path()
     """The input image (its copy in the run dir is what the report shows)."""
-    run_dir: Path
+    run_dir: Path = Path()
     prompt_paths: dict[str, Path] = field(default_factory=dict)
     """Per-node prompt file overrides; nodes without one use the built-in template."""
 
@@ -35,17 +39,59 @@ class RunContext:
         return self.settings.generation(node)
 
 
+MAX_INLINE_IMAGE_BYTES = 32 * 1024 * 1024
+"""A ``data:`` URL or base64 image in a server run's input may hold at most this many bytes."""
+
+
 def context_of(state: State, runtime: Runtime[RunContext]) -> RunContext:
-    """The run context; when the graph runs without one (``langgraph dev`` / Studio), one is made from the
-    environment's settings, the state's image and the thread id (so a thread keeps one run dir)."""
-    if runtime.context is not None:
-        return runtime.context
+    """The run context. Runs of this package pass a complete one; a run through LangGraph's server
+    (``langgraph dev``, Studio, the SDK) has an empty or partial one: its settings come from the environment
+    (or the context), its run id and folder from the thread (one folder per thread), and its image from the
+    state: a path on the server, a ``data:`` URL or a base64 string (validated like any image)."""
+    ctx = runtime.context
+    if ctx is not None and ctx.run_id:
+        return ctx
+    settings = ctx.settings if ctx is not None else load_settings()
     image = state.get("image")
-    if not image:
-        raise InputError("the input needs an 'image' path")
+    if not image or not isinstance(image, str):
+        raise InputError('the input needs an "image": a path on the server, a data: URL or a base64 string')
     from langgraph.config import get_config
 
     thread = str(get_config().get("configurable", {}).get("thread_id") or "default")
-    settings = load_settings()
     run_id = f"studio-{safe_name(thread, default='thread')}"
-    return RunContext(settings=settings, run_id=run_id, image_path=Path(image), run_dir=settings.runs_dir / run_id)
+    run_dir = settings.runs_dir / run_id
+    return RunContext(
+        settings=settings,
+        run_id=run_id,
+        image_path=_server_image(image, run_dir),
+        run_dir=run_dir,
+        prompt_paths=ctx.prompt_paths if ctx is not None else {},
+    )
+
+
+def _server_image(image: str, run_dir: Path) -> Path:
+    """The image of a server run as a file: a path as given; a ``data:`` URL or base64 text decoded once into
+    the run folder (the image loader then validates it like any file)."""
+    import base64
+    import binascii
+    import hashlib
+
+    text = image.strip()
+    if text.startswith("data:"):
+        head, _, text = text.partition(",")
+        if ";base64" not in head:
+            raise InputError("a data: URL image must be base64 (data:image/png;base64,...)")
+    elif len(text) < 256 or (len(text) <= 4096 and Path(text).exists()):
+        return Path(image)  # a path (a base64 image is longer than any path)
+    if len(text) > MAX_INLINE_IMAGE_BYTES * 4 // 3 + 4:
+        raise InputError(f"the inline image is larger than {MAX_INLINE_IMAGE_BYTES >> 20} MB; give a path instead")
+    try:
+        data = base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise InputError(f"the image is neither a path nor valid base64 ({e})") from e
+    path = run_dir / f"upload-{hashlib.sha256(data).hexdigest()[:16]}"
+    if not path.exists():
+        from image2music.tools.files import atomic_write_bytes
+
+        atomic_write_bytes(path, data)
+    return path

@@ -1,0 +1,128 @@
+"""The graph under LangGraph's own server (`langgraph dev`, what Studio talks to), driven by the official SDK:
+no context (settings from the environment), updates streamed, the final state read, the graph drawn, an
+image given as a path and as a data: URL."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import GOOD_ABC, ROOT, fenced, write_replay
+from image2music.graph.routing import decision_path_problems
+from PIL import Image
+
+pytest.importorskip("langgraph_api", reason="needs the dev dependency langgraph-cli[inmem]")
+pytest.importorskip("langgraph_sdk")
+
+CALLS = [("describe", "A harbour at dawn."), ("compose", fenced(GOOD_ABC)), ("reflect", fenced(GOOD_ABC))]
+CALLS += [("explain", "Calm water, so a slow tune.")]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[str]:
+    exe = shutil.which("langgraph") or str(Path(sys.executable).parent / "langgraph")
+    port = _free_port()
+    home = tmp_path / "home"
+    env = {
+        **os.environ,
+        "I2M_HOME": str(home),
+        "I2M_VLM_BACKEND": "replay",
+        "I2M_REPLAY_FILE": str(write_replay(tmp_path / "calls.jsonl", CALLS)),
+        "I2M_TOP_K": "0",
+        "LANGGRAPH_CLI_NO_ANALYTICS": "1",
+        "LANGSMITH_TRACING": "false",
+    }
+    # the repository's langgraph.json with absolute paths: the server runs (and keeps its files) in tmp_path
+    config = json.loads((ROOT / "langgraph.json").read_text())
+    config["dependencies"] = [str(ROOT)]
+    config["graphs"] = {k: str(ROOT / v.removeprefix("./")) for k, v in config["graphs"].items()}
+    (tmp_path / "langgraph.json").write_text(json.dumps(config))
+    log = open(tmp_path / "server.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [exe, "dev", "--port", str(port), "--no-browser", "--no-reload", "--config", str(tmp_path / "langgraph.json")],
+        cwd=tmp_path,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(240):  # up to 2 minutes to start: a bound on a hang, not a speed check
+            if proc.poll() is not None:
+                break
+            try:
+                urllib.request.urlopen(f"{url}/ok", timeout=1).read()
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("langgraph dev did not start: " + (tmp_path / "server.log").read_text()[-2000:])
+        assert proc.poll() is None, (tmp_path / "server.log").read_text()[-2000:]
+        yield url
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+def _run(client: Any, image: str) -> tuple[list[str], dict[str, Any], str]:
+    thread = client.threads.create()["thread_id"]
+    nodes = []
+    for part in client.runs.stream(thread, "image2music", input={"image": image}, stream_mode="updates"):
+        assert part.event != "error", part.data
+        if part.event == "updates":
+            nodes.extend(part.data)
+    return nodes, client.threads.get_state(thread)["values"], thread
+
+
+@pytest.mark.slow
+def test_the_graph_runs_under_langgraph_dev_through_the_sdk(server: str, image_path: Path, tmp_path: Path) -> None:
+    from langgraph_sdk import get_sync_client
+
+    home = tmp_path / "home"
+    client = get_sync_client(url=server)
+    nodes, state, thread = _run(client, str(image_path))
+    assert nodes[:3] == ["describe", "retrieve", "compose"] and nodes[-1] == "explain"
+    assert state["status"] == "ok" and state["description"] == "A harbour at dawn."
+    assert state["versions"][-1]["ok"] and "K:" in state["versions"][-1]["abc"]
+    assert state["motivation"].startswith("Calm water")
+    assert state["path"] == nodes  # the run's own record of its steps is what the server streamed
+    assert decision_path_problems(state["path"], state["decisions"]) == []
+    # one run folder per thread, with the checked versions in it
+    run_dir = home / "runs" / f"studio-{thread}"
+    assert (run_dir / "versions" / "v1.abc").read_text() == state["versions"][0]["abc"]
+    assistant = client.assistants.search(graph_id="image2music")[0]
+    drawn = client.assistants.get_graph(assistant["assistant_id"])
+    assert {n["id"] for n in drawn["nodes"]} >= {"describe", "retrieve", "compose", "parse_check", "explain"}
+
+    # a Studio user pastes the image as a data: URL
+    buf = io.BytesIO()
+    Image.new("RGB", (48, 32), "red").save(buf, format="PNG")
+    data_url = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    nodes2, state2, _ = _run(client, data_url)
+    assert state2["status"] == "ok" and nodes2[-1] == "explain"
