@@ -80,3 +80,42 @@ def test_missing_model_is_one_clear_message() -> None:
 def test_unknown_backend() -> None:
     with pytest.raises(VLMError, match="unknown VLM backend"):
         make_vlm("nope", "x")
+
+
+def _metaspace_tokenizer() -> object:
+    """A SentencePiece-style tokenizer (a leading space is dropped at the start of a decode)."""
+    from tiny_models import _CORPUS
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    tok.train_from_iterator(_CORPUS * 4, trainer=trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>", "<s>"]))
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>")
+
+
+@pytest.mark.parametrize("kind", ["byte-level BPE", "metaspace"])
+def test_token_offsets_are_the_prefix_decodes_in_linear_time(kind: str) -> None:
+    """Identical to decoding every prefix (what the attention rows are mapped with), on random ids: split
+    UTF-8 characters, special tokens, leading spaces; one short window per step."""
+    from tiny_models import train_tokenizer
+
+    from image2music.tools.vlm.hf import OFFSET_WINDOW, token_offsets
+
+    tok: object = train_tokenizer(["<s>", "</s>", "<pad>"]) if kind == "byte-level BPE" else _metaspace_tokenizer()
+    rng = np.random.default_rng(0)
+    calls = {"n": 0, "tokens": 0}
+
+    class Counting:
+        def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
+            calls["n"] += 1
+            calls["tokens"] += len(ids)
+            return tok.decode(ids, skip_special_tokens=skip_special_tokens)  # type: ignore[attr-defined]
+
+    for n in (1, 2, 5, 40, 300):
+        ids = rng.integers(0, len(tok), size=n).tolist()  # type: ignore[arg-type]
+        want = [len(tok.decode(ids[: i + 2], skip_special_tokens=True)) for i in range(n - 1)]  # type: ignore[attr-defined]
+        calls.update(n=0, tokens=0)
+        assert token_offsets(Counting(), ids, n - 1) == want, (kind, n)
+        assert calls["tokens"] <= (n + 1) * (2 * OFFSET_WINDOW + 3)  # linear: no prefix decoded whole per step

@@ -241,10 +241,35 @@ class TransformersVLM:
                 result.token_attention = rows[:, use]
                 result.grid = grid
                 # row i belongs to generated token i + 1 (the prompt pass made token 0)
-                result.token_offsets = [
-                    len(tok.decode(new[: i + 2], skip_special_tokens=True)) for i in range(min(len(new) - 1, len(rows)))
-                ]
+                result.token_offsets = token_offsets(tok, new.tolist(), min(len(new) - 1, len(rows)), text)
         return result
+
+
+OFFSET_WINDOW = 8
+"""Tokens decoded before the new one, so that each step's text is exact (leading spaces, split characters)."""
+
+
+def token_offsets(tok: Any, ids: list[int], count: int, text: str | None = None) -> list[int]:
+    """``len(decode(ids[: i + 2]))`` for ``i < count`` (the text's length after each generated token), in linear
+    time: each step decodes only a short window before the new token and adds what that token added (the
+    window's own leading-space and partial-character effects cancel). Checked against the whole text's length;
+    where a tokenizer's decoding is not local, the exact quadratic way is used."""
+
+    def length(part: list[int]) -> int:
+        return len(tok.decode(part, skip_special_tokens=True))
+
+    if count <= 0:
+        return []
+    out: list[int] = []
+    total = length(ids[:1])
+    for k in range(2, count + 2):
+        start = max(0, k - 1 - OFFSET_WINDOW)
+        total += length(ids[start:k]) - length(ids[start : k - 1])
+        out.append(total)
+    whole = length(ids[: count + 1]) if text is None or count + 1 != len(ids) else len(text)
+    if out[-1] != whole:
+        return [length(ids[: i + 2]) for i in range(count)]  # decoding is not local for this tokenizer
+    return out
 
 
 def _image_token_id(config: Any, processor: Any) -> int | None:
