@@ -1,4 +1,6 @@
-"""Benchmark: wall time of `i2m abc check` on one small tune next to `i2m --help` (goal: <= 3x).
+"""Benchmark: wall time of `i2m abc check` on one small tune next to `i2m --help` (goal: <= 3x); the README's
+offline demo (default settings: the embedding model is absent) next to the same with `--top-k 0` (goal: <= 1.3x),
+and a missing default model's failure next to `python -c "import transformers"` (goal: <= 1.5x).
 
 Light commands import only what they use (no LangGraph, torch, numpy or PIL for checking ABC).
 Run: .venv/bin/python bench/cli_startup.py
@@ -36,6 +38,31 @@ def main() -> None:
         f"i2m --help: {help_s * 1000:.0f} ms; i2m abc check (one small tune): {check_s * 1000:.0f} ms; "
         f"ratio {check_s / help_s:.2f} (goal <= 3)"
     )
+    root = Path(__file__).resolve().parents[1]
+    demo = [i2m, "compose", str(root / "examples/sunset_lighthouse.png"), "--replay"]
+    demo += [str(root / "examples/replay_sunset.jsonl")]
+    with tempfile.TemporaryDirectory() as home:
+        env = {"I2M_HOME": home, "HF_HUB_OFFLINE": "1", "HF_HOME": str(Path(home) / "hf")}
+        plain = wall_env([*demo, "--top-k", "0"], env, 5)
+        default = wall_env(demo, env, 5)
+        missing = wall_env([i2m, "compose", str(root / "examples/sunset_lighthouse.png")], env, 3)
+    imports = wall([sys.executable, "-c", "import transformers"], 3)
+    print(
+        f"offline demo: default {default:.2f} s, --top-k 0 {plain:.2f} s, ratio {default / plain:.2f} (goal <= 1.3); "
+        f"missing default VLM fails in {missing:.2f} s vs import transformers {imports:.2f} s, ratio "
+        f"{missing / imports:.2f} (goal <= 1.5)"
+    )
+
+
+def wall_env(cmd: list[str], env: dict[str, str], runs: int) -> float:
+    import os
+
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        subprocess.run(cmd, capture_output=True, check=False, env={**os.environ, **env})
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
 
 
 if __name__ == "__main__":

@@ -107,7 +107,15 @@ def get_retriever(settings: Settings, notify: Notify = notify_stderr) -> Retriev
         if failed_at is not None and time.monotonic() - failed_at < NO_EMBEDDER_RETRY_S:
             return None
     from image2music.tools.embedder import EmbedderError, get_embedder
+    from image2music.tools.models import ModelNotFound, resolve_model
 
+    try:  # an absent embedding model is known without opening the base or importing torch
+        resolve_model(settings.embed_model, "embedding model", "I2M_EMBED_MODEL", "--embed-model")
+    except ModelNotFound as e:
+        notify(f"no embedder, so no knowledge base: composing without examples ({e})")
+        with _LOCK:
+            _NO_EMBEDDER[key] = time.monotonic()
+        return None
     kb = get_kb(settings)
     exists = kb.exists()
     if not exists and kb.other_models():

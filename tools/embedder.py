@@ -19,6 +19,14 @@ class ClipEmbedder:
     """Unit-length embeddings from a ``CLIPModel`` checkpoint (hub id or local folder)."""
 
     def __init__(self, model_id: str, device: str = "auto", batch_size: int = 32) -> None:
+        from image2music.tools.models import ModelNotFound, resolve_model
+
+        # whether the model is there (a folder, the Hugging Face cache, the hub when online) is decided before
+        # torch and transformers are imported: an absent model costs no import time
+        try:
+            where = resolve_model(model_id, "embedding model", "I2M_EMBED_MODEL", "--embed-model")
+        except ModelNotFound as e:
+            raise EmbedderError(str(e)) from e
         import torch
         from transformers import AutoProcessor, CLIPModel
 
@@ -26,12 +34,6 @@ class ClipEmbedder:
         self.device = pick_device(device)
         self.batch_size = batch_size
         self.truncated = 0
-        from image2music.tools.models import ModelNotFound, resolve_model
-
-        try:
-            where = resolve_model(model_id, "embedding model", "I2M_EMBED_MODEL", "--embed-model")
-        except ModelNotFound as e:
-            raise EmbedderError(str(e)) from e
         try:
             self.processor = AutoProcessor.from_pretrained(where)
             self.model = CLIPModel.from_pretrained(where)

@@ -70,6 +70,13 @@ class TransformersVLM:
         max_pixels: int = 512 * 512,
         cache_entries: int = 8,
     ) -> None:
+        from image2music.tools.models import ModelNotFound, resolve_model
+
+        # an absent model is known before torch and transformers are imported (seconds saved per process)
+        try:
+            where = resolve_model(model_id, "VLM", "I2M_VLM_MODEL", "--vlm-model")
+        except ModelNotFound as e:
+            raise VLMError(str(e)) from e
         import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -80,12 +87,6 @@ class TransformersVLM:
         self.vision_calls = 0
         self.cache_entries = cache_entries
         self._lock = threading.Lock()  # one generate at a time on a shared model (batch --jobs)
-        from image2music.tools.models import ModelNotFound, resolve_model
-
-        try:
-            where = resolve_model(model_id, "VLM", "I2M_VLM_MODEL", "--vlm-model")
-        except ModelNotFound as e:
-            raise VLMError(str(e)) from e
         try:
             self.processor = AutoProcessor.from_pretrained(where, trust_remote_code=trust_remote_code)
             self.model = AutoModelForImageTextToText.from_pretrained(
