@@ -12,7 +12,9 @@ from urllib.parse import urlsplit
 
 from image2music.tools.errors import RunError
 
-_RESOLVED: dict[str, str | BaseException] = {}
+_RESOLVED: dict[str, tuple[str | BaseException, float]] = {}
+FAILURE_TTL_S = 60.0
+"""A model found missing is looked for again after this long (one installed meanwhile is found)."""
 _LOCK = threading.Lock()
 REACH_TIMEOUT_S = 3.0
 
@@ -50,11 +52,13 @@ def _cached(model_id: str) -> str | None:
 def resolve_model(model_id: str, what: str, env_var: str, flag: str) -> str:
     """A local folder or cached snapshot for ``model_id``, or the id itself when the hub can be reached (the
     loader then downloads it). Raises ModelNotFound with the command that fixes it."""
+    import time
+
     with _LOCK:
-        known = _RESOLVED.get(model_id)
-    if isinstance(known, BaseException):
+        known, at = _RESOLVED.get(model_id, (None, 0.0))
+    if isinstance(known, BaseException) and time.monotonic() - at < FAILURE_TTL_S:
         raise known
-    if known is not None:
+    if isinstance(known, str):
         return known
     local = Path(model_id).expanduser()
     if local.exists():
@@ -73,7 +77,7 @@ def resolve_model(model_id: str, what: str, env_var: str, flag: str) -> str:
             f"`hf download {model_id}`, or point {flag} / {env_var} at a local folder"
         )
     with _LOCK:
-        _RESOLVED[model_id] = result
+        _RESOLVED[model_id] = (result, time.monotonic())
     if isinstance(result, BaseException):
         raise result
     return result

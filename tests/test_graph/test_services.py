@@ -11,13 +11,13 @@ from image2music.graph.config import load_settings
 
 def test_a_missing_embedder_is_looked_for_again_later(monkeypatch: pytest.MonkeyPatch) -> None:
     # before: one failure was cached for the process, so a long chat never found a model installed meanwhile
-    from image2music.tools import embedder
+    from image2music.tools import models
 
     calls: list[str] = []
 
-    def missing(model: str, device: str) -> Any:
+    def missing(model: str, *args: Any) -> Any:
         calls.append(model)
-        raise embedder.EmbedderError("not installed")
+        raise models.ModelNotFound("not installed")
 
     class Base:
         def exists(self) -> bool:
@@ -26,7 +26,7 @@ def test_a_missing_embedder_is_looked_for_again_later(monkeypatch: pytest.Monkey
         def other_models(self) -> list[str]:
             return []
 
-    monkeypatch.setattr(embedder, "get_embedder", missing)
+    monkeypatch.setattr(models, "resolve_model", missing)  # looked for without importing torch
     monkeypatch.setattr(services, "get_kb", lambda settings: Base())
     s = load_settings(embed_model="tiny/missing-embedder", top_k=1)
     notes: list[str] = []

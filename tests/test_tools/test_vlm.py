@@ -99,9 +99,8 @@ def _metaspace_tokenizer() -> object:
 def test_token_offsets_are_the_prefix_decodes_in_linear_time(kind: str) -> None:
     """Identical to decoding every prefix (what the attention rows are mapped with), on random ids: split
     UTF-8 characters, special tokens, leading spaces; one short window per step."""
-    from tiny_models import train_tokenizer
-
     from image2music.tools.vlm.hf import OFFSET_WINDOW, token_offsets
+    from tiny_models import train_tokenizer
 
     tok: object = train_tokenizer(["<s>", "</s>", "<pad>"]) if kind == "byte-level BPE" else _metaspace_tokenizer()
     rng = np.random.default_rng(0)
