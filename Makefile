@@ -14,15 +14,18 @@ BIN = $(VENV)/bin
 # module needs the tree made again: the install reruns when a source folder changes.
 SOURCE_DIRS := $(shell find graph tools prompts image2music -type d -not -name __pycache__)
 EDITABLE = --config-settings editable_mode=strict -e
+# strict mode is chosen deliberately (its link tree is what editors and type checkers follow); setuptools'
+# notice that it was used is silenced, every other warning stays
+QUIET_EDITABLE = PYTHONWARNINGS="ignore:Editable installation"
 
 $(BIN)/.installed: pyproject.toml setup.py $(SOURCE_DIRS)
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q $(EDITABLE) .
+	$(QUIET_EDITABLE) $(BIN)/python -m pip install -q $(EDITABLE) .
 	touch $@
 
 $(BIN)/.installed-dev: $(BIN)/.installed
-	$(BIN)/python -m pip install -q $(EDITABLE) '.[dev]'
+	$(QUIET_EDITABLE) $(BIN)/python -m pip install -q $(EDITABLE) '.[dev]'
 	touch $@
 
 install: $(BIN)/.installed

@@ -19,5 +19,6 @@ packages = []
 for name, folder in ROOTS.items():
     packages.append(name)
     packages += [f"{name}.{sub}" for sub in find_packages(folder)]
+packages.append("image2music.tools.data")  # the starter knowledge base: data, no code (package data below)
 
 setup(packages=packages, package_dir=ROOTS)
