@@ -46,6 +46,20 @@ def _e(x: Any) -> str:
     return html.escape("" if x is None else str(x), quote=True)
 
 
+def _audio_src(wav: Path) -> str:
+    """The audio inside the page as MP3, so the page plays alone (mailed, copied); ``music.wav`` stays beside
+    it. Longer than MAX_INLINE_AUDIO or not encodable: a link to the WAV."""
+    from image2music.tools.music.convert import ConversionError, mp3_bytes
+
+    try:
+        mp3 = mp3_bytes(wav)
+    except ConversionError:
+        return "music.wav"
+    if len(mp3) > MAX_INLINE_AUDIO:
+        return "music.wav"
+    return "data:audio/mpeg;base64," + base64.b64encode(mp3).decode("ascii")
+
+
 def _data_uri(path: Path, mime: str) -> str:
     return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
@@ -198,8 +212,7 @@ def render_report(record: RunRecord, run_dir: Path, tune: Tune | None = None) ->
         parts.append("<h2>Music</h2>")
         wav = run_dir / "music.wav"
         if "wav" in files and wav.exists():
-            src_audio = _data_uri(wav, "audio/wav") if wav.stat().st_size <= MAX_INLINE_AUDIO else "music.wav"
-            parts.append(f"<audio controls preload='metadata' src='{_e(src_audio)}'></audio>")
+            parts.append(f"<audio controls preload='metadata' src='{_e(_audio_src(wav))}'></audio>")
         if "svg" in files and (run_dir / "music.svg").exists():
             parts.append(f"<div class='score'>{_svg_image(run_dir / 'music.svg')}</div>")
         roll = piano_roll(str(final["abc"]), tune=tune)

@@ -42,6 +42,20 @@ def test_report_is_self_contained(tmp_path: Path, image_path: Path) -> None:
     assert "data:image/png;base64," in page
     assert "<script" not in page and "http://" not in page.replace("http://www.w3.org", "")
     assert "https://" not in page
+    if (run_dir / "music.wav").exists():  # the page plays alone: its audio is inside it, as MP3
+        import base64
+        import re
+
+        import soundfile as sf
+
+        src = re.search(r"<audio [^>]*src='data:audio/mpeg;base64,([^']+)'", page)
+        assert src is not None
+        mp3 = base64.b64decode(src[1])
+        (tmp_path / "alone.mp3").write_bytes(mp3)
+        info = sf.info(str(tmp_path / "alone.mp3"))
+        wav = sf.info(str(run_dir / "music.wav"))
+        assert abs(info.duration - wav.duration) < 0.2 and len(mp3) <= 1_000_000 * max(1.0, info.duration / 60)
+        assert (run_dir / "music.wav").exists()  # the WAV stays beside it
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (Debian: chromium)")

@@ -296,6 +296,21 @@ def find_soundfont() -> Path | None:
     return None
 
 
+def mp3_bytes(wav_path: Path) -> bytes:
+    """The WAV as MP3 (about 0.6 MB per minute), for a page that plays alone; ConversionError if it cannot."""
+    import io
+
+    try:
+        import soundfile as sf
+
+        data, rate = sf.read(str(wav_path))
+        buf = io.BytesIO()
+        sf.write(buf, data, rate, format="MP3", subtype="MPEG_LAYER_III")
+    except (ImportError, OSError, RuntimeError, ValueError) as e:  # soundfile raises LibsndfileError (RuntimeError)
+        raise ConversionError(f"cannot encode {wav_path.name} as MP3: {e}") from e
+    return buf.getvalue()
+
+
 def wav_is_complete(path: Path) -> bool:
     """The RIFF header's sizes agree with the file's length (a WAV cut short by a full disk does not)."""
     import struct
