@@ -21,6 +21,9 @@ def default_home() -> Path:
     return Path(base) / "image2music"
 
 
+OUTPUT_FORMATS = ("abc", "mid", "musicxml", "wav", "svg", "report")
+
+
 class Settings(BaseSettings):
     """Every setting of image2music. Each is documented in ``.env.example``."""
 
@@ -81,9 +84,25 @@ class Settings(BaseSettings):
     convert_timeout_s: float = Field(120.0, gt=0)
     """Deadline of each file conversion (MusicXML, WAV, SVG), each in a child process."""
     run_deadline_s: float = Field(900.0, gt=0)
-    """Deadline of a whole run: past it the run stops before its next node and ends failed with its record."""
+    """Deadline of a whole run: past it the run stops (even inside a node) and ends failed with its record."""
+    formats: str = "abc,mid,musicxml,wav,svg,report"
+    """The output files a run writes, comma-separated; music.abc, music.mid and run.json always are (a batch that
+    needs only those saves the conversions: ``abc,mid``)."""
     abc_max_voices: int = Field(32, ge=1, le=256)
     abc_max_overlays: int = Field(256, ge=0)
+
+    @field_validator("formats", mode="after")
+    @classmethod
+    def _check_formats(cls, v: str) -> str:
+        names = [x.strip() for x in v.split(",") if x.strip()]
+        unknown = sorted(set(names) - set(OUTPUT_FORMATS))
+        if unknown:
+            raise ValueError(f"unknown format(s) {', '.join(unknown)}: use {', '.join(OUTPUT_FORMATS)}")
+        return ",".join(dict.fromkeys(["abc", "mid", *names]))
+
+    def writes(self, fmt: str) -> bool:
+        """Whether a run writes this output (``musicxml``, ``wav``, ``svg``, ``report``...)."""
+        return fmt in self.formats.split(",")
 
     @field_validator("home", mode="after")
     @classmethod

@@ -147,6 +147,11 @@ def model_options(fn: F) -> F:
         ),
         click.option("--max-parse-retries", type=int, help="Retries after a parse error [env I2M_MAX_PARSE_RETRIES]."),
         click.option("--top-k", type=int, help="Hits per query (image and description) [env I2M_TOP_K]."),
+        click.option(
+            "--formats",
+            help="Output files, comma-separated from abc,mid,musicxml,wav,svg,report (abc, mid and run.json are "
+            "always written; e.g. abc,mid for a batch that needs only those) [env I2M_FORMATS, default all].",
+        ),
     ]
     for o in reversed(opts):
         fn = o(fn)

@@ -85,6 +85,8 @@ def write_outputs(
             ("wav", lambda: write_wav(run_dir / "music.mid", run_dir / "music.wav", limit), "music.wav"),
             ("svg", lambda: write_svg(best["abc"], run_dir / "music.svg", limit), "music.svg"),
         ):
+            if not ctx.settings.writes(key):
+                continue  # not asked for (I2M_FORMATS / --formats)
             try:
                 fn()
                 files[key] = fname
@@ -157,12 +159,14 @@ def write_outputs(
     if "replayed_from" in extra:
         record["replayed_from"] = extra["replayed_from"]
     record["server_retries"] = tidy_calls(run_dir / "vlm_calls.jsonl", dict(state.get("calls", {})))
-    files["report"] = "report.html"
+    if ctx.settings.writes("report"):
+        files["report"] = "report.html"
     record = scrubbed(record, ctx.settings.secret_values())
     atomic_write_json(run_dir / "run.json", record)
-    from image2music.report import write_report
+    if ctx.settings.writes("report"):
+        from image2music.report import write_report
 
-    write_report(record, run_dir, final_tune)
+        write_report(record, run_dir, final_tune)
     return RunResult(run_id=ctx.run_id, run_dir=run_dir, record=record, files=files)
 
 

@@ -358,3 +358,18 @@ def test_the_run_deadline_stops_a_node_that_is_still_running(tmp_path: Path, ima
     assert not (tmp_path / "run" / "vlm_calls.jsonl").exists()
     done = resume_run(res.run_id, s, notify=lambda m: None, replay_delay_s=0.0, run_deadline_s=600.0)
     assert done.record["status"] == "ok" and done.record["path"][0] == "describe"
+
+
+def test_formats_choose_the_outputs(tmp_path: Path, image_path: Path) -> None:
+    """`--formats abc,mid`: only the music, its MIDI and run.json (no conversions, no report); a bad name is
+    refused before the run."""
+    replay = write_replay(tmp_path / "c.jsonl", CALLS)
+    args = ["compose", str(image_path), "--replay", str(replay), "--top-k", "0", "-o", str(tmp_path / "o")]
+    r = CliRunner().invoke(main, [*args, "--formats", "abc,mid", "--json"])
+    assert r.exit_code == 0, r.output
+    rec = json.loads(r.stdout)
+    assert set(rec["files"]) == {"abc", "midi"}
+    assert sorted(p.name for p in (tmp_path / "o").glob("music.*")) == ["music.abc", "music.mid"]
+    assert not (tmp_path / "o" / "report.html").exists() and (tmp_path / "o" / "run.json").exists()
+    r = CliRunner().invoke(main, [*args, "--formats", "abc,mp4"])
+    assert r.exit_code == 2 and "unknown format(s) mp4" in r.output
