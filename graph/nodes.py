@@ -23,6 +23,7 @@ from image2music.tools.music.sections import section_maps
 from image2music.tools.music.targets import feedback_items, score, targets_for
 from image2music.tools.vlm import strip_think
 from langgraph.runtime import Runtime
+from langgraph.types import Overwrite
 
 NodeFn = Callable[[State, Runtime[RunContext]], dict[str, Any]]
 
@@ -35,7 +36,10 @@ def timed(name: str) -> Callable[[NodeFn], NodeFn]:
         def wrapper(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
             t0 = time.perf_counter()
             update = fn(state, runtime)
-            return {**update, "path": [name], "timings": [round(time.perf_counter() - t0, 4)]}
+            path, timings = [name], [round(time.perf_counter() - t0, 4)]
+            if isinstance(update.get("path"), Overwrite):  # the first step of a new run on the thread
+                return {**update, "path": Overwrite(path), "timings": Overwrite(timings)}
+            return {**update, "path": path, "timings": timings}
 
         return wrapper
 
@@ -95,7 +99,10 @@ def describe(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
     ctx = context_of(state, runtime)
     prompt = _prompt(ctx, "describe")
     capture = ctx.settings.attention_maps
-    res = services.ask(ctx, "describe", prompt, _calls(state, "describe"), capture_attention=capture)
+    # describe starts every run; a state that already has steps is an earlier run on the same thread (LangGraph's
+    # server, Studio): this run starts afresh, the earlier one's versions, decisions and counters are replaced
+    again = bool(state.get("path"))
+    res = services.ask(ctx, "describe", prompt, 0 if again else _calls(state, "describe"), capture_attention=capture)
     update: dict[str, Any] = {"description": strip_think(res.text), **_vlm_facts("describe", res)}
     grid = res.attention_map()
     method = "vlm-attention"
@@ -106,7 +113,22 @@ def describe(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
         update["attention"] = {
             "describe": {"grid": grid.round(6).tolist(), "shape": list(grid.shape), "method": method}
         }
-    return update
+    return _fresh_run(update) if again else update
+
+
+def _fresh_run(update: dict[str, Any]) -> dict[str, Any]:
+    """``update`` as the first step of a new run on a thread: what accumulates is replaced, not added to."""
+    fresh = {
+        "versions": Overwrite([]),
+        "decisions": Overwrite([]),
+        "path": Overwrite([]),
+        "calls": Overwrite(update["calls"]),
+        "vision_encodes": Overwrite(update["vision_encodes"]),
+        "notes": Overwrite(update.get("notes", [])),
+        "attention": Overwrite(update.get("attention", {})),
+    }
+    cleared = {"references": [], "parse_failures": 0, "refine_round": 0, "status": "running", "reason": None}
+    return {**update, **cleared, **fresh}
 
 
 @timed("retrieve")

@@ -90,8 +90,8 @@ def server(tmp_path: Path) -> Iterator[str]:
         log.close()
 
 
-def _run(client: Any, image: str) -> tuple[list[str], dict[str, Any], str]:
-    thread = client.threads.create()["thread_id"]
+def _run(client: Any, image: str, thread: str | None = None) -> tuple[list[str], dict[str, Any], str]:
+    thread = thread or client.threads.create()["thread_id"]
     nodes = []
     for part in client.runs.stream(thread, "image2music", input={"image": image}, stream_mode="updates"):
         assert part.event != "error", part.data
@@ -126,3 +126,9 @@ def test_the_graph_runs_under_langgraph_dev_through_the_sdk(server: str, image_p
     data_url = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
     nodes2, state2, _ = _run(client, data_url)
     assert state2["status"] == "ok" and nodes2[-1] == "explain"
+
+    # a second run on the first thread is a new run (not more versions of the first), in the same folder
+    nodes3, state3, _ = _run(client, data_url, thread)
+    assert state3["status"] == "ok" and state3["path"] == nodes3 == nodes
+    assert len(state3["versions"]) == len(state["versions"]) and state3["calls"] == state["calls"]
+    assert decision_path_problems(state3["path"], state3["decisions"]) == []
