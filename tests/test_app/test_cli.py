@@ -183,11 +183,15 @@ def test_auto_build_when_no_base(
     real = kb_module.build_starter
     monkeypatch.setattr(kb_module, "build_starter", lambda kb, **kw: real(kb, limit=25, progress=False))
     monkeypatch.setenv("I2M_KB_AUTO_BUILD", "true")
+    # the references (and so the targets the feedback policy refines towards) come from a random tiny CLIP:
+    # the replay answers every round the default allows, whichever route the targets take
+    calls = [("describe", "A quiet harbour at dawn."), ("compose", fenced(GOOD_ABC))]
+    calls += [("reflect", fenced(GOOD_ABC))] * 3 + [("explain", "Calm G major for a calm morning.")]
     r = cli(
         "compose",
         str(image_path),
         "--replay",
-        str(_replay(tmp_path)),
+        str(write_replay(tmp_path / "any-route.jsonl", calls)),
         "--embed-model",
         str(tiny_clip),
         "-o",
