@@ -86,6 +86,9 @@ def build_tiny_clip(path: Path, max_positions: int = 77, image_size: int = 32) -
     tok = train_tokenizer(["<|startoftext|>", "<|endoftext|>", "<pad>"], add_bos_eos=True)
     tok.bos_token, tok.eos_token, tok.pad_token = "<|startoftext|>", "<|endoftext|>", "<pad>"
     tok.model_max_length = max_positions
+    import torch
+
+    torch.manual_seed(0)  # the same weights every session: what it retrieves (and so a run's route) is fixed
     cfg = CLIPConfig(
         text_config={
             "vocab_size": len(tok),
