@@ -200,10 +200,14 @@ def compose(
     Example: i2m compose photo.jpg -o out/  (writes run.json, music.abc, music.mid, attention.png ...)
     """
     from image2music.display import NodeProgress
+    from image2music.graph import services
     from image2music.runner import compose_image
 
     settings = settings_from(**flags)
     overrides = parse_prompt_overrides(prompt_files)
+    image = Path(image).expanduser().absolute()
+    services.get_image(image)  # refused input is said before the banner (both are cached for the run)
+    services.get_prompts(overrides)
     err.print(f"[bold]i2m[/bold] composing for {escape(str(image))} with {escape(model_label(settings))}")
     with NodeProgress(err) as progress:
         result = compose_image(

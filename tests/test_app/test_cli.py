@@ -311,3 +311,15 @@ def test_batch_on_a_missing_folder_is_refused_before_any_run(tmp_path: Path) -> 
     r = cli("batch", str(tmp_path / "no-such-folder"), "-o", str(tmp_path / "out"))
     assert r.exit_code == 2 and "no such file or folder" in r.output
     assert not (tmp_path / "out").exists()
+
+
+def test_refused_input_is_said_before_the_banner(tmp_path: Path) -> None:
+    """A missing image or a bad prompt file: one error line, no "composing for" banner before it."""
+    replay = _replay(tmp_path)
+    r = cli("compose", str(tmp_path / "missing.png"), "--replay", str(replay), "--top-k", "0")
+    assert r.exit_code == 2 and "composing for" not in r.output and "image not found" in r.output
+    (tmp_path / "img.png").write_bytes((ROOT / "examples" / "sunset_lighthouse.png").read_bytes())
+    bad = tmp_path / "bad.md"
+    bad.write_text("no variables at all")
+    r = cli("compose", str(tmp_path / "img.png"), "--replay", str(replay), "--top-k", "0", "--prompt", f"compose={bad}")
+    assert r.exit_code == 2 and "composing for" not in r.output
