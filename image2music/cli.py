@@ -206,7 +206,7 @@ def compose(
     settings = settings_from(**flags)
     overrides = parse_prompt_overrides(prompt_files)
     image = Path(image).expanduser().absolute()
-    services.get_image(image)  # refused input is said before the banner (both are cached for the run)
+    services.get_image(image)  # refused input is said before the banner (the image is cached for the run)
     services.get_prompts(overrides)
     err.print(f"[bold]i2m[/bold] composing for {escape(str(image))} with {escape(model_label(settings))}")
     with NodeProgress(err) as progress:

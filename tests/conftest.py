@@ -109,6 +109,13 @@ def image_path(tmp_path: Path) -> Path:
     return p
 
 
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (for a server a test starts)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def write_replay(path: Path, calls: list[tuple[str, str]]) -> Path:
     path.write_text("".join(json.dumps({"node": n, "text": t}) + "\n" for n, t in calls), encoding="utf-8")
     return path

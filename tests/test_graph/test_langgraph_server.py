@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import GOOD_ABC, ROOT, fenced, write_replay
+from conftest import GOOD_ABC, ROOT, fenced, free_port, write_replay
 from image2music.graph.routing import decision_path_problems
 from PIL import Image
 
@@ -31,16 +30,10 @@ CALLS = [("describe", "A harbour at dawn."), ("compose", fenced(GOOD_ABC)), ("re
 CALLS += [("explain", "Calm water, so a slow tune.")]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[str]:
     exe = shutil.which("langgraph") or str(Path(sys.executable).parent / "langgraph")
-    port = _free_port()
+    port = free_port()
     home = tmp_path / "home"
     env = {
         **os.environ,

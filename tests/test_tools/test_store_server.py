@@ -13,13 +13,8 @@ from urllib.parse import urlparse
 
 import numpy as np
 import pytest
+from conftest import free_port
 from image2music.tools.kb.store import Entry, KnowledgeBase, forget_clients
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -29,7 +24,7 @@ def chroma_server(tmp_path: Path) -> Iterator[str]:
     exe = shutil.which("chroma") or str(Path(sys.executable).parent / "chroma")
     if not Path(exe).exists():
         pytest.skip("the chroma CLI is not installed")
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [exe, "run", "--path", str(tmp_path / "srv"), "--host", "127.0.0.1", "--port", str(port)],
         stdout=subprocess.DEVNULL,
@@ -68,7 +63,7 @@ def test_store_against_a_server(chroma_server: str) -> None:
 def test_unreachable_server_is_a_clear_message() -> None:
     from image2music.tools.kb.store import StoreError
 
-    kb = KnowledgeBase(None, "tiny/clip", url=f"http://127.0.0.1:{_free_port()}")
+    kb = KnowledgeBase(None, "tiny/clip", url=f"http://127.0.0.1:{free_port()}")
     with pytest.raises(StoreError, match="cannot open the Chroma server"):
         kb.count()
     forget_clients()
