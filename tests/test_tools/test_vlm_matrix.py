@@ -130,3 +130,52 @@ def test_the_feature_cache_holds_at_least_the_parallel_jobs(models: dict[str, Pa
     assert vlm.cache_entries >= 8  # type: ignore[attr-defined]
     again = make_vlm("transformers", str(models["llava"]), feature_cache=12)  # batch --jobs 12 asks for more
     assert again is vlm and vlm.cache_entries >= 12  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("family", ["llava", "gemma3", "qwen25vl"])
+def test_capture_keeps_the_fused_attention_and_an_eager_model_is_read_as_it_is(
+    models: dict[str, Path], family: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Capture never switches the model to eager: every decoder attention call of every forward pass (the
+    prompt's and each decoding step's) runs the model's own sdpa, and the implementation is the same afterwards.
+    A model that already runs eager attention is captured from its weights. Both equal the oracle."""
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    path = models[family]
+    vlm = make_vlm("transformers", str(path))
+    model = vlm.model  # type: ignore[attr-defined]
+    decoder = model.get_decoder()
+    image = Image.new("RGB", (100, 80), (30, 90, 150))
+    settings = GenerationSettings(max_new_tokens=6, temperature=0.0)
+    text, rows, (inputs, positions) = _oracle(path, vlm, "Describe it.", image, 6)
+    _grid, use = vlm.layout(inputs, len(positions), image)  # type: ignore[attr-defined]
+
+    decoder_layers = {id(layer.self_attn) for layer in decoder.layers}
+    fused_calls = []
+    real_sdpa = ALL_ATTENTION_FUNCTIONS["sdpa"]
+
+    def counting_sdpa(module: Any, *args: Any, **kwargs: Any) -> Any:
+        if id(module) in decoder_layers:
+            fused_calls.append(id(module))
+        return real_sdpa(module, *args, **kwargs)
+
+    monkeypatch.setitem(ALL_ATTENTION_FUNCTIONS._global_mapping, "sdpa", counting_sdpa)
+    assert decoder.config._attn_implementation == "sdpa"
+    res = vlm.generate(node="describe", prompt="Describe it.", image=image, call_index=0, settings=settings,
+                       capture_attention=True)  # fmt: skip
+    assert decoder.config._attn_implementation == "sdpa"
+    assert res.token_attention is not None and len(res.token_attention) >= 1
+    forwards = len(res.token_attention) + 1  # the prompt pass made the first token, each step one more
+    assert len(fused_calls) == len(decoder_layers) * forwards, family
+    assert res.text == text
+    np.testing.assert_allclose(res.token_attention, rows[:, use], atol=1e-6, err_msg=family)
+
+    model.set_attn_implementation("eager")
+    try:
+        again = vlm.generate(node="describe", prompt="Describe it.", image=image, call_index=1, settings=settings,
+                             capture_attention=True)  # fmt: skip
+    finally:
+        model.set_attn_implementation("sdpa")
+    assert again.text == text
+    assert again.token_attention is not None
+    np.testing.assert_allclose(again.token_attention, rows[:, use], atol=1e-6, err_msg=family)

@@ -2,26 +2,38 @@
 to the image grid.
 
 Instead of keeping every ``output_attentions`` tensor of every generation step (as the paper's reference
-code does), a forward hook on each decoder attention layer keeps, for each new token, only its attention to
-the image positions averaged over heads; layers are averaged as they arrive. Memory is O(tokens x image
-positions).
+code does), each decoder attention layer, at each decoding step, gives only the new token's attention to the
+image positions, averaged over heads; layers are averaged as they arrive. Memory is O(tokens x image
+positions), and the model keeps its own fused attention for its output.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from typing import Any
 
 import numpy as np
 
+CAPTURE_PREFIX = "i2m-capture:"
+"""Attention implementations registered with transformers: ``i2m-capture:sdpa`` runs ``sdpa`` for the output
+(so tokens are the model's own) and adds the image columns of the new token's attention row."""
+
+_ACTIVE: dict[int, AttentionRecorder] = {}
+"""id(attention module) -> the recorder capturing it (one generate at a time per model: the VLM holds a lock)."""
+_REGISTER = threading.Lock()
+
 
 class AttentionRecorder:
-    """Forward hooks on the language model's attention layers that accumulate attention to the image.
+    """Records, for each generated token after the first, its attention to the image positions, averaged over
+    heads and over the layers whose keys hold the image.
 
-    The prompt pass runs with the model's own (fused, memory-light) attention; from the first decoding step
-    on, the model switches to eager attention, whose weights for one new query row are tiny. So the prompt
-    pass never materialises a full attention matrix, and only one vector per generated token is kept.
-    The first generated token (produced by the prompt pass) therefore has no row.
+    With a fused implementation (sdpa, flash, flex), the decoder's attention calls go through
+    ``i2m-capture:<impl>``: the output is ``<impl>``'s own, and for a one-token query the recorder computes the
+    query's softmax row over all keys (the normalisation the model uses: scaling, mask, soft-capping) and keeps
+    its image columns -- one extra query row per layer, no switch to eager, no weights materialised. A model
+    already running eager attention returns its weights; a forward hook reads their last row.
+    The prompt pass has no row: the first generated token (produced by the prompt pass) has none.
     """
 
     def __init__(self, model: Any, image_positions: np.ndarray, prompt_len: int | None = None) -> None:
@@ -29,6 +41,8 @@ class AttentionRecorder:
 
         self.model = model
         self.positions = torch.as_tensor(image_positions, dtype=torch.long)
+        self._first = int(image_positions[0]) if len(image_positions) else 0
+        self._last = int(image_positions[-1]) if len(image_positions) else -1
         self.prompt_len = prompt_len
         self.layers = _attention_layers(model)
         self.rows: list[Any] = []
@@ -37,18 +51,21 @@ class AttentionRecorder:
         self._step_calls = 0
         self._steps = 0
         self._handles: list[Any] = []
+        self._config: Any = None
         self._previous: str | None = None
-        self._switched = False
 
     def __enter__(self) -> AttentionRecorder:
-        self._previous = getattr(self.model.config, "_attn_implementation", None)
         decoder = self.model.get_decoder() if hasattr(self.model, "get_decoder") else None
-        if decoder is not None and self._previous != "eager":
-            self._handles.append(decoder.register_forward_pre_hook(self._maybe_switch, with_kwargs=True))
-        elif self._previous == "eager":
-            self._switched = True
-        for layer in self.layers:
-            self._handles.append(layer.register_forward_hook(self._hook))
+        config = getattr(decoder, "config", None) or self.model.config
+        previous = getattr(config, "_attn_implementation", None)
+        if previous and previous != "eager" and not previous.startswith(CAPTURE_PREFIX):
+            self._config, self._previous = config, previous
+            config._attn_implementation_internal = _capture_key(previous)
+            for layer in self.layers:
+                _ACTIVE[id(layer)] = self
+        else:
+            for layer in self.layers:
+                self._handles.append(layer.register_forward_hook(self._hook))
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -56,32 +73,57 @@ class AttentionRecorder:
         for h in self._handles:
             h.remove()
         self._handles.clear()
-        if self._switched and self._previous and self._previous != "eager":
-            self.model.set_attn_implementation(self._previous)
+        for layer in self.layers:
+            if _ACTIVE.get(id(layer)) is self:
+                del _ACTIVE[id(layer)]
+        if self._config is not None:
+            self._config._attn_implementation_internal = self._previous
+            self._config = None
 
-    def _maybe_switch(self, module: Any, args: Any, kwargs: dict[str, Any]) -> None:
-        x = kwargs.get("inputs_embeds")
-        if x is None:
-            x = kwargs.get("input_ids", args[0] if args else None)
-        if not self._switched and x is not None and x.shape[1] == 1:
-            self.model.set_attn_implementation("eager")
-            self._switched = True
-
+    # eager models: the weights come out of the layer
     def _hook(self, module: Any, args: Any, output: Any) -> None:
         weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
-        if weights is None:
-            return  # the prompt pass (fused attention): no weights, no row
+        if weights is None or weights.shape[-2] != 1:
+            return  # the prompt pass: no row
+        self._add(weights[0, :, -1, :])
+
+    # fused models: one softmax row of the new token over all keys
+    def capture(self, module: Any, query: Any, key: Any, mask: Any, scaling: Any, softcap: Any, window: Any) -> None:
+        import torch
+
+        if query.shape[-2] != 1:
+            return  # the prompt pass: no row
+        heads, dim = int(query.shape[1]), int(query.shape[-1])
+        kv_heads, k_len = int(key.shape[1]), int(key.shape[-2])
+        scale = float(scaling) if scaling is not None else dim**-0.5
+        # grouped-query attention without repeating the keys: [b, kv, group, d] x [b, kv, d, k]
+        q = query[:1].reshape(1, kv_heads, heads // kv_heads, dim)
+        scores = torch.matmul(q, key[:1].transpose(-1, -2)).reshape(heads, k_len).float() * scale
+        if softcap is not None:
+            scores = torch.tanh(scores / softcap) * softcap
+        if isinstance(mask, torch.Tensor):
+            # sdpa: [b, 1, q, k] (bool: True attends; float: added); flash: [b, k] padding (1 attends)
+            m = mask[:1].reshape(1, -1, mask.shape[-1])[:, -1, :k_len]
+            if m.is_floating_point():
+                scores = scores + m.float()
+            else:
+                scores = scores.masked_fill(~m.bool(), float("-inf"))
+        kernel_window = not isinstance(mask, torch.Tensor) or mask.dim() == 2  # no 4-D mask: the kernel keeps it
+        if window is not None and kernel_window and k_len > int(window):  # the last `window` keys
+            scores[:, : k_len - int(window)] = float("-inf")
+        self._add(torch.softmax(scores, dim=-1))
+
+    def _add(self, last: Any) -> None:
+        """``last`` [heads, keys]: this layer's attention row of the token being generated at this step. A
+        sliding-window or chunked layer holds its window only: key j is absolute position offset + j."""
         self._step_calls += 1
-        # [batch, heads, q, k]: the last query row is the token being generated at this step. A sliding-window
-        # or chunked layer returns weights over its window only: key j is absolute position offset + j.
-        last = weights[0, :, -1, :]
         k_len = int(last.shape[-1])
         total = self.prompt_len + self._steps + 1 if self.prompt_len is not None else k_len
         offset = max(0, total - k_len)
         if self.positions.device != last.device:
             self.positions = self.positions.to(last.device)
-        inside = self.positions - offset
-        if self.positions.numel() and int(inside[0]) >= 0 and int(inside[-1]) < k_len:
+        if self._last >= 0 and self._first - offset >= 0 and self._last - offset < k_len:
+            inside = self.positions - offset if offset else self.positions
             vec = last.index_select(-1, inside).float().mean(dim=0)
             self._step_sum = vec if self._step_sum is None else self._step_sum + vec
             self._step_layers += 1  # only layers whose window holds the image count
@@ -198,3 +240,26 @@ def _tile_layout(tiles: int, image_size: tuple[int, int] | None) -> tuple[int, i
         return None if len(options) > 1 and tiles > 1 else options[0]
     w, h = image_size
     return min(options, key=lambda rc: abs(math.log((rc[1] / rc[0]) / (w / h))))
+
+
+def _capture_key(previous: str) -> str:
+    """Register (once) ``i2m-capture:<previous>`` with transformers' attention and mask interfaces."""
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, AttentionInterface
+
+    key = CAPTURE_PREFIX + previous
+    with _REGISTER:
+        if key not in ALL_ATTENTION_FUNCTIONS:
+
+            def attention(module: Any, query: Any, keys: Any, value: Any, attention_mask: Any, **kwargs: Any) -> Any:
+                # looked up at each call: the model's own implementation computes the output
+                out = ALL_ATTENTION_FUNCTIONS[previous](module, query, keys, value, attention_mask, **kwargs)
+                recorder = _ACTIVE.get(id(module))
+                if recorder is not None:
+                    recorder.capture(module, query, keys, attention_mask, kwargs.get("scaling"),
+                                     kwargs.get("softcap"), kwargs.get("sliding_window"))  # fmt: skip
+                return out
+
+            AttentionInterface.register(key, attention)
+            AttentionMaskInterface.register(key, ALL_MASK_ATTENTION_FUNCTIONS[previous])
+    return key
