@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 NEW_TOKENS = 256
@@ -116,12 +117,188 @@ def vision_calls(path: str) -> tuple[int, int]:
     return len(nodes), vlm.vision_calls - before  # type: ignore[attr-defined]
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Realistic sizes: capture on vs off in describe and compose, as shipped, in one process, alternating
+
+
+def build_smolvlm(path: Path) -> str:
+    """SmolVLM-256M-Instruct's dimensions with random weights: Idefics3 with a SigLIP-base vision tower (12 layers,
+    hidden 768, 512-px tiles of 16-px patches, pixel shuffle 4 -> 64 tokens a tile) and SmolLM2-135M's text model
+    (30 layers, hidden 576, 9 heads / 3 KV heads, 49,152-token vocabulary). A 512 x 512 image is split into 2 x 2
+    tiles plus the global view: 320 image tokens."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from tiny_models import build_tiny_idefics3
+    from transformers import AutoProcessor, Idefics3Config, Idefics3ForConditionalGeneration
+
+    build_tiny_idefics3(path)
+    cfg = Idefics3Config.from_pretrained(path)
+    cfg.vision_config.update({"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
+                              "num_attention_heads": 12, "image_size": 512, "patch_size": 16})  # fmt: skip
+    cfg.text_config.update({"hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30,
+                            "num_attention_heads": 9, "num_key_value_heads": 3, "vocab_size": 49152,
+                            "max_position_embeddings": 8192, "rope_theta": 100000.0})  # fmt: skip
+    cfg.scale_factor = 4
+    _save_random(Idefics3ForConditionalGeneration, cfg, path)
+    proc = AutoProcessor.from_pretrained(path)
+    proc.image_seq_len = 64
+    proc.image_processor.size = {"longest_edge": 1024}
+    proc.image_processor.max_image_size = {"longest_edge": 512}
+    proc.save_pretrained(path)
+    return "SmolVLM-256M dimensions (Idefics3: SigLIP-base + 30 layers x 576, 9/3 heads)"
+
+
+def build_qwen2vl(path: Path) -> str:
+    """Qwen2-VL-2B's language model with random weights (28 layers, hidden 1,536, 12 heads / 2 KV heads,
+    intermediate 8,960, 151,936-token vocabulary: 1.5 B parameters) and its vision tower (hidden 1,280, 16 heads,
+    14-px patches merged 2 x 2) cut to 4 of its 32 blocks so that it builds on 2 cores. A 512 x 512 image: 324
+    image tokens."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from tiny_models import build_tiny_qwen2vl
+    from transformers import AutoProcessor, Qwen2VLConfig, Qwen2VLForConditionalGeneration
+
+    build_tiny_qwen2vl(path)
+    cfg = Qwen2VLConfig.from_pretrained(path)
+    rope = dict(cfg.text_config.rope_parameters)
+    cfg.vision_config.update({"depth": 4, "embed_dim": 1280, "hidden_size": 1536, "num_heads": 16, "mlp_ratio": 4})
+    cfg.text_config.update({"hidden_size": 1536, "intermediate_size": 8960, "num_hidden_layers": 28,
+                            "num_attention_heads": 12, "num_key_value_heads": 2, "vocab_size": 151936,
+                            "max_position_embeddings": 32768, "layer_types": ["full_attention"] * 28,
+                            "rope_parameters": {**rope, "mrope_section": [16, 24, 24]}})  # fmt: skip
+    cfg.tie_word_embeddings = True
+    _save_random(Qwen2VLForConditionalGeneration, cfg, path)
+    proc = AutoProcessor.from_pretrained(path)
+    proc.image_processor.max_pixels = 512 * 512
+    proc.image_processor.size = {"shortest_edge": 56 * 56, "longest_edge": 512 * 512}
+    proc.save_pretrained(path)
+    return "Qwen2-VL-2B language model (1.5 B: 28 layers x 1,536, 12/2 heads), vision cut to 4 blocks"
+
+
+def _save_random(cls: Any, cfg: Any, path: Path) -> None:
+    import torch
+
+    torch.manual_seed(0)
+    model = cls(cfg).eval()
+    model.generation_config.eos_token_id = None  # always the full number of new tokens
+    model.save_pretrained(path)
+
+
+def _photo() -> Any:
+    """A 512 x 512 picture with some structure (sky, sea, a sun, a lighthouse)."""
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", (512, 512), (40, 70, 140))
+    d = ImageDraw.Draw(img)
+    for y in range(256):
+        d.line([(0, y), (511, y)], fill=(250 - y // 2, 140 - y // 4, 60 + y // 3))
+    d.ellipse((300, 150, 380, 230), fill=(255, 220, 120))
+    d.rectangle((90, 170, 120, 330), fill=(235, 235, 230))
+    return img
+
+
+def _prompts(examples: int = 2) -> dict[str, str]:
+    import gzip
+
+    from image2music.prompts import load
+    from image2music.tools.kb.retrieval import format_examples
+
+    with gzip.open(ROOT / "tools" / "data" / "starter.jsonl.gz", "rt", encoding="utf-8") as f:
+        refs = [json.loads(line) for _, line in zip(range(examples), f, strict=False)]
+    description = ("A lighthouse on a rocky shore at sunset; the sky fades from orange to violet over a calm sea, "
+                   "and the sun sits low above the horizon. The mood is calm and a little melancholic.")  # fmt: skip
+    return {
+        "describe": load("describe").render(),
+        "compose": load("compose").render(description=description, examples=format_examples(refs, 1500)),
+    }
+
+
+def pair_child(path: str, describe_new: int, compose_new: int, pairs: int, examples: int) -> None:
+    import statistics
+
+    from image2music.tools.vlm import GenerationSettings, make_vlm
+
+    vlm = make_vlm("transformers", path)  # shipped defaults: sdpa, 512 x 512 pixels, the feature cache
+    image = _photo()
+    prompts = _prompts(examples)
+    new = {"describe": describe_new, "compose": compose_new}
+    warm = GenerationSettings(max_new_tokens=2, temperature=0.0)
+    for capture in (False, True):  # the image is encoded once (as in a run), both paths warmed up
+        vlm.generate(node="describe", prompt=prompts["describe"], image=image, call_index=0, settings=warm,
+                     capture_attention=capture)  # fmt: skip
+    seconds = {False: 0.0, True: 0.0}
+    cpu = {False: 0.0, True: 0.0}
+    peak = {False: 0, True: 0}
+    ratios: list[float] = []
+    rows = 0
+    for i in range(pairs):
+        for node in ("describe", "compose"):
+            settings = GenerationSettings(max_new_tokens=new[node], temperature=0.0)
+            took = {}
+            for capture in (False, True) if i % 2 == 0 else (True, False):  # a pair side by side, order alternating
+                _reset_peak()
+                c0, t0 = time.process_time(), time.perf_counter()
+                res = vlm.generate(node=node, prompt=prompts[node], image=image, call_index=0, settings=settings,
+                                   capture_attention=capture)  # fmt: skip
+                took[capture] = time.perf_counter() - t0
+                seconds[capture] += took[capture]
+                cpu[capture] += time.process_time() - c0
+                peak[capture] = max(peak[capture], _hwm_kb())
+                if capture and res.token_attention is not None:
+                    rows = max(rows, len(res.token_attention))
+            ratios.append(took[True] / took[False])
+    inputs = vlm._inputs(prompts["compose"], image)  # type: ignore[attr-defined]
+    n_image = int((inputs["input_ids"][0] == vlm.image_token_id).sum())  # type: ignore[attr-defined]
+    print(json.dumps({"seconds": [seconds[False], seconds[True]], "cpu": [cpu[False], cpu[True]],
+                      "peak_kb": [peak[False], peak[True]], "image_tokens": n_image, "rows": rows,
+                      "median_ratio": statistics.median(ratios), "pairs": len(ratios),
+                      "prompt_tokens": int(inputs["input_ids"].shape[1])}))  # fmt: skip
+
+
+SIZES = {
+    # name: (builder, describe new tokens, compose new tokens, pairs of each, retrieved examples in compose)
+    "tiny": ("build", 128, 256, 4, 2),
+    "smolvlm-256m": ("build_smolvlm", 128, 256, 4, 2),
+    "qwen2vl-1.5b": ("build_qwen2vl", 16, 32, 2, 0),
+}
+
+
+def realistic(env: dict[str, str], only: list[str]) -> None:
+    print("capture on vs off, describe + compose as shipped (one process, alternating ABBA, random weights, CPU)")
+    for name, (builder, d_new, c_new, pairs, examples) in SIZES.items():
+        if only and name not in only:
+            continue
+        with tempfile.TemporaryDirectory(prefix="i2m-bench-") as d:
+            path = Path(d) / "model"
+            what = globals()[builder](path) or "tiny LLaVA (16 layers x 16 heads, hidden 256)"
+            out = subprocess.run(
+                [sys.executable, __file__, "--pair", str(path), str(d_new), str(c_new), str(pairs), str(examples)],
+                capture_output=True, text=True, env=env,
+            )  # fmt: skip
+            if out.returncode != 0:
+                raise SystemExit(f"{name} failed: {out.stderr[-2000:]}")
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+        (t0, t1), (c0, c1), (p0, p1) = r["seconds"], r["cpu"], r["peak_kb"]
+        print(f"  {name}: {what}")
+        print(f"    compose prompt {r['prompt_tokens']} tokens ({r['image_tokens']} image, {examples} examples), "
+              f"describe {d_new} + compose {c_new} new tokens, {pairs} pairs each; map rows {r['rows']}")  # fmt: skip
+        print(f"    time  plain {t0:7.1f} s   capture {t1:7.1f} s   capture / plain = {t1 / t0:.3f}, median of "
+              f"{r['pairs']} pairs {r['median_ratio']:.3f} (goal <= 1.10); CPU {c1 / max(c0, 1e-9):.3f}")  # fmt: skip
+        print(f"    peak  plain {p0 / 1024:7.0f} MiB capture {p1 / 1024:7.0f} MiB capture / plain = {p1 / p0:.3f}"
+              " (goal <= 1.05)")  # fmt: skip
+
+
 def main() -> None:
     if len(sys.argv) == 4 and sys.argv[1] == "--child":
         child(sys.argv[2], sys.argv[3])
         return
+    if len(sys.argv) == 7 and sys.argv[1] == "--pair":
+        pair_child(sys.argv[2], *(int(a) for a in sys.argv[3:7]))
+        return
+    only = sys.argv[sys.argv.index("--sizes") + 1].split(",") if "--sizes" in sys.argv else []
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "131072",
            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}  # fmt: skip
+    if only:
+        realistic(env, only)
+        return
     with tempfile.TemporaryDirectory(prefix="i2m-bench-") as d:
         path = Path(d) / "model"
         build(path)
@@ -151,6 +328,7 @@ def main() -> None:
               f"{ratio(o, a, 'seconds'):.2f}")  # fmt: skip
         calls, ours = vision_calls(str(path))
         print(f"vision-tower forwards for a run of {calls} VLM calls: reference style {calls}, ours {ours}")
+    realistic(env, only)
 
 
 if __name__ == "__main__":

@@ -66,11 +66,78 @@ class Server:
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
 
+def profile(imgs: Path, out: Path, env: dict[str, str], formats: str | None) -> None:
+    """Where the client's CPU goes in one `i2m batch` of the images with one job: the i2m process under yappi
+    (CPU time of every thread, own time grouped by package) and its child processes (conversions) from the
+    kernel's accounting. Needs `pip install yappi` (a development tool, not a dependency)."""
+    cmd = [sys.executable, __file__, "--profile-child", str(imgs), str(out), formats or ""]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit(f"profiled batch failed: {r.stderr[-1500:]}")
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    n = res["runs"]
+    print(
+        f"profile of one job over {n} images (CPU-s per run): the i2m process {res['self'] / n:.2f} "
+        f"(profiled, so slower), its children {res['children'] / n:.2f} (music21, fluidsynth, abcm2ps, abc2midi)"
+    )
+    for key, secs in res["groups"][:16]:
+        print(f"  {key:<48} {secs / n:6.3f}")
+
+
+def profile_child(imgs: str, out: str, formats: str) -> None:
+    try:
+        import yappi
+    except ImportError:
+        sys.exit("--profile needs yappi: .venv/bin/pip install yappi")
+    from image2music.cli import main as cli
+
+    args = ["batch", imgs, "-o", out, "--jobs", "1"] + (["--formats", formats] if formats else [])
+    yappi.set_clock_type("cpu")
+    yappi.start(builtins=True)
+    try:
+        cli.main(args, standalone_mode=False)
+    except SystemExit as e:  # the command's exit status: 0, or 1 when an image failed
+        if e.code:
+            sys.exit(f"the profiled batch failed (exit {e.code})")
+    finally:
+        yappi.stop()
+    groups: dict[str, float] = {}
+    for f in yappi.get_func_stats():
+        key = _group(f.module, f.name)
+        groups[key] = groups.get(key, 0.0) + f.tsub
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    print(json.dumps({
+        "runs": len(list(Path(imgs).iterdir())),
+        "self": me.ru_utime + me.ru_stime,
+        "children": kids.ru_utime + kids.ru_stime,
+        "groups": sorted(groups.items(), key=lambda kv: -kv[1]),
+    }))  # fmt: skip
+
+
+def _group(file: str, name: str) -> str:
+    """A package (site-packages/<pkg>), one of our modules, the interpreter's own (imports) or a builtin."""
+    if "site-packages/" in file:
+        parts = file.split("site-packages/")[1].split("/")
+        return "/".join(parts[:2]) if parts[0] in ("image2music", "music21") else parts[0]
+    if "/work/" in file or "image2music" in file:
+        parts = Path(file).parts
+        return "/".join(parts[-2:])
+    if file == "~":
+        return f"builtin {name}"[:44]
+    return "python " + Path(file).parent.name + "/" + Path(file).name
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--images", type=int, default=8)
     ap.add_argument("--formats", default=None, help="passed to i2m batch --formats (default: all outputs)")
+    ap.add_argument("--profile", action="store_true", help="also profile one job: where the client's CPU goes")
+    ap.add_argument("--profile-child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.profile_child:
+        profile_child(*args.profile_child)
+        return
     i2m = str(Path(sys.executable).with_name("i2m"))
     server = Server()
     with tempfile.TemporaryDirectory() as d:
@@ -86,6 +153,8 @@ def main() -> None:
             "I2M_VLM_MODEL": "fake",
             "I2M_TOP_K": "0",
         }
+        if args.profile:
+            profile(imgs, Path(d) / "profiled", env, args.formats)
         base: float | None = None
         print(f"{'jobs':>4} {'wall s':>7} {'speedup':>8} {'client CPU-s/run':>17} {'server in flight':>17}")
         for jobs in (1, 2, 4, 8):

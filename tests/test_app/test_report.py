@@ -55,6 +55,16 @@ def test_report_is_self_contained(tmp_path: Path, image_path: Path) -> None:
         info = sf.info(str(tmp_path / "alone.mp3"))
         wav = sf.info(str(run_dir / "music.wav"))
         assert abs(info.duration - wav.duration) < 0.2 and len(mp3) <= 1_000_000 * max(1.0, info.duration / 60)
+        assert (info.channels, info.samplerate) == (1, 22050) and (wav.channels, wav.samplerate) == (2, 44100)
+        # the preview sounds like the render: the same loudness envelope, second by second
+        import numpy as np
+
+        a, _ = sf.read(str(tmp_path / "alone.mp3"), dtype="float32", always_2d=True)
+        b, _ = sf.read(str(run_dir / "music.wav"), dtype="float32", always_2d=True)
+        secs = int(min(len(a) / 22050, len(b) / 44100))
+        ea = [float(np.sqrt((a[i * 22050 : (i + 1) * 22050] ** 2).mean())) for i in range(secs)]
+        eb = [float(np.sqrt((b[i * 44100 : (i + 1) * 44100].mean(axis=1) ** 2).mean())) for i in range(secs)]
+        assert secs >= 2 and np.corrcoef(ea, eb)[0, 1] > 0.9
         assert (run_dir / "music.wav").exists()  # the WAV stays beside it
 
 

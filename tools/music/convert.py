@@ -12,6 +12,7 @@ import unicodedata
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import mido
 from image2music.tools.files import atomic_write_bytes
@@ -257,36 +258,21 @@ def write_midi(tune: Tune, path: Path) -> Path:
     return atomic_write_bytes(Path(path), midi_bytes(tune))
 
 
-_MUSICXML_CHILD = """
-import sys
-import music21
-abc = sys.stdin.read()
-score = music21.converter.parseData(abc, format="abc")
-sys.stdout.buffer.write(music21.musicxml.m21ToXml.GeneralObjectExporter(score).parse())
-"""
-
-
 def write_musicxml(abc: str, path: Path, timeout_s: float = 120.0) -> Path:
-    """MusicXML through music21 (its ABC reader, our file), in a child process with a deadline: music21 can
-    take minutes on a large tune, and a run must not wait for it."""
-    import sys
+    """MusicXML through music21 (its ABC reader, our file), in a warm worker process with a deadline: music21
+    is imported once per worker, not per file, and it can take minutes on a large tune, which a run must not
+    wait for (the worker is killed at the deadline)."""
+    from image2music.tools.music.workers import WorkerError, WorkerTimeout, pool
 
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     try:
-        proc = subprocess.run(
-            [sys.executable, "-c", _MUSICXML_CHILD],
-            input=abc.encode("utf-8"),
-            capture_output=True,
-            timeout=timeout_s,
-            env=env,
-            cwd=tempfile.gettempdir(),
-        )
-    except subprocess.TimeoutExpired as e:
+        xml = pool().call("musicxml", abc.encode("utf-8"), timeout_s)
+    except WorkerTimeout as e:
         raise ConversionError(f"music21 took longer than {timeout_s:g} s (I2M_CONVERT_TIMEOUT_S); no MusicXML") from e
-    if proc.returncode != 0 or not proc.stdout:
-        last = (proc.stderr.decode("utf-8", "replace").strip().splitlines() or ["no output"])[-1]
-        raise ConversionError(f"music21 could not write MusicXML for this tune: {last[:300]}")
-    return atomic_write_bytes(Path(path), proc.stdout)
+    except WorkerError as e:
+        raise ConversionError(f"music21 could not write MusicXML for this tune: {str(e)[:300]}") from e
+    if not xml:
+        raise ConversionError("music21 could not write MusicXML for this tune: no output")
+    return atomic_write_bytes(Path(path), xml)
 
 
 def find_soundfont() -> Path | None:
@@ -296,19 +282,38 @@ def find_soundfont() -> Path | None:
     return None
 
 
+PREVIEW_RATE = 22050
+"""The sample rate of the report's audio preview (mono MP3, ~0.26 MB a minute); music.wav keeps the render."""
+
+
 def mp3_bytes(wav_path: Path) -> bytes:
-    """The WAV as MP3 (about 0.6 MB per minute), for a page that plays alone; ConversionError if it cannot."""
+    """The WAV as a mono MP3 preview at PREVIEW_RATE, for a page that plays alone; ConversionError if it cannot.
+    Encoding costs CPU in proportion to samples: mono at half rate is ~4x cheaper than the stereo render."""
     import io
 
     try:
         import soundfile as sf
 
-        data, rate = sf.read(str(wav_path))
+        data, rate = sf.read(str(wav_path), dtype="float32", always_2d=True)
+        mono, rate = _preview(data.mean(axis=1), rate)
         buf = io.BytesIO()
-        sf.write(buf, data, rate, format="MP3", subtype="MPEG_LAYER_III")
+        sf.write(buf, mono, rate, format="MP3", subtype="MPEG_LAYER_III")
     except (ImportError, OSError, RuntimeError, ValueError) as e:  # soundfile raises LibsndfileError (RuntimeError)
         raise ConversionError(f"cannot encode {wav_path.name} as MP3: {e}") from e
     return buf.getvalue()
+
+
+def _preview(mono: Any, rate: int) -> tuple[Any, int]:
+    """Halve the sample rate while it is at least twice PREVIEW_RATE: a half-band low-pass (a 31-tap Hamming
+    windowed sinc, cut-off at a quarter of the rate) and every second sample."""
+    import numpy as np
+
+    while rate >= 2 * PREVIEW_RATE - 100:  # 44.1 / 48 kHz -> 22.05 / 24 kHz
+        taps = np.arange(-15, 16)
+        kernel = np.sinc(taps / 2) * np.hamming(len(taps))
+        mono = np.convolve(mono, (kernel / kernel.sum()).astype(np.float32), mode="same")[::2]
+        rate //= 2
+    return mono, rate
 
 
 def wav_is_complete(path: Path) -> bool:

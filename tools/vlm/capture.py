@@ -46,8 +46,8 @@ class AttentionRecorder:
         self.prompt_len = prompt_len
         self.layers = _attention_layers(model)
         self.rows: list[Any] = []
-        self._step_sum: Any = None
-        self._step_layers = 0
+        self._acc: dict[int, list[Any]] = {}
+        self._zeros: dict[Any, Any] = {}
         self._step_calls = 0
         self._steps = 0
         self._handles: list[Any] = []
@@ -82,51 +82,61 @@ class AttentionRecorder:
 
     # eager models: the weights come out of the layer
     def _hook(self, module: Any, args: Any, output: Any) -> None:
+        import torch
+
         weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
         if weights is None or weights.shape[-2] != 1:
             return  # the prompt pass: no row
-        self._add(weights[0, :, -1, :])
+        self._add(weights[0, :, -1, :].to(dtype=torch.float32, copy=True))  # summed into: never the model's own
 
     # fused models: one softmax row of the new token over all keys
-    def capture(self, module: Any, query: Any, key: Any, mask: Any, scaling: Any, softcap: Any, window: Any) -> None:
+    def capture(self, query: Any, key: Any, mask: Any, scaling: Any, softcap: Any, window: Any) -> None:
         import torch
 
         if query.shape[-2] != 1:
             return  # the prompt pass: no row
-        heads, dim = int(query.shape[1]), int(query.shape[-1])
-        kv_heads, k_len = int(key.shape[1]), int(key.shape[-2])
+        heads, dim = query.shape[1], query.shape[-1]
+        kv_heads, k_len = key.shape[1], key.shape[-2]
+        # grouped-query attention without repeating the keys: [kv, group, d] x [kv, d, k], times the scale after
+        # the product as eager attention does
+        q = query[0, :, 0, :].reshape(kv_heads, heads // kv_heads, dim)
         scale = float(scaling) if scaling is not None else dim**-0.5
-        # grouped-query attention without repeating the keys: [b, kv, group, d] x [b, kv, d, k]
-        q = query[:1].reshape(1, kv_heads, heads // kv_heads, dim)
-        scores = torch.matmul(q, key[:1].transpose(-1, -2)).reshape(heads, k_len).float() * scale
+        scores = torch.baddbmm(self._zero(q), q, key[0].transpose(-1, -2), beta=0.0, alpha=scale)
+        scores = scores.reshape(heads, k_len)
+        if scores.dtype != torch.float32:
+            scores = scores.float()  # as eager attention: the softmax in float32
         if softcap is not None:
             scores = torch.tanh(scores / softcap) * softcap
-        if isinstance(mask, torch.Tensor):
+        if mask is not None and isinstance(mask, torch.Tensor):
             # sdpa: [b, 1, q, k] (bool: True attends; float: added); flash: [b, k] padding (1 attends)
             m = mask[:1].reshape(1, -1, mask.shape[-1])[:, -1, :k_len]
             if m.is_floating_point():
                 scores = scores + m.float()
             else:
                 scores = scores.masked_fill(~m.bool(), float("-inf"))
-        kernel_window = not isinstance(mask, torch.Tensor) or mask.dim() == 2  # no 4-D mask: the kernel keeps it
-        if window is not None and kernel_window and k_len > int(window):  # the last `window` keys
-            scores[:, : k_len - int(window)] = float("-inf")
+        if window is not None and k_len > window and (not isinstance(mask, torch.Tensor) or mask.dim() == 2):
+            scores[:, : k_len - int(window)] = float("-inf")  # no 4-D mask: the kernel keeps the last `window` keys
         self._add(torch.softmax(scores, dim=-1))
 
-    def _add(self, last: Any) -> None:
-        """``last`` [heads, keys]: this layer's attention row of the token being generated at this step. A
-        sliding-window or chunked layer holds its window only: key j is absolute position offset + j."""
+    def _zero(self, like: Any) -> Any:
+        z = self._zeros.get((like.dtype, like.device))
+        if z is None:
+            import torch
+
+            z = self._zeros[(like.dtype, like.device)] = torch.zeros((), dtype=like.dtype, device=like.device)
+        return z
+
+    def _add(self, probs: Any) -> None:
+        """``probs`` [heads, keys]: one layer's attention of the token being generated at this step. Summed per key
+        length (layers with a sliding window or chunks hold fewer keys) and reduced to the image once per step."""
         self._step_calls += 1
-        k_len = int(last.shape[-1])
-        total = self.prompt_len + self._steps + 1 if self.prompt_len is not None else k_len
-        offset = max(0, total - k_len)
-        if self.positions.device != last.device:
-            self.positions = self.positions.to(last.device)
-        if self._last >= 0 and self._first - offset >= 0 and self._last - offset < k_len:
-            inside = self.positions - offset if offset else self.positions
-            vec = last.index_select(-1, inside).float().mean(dim=0)
-            self._step_sum = vec if self._step_sum is None else self._step_sum + vec
-            self._step_layers += 1  # only layers whose window holds the image count
+        k_len = int(probs.shape[-1])
+        acc = self._acc.get(k_len)
+        if acc is None:
+            self._acc[k_len] = [probs, 1]
+        else:
+            acc[0] += probs
+            acc[1] += 1
         if self._step_calls == len(self.layers):
             self._flush()
 
@@ -135,12 +145,22 @@ class AttentionRecorder:
             import torch
 
             # exactly one row per generated token; zeros when no layer could see the image at this step
+            total_sum, layers = None, 0
+            for k_len, (acc, n) in self._acc.items():
+                # a layer with a window holds the last k_len positions: key j is absolute position offset + j
+                total = self.prompt_len + self._steps + 1 if self.prompt_len is not None else k_len
+                offset = max(0, total - k_len)
+                if self._last < 0 or self._first - offset < 0 or self._last - offset >= k_len:
+                    continue  # only layers whose window holds the image count
+                if self.positions.device != acc.device:
+                    self.positions = self.positions.to(acc.device)
+                vec = acc.mean(dim=0).index_select(0, self.positions - offset if offset else self.positions)
+                total_sum = vec if total_sum is None else total_sum + vec
+                layers += n
             zeros = torch.zeros(len(self.positions), device=self.positions.device)
-            row = self._step_sum / self._step_layers if self._step_layers else zeros
-            self.rows.append(row)
+            self.rows.append(total_sum / layers if total_sum is not None else zeros)
             self._steps += 1
-        self._step_sum = None
-        self._step_layers = 0
+        self._acc = {}
         self._step_calls = 0
 
     def result(self) -> np.ndarray:
@@ -256,7 +276,7 @@ def _capture_key(previous: str) -> str:
                 out = ALL_ATTENTION_FUNCTIONS[previous](module, query, keys, value, attention_mask, **kwargs)
                 recorder = _ACTIVE.get(id(module))
                 if recorder is not None:
-                    recorder.capture(module, query, keys, attention_mask, kwargs.get("scaling"),
+                    recorder.capture(query, keys, attention_mask, kwargs.get("scaling"),
                                      kwargs.get("softcap"), kwargs.get("sliding_window"))  # fmt: skip
                 return out
 
