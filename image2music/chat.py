@@ -113,21 +113,24 @@ class ChatSession:
                 status.start()
         return words or None
 
-    def _progress(self) -> Any:
+    def _progress(self, path: list[str] | None = None) -> Any:
+        """The progress display; ``path``: the run's path so far (a person's extra round goes on numbering its
+        rounds from there, as run.json does)."""
         if self.progress_factory is not None:
             self._active = self.progress_factory()
         else:
             from image2music.display import NodeProgress
 
-            self._active = NodeProgress(self.console)
+            self._active = NodeProgress(self.console, path=path)
         return self._active
 
     def compose(self, image: Path, graph_input: Any = None) -> bool:
         """Run the graph for ``image`` (or continue this session's run with ``graph_input``); True when there
         is a result to act on."""
         run_id = self.result.run_id if graph_input is not None and self.result else None
+        so_far = list(self.result.record.get("path") or []) if graph_input is not None and self.result else None
         try:
-            with self._progress() as progress:
+            with self._progress(so_far) as progress:
                 if graph_input is None:
                     self._pending = Path(image).expanduser().absolute()
                     self.result = compose_image(

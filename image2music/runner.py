@@ -417,12 +417,25 @@ def compose_image(
         if user_feedback:
             graph_input["user_feedback"] = user_feedback
         extra = RunExtra(start_notes=start_notes) if start_notes else None
+        warm_converters(settings)
         result = execute_graph(ctx, conn, graph_input, on_event, extra=extra, on_pause=on_pause)
         if final_dir is not None:
             result = _swapped(result, final_dir, conn)
         return result
     finally:
         conn.close()
+
+
+def warm_converters(settings: Settings) -> None:
+    """Start a MusicXML worker now, if the run will write MusicXML: music21's import (about a second) then
+    overlaps the model's first calls instead of delaying the outputs. One per process; later runs reuse it."""
+    if settings.writes("musicxml"):
+        from image2music.tools.music.workers import WorkerError, pool
+
+        try:
+            pool().prestart(1)
+        except WorkerError:
+            pass  # the conversion itself will say what is wrong
 
 
 def _swapped(result: RunResult, final_dir: Path, conn: sqlite3.Connection) -> RunResult:

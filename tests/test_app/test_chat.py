@@ -88,6 +88,7 @@ def test_ctrl_c_cancels_the_run_not_the_session(tmp_path: Path, image_path: Path
         child.expect("image path> ")
         child.sendline(str(image_path))
         child.expect("run ")
+        child.expect("describe")  # a node has finished: the next one is waiting 3 s on the model
         child.sendintr()
         child.expect("run cancelled")
         child.expect("i2m runs resume")
@@ -131,3 +132,74 @@ def test_chat_at_80_columns_wraps_and_echoes(tmp_path: Path, image_path: Path) -
     # panels and tables wrap inside their frame (plain lines soft-wrap in the terminal: never cut either)
     framed = [ln for ln in text.replace("\r", "\n").splitlines() if ln.lstrip()[:1] in ("│", "╭", "╰", "┃", "┏")]
     assert framed and all(len(ln) <= 80 for ln in framed), [ln for ln in framed if len(ln) > 80][:3]
+
+
+@pytest.mark.usefixtures("paper_policy")  # three reflect rounds whatever the metrics say: three pauses
+@pytest.mark.slow
+def test_every_key_of_the_chat_at_80_columns(tmp_path: Path, image_path: Path) -> None:
+    """Enter at a pause, words at a pause, Enter at the last pause, `r` after ok (a person's round), `p` (a
+    player), `o`, Ctrl-C at a prompt, Ctrl-D: the session follows each, and the rounds the progress shows are
+    the rounds run.json records."""
+    import re
+
+    calls = [("describe", "A harbour at dawn."), ("compose", fenced(GOOD_ABC))]
+    calls += [("reflect", fenced(GOOD_ABC.replace("Calm Harbour", f"Harbour {n}"))) for n in (1, 2, 3)]
+    calls += [("explain", "Calm."), ("reflect", fenced(GOOD_ABC.replace("Calm Harbour", "Harbour 4"))),
+              ("explain", "Slower.")]  # fmt: skip
+    replay = write_replay(tmp_path / "calls.jsonl", calls)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    played = tmp_path / "played.txt"
+    player = bin_dir / "aplay"  # the first player the session looks for: it records what it was asked to play
+    player.write_text(f"#!/bin/sh\necho \"$@\" >> {played}\n")
+    player.chmod(0o755)
+    path = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
+    child = spawn_chat(replay, tmp_path, columns=80, I2M_REFINE_ROUNDS="3", PATH=path)
+    log: list[str] = []
+    child.logfile_read = type("L", (), {"write": lambda self, s: log.append(s), "flush": lambda self: None})()
+    menu = r"\[a\]ccept"
+    try:
+        child.expect("image path> ")
+        child.sendline(str(image_path))
+        child.expect("refinement round 1")
+        child.sendline("")  # Enter: let it decide
+        child.expect("refinement round 2")
+        child.sendline("more wind in it")
+        child.expect("refinement round 3")
+        child.sendline("")  # Enter at the last pause
+        child.expect(menu)
+        child.sendline("p")
+        child.expect("playing .*music.wav with aplay")
+        child.expect(menu)
+        child.sendline("r")
+        child.expect("your words")
+        child.sendline("slower")
+        child.expect(menu)
+        child.sendintr()  # Ctrl-C at a prompt: the prompt again, the session goes on
+        child.expect(menu)
+        child.sendline("o")
+        child.expect("image path> ")
+        child.sendintr()
+        child.expect("image path> ")
+        child.sendeof()  # Ctrl-D
+        child.expect("bye")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", "".join(log))
+    runs = list((Path(os.environ["I2M_HOME"]) / "runs").iterdir())
+    assert len(runs) == 1
+    rec = json.loads((runs[0] / "run.json").read_text())
+    assert rec["status"] == "ok" and rec["final"]["title"] == "Harbour 4"
+    assert rec["path"].count("reflect") == 4
+    shown = [int(n) for n in re.findall(r"reflect\s+[\d.]+s\s+round (\d+)", text)]
+    from image2music.graph.versions import steps
+
+    recorded = [s.round for s in steps(rec["path"]) if s.node == "reflect"]
+    assert shown == recorded == [1, 2, 3, 4], text[-3000:]
+    prompts = [json.loads(x)["prompt"] for x in (runs[0] / "vlm_calls.jsonl").read_text().splitlines()
+               if json.loads(x)["node"] == "reflect"]  # fmt: skip
+    asked = ["The listener asks for this change" in p for p in prompts]
+    assert asked == [False, True, False, True]
+    assert "more wind in it" in prompts[1] and "slower" in prompts[3]
+    assert played.read_text().strip().endswith("music.wav")

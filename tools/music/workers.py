@@ -197,14 +197,15 @@ class WorkerPool:
         self._give(w)
         return out
 
-    def close(self) -> None:
+    def close(self, kill: bool = False) -> None:
+        """End the idle workers (``kill``: at once, as the process exits; else at the end of their input)."""
         with self._cond:
             self._closed = True
             idle, self._idle = self._idle, []
             self._count -= len(idle)
             self._cond.notify_all()
         for w in idle:
-            w.close()
+            w.kill() if kill else w.close()
 
 
 _POOLS: dict[str, WorkerPool] = {}
@@ -223,7 +224,7 @@ def pool(warm: str = "music21") -> WorkerPool:
 @atexit.register
 def _close_all() -> None:
     for p in list(_POOLS.values()):
-        p.close()
+        p.close(kill=True)  # they hold nothing; the process's exit must not wait for an import to finish
 
 
 def serve(warm: str) -> None:
