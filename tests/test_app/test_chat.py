@@ -14,7 +14,8 @@ from conftest import GOOD_ABC, ROOT, WARN_ABC, fenced, write_replay
 
 def spawn_chat(replay: Path, cwd: Path, columns: int = 140, **env: str) -> pexpect.spawn:
     """`i2m chat` with the replay backend in a real pseudo-terminal."""
-    full = {**os.environ, "PYTHONPATH": str(ROOT), "I2M_TOP_K": "0", "COLUMNS": str(columns), "TERM": "xterm", **env}
+    pythonpath = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(ROOT)) if p)  # an overlay stays first
+    full = {**os.environ, "PYTHONPATH": pythonpath, "I2M_TOP_K": "0", "COLUMNS": str(columns), "TERM": "xterm", **env}
     full.pop("LINES", None)
     return pexpect.spawn(
         sys.executable,
