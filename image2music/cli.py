@@ -93,24 +93,6 @@ def main() -> None:
     """
 
 
-def _stop_on_sigterm() -> None:
-    """SIGTERM (``timeout``, ``docker stop``, systemd) stops a run as Ctrl-C does: cancelled, with its record,
-    resumable. A second SIGTERM while the record is written is ignored (SIGKILL still ends the process)."""
-    import signal
-    import threading
-
-    from image2music.tools.errors import Terminated
-
-    if threading.current_thread() is not threading.main_thread():
-        return
-
-    def on_term(signum: int, frame: object) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise Terminated("SIGTERM")
-
-    signal.signal(signal.SIGTERM, on_term)
-
-
 def model_options(fn: F) -> F:
     opts = [
         click.option(
@@ -988,7 +970,9 @@ def chat(**flags: Any) -> None:
 
 def run() -> None:
     """The ``i2m`` program: the CLI with SIGTERM handled as a stop (not installed when embedded)."""
-    _stop_on_sigterm()
+    from image2music.tools.errors import stop_on_sigterm
+
+    stop_on_sigterm()
     main()
 
 

@@ -51,6 +51,23 @@ class Terminated(KeyboardInterrupt):
     the run ``cancelled`` with its record, resumable."""
 
 
+def stop_on_sigterm() -> None:
+    """SIGTERM (``timeout``, ``docker stop``, systemd) stops a run as Ctrl-C does: cancelled, with its record,
+    resumable. A second SIGTERM while the record is written is ignored (SIGKILL still ends the process).
+    Installed by the programs (``i2m``, a batch's child processes), never by a library caller."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def on_term(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated("SIGTERM")
+
+    signal.signal(signal.SIGTERM, on_term)
+
+
 def disk_fault(error: OSError) -> str:
     """An OSError of the file system in words: which file, why, and (disk full) how much space is left."""
     import errno

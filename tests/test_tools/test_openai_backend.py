@@ -94,6 +94,27 @@ def test_generate_sends_image_as_data_url(server: FakeServer) -> None:
     assert req["body"]["max_tokens"] == 64 and req["body"]["model"] == "served-vlm"
 
 
+def test_each_call_sends_its_own_image_and_an_image_is_encoded_once(server: FakeServer) -> None:
+    """A batch's parallel runs share the client: their images alternate, each is encoded once, and a new picture
+    never gets another's cached encoding (the cache holds its images, so no id is reused while cached)."""
+    import base64
+    import io
+
+    vlm = make_vlm("openai", "served-vlm", base_url=server.url)
+    colours = [(200, 0, 0), (0, 200, 0), (0, 0, 200)]
+    images = [Image.new("RGB", (8, 8), c) for c in colours]
+    settings = GenerationSettings(max_new_tokens=8, temperature=0.0)
+    for image in images + images + [Image.new("RGB", (8, 8), (9, 9, 9))]:
+        vlm.generate(node="describe", prompt="Look carefully.", image=image, call_index=0, settings=settings)
+    sent = []
+    for req in server.requests:
+        url = req["body"]["messages"][0]["content"][0]["image_url"]["url"]
+        sent.append(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).getpixel((0, 0)))
+    assert sent == colours + colours + [(9, 9, 9)]
+    assert len({id(u) for u in (vlm._data_url(i) for i in images)}) == 3  # type: ignore[attr-defined]
+    assert vlm._data_url(images[0]) is vlm._data_url(images[0])  # type: ignore[attr-defined]  # cached
+
+
 def test_server_errors_are_clear(server: FakeServer) -> None:
     vlm = make_vlm("openai", "missing-model", base_url=server.url)
     with pytest.raises(VLMError, match="HTTP 404"):

@@ -62,16 +62,23 @@ class OpenAIVLM:
         self.api_key = api_key
         self.timeout_s = timeout_s
         self.max_pixels = max_pixels
-        self._image_cache: tuple[int, str] | None = None
+        # the encoded images of the last few calls, each kept with its image (so that an id is never reused
+        # for another picture while it is cached): a batch's parallel runs each send theirs once
+        self._image_cache: list[tuple[Image.Image, str]] = []
+        self._image_lock = threading.Lock()
+
+    IMAGE_CACHE = 16
 
     def _data_url(self, image: Image.Image) -> str:
-        key = id(image)
-        if self._image_cache and self._image_cache[0] == key:
-            return self._image_cache[1]
+        with self._image_lock:
+            for cached, url in self._image_cache:
+                if cached is image:
+                    return url
         buf = io.BytesIO()
         fit_pixels(image.convert("RGB"), self.max_pixels).save(buf, format="PNG")
         url = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-        self._image_cache = (key, url)
+        with self._image_lock:
+            self._image_cache = [(image, url), *self._image_cache[: self.IMAGE_CACHE - 1]]
         return url
 
     def generate(
