@@ -9,6 +9,13 @@ streamed capture (forward hooks keep one image-attention vector per token), (3) 
 ``generate(output_attentions=True)`` as the paper's reference code does. Goals: capture/no-capture <= 1.05 and
 project/plain <= 1.10 in peak memory growth (no pixel copy), capture/plain <= 1.2 in time. Then vision-tower
 forwards for the calls of one run: reference style (every call encodes the image) vs ours.
+
+Then capture at realistic sizes (``--sizes tiny,smolvlm-256m,qwen2vl-1.5b`` picks; all by default): random
+weights with SmolVLM-256M-Instruct's dimensions and with Qwen2-VL-2B's language model (1.5 B parameters, its
+vision tower cut to 4 blocks), loaded by the project's own code with its shipped defaults, describe and
+compose prompts as a run renders them; each call is made twice side by side, capture off and on (the order
+alternating), and the bench prints the total time ratio, the median of the pairs' ratios and the peak
+resident memory ratio. Goals: time <= 1.10, peak <= 1.05. Takes ~15 minutes on 2 cores.
 """
 
 from __future__ import annotations

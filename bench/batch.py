@@ -1,12 +1,13 @@
 """Benchmark: does `i2m batch` keep a served model busy?
 
-  .venv/bin/python bench/batch.py [--images 8] [--formats abc,mid]
+  .venv/bin/python bench/batch.py [--images 16] [--formats abc,mid] [--profile]
 
 A bounded fake OpenAI-compatible server on 127.0.0.1 answers every request in exactly 1 s (describe, compose,
 reflect, explain). For `--jobs 1, 2, 4, 8` over the same images it prints the wall time, the speedup over one
 job, the client's CPU-seconds per run (the `i2m` process and its children: conversions, metrics, report) and
 the server's mean number of requests in flight while the batch ran. A client that keeps the server busy has a
-speedup near the job count and a mean in-flight near it too.
+speedup near the job count and a mean in-flight near it too. `--profile` first shows where the client's CPU
+goes (one job under yappi: CPU per package, and the child processes).
 """
 
 from __future__ import annotations
@@ -130,7 +131,7 @@ def _group(file: str, name: str) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--images", type=int, default=8)
+    ap.add_argument("--images", type=int, default=16, help="a batch's steady state, not only its start")
     ap.add_argument("--formats", default=None, help="passed to i2m batch --formats (default: all outputs)")
     ap.add_argument("--profile", action="store_true", help="also profile one job: where the client's CPU goes")
     ap.add_argument("--profile-child", nargs=3, help=argparse.SUPPRESS)

@@ -22,6 +22,7 @@ from image2music.record import RunRecord
 if TYPE_CHECKING:
     from image2music.batch import BatchRow
     from image2music.evaluation import EvalRow
+    from image2music.graph.config import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -181,14 +182,20 @@ def compose(
 
     Example: i2m compose photo.jpg -o out/  (writes run.json, music.abc, music.mid, attention.png ...)
     """
-    from image2music.display import NodeProgress
-    from image2music.graph import services
-    from image2music.runner import compose_image
+    from image2music import prompts
+    from image2music.tools.images import load_image
 
     settings = settings_from(**flags)
     overrides = parse_prompt_overrides(prompt_files)
     image = Path(image).expanduser().absolute()
-    services.get_image(image)  # refused input is said before the banner (the image is cached for the run)
+    load_image(image)  # refused input (exit 2) is said first, before the banner
+    prompts.load_all(overrides)
+    require_model(settings)  # then a missing model (exit 1), before langgraph and the rest are imported
+    from image2music.display import NodeProgress
+    from image2music.graph import services
+    from image2music.runner import compose_image
+
+    services.get_image(image)  # the image, cached for the run
     services.get_prompts(overrides)
     err.print(f"[bold]i2m[/bold] composing for {escape(str(image))} with {escape(model_label(settings))}")
     with NodeProgress(err) as progress:
@@ -203,6 +210,15 @@ def compose(
             force=force,
         )
     report_result(result, as_json)
+
+
+def require_model(settings: Settings) -> None:
+    """A local VLM that is not on this machine (and cannot be downloaded) ends the command at once, with the
+    command that fixes it (VLMError, exit 1), before the graph's libraries are imported."""
+    if settings.vlm_backend == "transformers":
+        from image2music.tools.vlm import model_location
+
+        model_location(settings.vlm_model)
 
 
 def report_result(result: Any, as_json: bool) -> None:
@@ -883,6 +899,7 @@ def batch(
     images = collect_images(inputs)
     if not images:
         fail("no images found in " + ", ".join(inputs), 2)
+    require_model(settings)  # once, not a failure per image
     with Progress(
         TextColumn("batch"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err, transient=True
     ) as bar:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from image2music.rundb import public_settings
 from image2music.tools.attention import save_overlay
 from image2music.tools.files import atomic_write_json, atomic_write_text, safe_name
 from image2music.tools.music.abcparse import read_tune
-from image2music.tools.music.convert import ConversionError, write_midi, write_musicxml, write_svg, write_wav
+from image2music.tools.music.convert import ConversionError, mp3_bytes, write_midi, write_musicxml, write_svg, write_wav
 
 
 @dataclass
@@ -49,13 +50,68 @@ VERSION_FIELDS = (
 """What run.json keeps of each version."""
 
 
+def render_files(ctx: RunContext, abc: str) -> tuple[dict[str, str], list[str]]:
+    """The optional files of the final music that the settings ask for (MusicXML, WAV, SVG; the report's audio
+    preview is encoded from the WAV and kept for the report), each under its deadline: ({key: file}, notes).
+    Needs music.mid in the run folder (the WAV is rendered from it)."""
+    run_dir, limit = ctx.run_dir, ctx.settings.convert_timeout_s
+    files: dict[str, str] = {}
+    notes: list[str] = []
+    for key, fn, fname in (
+        ("musicxml", lambda: write_musicxml(abc, run_dir / "music.musicxml", limit), "music.musicxml"),
+        ("wav", lambda: write_wav(run_dir / "music.mid", run_dir / "music.wav", limit), "music.wav"),
+        ("svg", lambda: write_svg(abc, run_dir / "music.svg", limit), "music.svg"),
+    ):
+        if not ctx.settings.writes(key):
+            continue  # not asked for (I2M_FORMATS / --formats)
+        try:
+            fn()
+            files[key] = fname
+        except ConversionError as e:
+            notes.append(f"{key}: {e}")
+    if "wav" in files and ctx.settings.writes("report"):
+        try:
+            mp3_bytes(run_dir / "music.wav")  # kept for the report (see mp3_bytes)
+        except ConversionError:
+            pass  # the report links the WAV instead
+    return files, notes
+
+
+class Renders:
+    """:func:`render_files` for a tune in the background: the runner starts it when the graph heads to explain,
+    so the conversions run while the model writes the explanation; :func:`write_outputs` takes the result if
+    the final music is still that tune (else it renders again)."""
+
+    def __init__(self, ctx: RunContext, abc: str) -> None:
+        self.abc = abc
+        self._out: tuple[dict[str, str], list[str]] | None = None
+        self._ctx = ctx
+        self._thread = threading.Thread(target=self._work, name=f"i2m-render-{ctx.run_id}", daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        try:
+            tune = read_tune(self.abc, self._ctx.settings.abc_limits)
+            write_midi(tune, self._ctx.run_dir / "music.mid")
+            self._out = render_files(self._ctx, self.abc)
+        except Exception:  # noqa: BLE001 - write_outputs renders again and reports what fails
+            self._out = None
+
+    def result(self) -> tuple[dict[str, str], list[str]] | None:
+        """What was rendered (waiting for it: each conversion has its deadline), or None if it failed."""
+        self._thread.join()
+        return self._out
+
+
 def write_outputs(
     ctx: RunContext,
     state: State,
     error: str | None = None,
     extra: RunExtra | None = None,
+    renders: Renders | None = None,
 ) -> RunResult:
-    """Write run.json, the final music files and the attention maps from a (final or interrupted) state."""
+    """Write run.json, the final music files and the attention maps from a (final or interrupted) state;
+    ``renders``: the final music's files already being made in the background."""
     run_dir = ctx.run_dir
     files: dict[str, str] = {}
     extra = extra or {}
@@ -64,7 +120,6 @@ def write_outputs(
     best = best_version(versions)
     final: FinalMusic | None = None
     final_tune = None
-    limit = ctx.settings.convert_timeout_s
     if best is not None and best["ok"]:
         final = {
             "version": best["index"] + 1,
@@ -80,18 +135,11 @@ def write_outputs(
             files["midi"] = "music.mid"
         except Exception as e:  # noqa: BLE001 - the record is written whatever a writer does
             notes.append(f"midi: {type(e).__name__}: {e}")
-        for key, fn, fname in (
-            ("musicxml", lambda: write_musicxml(best["abc"], run_dir / "music.musicxml", limit), "music.musicxml"),
-            ("wav", lambda: write_wav(run_dir / "music.mid", run_dir / "music.wav", limit), "music.wav"),
-            ("svg", lambda: write_svg(best["abc"], run_dir / "music.svg", limit), "music.svg"),
-        ):
-            if not ctx.settings.writes(key):
-                continue  # not asked for (I2M_FORMATS / --formats)
-            try:
-                fn()
-                files[key] = fname
-            except ConversionError as e:
-                notes.append(f"{key}: {e}")
+        else:
+            done = renders.result() if renders is not None and renders.abc == best["abc"] else None
+            rendered, render_notes = done or render_files(ctx, best["abc"])
+            files.update(rendered)
+            notes.extend(render_notes)
     attention_files: dict[str, str] = {}
     image = services.get_image(ctx.image_path) if state.get("attention") or final else None
     for name, att in (state.get("attention") or {}).items():

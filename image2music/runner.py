@@ -23,7 +23,8 @@ from image2music.graph.builder import build_graph
 from image2music.graph.config import Settings
 from image2music.graph.context import RunContext
 from image2music.graph.state import NODE_IDS, State
-from image2music.outputs import RunResult, write_outputs
+from image2music.graph.versions import best_version
+from image2music.outputs import Renders, RunResult, write_outputs
 from image2music.record import ErrorNote, RunExtra, RunRecord, scrubbed
 from image2music.rundb import (
     SECRET_SETTINGS,
@@ -298,6 +299,7 @@ def _execute_graph(
     extra = RunExtra(**(extra or {}))
     deadline = time.monotonic() + ctx.settings.run_deadline_s
     services.set_cancelled(ctx.run_id, False)
+    renders: Renders | None = None
     try:
         while True:
             chunks = graph.stream(graph_input, config=config, context=ctx, stream_mode="updates", durability="sync")
@@ -305,6 +307,11 @@ def _execute_graph(
                 for node, update in chunk.items():
                     if on_event is not None and isinstance(update, dict):
                         on_event(node, cast(State, update))
+                    if renders is None and _heads_to_explain(update):
+                        # the music is final: its files are made while the model explains it
+                        best = best_version(graph.get_state(config).values.get("versions", []))
+                        if best is not None and best["ok"]:
+                            renders = Renders(ctx, best["abc"])
             snapshot = graph.get_state(config)
             if on_pause is None or "reflect" not in (snapshot.next or ()):
                 break
@@ -314,7 +321,7 @@ def _execute_graph(
     except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: the run ends cancelled, with its record, resumable
         services.set_cancelled(ctx.run_id, True)
         extra["cancelled"] = _cancel_reason(e, ctx)
-        finish_run(ctx, conn, cast(State, graph.get_state(config).values), None, extra)
+        finish_run(ctx, conn, cast(State, graph.get_state(config).values), None, extra, renders)
         raise
     except Exception as e:  # the one run guard: every failure ends with its record
         error, note = _failure(e, ctx)
@@ -326,15 +333,24 @@ def _execute_graph(
         graph.update_state(config, {"status": "ok", "reason": None}, as_node="explain")
         state = cast(State, graph.get_state(config).values)
         error = None
-    return finish_run(ctx, conn, state, error, extra)
+    return finish_run(ctx, conn, state, error, extra, renders)
+
+
+def _heads_to_explain(update: Any) -> bool:
+    return isinstance(update, dict) and any(d.get("to") == "explain" for d in update.get("decisions") or [])
 
 
 def finish_run(
-    ctx: RunContext, conn: sqlite3.Connection, state: State, error: str | None, extra: RunExtra
+    ctx: RunContext,
+    conn: sqlite3.Connection,
+    state: State,
+    error: str | None,
+    extra: RunExtra,
+    renders: Renders | None = None,
 ) -> RunResult:
     """Write the outputs and the database status; if writing the outputs fails, a minimal run.json still is."""
     try:
-        result = write_outputs(ctx, state, error, extra=extra)
+        result = write_outputs(ctx, state, error, extra=extra, renders=renders)
     except Exception as e:  # the outputs themselves failed: the record must still be written
         reason, note = _failure(e, ctx)
         record: RunRecord = {

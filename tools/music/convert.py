@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 import unicodedata
 from dataclasses import dataclass
 from fractions import Fraction
@@ -286,9 +287,32 @@ PREVIEW_RATE = 22050
 """The sample rate of the report's audio preview (mono MP3, ~0.26 MB a minute); music.wav keeps the render."""
 
 
+_MP3_CACHE: dict[tuple[str, int, int], bytes] = {}
+_MP3_LOCK = threading.Lock()
+
+
 def mp3_bytes(wav_path: Path) -> bytes:
     """The WAV as a mono MP3 preview at PREVIEW_RATE, for a page that plays alone; ConversionError if it cannot.
-    Encoding costs CPU in proportion to samples: mono at half rate is ~4x cheaper than the stereo render."""
+    Encoding costs CPU in proportion to samples: mono at half rate is ~4x cheaper than the stereo render. The
+    last few encodings are kept (by the WAV's path, size and modification time): the run's outputs encode it
+    in the background, the report takes it from there."""
+    try:
+        st = os.stat(wav_path)
+        key = (str(Path(wav_path).absolute()), st.st_size, st.st_mtime_ns)
+    except OSError as e:
+        raise ConversionError(f"cannot encode {Path(wav_path).name} as MP3: {e}") from e
+    with _MP3_LOCK:
+        if key in _MP3_CACHE:
+            return _MP3_CACHE[key]
+    data = _encode_mp3(Path(wav_path))
+    with _MP3_LOCK:
+        while len(_MP3_CACHE) >= 8:
+            _MP3_CACHE.pop(next(iter(_MP3_CACHE)))
+        _MP3_CACHE[key] = data
+    return data
+
+
+def _encode_mp3(wav_path: Path) -> bytes:
     import io
 
     try:

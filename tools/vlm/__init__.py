@@ -21,6 +21,18 @@ _CACHE: dict[tuple[object, ...], VLM] = {}
 _LOCK = threading.Lock()
 
 
+def model_location(model_id: str) -> str:
+    """Where a local VLM's files are (a folder, a cached snapshot), or its hub id when the hub can be reached
+    (the loader downloads it); VLMError saying how to get it when it is absent. Decided without importing
+    torch or transformers: the CLI asks before anything heavy is imported, the loader asks again (cached)."""
+    from image2music.tools.models import ModelNotFound, resolve_model
+
+    try:
+        return resolve_model(model_id, "VLM", "I2M_VLM_MODEL", "--vlm-model")
+    except ModelNotFound as e:
+        raise VLMError(str(e)) from e
+
+
 def make_vlm(
     backend: str,
     model: str,

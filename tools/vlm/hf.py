@@ -70,13 +70,10 @@ class TransformersVLM:
         max_pixels: int = 512 * 512,
         cache_entries: int = 8,
     ) -> None:
-        from image2music.tools.models import ModelNotFound, resolve_model
+        from image2music.tools.vlm import model_location
 
         # an absent model is known before torch and transformers are imported (seconds saved per process)
-        try:
-            where = resolve_model(model_id, "VLM", "I2M_VLM_MODEL", "--vlm-model")
-        except ModelNotFound as e:
-            raise VLMError(str(e)) from e
+        where = model_location(model_id)
         import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
