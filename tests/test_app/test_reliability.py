@@ -339,22 +339,37 @@ def test_prompt_files_and_inputs_are_checked_before_the_run(tmp_path: Path, imag
     assert json.loads(r.stdout) == []  # nothing started
 
 
-def test_the_run_deadline_stops_a_node_that_is_still_running(tmp_path: Path, image_path: Path) -> None:
-    """describe's model call takes 6 s; I2M_RUN_DEADLINE_S=1: the run ends failed about then (bound
-    generous), the call in flight is abandoned (nothing of it checkpointed or recorded), and the run resumes."""
-    import time
+def test_the_run_deadline_stops_a_node_that_is_still_running(
+    tmp_path: Path, image_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """describe's model call is held until the test lets it go; I2M_RUN_DEADLINE_S=1: the run ends failed
+    while the call is still in flight (nothing of it checkpointed or recorded: a run that waited for the node
+    would have describe in its path), the abandoned call's answer is dropped when it comes, and the run
+    resumes. Nothing here is decided by the clock."""
+    import threading
+
+    import image2music.tools.vlm.replay as replay_module
 
     from image2music.runner import resume_run
 
+    release = threading.Event()
+
+    class HeldCall:
+        @staticmethod
+        def sleep(seconds: float) -> None:
+            release.wait(120)  # the model call: held until the run has ended
+
+    monkeypatch.setattr(replay_module, "time", HeldCall)
     replay = write_replay(tmp_path / "c.jsonl", CALLS)
     s = load_settings(vlm_backend="replay", replay_file=replay, top_k=0, replay_delay_s=6.0, run_deadline_s=1.0)
-    t0 = time.monotonic()
     res = compose_image(image_path, s, run_dir=tmp_path / "run", notify=lambda m: None)
-    assert time.monotonic() - t0 < 5  # the call alone takes 6 s
     rec = res.record
     assert rec["status"] == "failed" and "I2M_RUN_DEADLINE_S=1" in (rec["reason"] or "")
     assert f"runs resume {res.run_id}" in (rec["reason"] or "") and rec["path"] == []
-    time.sleep(6)  # the abandoned call returns meanwhile: its answer is dropped
+    abandoned = [t for t in threading.enumerate() if t.name == f"i2m-run-{res.run_id}"]
+    assert abandoned and abandoned[0].is_alive()  # the call was still in flight when the run ended
+    release.set()
+    abandoned[0].join(120)  # the abandoned call returns: its answer is dropped
     assert not (tmp_path / "run" / "vlm_calls.jsonl").exists()
     done = resume_run(res.run_id, s, notify=lambda m: None, replay_delay_s=0.0, run_deadline_s=600.0)
     assert done.record["status"] == "ok" and done.record["path"][0] == "describe"

@@ -95,7 +95,7 @@ def test_a_server_that_accepts_and_never_answers_times_out(monkeypatch: pytest.M
     try:
         with pytest.raises(StoreError, match="did not answer within|cannot open"):
             kb.count()
-        assert time.monotonic() - t0 < 10
+        assert time.monotonic() - t0 < 60  # only a bound on a hang: this server never answers
     finally:
         stop.set()
         for c in held:
