@@ -70,7 +70,7 @@ class Server:
 def profile(imgs: Path, out: Path, env: dict[str, str], formats: str | None) -> None:
     """Where the client's CPU goes in one `i2m batch` of the images with one job: the i2m process under yappi
     (CPU time of every thread, own time grouped by package) and its child processes (conversions) from the
-    kernel's accounting. Needs `pip install yappi` (a development tool, not a dependency)."""
+    kernel's accounting. yappi is a development dependency (`make install-dev`)."""
     cmd = [sys.executable, __file__, "--profile-child", str(imgs), str(out), formats or ""]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if r.returncode != 0:
@@ -89,7 +89,7 @@ def profile_child(imgs: str, out: str, formats: str) -> None:
     try:
         import yappi
     except ImportError:
-        sys.exit("--profile needs yappi: .venv/bin/pip install yappi")
+        sys.exit("--profile needs yappi (a development dependency): make install-dev")
     from image2music.cli import main as cli
 
     args = ["batch", imgs, "-o", out, "--jobs", "1"] + (["--formats", formats] if formats else [])
