@@ -39,6 +39,7 @@ class AttentionRecorder:
     def __init__(self, model: Any, image_positions: np.ndarray, prompt_len: int | None = None) -> None:
         import torch
 
+        self._torch = torch
         self.model = model
         self.positions = torch.as_tensor(image_positions, dtype=torch.long)
         self._first = int(image_positions[0]) if len(image_positions) else 0
@@ -47,7 +48,6 @@ class AttentionRecorder:
         self.layers = _attention_layers(model)
         self.rows: list[Any] = []
         self._acc: dict[int, list[Any]] = {}
-        self._zeros: dict[Any, Any] = {}
         self._step_calls = 0
         self._steps = 0
         self._handles: list[Any] = []
@@ -82,17 +82,14 @@ class AttentionRecorder:
 
     # eager models: the weights come out of the layer
     def _hook(self, module: Any, args: Any, output: Any) -> None:
-        import torch
-
         weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
         if weights is None or weights.shape[-2] != 1:
             return  # the prompt pass: no row
-        self._add(weights[0, :, -1, :].to(dtype=torch.float32, copy=True))  # summed into: never the model's own
+        self._add(weights[0, :, -1, :].to(dtype=self._torch.float32, copy=True))  # summed into: never the model's
 
     # fused models: one softmax row of the new token over all keys
     def capture(self, query: Any, key: Any, mask: Any, scaling: Any, softcap: Any, window: Any) -> None:
-        import torch
-
+        torch = self._torch
         if query.shape[-2] != 1:
             return  # the prompt pass: no row
         heads, dim = query.shape[1], query.shape[-1]
@@ -101,13 +98,12 @@ class AttentionRecorder:
         # the product as eager attention does
         q = query[0, :, 0, :].reshape(kv_heads, heads // kv_heads, dim)
         scale = float(scaling) if scaling is not None else dim**-0.5
-        scores = torch.baddbmm(self._zero(q), q, key[0].transpose(-1, -2), beta=0.0, alpha=scale)
-        scores = scores.reshape(heads, k_len)
+        scores = torch.matmul(q, key[0].transpose(-1, -2)).mul_(scale).reshape(heads, k_len)
         if scores.dtype != torch.float32:
             scores = scores.float()  # as eager attention: the softmax in float32
         if softcap is not None:
             scores = torch.tanh(scores / softcap) * softcap
-        if mask is not None and isinstance(mask, torch.Tensor):
+        if isinstance(mask, torch.Tensor):
             # sdpa: [b, 1, q, k] (bool: True attends; float: added); flash: [b, k] padding (1 attends)
             m = mask[:1].reshape(1, -1, mask.shape[-1])[:, -1, :k_len]
             if m.is_floating_point():
@@ -117,14 +113,6 @@ class AttentionRecorder:
         if window is not None and k_len > window and (not isinstance(mask, torch.Tensor) or mask.dim() == 2):
             scores[:, : k_len - int(window)] = float("-inf")  # no 4-D mask: the kernel keeps the last `window` keys
         self._add(torch.softmax(scores, dim=-1))
-
-    def _zero(self, like: Any) -> Any:
-        z = self._zeros.get((like.dtype, like.device))
-        if z is None:
-            import torch
-
-            z = self._zeros[(like.dtype, like.device)] = torch.zeros((), dtype=like.dtype, device=like.device)
-        return z
 
     def _add(self, probs: Any) -> None:
         """``probs`` [heads, keys]: one layer's attention of the token being generated at this step. Summed per key
@@ -142,8 +130,6 @@ class AttentionRecorder:
 
     def _flush(self) -> None:
         if self._step_calls:
-            import torch
-
             # exactly one row per generated token; zeros when no layer could see the image at this step
             total_sum, layers = None, 0
             for k_len, (acc, n) in self._acc.items():
@@ -157,8 +143,9 @@ class AttentionRecorder:
                 vec = acc.mean(dim=0).index_select(0, self.positions - offset if offset else self.positions)
                 total_sum = vec if total_sum is None else total_sum + vec
                 layers += n
-            zeros = torch.zeros(len(self.positions), device=self.positions.device)
-            self.rows.append(total_sum / layers if total_sum is not None else zeros)
+            if total_sum is None:
+                total_sum, layers = self._torch.zeros(len(self.positions), device=self.positions.device), 1
+            self.rows.append(total_sum / layers)
             self._steps += 1
         self._acc = {}
         self._step_calls = 0
@@ -166,9 +153,7 @@ class AttentionRecorder:
     def result(self) -> np.ndarray:
         if not self.rows:
             return np.zeros((0, len(self.positions)), dtype=np.float32)
-        import torch
-
-        return torch.stack(self.rows).cpu().numpy()
+        return self._torch.stack(self.rows).cpu().numpy()
 
 
 def _attention_layers(model: Any) -> list[Any]:
