@@ -54,9 +54,6 @@ def _op(name: str) -> Callable[[bytes], bytes]:
     module, _, function = name.partition(":")
     return getattr(importlib.import_module(module), function)
 
-WARM_IMPORTS = {"musicxml": "music21"}
-"""What a new worker imports before it is asked anything (the cost paid once per worker, not per task)."""
-
 
 def _read_exact(fd: int, n: int, deadline: float | None) -> bytes:
     out = bytearray()
@@ -140,11 +137,6 @@ class WorkerPool:
     def started(self) -> int:
         """Workers alive now, idle or busy."""
         return self._count
-
-    def resize(self, size: int) -> None:
-        with self._cond:
-            self.size = max(self.size, size)
-            self._cond.notify_all()
 
     def prestart(self, n: int = 1) -> None:
         """Start workers now (their imports overlap whatever the process does next)."""
