@@ -16,7 +16,7 @@ from image2music.record import FinalMusic, RunExtra, RunRecord, scrubbed
 from image2music.rundb import public_settings
 from image2music.tools.attention import save_overlay
 from image2music.tools.files import atomic_write_json, atomic_write_text, safe_name
-from image2music.tools.music.abcparse import read_tune
+from image2music.tools.music.abcparse import Tune, read_tune
 from image2music.tools.music.convert import ConversionError, mp3_bytes, write_midi, write_musicxml, write_svg, write_wav
 
 
@@ -50,13 +50,28 @@ VERSION_FIELDS = (
 """What run.json keeps of each version."""
 
 
-def render_files(ctx: RunContext, abc: str) -> tuple[dict[str, str], list[str]]:
-    """The optional files of the final music that the settings ask for (MusicXML, WAV, SVG; the report's audio
-    preview is encoded from the WAV and kept for the report), each under its deadline: ({key: file}, notes).
-    Needs music.mid in the run folder (the WAV is rendered from it)."""
+@dataclass
+class MusicFiles:
+    """The final music's files: its one reading (the report draws it), {key: file}, and notes on what failed."""
+
+    tune: Tune | None
+    files: dict[str, str]
+    notes: list[str]
+
+
+def render_files(ctx: RunContext, abc: str) -> MusicFiles:
+    """music.mid, then the optional files the settings ask for (MusicXML, WAV, SVG; the report's audio preview
+    is encoded from the WAV and kept for the report), each under its deadline. A tune that cannot be written as
+    MIDI gets none of them (the note says why)."""
     run_dir, limit = ctx.run_dir, ctx.settings.convert_timeout_s
-    files: dict[str, str] = {}
-    notes: list[str] = []
+    out = MusicFiles(None, {}, [])
+    try:
+        tune = read_tune(abc, ctx.settings.abc_limits)  # the one reading the outputs share
+        write_midi(tune, run_dir / "music.mid")
+    except Exception as e:  # noqa: BLE001 - the record is written whatever a writer does
+        out.notes.append(f"midi: {type(e).__name__}: {e}")
+        return out
+    out.tune, out.files["midi"] = tune, "music.mid"
     for key, fn, fname in (
         ("musicxml", lambda: write_musicxml(abc, run_dir / "music.musicxml", limit), "music.musicxml"),
         ("wav", lambda: write_wav(run_dir / "music.mid", run_dir / "music.wav", limit), "music.wav"),
@@ -66,15 +81,15 @@ def render_files(ctx: RunContext, abc: str) -> tuple[dict[str, str], list[str]]:
             continue  # not asked for (I2M_FORMATS / --formats)
         try:
             fn()
-            files[key] = fname
+            out.files[key] = fname
         except ConversionError as e:
-            notes.append(f"{key}: {e}")
-    if "wav" in files and ctx.settings.writes("report"):
+            out.notes.append(f"{key}: {e}")
+    if "wav" in out.files and ctx.settings.writes("report"):
         try:
             mp3_bytes(run_dir / "music.wav")  # kept for the report (see mp3_bytes)
         except ConversionError:
             pass  # the report links the WAV instead
-    return files, notes
+    return out
 
 
 class Renders:
@@ -84,20 +99,18 @@ class Renders:
 
     def __init__(self, ctx: RunContext, abc: str) -> None:
         self.abc = abc
-        self._out: tuple[dict[str, str], list[str]] | None = None
+        self._out: MusicFiles | None = None
         self._ctx = ctx
         self._thread = threading.Thread(target=self._work, name=f"i2m-render-{ctx.run_id}", daemon=True)
         self._thread.start()
 
     def _work(self) -> None:
         try:
-            tune = read_tune(self.abc, self._ctx.settings.abc_limits)
-            write_midi(tune, self._ctx.run_dir / "music.mid")
             self._out = render_files(self._ctx, self.abc)
         except Exception:  # noqa: BLE001 - write_outputs renders again and reports what fails
             self._out = None
 
-    def result(self) -> tuple[dict[str, str], list[str]] | None:
+    def result(self) -> MusicFiles | None:
         """What was rendered (waiting for it: each conversion has its deadline), or None if it failed."""
         self._thread.join()
         return self._out
@@ -129,17 +142,11 @@ def write_outputs(
         }
         atomic_write_text(run_dir / "music.abc", best["abc"])
         files["abc"] = "music.abc"
-        try:
-            final_tune = read_tune(best["abc"], ctx.settings.abc_limits)  # the one reading the outputs share
-            write_midi(final_tune, run_dir / "music.mid")
-            files["midi"] = "music.mid"
-        except Exception as e:  # noqa: BLE001 - the record is written whatever a writer does
-            notes.append(f"midi: {type(e).__name__}: {e}")
-        else:
-            done = renders.result() if renders is not None and renders.abc == best["abc"] else None
-            rendered, render_notes = done or render_files(ctx, best["abc"])
-            files.update(rendered)
-            notes.extend(render_notes)
+        done = renders.result() if renders is not None and renders.abc == best["abc"] else None
+        music = done or render_files(ctx, best["abc"])
+        final_tune = music.tune
+        files.update(music.files)
+        notes.extend(music.notes)
     attention_files: dict[str, str] = {}
     image = services.get_image(ctx.image_path) if state.get("attention") or final else None
     for name, att in (state.get("attention") or {}).items():
