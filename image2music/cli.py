@@ -192,11 +192,8 @@ def compose(
     prompts.load_all(overrides)
     require_model(settings)  # then a missing model (exit 1), before langgraph and the rest are imported
     from image2music.display import NodeProgress
-    from image2music.graph import services
     from image2music.runner import compose_image
 
-    services.get_image(image)  # the image, cached for the run
-    services.get_prompts(overrides)
     err.print(f"[bold]i2m[/bold] composing for {escape(str(image))} with {escape(model_label(settings))}")
     with NodeProgress(err) as progress:
         result = compose_image(
