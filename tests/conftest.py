@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
+import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +117,20 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def wait_until_serving(url: str, proc: subprocess.Popen, attempts: int, pause_s: float) -> bool:
+    """Poll ``url`` until it answers (True), or the server's process ends or the attempts run out (False): a
+    bound on a hang, not a speed check."""
+    for _ in range(attempts):
+        if proc.poll() is not None:
+            return False
+        try:
+            urllib.request.urlopen(url, timeout=1).read()
+            return True
+        except OSError:
+            time.sleep(pause_s)
+    return False
 
 
 def write_replay(path: Path, calls: list[tuple[str, str]]) -> Path:

@@ -12,14 +12,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import GOOD_ABC, ROOT, fenced, free_port, write_replay
+from conftest import GOOD_ABC, ROOT, fenced, free_port, wait_until_serving, write_replay
 from image2music.graph.routing import decision_path_problems
 from PIL import Image
 
@@ -60,17 +58,8 @@ def server(tmp_path: Path) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(240):  # up to 2 minutes to start: a bound on a hang, not a speed check
-            if proc.poll() is not None:
-                break
-            try:
-                urllib.request.urlopen(f"{url}/ok", timeout=1).read()
-                break
-            except OSError:
-                time.sleep(0.5)
-        else:
+        if not wait_until_serving(f"{url}/ok", proc, 240, 0.5):  # up to 2 minutes to start
             pytest.fail("langgraph dev did not start: " + (tmp_path / "server.log").read_text()[-2000:])
-        assert proc.poll() is None, (tmp_path / "server.log").read_text()[-2000:]
         yield url
     finally:
         if proc.poll() is None:

@@ -6,14 +6,13 @@ import shutil
 import socket
 import subprocess
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
 import numpy as np
 import pytest
-from conftest import free_port
+from conftest import free_port, wait_until_serving
 from image2music.tools.kb.store import Entry, KnowledgeBase, forget_clients
 
 
@@ -33,13 +32,7 @@ def chroma_server(tmp_path: Path) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(f"{url}/api/v2/heartbeat", timeout=1).read()
-                break
-            except OSError:
-                time.sleep(0.2)
-        else:
+        if not wait_until_serving(f"{url}/api/v2/heartbeat", proc, 100, 0.2):
             pytest.fail("the chroma server did not start")
         yield url
     finally:
