@@ -106,11 +106,11 @@ def get_retriever(settings: Settings, notify: Notify = notify_stderr) -> Retriev
         failed_at = _NO_EMBEDDER.get(key)
         if failed_at is not None and time.monotonic() - failed_at < NO_EMBEDDER_RETRY_S:
             return None
-    from image2music.tools.embedder import EmbedderError, get_embedder
-    from image2music.tools.models import ModelNotFound, resolve_model
+    from image2music.tools.embedder import EmbedderError, get_embedder, model_location
+    from image2music.tools.models import ModelNotFound
 
     try:  # an absent embedding model is known without opening the base or importing torch
-        resolve_model(settings.embed_model, "embedding model", "I2M_EMBED_MODEL", "--embed-model")
+        model_location(settings.embed_model)
     except ModelNotFound as e:
         notify(f"no embedder, so no knowledge base: composing without examples ({e})")
         with _LOCK:

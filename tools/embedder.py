@@ -15,16 +15,25 @@ class EmbedderError(RunError):
     """The embedding model could not be loaded or used."""
 
 
+def model_location(model_id: str) -> str:
+    """Where an embedding model's files are (a folder, a cached snapshot), or its hub id when the hub can be
+    reached; ModelNotFound (saying how to get it) when it is absent. Decided without importing torch or
+    transformers: the retriever asks before opening the base, the loader asks again (cached)."""
+    from image2music.tools.models import resolve_model
+
+    return resolve_model(model_id, "embedding model", "I2M_EMBED_MODEL", "--embed-model")
+
+
 class ClipEmbedder:
     """Unit-length embeddings from a ``CLIPModel`` checkpoint (hub id or local folder)."""
 
     def __init__(self, model_id: str, device: str = "auto", batch_size: int = 32) -> None:
-        from image2music.tools.models import ModelNotFound, resolve_model
+        from image2music.tools.models import ModelNotFound
 
         # whether the model is there (a folder, the Hugging Face cache, the hub when online) is decided before
         # torch and transformers are imported: an absent model costs no import time
         try:
-            where = resolve_model(model_id, "embedding model", "I2M_EMBED_MODEL", "--embed-model")
+            where = model_location(model_id)
         except ModelNotFound as e:
             raise EmbedderError(str(e)) from e
         import torch
