@@ -100,6 +100,34 @@ def test_wav(tmp_path: Path) -> None:
     assert p.read_bytes()[:4] == b"RIFF" and p.stat().st_size > 10_000
 
 
+@pytest.mark.skipif(shutil.which("fluidsynth") is None, reason="fluidsynth not installed")
+def test_wav_reads_only_the_samples_it_plays_and_sounds_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The render with dynamic sample loading is byte for byte the one with the whole bank in memory, and a
+    FluidSynth that does not know the setting (older than 2.0) renders without it."""
+    real = shutil.which("fluidsynth")
+    mid = write_midi(read_tune(GOOD_ABC), tmp_path / "m.mid")
+    lean = write_wav(mid, tmp_path / "lean.wav").read_bytes()
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "calls.txt"
+    old = bin_dir / "fluidsynth"  # as FluidSynth 1.x answers a setting it does not have
+    old.write_text(
+        "#!/bin/sh\n"
+        f'echo "$*" >> "{log}"\n'
+        'case "$*" in *dynamic-sample-loading*) '
+        "echo \"Setting parameter 'synth.dynamic-sample-loading' not found\" >&2; exit 255;; esac\n"
+        f'exec "{real}" "$@"\n'
+    )
+    old.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{Path(str(real)).parent}")
+    full = write_wav(mid, tmp_path / "full.wav").read_bytes()
+    assert full == lean and len(full) > 10_000
+    calls = log.read_text().splitlines()
+    assert len(calls) == 2 and "dynamic-sample-loading" in calls[0] and "dynamic" not in calls[1]
+
+
 def test_missing_tools_name_the_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(ConversionError, match="abcm2ps"):
