@@ -433,7 +433,7 @@ def compose_image(
         if user_feedback:
             graph_input["user_feedback"] = user_feedback
         extra = RunExtra(start_notes=start_notes) if start_notes else None
-        warm_converters(settings)
+        warm_up(settings)
         result = execute_graph(ctx, conn, graph_input, on_event, extra=extra, on_pause=on_pause)
         if final_dir is not None:
             result = _swapped(result, final_dir, conn)
@@ -442,16 +442,55 @@ def compose_image(
         conn.close()
 
 
-def warm_converters(settings: Settings) -> None:
-    """Start a MusicXML worker now, if the run will write MusicXML: music21's import (about a second) then
-    overlaps the model's first calls instead of delaying the outputs. One per process; later runs reuse it."""
+LATER_IMPORTS = (
+    "image2music.report",
+    "image2music.tools.music.excerpt",
+    "image2music.tools.music.midi2abc",
+    "lameenc",
+    "soundfile",
+)
+"""Modules a run imports when it gets to them (outputs, report, map): a process's first runs import them
+while their first model call is out instead of after it, when every run of a batch's first wave waits."""
+
+_WARMED: set[str] = set()
+_WARM_LOCK = threading.Lock()
+
+
+def warm_up(settings: Settings) -> None:
+    """Start what a run will need later while its first model call is out: a MusicXML worker, if the run
+    writes MusicXML (music21's import, about a second), and, once per process in a background thread, the
+    modules of the later stages and, for a served model's map, where the embedding model is. Failures are
+    ignored here: the stage that needs the thing says what is wrong."""
     if settings.writes("musicxml"):
         from image2music.tools.music.workers import WorkerError, pool
 
         try:
             pool().prestart(1)
         except WorkerError:
-            pass  # the conversion itself will say what is wrong
+            pass
+    jobs = list(LATER_IMPORTS)
+    if settings.vlm_backend == "openai" and settings.attention_maps:
+        jobs.append(f"embed:{settings.embed_model}")
+    with _WARM_LOCK:
+        jobs = [j for j in jobs if j not in _WARMED]
+        _WARMED.update(jobs)
+    if jobs:
+        threading.Thread(target=_warm, args=(jobs,), name="i2m-warm-up", daemon=True).start()
+
+
+def _warm(jobs: list[str]) -> None:
+    import importlib
+
+    for job in jobs:
+        try:
+            if job.startswith("embed:"):
+                from image2music.tools.embedder import model_location
+
+                model_location(job.removeprefix("embed:"))  # cached: the map's loader asks again
+            else:
+                importlib.import_module(job)
+        except Exception:  # noqa: BLE001, S112 - only a head start; the stage itself reports failures
+            continue
 
 
 def _swapped(result: RunResult, final_dir: Path, conn: sqlite3.Connection) -> RunResult:

@@ -191,3 +191,35 @@ def test_run_json_holds_every_public_setting_and_never_the_key(tmp_path: Path, i
     assert saved["settings"]["temperature"] == 0.3 and saved["settings"]["seed"] == 7
     assert "node_generation" in saved["settings"] and "vlm_api_key" not in saved["settings"]
     assert "sk-x1" not in (tmp_path / "run" / "run.json").read_text()
+
+
+def test_warm_up_imports_the_later_stages_once_while_the_first_call_is_out(tmp_path: Path) -> None:
+    """In a fresh process: the modules the outputs, report and map import when a run reaches them are imported
+    by one background thread, once per process, and a served model's map finds its embedding model there
+    (here one that is absent, offline: the map's own loader says so later, the warm-up stays quiet)."""
+    import os
+    import subprocess
+    import sys
+
+    code = """
+import sys, threading
+from image2music.graph.config import load_settings
+from image2music import runner
+s = load_settings(vlm_backend="openai", vlm_base_url="http://127.0.0.1:9/v1", vlm_model="m",
+                  embed_model="nobody/no-clip", formats="abc,mid")
+assert not any(m in sys.modules for m in runner.LATER_IMPORTS), [m for m in runner.LATER_IMPORTS if m in sys.modules]
+runner.warm_up(s)
+warm = [t for t in threading.enumerate() if t.name == "i2m-warm-up"]
+runner.warm_up(s)
+assert len([t for t in threading.enumerate() if t.name == "i2m-warm-up"]) <= 1
+for t in warm:
+    t.join(60)
+missing = [m for m in runner.LATER_IMPORTS if m not in sys.modules]
+assert len(warm) == 1 and not missing, missing
+from image2music.tools import models
+assert isinstance(models._RESOLVED["nobody/no-clip"][0], models.ModelNotFound)
+print("ok")
+"""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
