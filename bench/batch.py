@@ -1,11 +1,13 @@
 """Benchmark: does `i2m batch` keep a served model busy?
 
-  .venv/bin/python bench/batch.py [--images 16] [--formats abc,mid] [--profile]
+  .venv/bin/python bench/batch.py [--images 16] [--rounds 3] [--formats abc,mid] [--profile]
 
 A bounded fake OpenAI-compatible server on 127.0.0.1 answers every request in exactly 1 s (describe, compose,
 reflect, explain). For `--jobs 1, 2, 4, 8` over the same images it prints the wall time, the speedup over one
 job, the client's CPU-seconds per run (the `i2m` process and its children: conversions, metrics, report) and
-the server's mean number of requests in flight while the batch ran. A client that keeps the server busy has a
+the server's mean number of requests in flight while the batch ran. Rounds repeat the four batches one after
+the other, each speedup against its own round's one job; the medians over the rounds come last (a machine
+that slows for a minute would otherwise decide one ratio). A client that keeps the server busy has a
 speedup near the job count and a mean in-flight near it too. `--profile` first shows where the client's CPU
 goes (one job under yappi: CPU per package, and the child processes).
 """
@@ -17,6 +19,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -26,6 +29,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+JOBS = (1, 2, 4, 8)
 ABC = "X:1\nT:Harbour\nM:4/4\nL:1/8\nQ:1/4=80\nK:G\nGABc d2B2|c2A2 G4|B2d2 g2f2|e2c2 A4|]\n"
 ANSWERS = {
     "Look carefully": "A lighthouse at sunset over a calm sea, warm light, slow waves.",
@@ -133,6 +137,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--images", type=int, default=16, help="a batch's steady state, not only its start")
     ap.add_argument("--formats", default=None, help="passed to i2m batch --formats (default: all outputs)")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds over jobs 1, 2, 4, 8; medians at the end")
     ap.add_argument("--profile", action="store_true", help="also profile one job: where the client's CPU goes")
     ap.add_argument("--profile-child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -156,24 +161,39 @@ def main() -> None:
         }
         if args.profile:
             profile(imgs, Path(d) / "profiled", env, args.formats)
-        base: float | None = None
-        print(f"{'jobs':>4} {'wall s':>7} {'speedup':>8} {'client CPU-s/run':>17} {'server in flight':>17}")
-        for jobs in (1, 2, 4, 8):
-            cmd = [i2m, "batch", str(imgs), "-o", str(Path(d) / f"out{jobs}"), "--jobs", str(jobs)]
-            if args.formats:
-                cmd += ["--formats", args.formats]
-            before = resource.getrusage(resource.RUSAGE_CHILDREN)
-            busy0 = server.busy_s
-            t0 = time.perf_counter()
-            r = subprocess.run(cmd, env=env, capture_output=True, text=True)
-            wall = time.perf_counter() - t0
-            after = resource.getrusage(resource.RUSAGE_CHILDREN)
-            if r.returncode != 0:
-                sys.exit(f"batch failed: {r.stderr[-1000:]}")
-            cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-            base = base or wall
-            in_flight = (server.busy_s - busy0) / wall
-            print(f"{jobs:>4} {wall:>7.1f} {base / wall:>8.2f} {cpu / args.images:>17.2f} {in_flight:>17.2f}")
+        walls: dict[int, list[float]] = {j: [] for j in JOBS}
+        head = ("round", "jobs", "wall s", "speedup", "client CPU-s/run", "server in flight")
+        print(" ".join(f"{h:>{w}}" for h, w in zip(head, (5, 4, 7, 8, 17, 17), strict=True)))
+        for rnd in range(1, args.rounds + 1):  # rounds interleave the job counts: a slow patch hits them all
+            for jobs in JOBS:
+                out = Path(d) / f"out{rnd}-{jobs}"
+                cmd = [i2m, "batch", str(imgs), "-o", str(out), "--jobs", str(jobs)]
+                if args.formats:
+                    cmd += ["--formats", args.formats]
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
+                busy0 = server.busy_s
+                t0 = time.perf_counter()
+                r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+                wall = time.perf_counter() - t0
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                if r.returncode != 0:
+                    sys.exit(f"batch failed: {r.stderr[-1000:]}")
+                cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+                walls[jobs].append(wall)
+                in_flight = (server.busy_s - busy0) / wall
+                speedup = walls[1][-1] / wall
+                print(f"{rnd:>5} {jobs:>4} {wall:>7.1f} {speedup:>8.2f} {cpu / args.images:>17.2f} {in_flight:>17.2f}")
+                shutil.rmtree(out)
+        if args.rounds > 1:
+            med = {j: statistics.median(w) for j, w in walls.items()}
+            per_round = {j: [a / b for a, b in zip(walls[1], walls[j], strict=True)] for j in JOBS}
+            print(f"median of {args.rounds} rounds:")
+            for jobs in JOBS[1:]:
+                lo, hi = min(per_round[jobs]), max(per_round[jobs])
+                print(
+                    f"  jobs {jobs}: wall {med[jobs]:.1f} s, speedup {med[1] / med[jobs]:.2f} "
+                    f"(rounds {lo:.2f}-{hi:.2f})"
+                )
     server.httpd.shutdown()
 
 

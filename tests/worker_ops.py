@@ -26,3 +26,13 @@ def boom(data: bytes) -> bytes:
 
 def die(data: bytes) -> bytes:
     os._exit(3)
+
+
+def wait_for(data: bytes) -> bytes:
+    """Hold the worker until the file named by ``data`` exists (at most a minute)."""
+    path = data.decode()
+    for _ in range(6000):
+        if os.path.exists(path):
+            return b"released"
+        time.sleep(0.01)
+    return b"gave up"

@@ -75,3 +75,43 @@ def _gone(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
     except OSError:
         return True
+
+
+def test_a_burst_of_tasks_shares_one_worker_and_only_a_waiting_queue_grows_the_pool(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Eight threads at once with a patient pool: one worker serves them all (a second would cost an import
+    that the queue never needed). With a pool that grows at once, a task that finds the only worker busy
+    starts the second."""
+    import threading
+
+    monkeypatch.setenv("PYTHONPATH", str(TESTS))
+    patient = WorkerPool(warm="", size=2, grow_after_s=600)
+    try:
+        pids: list[bytes] = []
+        threads = [
+            threading.Thread(target=lambda: pids.append(patient.call("worker_ops:pid", b"", 60))) for _ in range(8)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert len(pids) == 8 and len(set(pids)) == 1 and patient.started == 1
+    finally:
+        patient.close()
+    eager = WorkerPool(warm="", size=2, grow_after_s=0)
+    release = tmp_path / "release"
+    answers: list[bytes] = []
+    try:
+        busy = threading.Thread(target=lambda: answers.append(eager.call("worker_ops:wait_for", bytes(release), 120)))
+        busy.start()
+        while eager.started == 0:  # the first worker is out on its task from the moment it is started
+            threading.Event().wait(0.01)
+        other = eager.call("worker_ops:pid", b"", 60)
+        release.touch()
+        busy.join(120)
+        assert answers == [b"released"] and eager.started == 2
+        assert len({other, *[str(p).encode() for p in eager.pids()]}) == 2
+    finally:
+        release.touch()
+        eager.close()

@@ -117,12 +117,20 @@ class _Worker:
             self.kill()
 
 
-class WorkerPool:
-    """Up to ``size`` warm workers shared by the threads of this process; ``call`` blocks for a free one."""
+GROW_AFTER_S = 0.25
+"""A task that has waited this long for a busy worker starts another (up to the pool's size). A warm worker
+converts a tune in ~15 ms, and a new one costs an import (music21: ~0.6 CPU-s, ~1 s): a burst of short tasks
+is served by one worker; only a queue that really waits grows the pool."""
 
-    def __init__(self, warm: str = "music21", size: int = 2) -> None:
+
+class WorkerPool:
+    """Up to ``size`` warm workers shared by the threads of this process; ``call`` blocks for a free one.
+    The first task starts a worker; another starts only when a task has waited ``grow_after_s`` for one."""
+
+    def __init__(self, warm: str = "music21", size: int = 2, grow_after_s: float = GROW_AFTER_S) -> None:
         self.warm = warm
         self.size = max(1, size)
+        self.grow_after_s = grow_after_s
         self._idle: list[_Worker] = []
         self._count = 0
         self._cond = threading.Condition()
@@ -153,12 +161,17 @@ class WorkerPool:
         return w
 
     def _take(self) -> _Worker:
+        grow_at = time.monotonic() + self.grow_after_s
         with self._cond:
-            while not self._closed and not self._idle and self._count >= self.size:
-                self._cond.wait()
+            while not self._closed and not self._idle:
+                can_grow = self._count < self.size
+                left = grow_at - time.monotonic()
+                if can_grow and (self._count == 0 or left <= 0):
+                    return self._spawn()
+                self._cond.wait(left if can_grow else None)
             if self._closed:
                 raise WorkerError("the conversion workers were shut down")
-            return self._idle.pop() if self._idle else self._spawn()
+            return self._idle.pop()
 
     def _give(self, w: _Worker | None) -> None:
         with self._cond:
