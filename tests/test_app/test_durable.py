@@ -21,6 +21,20 @@ def _nodes(run_dir: Path) -> list[str]:
     return [json.loads(x)["node"] for x in (run_dir / "vlm_calls.jsonl").read_text().splitlines()]
 
 
+def test_the_run_database_is_wal_without_a_flush_per_commit(tmp_path: Path) -> None:
+    """WAL with synchronous=NORMAL: parallel runs do not queue behind each other's fsync; what a killed i2m
+    had committed is kept (test_kill_and_resume kills one with SIGKILL and resumes it)."""
+    from image2music.graph.config import load_settings
+    from image2music.rundb import connect_db
+
+    conn = connect_db(load_settings(home=tmp_path / "home"))
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    finally:
+        conn.close()
+
+
 @pytest.mark.slow
 def test_kill_and_resume(tmp_path: Path, image_path: Path) -> None:
     replay = write_replay(
