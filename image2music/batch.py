@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import TypedDict
 
 from image2music.graph.config import Settings
-from image2music.runner import compose_image
-from image2music.tools.errors import I2MError, InputError
+from image2music.runner import StopSignal, cancel_reason, compose_image, new_run_id
+from image2music.tools.errors import I2MError, InputError, Terminated
 from image2music.tools.files import safe_name
 
 
@@ -22,7 +22,9 @@ class BatchRow(TypedDict):
     path: str
     """The image."""
     status: str
-    """``ok``, ``failed`` (the run's record says why) or ``refused`` (the input was refused before a run)."""
+    """``ok``, ``failed`` (the run's record says why), ``refused`` (the input was refused before a run) or
+    ``cancelled`` (Ctrl-C or SIGTERM stopped the batch: the run in flight is resumable, an image not yet
+    started has no run)."""
     reason: str | None
     run_dir: str
     run_id: str | None
@@ -75,9 +77,11 @@ def run_batch(
     results_path = out_dir / "results.jsonl"
     results_path.write_text("", encoding="utf-8")
     rows: dict[Path, BatchRow] = {}
+    stop = StopSignal()
 
-    def one(img: Path) -> BatchRow:
+    def one(img: Path) -> None:
         run_dir = out_dir / names[img]
+        run_id = new_run_id()
         t0 = time.perf_counter()
         row: BatchRow = {
             "path": str(img),
@@ -88,15 +92,30 @@ def run_batch(
             "seconds": None,
             "timings": None,
         }
+        interrupted: KeyboardInterrupt | None = None
         try:
-            res = compose_image(
-                img, settings, run_dir=run_dir, prompt_overrides=prompt_overrides, notify=lambda m: None
-            )
-            steps = zip(res.record["path"], res.record["timings"], strict=False)
-            row["status"] = res.record["status"]
-            row["reason"] = res.record.get("reason")
-            row["run_id"] = res.run_id
-            row["timings"] = [[node, secs] for node, secs in steps]
+            if stop.error is not None:
+                how = "SIGTERM" if isinstance(stop.error, Terminated) else "Ctrl-C"
+                row["status"], row["reason"] = "cancelled", f"not started: the batch was stopped by {how}"
+            else:
+                res = compose_image(
+                    img,
+                    settings,
+                    run_dir=run_dir,
+                    run_id=run_id,
+                    prompt_overrides=prompt_overrides,
+                    notify=lambda m: None,
+                    stop=stop,
+                )
+                steps = zip(res.record["path"], res.record["timings"], strict=False)
+                row["status"] = res.record["status"]
+                row["reason"] = res.record.get("reason")
+                row["run_id"] = res.run_id
+                row["timings"] = [[node, secs] for node, secs in steps]
+        except KeyboardInterrupt as e:  # this run's record is written (resumable) before it gets here
+            interrupted = e
+            stop.stop(e)  # the other runs stop too, and the images not started are not
+            row["status"], row["reason"], row["run_id"] = "cancelled", cancel_reason(e, run_id), run_id
         except InputError as e:
             row["status"], row["reason"] = "refused", str(e)
         except I2MError as e:
@@ -105,18 +124,35 @@ def run_batch(
             row["reason"] = f"internal error: {type(e).__name__}: {e}"
         row["seconds"] = round(time.perf_counter() - t0, 3)
         with lock:
+            rows[img] = row
             with open(results_path, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
             if on_done is not None:
                 on_done(row)
-        return row
+        if interrupted is not None and threading.current_thread() is threading.main_thread():
+            raise interrupted
 
-    if jobs <= 1:
-        for img in images:
-            rows[img] = one(img)
-    else:
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
-            futures = {pool.submit(one, img): img for img in images}
-            for f in as_completed(futures):
-                rows[futures[f]] = f.result()
+    try:
+        if jobs <= 1:
+            for img in images:
+                one(img)
+        else:
+            # Ctrl-C and SIGTERM reach the main thread only: it hands them to the runs in the workers
+            with ThreadPoolExecutor(max_workers=jobs) as pool:
+                futures = [pool.submit(one, img) for img in images]
+                try:
+                    for f in as_completed(futures):
+                        f.result()
+                except KeyboardInterrupt as e:
+                    stop.stop(e)
+                    for f in futures:
+                        f.result()  # the runs in flight write their records; the others are not started
+                    raise
+    except KeyboardInterrupt as e:
+        if stop.error is None:  # it came between two runs
+            stop.stop(e)
+        for img in images:  # every image has its line, the last ones too
+            if img not in rows:
+                one(img)
+        raise
     return [rows[i] for i in images]

@@ -910,7 +910,11 @@ def batch(
             )
             bar.advance(task)
 
-        rows = run_batch(images, output, settings, jobs=max(1, jobs), prompt_overrides=overrides, on_done=done)
+        try:
+            rows = run_batch(images, output, settings, jobs=max(1, jobs), prompt_overrides=overrides, on_done=done)
+        except KeyboardInterrupt:  # every run in flight was stopped with its record; each image has its line
+            err.print(f"stopped; results in {output / 'results.jsonl'} (the cancelled runs: `i2m runs resume ID`)")
+            raise
     n_ok = sum(r["status"] == "ok" for r in rows)
     err.print(f"{n_ok}/{len(rows)} ok; results in {output / 'results.jsonl'}")
     if as_json:

@@ -223,9 +223,39 @@ def _transient(error: BaseException, ctx: RunContext) -> str | None:
     return None
 
 
-def _cancel_reason(error: KeyboardInterrupt, ctx: RunContext) -> str:
+def cancel_reason(error: KeyboardInterrupt, run_id: str) -> str:
+    """Why a run ended cancelled, and how to go on with it."""
     how = "SIGTERM" if isinstance(error, Terminated) else "Ctrl-C"
-    return f"stopped by {how}; continue it with `i2m runs resume {ctx.run_id}`"
+    return f"stopped by {how}; continue it with `i2m runs resume {run_id}`"
+
+
+class StopSignal:
+    """Stops the runs that share it at once, from another thread: what Ctrl-C or SIGTERM does to a run in the
+    main thread, for the runs of a batch's worker threads (signals reach only the main thread). Each run ends
+    cancelled, with its record, resumable; its model call in flight is abandoned (its answer dropped)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._boxes: set[Any] = set()
+        self.error: KeyboardInterrupt | None = None
+        """What stopped the runs (KeyboardInterrupt, or Terminated for SIGTERM); None while they may go on."""
+
+    def stop(self, error: KeyboardInterrupt) -> None:
+        with self._lock:
+            self.error = error
+            boxes = list(self._boxes)
+        for box in boxes:
+            box.put(("stop", error))
+
+    def _register(self, box: Any) -> None:
+        with self._lock:
+            self._boxes.add(box)
+            if self.error is not None:
+                box.put(("stop", self.error))
+
+    def _unregister(self, box: Any) -> None:
+        with self._lock:
+            self._boxes.discard(box)
 
 
 def execute_graph(
@@ -235,22 +265,24 @@ def execute_graph(
     on_event: Event | None,
     extra: RunExtra | None = None,
     on_pause: Pause | None = None,
+    stop: StopSignal | None = None,
 ) -> RunResult:
     """Stream the graph (checkpointing after every node), then write the outputs from the saved state.
 
     With ``on_pause`` the run stops before every reflect round and asks it for a person's words, which are
     added to that round's prompt (human-in-the-loop refinement). Whatever goes wrong, the outputs are written
     and the run is marked in the database; only KeyboardInterrupt propagates (the run can be resumed).
-    One process at a time executes a run (RunBusy for a second).
+    One process at a time executes a run (RunBusy for a second). ``stop`` ends it from another thread as
+    Ctrl-C would.
     """
     with run_lock(ctx.run_dir, ctx.run_id):
-        return _execute_graph(ctx, conn, graph_input, on_event, extra, on_pause)
+        return _execute_graph(ctx, conn, graph_input, on_event, extra, on_pause, stop)
 
 
-def _until(chunks: Iterator[Any], deadline: float, ctx: RunContext) -> Iterator[Any]:
+def _until(chunks: Iterator[Any], deadline: float, ctx: RunContext, stop: StopSignal | None = None) -> Iterator[Any]:
     """The graph's updates, produced in a worker thread, until the run's deadline: a node still running then
     is abandoned (its model call's answer is dropped, nothing of it is checkpointed) and RunDeadline ends the
-    run, resumable. Ctrl-C / SIGTERM reach the waiting thread at once."""
+    run, resumable. Ctrl-C / SIGTERM reach the waiting thread at once; ``stop`` reaches it from elsewhere."""
     import queue
 
     box: queue.Queue[tuple[str, Any]] = queue.Queue()
@@ -263,23 +295,32 @@ def _until(chunks: Iterator[Any], deadline: float, ctx: RunContext) -> Iterator[
         except BaseException as e:  # noqa: BLE001 - handed to the waiting thread
             box.put(("error", e))
 
-    threading.Thread(target=work, name=f"i2m-run-{ctx.run_id}", daemon=True).start()
-    last = "the start"
-    while True:
-        try:
-            kind, value = box.get(timeout=max(0.0, deadline - time.monotonic()))
-        except queue.Empty:
-            services.set_cancelled(ctx.run_id, True)  # the abandoned node's model answer is dropped
-            raise RunDeadline(
-                f"the run took longer than I2M_RUN_DEADLINE_S={ctx.settings.run_deadline_s:g} s; it stopped "
-                f"after {last} (continue it with `i2m runs resume {ctx.run_id}`)"
-            ) from None
-        if kind == "done":
-            return
-        if kind == "error":
-            raise value
-        last = next(iter(value), last)
-        yield value
+    if stop is not None:
+        stop._register(box)
+    try:
+        threading.Thread(target=work, name=f"i2m-run-{ctx.run_id}", daemon=True).start()
+        last = "the start"
+        while True:
+            try:
+                kind, value = box.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                services.set_cancelled(ctx.run_id, True)  # the abandoned node's model answer is dropped
+                raise RunDeadline(
+                    f"the run took longer than I2M_RUN_DEADLINE_S={ctx.settings.run_deadline_s:g} s; it stopped "
+                    f"after {last} (continue it with `i2m runs resume {ctx.run_id}`)"
+                ) from None
+            if kind == "done":
+                return
+            if kind == "error":
+                raise value
+            if kind == "stop":  # as the signal would have: the node in flight is abandoned
+                services.set_cancelled(ctx.run_id, True)
+                raise type(value)(*value.args)
+            last = next(iter(value), last)
+            yield value
+    finally:
+        if stop is not None:
+            stop._unregister(box)
 
 
 def _execute_graph(
@@ -289,6 +330,7 @@ def _execute_graph(
     on_event: Event | None,
     extra: RunExtra | None,
     on_pause: Pause | None,
+    stop: StopSignal | None = None,
 ) -> RunResult:
     from langgraph.types import Command
 
@@ -303,7 +345,7 @@ def _execute_graph(
     try:
         while True:
             chunks = graph.stream(graph_input, config=config, context=ctx, stream_mode="updates", durability="sync")
-            for chunk in _until(chunks, deadline, ctx):
+            for chunk in _until(chunks, deadline, ctx, stop):
                 for node, update in chunk.items():
                     if on_event is not None and isinstance(update, dict):
                         on_event(node, cast(State, update))
@@ -320,7 +362,7 @@ def _execute_graph(
             graph_input = Command(update={"user_feedback": words}) if words else None
     except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: the run ends cancelled, with its record, resumable
         services.set_cancelled(ctx.run_id, True)
-        extra["cancelled"] = _cancel_reason(e, ctx)
+        extra["cancelled"] = cancel_reason(e, ctx.run_id)
         finish_run(ctx, conn, cast(State, graph.get_state(config).values), None, extra, renders)
         raise
     except Exception as e:  # the one run guard: every failure ends with its record
@@ -391,8 +433,10 @@ def compose_image(
     on_start: Callable[[str, Path], None] | None = None,
     on_pause: Pause | None = None,
     force: bool = False,
+    stop: StopSignal | None = None,
 ) -> RunResult:
-    """Turn one image into music. Raises InputError (refused input) or RunError (cannot start).
+    """Turn one image into music. Raises InputError (refused input) or RunError (cannot start); KeyboardInterrupt
+    when Ctrl-C, SIGTERM or ``stop`` ended it (its record written, resumable).
 
     ``run_dir`` (``-o``) may be new, empty, or an earlier run of ours (it is replaced, never mixed); a
     non-empty folder of anything else is refused unless ``force``."""
@@ -434,7 +478,7 @@ def compose_image(
             graph_input["user_feedback"] = user_feedback
         extra = RunExtra(start_notes=start_notes) if start_notes else None
         warm_up(settings)
-        result = execute_graph(ctx, conn, graph_input, on_event, extra=extra, on_pause=on_pause)
+        result = execute_graph(ctx, conn, graph_input, on_event, extra=extra, on_pause=on_pause, stop=stop)
         if final_dir is not None:
             result = _swapped(result, final_dir, conn)
         return result
