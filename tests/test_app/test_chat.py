@@ -152,7 +152,7 @@ def test_every_key_of_the_chat_at_80_columns(tmp_path: Path, image_path: Path) -
     bin_dir.mkdir()
     played = tmp_path / "played.txt"
     player = bin_dir / "aplay"  # the first player the session looks for: it records what it was asked to play
-    player.write_text(f"#!/bin/sh\necho \"$@\" >> {played}\n")
+    player.write_text(f'#!/bin/sh\necho "$@" >> {played}\n')
     player.chmod(0o755)
     path = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
     child = spawn_chat(replay, tmp_path, columns=80, I2M_REFINE_ROUNDS="3", PATH=path)
