@@ -132,27 +132,28 @@ def run_batch(
         if interrupted is not None and threading.current_thread() is threading.main_thread():
             raise interrupted
 
-    try:
-        if jobs <= 1:
+    if jobs <= 1:
+        try:
             for img in images:
                 one(img)
-        else:
-            # Ctrl-C and SIGTERM reach the main thread only: it hands them to the runs in the workers
-            with ThreadPoolExecutor(max_workers=jobs) as pool:
-                futures = [pool.submit(one, img) for img in images]
-                try:
-                    for f in as_completed(futures):
-                        f.result()
-                except KeyboardInterrupt as e:
-                    stop.stop(e)
-                    for f in futures:
-                        f.result()  # the runs in flight write their records; the others are not started
-                    raise
-    except KeyboardInterrupt as e:
-        if stop.error is None:  # it came between two runs
-            stop.stop(e)
-        for img in images:  # every image has its line, the last ones too
-            if img not in rows:
-                one(img)
-        raise
+        except KeyboardInterrupt as e:
+            if stop.error is None:  # it came between two runs
+                stop.stop(e)
+            for img in images:  # every image has its line, the ones not started too
+                if img not in rows:
+                    one(img)
+            raise
+    else:
+        # Ctrl-C and SIGTERM reach the main thread only: it hands them to the runs in the workers, and the images
+        # still queued see the stop when a worker takes them (their lines say "not started")
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            futures = [pool.submit(one, img) for img in images]
+            try:
+                for f in as_completed(futures):
+                    f.result()
+            except KeyboardInterrupt as e:
+                stop.stop(e)
+                for f in futures:
+                    f.result()  # the runs in flight write their records
+                raise
     return [rows[i] for i in images]

@@ -108,9 +108,10 @@ def test_graph_of_a_failed_run_shows_the_failed_steps(tmp_path: Path, image_path
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_a_parallel_batch_at_once_with_every_run_resumable(tmp_path: Path, image_path: Path) -> None:
-    """Ctrl-C reaches only the main thread: it is handed to the runs in the worker threads, whose model calls
-    (600 s each here) are abandoned. The batch ends at once (exit 130); each run in flight has its record,
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_ctrl_c_stops_a_batch_at_once_with_every_run_resumable(tmp_path: Path, image_path: Path, jobs: int) -> None:
+    """Ctrl-C reaches only the main thread: with jobs it is handed to the runs in the worker threads, whose model
+    calls (600 s each here) are abandoned. The batch ends at once (exit 130); each run in flight has its record,
     cancelled and resumable; the images not started have their lines too."""
     import os
     import signal
@@ -128,16 +129,16 @@ def test_ctrl_c_stops_a_parallel_batch_at_once_with_every_run_resumable(tmp_path
         shutil.copy(image_path, imgs / f"img{i}.png")
     out, log = tmp_path / "out", tmp_path / "stderr.txt"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "I2M_REPLAY_DELAY_S": "600", "I2M_TOP_K": "0"}
-    cmd = [sys.executable, "-m", "image2music.cli", "batch", str(imgs), "-o", str(out), "--jobs", "2"]
+    cmd = [sys.executable, "-m", "image2music.cli", "batch", str(imgs), "-o", str(out), "--jobs", str(jobs)]
     with open(log, "w") as fh:
         proc = subprocess.Popen(
             [*cmd, "--replay", str(_replay(tmp_path))], stderr=fh, stdout=subprocess.DEVNULL, env=env
         )
     try:
         deadline = time.time() + 120  # generous: only a bound on a hang, nothing is decided by it
-        while len(list(out.glob("*/input.png"))) < 2 and time.time() < deadline and proc.poll() is None:
+        while len(list(out.glob("*/input.png"))) < jobs and time.time() < deadline and proc.poll() is None:
             time.sleep(0.1)
-        time.sleep(1.0)  # both runs are in their first model call (the replay waits 600 s there)
+        time.sleep(1.0)  # the runs are in their first model call (the replay waits 600 s there)
         proc.send_signal(signal.SIGINT)
         code = proc.wait(timeout=60)  # the model calls would hold it for 600 s
     finally:
@@ -148,7 +149,7 @@ def test_ctrl_c_stops_a_parallel_batch_at_once_with_every_run_resumable(tmp_path
     rows = {Path(r["path"]).name: r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
     assert set(rows) == {f"img{i}.png" for i in range(5)} and all(r["status"] == "cancelled" for r in rows.values())
     started = [r for r in rows.values() if r["run_id"] is not None]
-    assert len(started) == 2 and all("stopped by Ctrl-C" in r["reason"] for r in started)
+    assert len(started) == jobs and all("stopped by Ctrl-C" in r["reason"] for r in started)
     assert all(f"runs resume {r['run_id']}" in r["reason"] for r in started)
     assert all(r["reason"] == "not started: the batch was stopped by Ctrl-C" for r in rows.values() if not r["run_id"])
     listed = {r["run_id"]: r["status"] for r in json.loads(cli("runs", "list", "--json").stdout)}
