@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import TypedDict
 
 from image2music.graph.config import Settings
-from image2music.runner import StopSignal, cancel_reason, compose_image, new_run_id
-from image2music.tools.errors import I2MError, InputError, Terminated
+from image2music.runner import StopSignal, cancel_reason, compose_image, how_stopped, new_run_id
+from image2music.tools.errors import I2MError, InputError
 from image2music.tools.files import safe_name
 
 
@@ -95,8 +95,8 @@ def run_batch(
         interrupted: KeyboardInterrupt | None = None
         try:
             if stop.error is not None:
-                how = "SIGTERM" if isinstance(stop.error, Terminated) else "Ctrl-C"
-                row["status"], row["reason"] = "cancelled", f"not started: the batch was stopped by {how}"
+                row["status"] = "cancelled"
+                row["reason"] = f"not started: the batch was stopped by {how_stopped(stop.error)}"
             else:
                 res = compose_image(
                     img,
@@ -129,7 +129,7 @@ def run_batch(
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
             if on_done is not None:
                 on_done(row)
-        if interrupted is not None and threading.current_thread() is threading.main_thread():
+        if interrupted is not None and jobs <= 1:  # the serial loop stops here; a worker thread's run just ends
             raise interrupted
 
     if jobs <= 1:

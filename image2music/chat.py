@@ -127,8 +127,9 @@ class ChatSession:
     def compose(self, image: Path, graph_input: Any = None) -> bool:
         """Run the graph for ``image`` (or continue this session's run with ``graph_input``); True when there
         is a result to act on."""
-        run_id = self.result.run_id if graph_input is not None and self.result else None
-        so_far = list(self.result.record.get("path") or []) if graph_input is not None and self.result else None
+        earlier = self.result if graph_input is not None else None  # this session's run, continued
+        run_id = earlier.run_id if earlier else None
+        so_far = list(earlier.record.get("path") or []) if earlier else None
         try:
             with self._progress(so_far) as progress:
                 if graph_input is None:

@@ -223,10 +223,14 @@ def _transient(error: BaseException, ctx: RunContext) -> str | None:
     return None
 
 
+def how_stopped(error: KeyboardInterrupt) -> str:
+    """``SIGTERM`` or ``Ctrl-C``: what the interruption was, in a reason's words."""
+    return "SIGTERM" if isinstance(error, Terminated) else "Ctrl-C"
+
+
 def cancel_reason(error: KeyboardInterrupt, run_id: str) -> str:
     """Why a run ended cancelled, and how to go on with it."""
-    how = "SIGTERM" if isinstance(error, Terminated) else "Ctrl-C"
-    return f"stopped by {how}; continue it with `i2m runs resume {run_id}`"
+    return f"stopped by {how_stopped(error)}; continue it with `i2m runs resume {run_id}`"
 
 
 class StopSignal:
@@ -512,27 +516,26 @@ def warm_up(settings: Settings) -> None:
             pool().prestart(1)
         except WorkerError:
             pass
-    jobs = list(LATER_IMPORTS)
-    if settings.vlm_backend == "openai" and settings.attention_maps:
-        jobs.append(f"embed:{settings.embed_model}")
-    with _WARM_LOCK:
-        jobs = [j for j in jobs if j not in _WARMED]
-        _WARMED.update(jobs)
-    if jobs:
-        threading.Thread(target=_warm, args=(jobs,), name="i2m-warm-up", daemon=True).start()
-
-
-def _warm(jobs: list[str]) -> None:
+    import functools
     import importlib
 
+    jobs: dict[str, Callable[[], object]] = {m: functools.partial(importlib.import_module, m) for m in LATER_IMPORTS}
+    if settings.vlm_backend == "openai" and settings.attention_maps:
+        from image2music.tools.embedder import model_location
+
+        # cached: the map's loader asks again
+        jobs[f"embedder {settings.embed_model}"] = functools.partial(model_location, settings.embed_model)
+    with _WARM_LOCK:
+        todo = [job for key, job in jobs.items() if key not in _WARMED]
+        _WARMED.update(jobs)
+    if todo:
+        threading.Thread(target=_warm, args=(todo,), name="i2m-warm-up", daemon=True).start()
+
+
+def _warm(jobs: list[Callable[[], object]]) -> None:
     for job in jobs:
         try:
-            if job.startswith("embed:"):
-                from image2music.tools.embedder import model_location
-
-                model_location(job.removeprefix("embed:"))  # cached: the map's loader asks again
-            else:
-                importlib.import_module(job)
+            job()
         except Exception:  # noqa: BLE001, S112 - only a head start; the stage itself reports failures
             continue
 
