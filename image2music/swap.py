@@ -20,9 +20,11 @@ from pathlib import Path
 from typing import TypedDict
 
 from image2music.rundb import set_run_dir, set_status
+from image2music.tools.errors import InputError
 from image2music.tools.files import atomic_write_json
 
 _STAGED = re.compile(r"^\.(?P<name>.+)\.new-[0-9a-f]{6}$")
+_TOKEN = re.compile(r"[0-9a-f]{6}")
 
 
 class Journal(TypedDict):
@@ -71,12 +73,55 @@ def abandon(final_dir: Path) -> None:
         journal_path(final_dir).unlink(missing_ok=True)
 
 
+class BadJournal(InputError):
+    """A swap journal beside a folder that this program did not write (or that was changed): it is data from a
+    folder others may write to, so nothing it names is renamed or removed; the user is told."""
+
+
 def _read(final_dir: Path) -> Journal | None:
-    try:
-        data = json.loads(journal_path(final_dir).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    """The journal beside ``final_dir``, None when there is none. Its names are checked before any is used: a
+    journal names only siblings of ``final_dir`` of the exact shapes :func:`begin` writes (``.NAME.new-XXXXXX``
+    and ``.NAME.old-XXXXXX`` with one token), none of them a link; anything else raises :class:`BadJournal`
+    and nothing is touched (a journal planted in a shared folder must not make a run delete a folder)."""
+    path = journal_path(final_dir)
+    if not path.exists() and not path.is_symlink():
         return None
-    return data if isinstance(data, dict) and {"final", "new", "old", "run_id"} <= set(data) else None  # type: ignore[return-value]
+    try:
+        if path.is_symlink():
+            raise ValueError("it is a link")
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise _bad(path, str(e)) from None
+    problem = _journal_problem(data, final_dir)
+    if problem:
+        raise _bad(path, problem)
+    return data  # type: ignore[no-any-return]
+
+
+def _journal_problem(data: object, final_dir: Path) -> str | None:
+    """Why ``data`` is not a journal :func:`begin` could have written for ``final_dir`` (None: it is)."""
+    if not isinstance(data, dict) or not {"final", "new", "old", "run_id"} <= set(data):
+        return "it is not a swap journal"
+    if not all(isinstance(data[k], str) for k in ("final", "new", "old", "run_id")):
+        return "its fields are not names"
+    if data.get("earlier") is not None and not isinstance(data["earlier"], str):
+        return "its earlier run id is not a name"
+    if data["final"] != final_dir.name:
+        return f"it names the folder {data['final']!r}, not {final_dir.name!r}"
+    token = data["new"].removeprefix(f".{final_dir.name}.new-")
+    if data["new"] == token or not _TOKEN.fullmatch(token) or data["old"] != f".{final_dir.name}.old-{token}":
+        return "the folders it names are not this folder's staging folders"
+    for name in (data["new"], data["old"]):
+        if final_dir.with_name(name).is_symlink():
+            return f"{name} is a link"
+    return None
+
+
+def _bad(path: Path, why: str) -> BadJournal:
+    return BadJournal(
+        f"{path} is not a swap journal of i2m ({why}); nothing was changed. Remove it if no i2m run of yours "
+        "is replacing that folder, or choose another -o folder."
+    )
 
 
 def finish(final_dir: Path, conn: sqlite3.Connection) -> Path:

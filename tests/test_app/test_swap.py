@@ -101,3 +101,56 @@ def test_a_run_stopped_before_the_swap_is_swapped_in_when_resumed(tmp_path: Path
     done = resume_run(second["run_id"], s, notify=lambda m: None)
     assert done.run_dir == out and done.record["status"] == "ok"
     assert json.loads((out / "run.json").read_text())["run_id"] == second["run_id"] and _hidden(out) == []
+
+
+PLANTED = {"final": "X", "new": ".X.new-aaaaaa", "old": "..", "run_id": "r", "earlier": None}
+
+
+@pytest.mark.parametrize(
+    "journal",
+    [
+        PLANTED,  # the case found: "old" is the parent folder
+        {**PLANTED, "new": "..", "old": ".X.old-aaaaaa"},
+        {**PLANTED, "new": "/tmp", "old": "/"},
+        {**PLANTED, "final": "..", "new": "...new-aaaaaa", "old": "...old-aaaaaa"},
+        {**PLANTED, "new": ".X.new-aaaaaa/../..", "old": ".X.old-aaaaaa"},
+        {**PLANTED, "old": ".X.old-bbbbbb"},  # tokens that do not pair
+        "not a journal",
+    ],
+)
+@pytest.mark.parametrize("command", ["compose", "batch"])
+def test_a_planted_journal_deletes_nothing(command: str, journal: Any, tmp_path: Path, image_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "keep.txt").write_text("a neighbour's file")
+    (tmp_path / "keep-above.txt").write_text("above")
+    if command == "compose":
+        final, args = shared / "X", ["compose", str(image_path), "-o", str(shared / "X")]
+    else:
+        images = tmp_path / "images"
+        images.mkdir()
+        shutil.copy(image_path, images / "X.png")
+        final, args = shared / "X", ["batch", str(images), "-o", str(shared)]
+    final.mkdir()
+    (final / "mine.txt").write_text("x")
+    (shared / ".X.new-aaaaaa").mkdir()
+    (shared / ".X.new-aaaaaa" / "run.json").write_text(json.dumps({"status": "ok"}))
+    swap.journal_path(final).write_text(json.dumps(journal) if isinstance(journal, dict) else journal)
+    before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if "i2m-home" not in str(p))
+    s = _settings(tmp_path)
+    r = CliRunner().invoke(main, [*args, "--replay", str(s.replay_file), "--top-k", "0"], catch_exceptions=False)
+    after = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if "i2m-home" not in str(p))
+    assert [p for p in before if p not in after] == []  # nothing removed or moved
+    assert (shared / "keep.txt").read_text() == "a neighbour's file" and (final / "mine.txt").exists()
+    assert "is not a swap journal of i2m" in r.output and "nothing was changed" in r.output, r.output
+    assert r.exit_code != 0 and "Traceback" not in r.output
+
+
+def test_a_journal_that_is_a_link_is_refused(tmp_path: Path, image_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    target = tmp_path / "elsewhere.json"
+    target.write_text(json.dumps({**PLANTED, "final": "out", "new": ".out.new-aaaaaa", "old": ".out.old-aaaaaa"}))
+    swap.journal_path(out).symlink_to(target)
+    with pytest.raises(swap.BadJournal, match="it is a link"):
+        compose_image(image_path, _settings(tmp_path), run_dir=out, notify=lambda m: None)
