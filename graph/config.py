@@ -22,6 +22,8 @@ def default_home() -> Path:
 
 
 OUTPUT_FORMATS = ("abc", "mid", "musicxml", "wav", "svg", "report")
+ABC_NODES = ("compose", "reflect")
+"""The nodes whose answers are a tune (the ABC answer grammar shapes them)."""
 
 
 class Settings(BaseSettings):
@@ -54,6 +56,15 @@ class Settings(BaseSettings):
     vlm_base_url: str | None = None
     vlm_api_key: str | None = None
     vlm_timeout_s: float = Field(300.0, gt=0, description="whole-call deadline of one model call, seconds")
+    vlm_server: Literal["openai", "vllm", "sglang", "llamacpp"] = "openai"
+    """The kind of server behind I2M_VLM_BASE_URL: how the ABC grammar is sent (openai: not at all)."""
+    vlm_stream: bool = True
+    """Ask a served model to stream its answer (``stream: true``); a server that will not is asked again without."""
+    grammar: Literal["on", "off"] = "on"
+    """Constrain compose and reflect answers to the ABC answer grammar (a local model, or a served one that takes
+    a grammar: I2M_VLM_SERVER)."""
+    replay_token_delay_s: float = Field(0.0, ge=0, le=10)
+    """The replay backend streams its answers a word at a time with this pause (demos, tests)."""
 
     # retrieval
     embed_model: str = "zer0int/LongCLIP-GmP-ViT-L-14"
@@ -185,6 +196,7 @@ class Settings(BaseSettings):
             temperature=float(base["temperature"]),
             top_p=float(base["top_p"]),
             seed=int(base["seed"]),
+            grammar=self.grammar == "on" and node in ABC_NODES,
         )
 
     @property

@@ -7,6 +7,7 @@ context.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +34,16 @@ class RunContext:
     run_dir: Path = Path()
     prompt_paths: dict[str, Path] = field(default_factory=dict)
     """Per-node prompt file overrides; nodes without one use the built-in template."""
+
+    def __post_init__(self) -> None:
+        # not a field: plain data for LangGraph's server and its schemas; an object of this run alone
+        object.__setattr__(self, "_cancel", threading.Event())
+
+    @property
+    def cancel(self) -> threading.Event:
+        """Set when the run is stopped (Ctrl-C, SIGTERM, its deadline, a batch's stop): a model call in flight
+        ends at its next token or read, and its answer is not used (``services.RunAbandoned``)."""
+        return self._cancel  # type: ignore[attr-defined,no-any-return]
 
     def generation(self, node: str) -> GenerationSettings:
         """Generation settings of a node: the global ones, per-node token caps, then I2M_NODE_GENERATION."""

@@ -85,6 +85,13 @@ def _vlm_facts(node: str, res: Any) -> dict[str, Any]:
     return out
 
 
+def _stream(runtime: Runtime[RunContext], node: str, call: int) -> Callable[[str], None]:
+    """Where the model's text goes as it is written: LangGraph's ``custom`` stream (a no-op unless a client
+    asked for it), one event per piece: ``{"kind": "text", "node", "call", "text"}``."""
+    writer = runtime.stream_writer
+    return lambda piece: writer({"kind": "text", "node": node, "call": call, "text": piece})
+
+
 def _calls(state: State, node: str) -> int:
     return int(state.get("calls", {}).get(node, 0))
 
@@ -102,7 +109,10 @@ def describe(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
     # describe starts every run; a state that already has steps is an earlier run on the same thread (LangGraph's
     # server, Studio): this run starts afresh, the earlier one's versions, decisions and counters are replaced
     again = bool(state.get("path"))
-    res = services.ask(ctx, "describe", prompt, 0 if again else _calls(state, "describe"), capture_attention=capture)
+    call = 0 if again else _calls(state, "describe")
+    res = services.ask(
+        ctx, "describe", prompt, call, capture_attention=capture, on_text=_stream(runtime, "describe", call)
+    )
     update: dict[str, Any] = {"description": strip_think(res.text), **_vlm_facts("describe", res)}
     grid = res.attention_map()
     method = "vlm-attention"
@@ -155,7 +165,10 @@ def compose(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
         examples=format_examples(state.get("references", []), ctx.settings.example_max_chars),
         feedback=feedback,
     )
-    res = services.ask(ctx, "compose", prompt, _calls(state, "compose"), capture_attention=ctx.settings.attention_maps)
+    call = _calls(state, "compose")
+    res = services.ask(
+        ctx, "compose", prompt, call, ctx.settings.attention_maps, on_text=_stream(runtime, "compose", call)
+    )
     return {
         "draft": {"node": "compose", "text": res.text, "attention": section_maps(res)},
         **_vlm_facts("compose", res),
@@ -261,7 +274,10 @@ def reflect(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
         user_feedback=f"The listener asks for this change: {user}\n" if user else "",
         feedback=feedback,
     )
-    res = services.ask(ctx, "reflect", prompt, _calls(state, "reflect"), capture_attention=ctx.settings.attention_maps)
+    call = _calls(state, "reflect")
+    res = services.ask(
+        ctx, "reflect", prompt, call, ctx.settings.attention_maps, on_text=_stream(runtime, "reflect", call)
+    )
     update: dict[str, Any] = {
         "draft": {"node": "reflect", "text": res.text, "attention": section_maps(res)},
         **_vlm_facts("reflect", res),
@@ -282,5 +298,6 @@ def explain(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
     prompt = _prompt(
         ctx, "explain", description=state.get("description", ""), abc=best["abc"].strip(), commentary=best["commentary"]
     )
-    res = services.ask(ctx, "explain", prompt, _calls(state, "explain"))
+    call = _calls(state, "explain")
+    res = services.ask(ctx, "explain", prompt, call, on_text=_stream(runtime, "explain", call))
     return {"motivation": strip_think(res.text), "status": "ok", "reason": None, **_vlm_facts("explain", res)}

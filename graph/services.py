@@ -16,7 +16,7 @@ import numpy as np
 from image2music.graph.config import Settings
 from image2music.graph.context import RunContext
 from image2music.graph.state import Reference
-from image2music.tools.errors import RunError, redact
+from image2music.tools.errors import RunError, ScrubbedStream, redact
 from image2music.tools.images import load_image
 from image2music.tools.kb.store import StoreError
 from image2music.tools.vlm import VLM, VLMResult, make_vlm
@@ -61,6 +61,9 @@ def get_vlm(settings: Settings, backend: str | None = None, model: str | None = 
         timeout_s=settings.vlm_timeout_s,
         replay_delay_s=settings.replay_delay_s,
         feature_cache=settings.vlm_feature_cache,
+        replay_token_delay_s=settings.replay_token_delay_s,
+        stream=settings.vlm_stream,
+        server=settings.vlm_server,
     )
 
 
@@ -179,20 +182,8 @@ def get_fallback_map(settings: Settings, notify: Notify = notify_stderr) -> Fall
 _CALLS_LOCK = threading.Lock()
 
 
-_CANCELLED: set[str] = set()
-
-
 class RunAbandoned(RunError):
     """The run this call belongs to has ended (deadline, Ctrl-C): its answer is not used."""
-
-
-def set_cancelled(run_id: str, cancelled: bool) -> None:
-    """Mark a run stopped (a model call still in flight for it then fails when it returns) or running."""
-    with _LOCK:
-        if cancelled:
-            _CANCELLED.add(run_id)
-        else:
-            _CANCELLED.discard(run_id)
 
 
 def set_notify(run_id: str, notify: Notify) -> None:
@@ -207,17 +198,35 @@ def forget_notify(run_id: str) -> None:
         _NOTIFIERS.pop(run_id, None)
 
 
-def ask(ctx: RunContext, node: str, prompt: str, call_index: int, capture_attention: bool = False) -> VLMResult:
-    """One VLM call for ``node`` of the run, recorded in the run's ``vlm_calls.jsonl`` (replayable)."""
-    result = get_vlm(ctx.settings).generate(
-        node=node,
-        prompt=prompt,
-        image=get_image(ctx.image_path),
-        call_index=call_index,
-        settings=ctx.generation(node),
-        capture_attention=capture_attention,
-    )
-    if ctx.run_id in _CANCELLED:
+def ask(
+    ctx: RunContext,
+    node: str,
+    prompt: str,
+    call_index: int,
+    capture_attention: bool = False,
+    on_text: Callable[[str], None] | None = None,
+) -> VLMResult:
+    """One VLM call for ``node`` of the run, recorded in the run's ``vlm_calls.jsonl`` (replayable). ``on_text``
+    receives the answer as it is written, without the configured secrets (display only)."""
+    stream = ScrubbedStream(on_text, ctx.settings.secret_values()) if on_text is not None else None
+    try:
+        result = get_vlm(ctx.settings).generate(
+            node=node,
+            prompt=prompt,
+            image=get_image(ctx.image_path),
+            call_index=call_index,
+            settings=ctx.generation(node),
+            capture_attention=capture_attention,
+            on_text=stream,
+            stop=ctx.cancel,
+        )
+    except RunError:
+        if ctx.cancel.is_set():  # the call failed because the run stopped it
+            raise RunAbandoned(f"run {ctx.run_id} has stopped; its {node} call was ended") from None
+        raise
+    if stream is not None:
+        stream.close()
+    if ctx.cancel.is_set():
         raise RunAbandoned(f"run {ctx.run_id} has stopped; the answer of its {node} call is not used")
     # lone surrogates cannot be written; a key the server echoes goes nowhere
     clean = redact(result.text.encode("utf-8", "replace").decode("utf-8"), ctx.settings.secret_values(), False)

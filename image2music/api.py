@@ -7,6 +7,7 @@ print(result.status, result.abc)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,10 +66,14 @@ def compose(
     output: str | Path | None = None,
     prompts: dict[str, str | Path] | None = None,
     user_feedback: str | None = None,
+    on_text: Callable[[str, str], None] | None = None,
     **settings: Any,
 ) -> Result:
     """Turn ``image`` into music. ``settings`` are any Settings fields (e.g. ``vlm_model``, ``refine_rounds``,
-    ``top_k``) on top of the environment and ``.env``. Raises ``image2music.tools.errors.InputError`` for refused
+    ``top_k``) on top of the environment and ``.env``. ``on_text(node, piece)`` receives each model answer as it
+    is written (``compose``, ``reflect`` ...; the pieces of one call make its answer).
+
+    Raises ``image2music.tools.errors.InputError`` for refused
     input and ``image2music.tools.errors.RunError`` when a model or the knowledge base cannot be used; a run that fails
     returns a Result with ``status == "failed"`` and a ``reason``.
     """
@@ -80,5 +85,6 @@ def compose(
         prompt_overrides={k: Path(v) for k, v in (prompts or {}).items()},
         notify=lambda m: None,
         user_feedback=user_feedback,
+        on_text=on_text,
     )
     return Result.from_run(run)

@@ -141,10 +141,17 @@ class ChatSession:
                         on_pause=self.on_pause,
                         notify=lambda m: self.console.print(Text(m, style="yellow")),
                         on_start=self._started,
+                        on_text=getattr(progress, "text", None),
                     )
                     self.image = image
                 else:
-                    self.result = continue_run(self.ctx, graph_input, on_event=progress, on_pause=self.on_pause)
+                    self.result = continue_run(
+                        self.ctx,
+                        graph_input,
+                        on_event=progress,
+                        on_pause=self.on_pause,
+                        on_text=getattr(progress, "text", None),
+                    )
         except InputError as e:
             self.console.print(Text.assemble(("cannot use that image: ", "red"), str(e)))
             return False

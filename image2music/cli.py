@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -173,10 +174,17 @@ def settings_from(**flags: Any) -> Any:
 @click.option(
     "--prompt", "prompt_files", multiple=True, metavar="NODE=FILE", help="Use FILE as the prompt of NODE (repeatable)."
 )
-@click.option("--json", "as_json", is_flag=True, help="Print run.json to stdout.")
+@click.option("--json", "as_json", is_flag=True, help="Print run.json to stdout (no live view of the answers).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress: only the result lines (and errors).")
 @handle_errors
 def compose(
-    image: Path, output: Path | None, force: bool, prompt_files: tuple[str, ...], as_json: bool, **flags: Any
+    image: Path,
+    output: Path | None,
+    force: bool,
+    prompt_files: tuple[str, ...],
+    as_json: bool,
+    quiet: bool,
+    **flags: Any,
 ) -> None:
     """Turn IMAGE into music: describe, retrieve, compose, check, evaluate, refine, explain.
 
@@ -194,8 +202,10 @@ def compose(
     from image2music.display import NodeProgress
     from image2music.runner import compose_image
 
-    err.print(f"[bold]i2m[/bold] composing for {escape(str(image))} with {escape(model_label(settings))}")
-    with NodeProgress(err) as progress:
+    progress = None if quiet else NodeProgress(err)
+    if progress is not None:
+        err.print(f"[bold]i2m[/bold] composing for {escape(str(image))} with {escape(model_label(settings))}")
+    with progress or contextlib.nullcontext():
         result = compose_image(
             image,
             settings,
@@ -203,10 +213,15 @@ def compose(
             prompt_overrides=overrides,
             on_event=progress,
             notify=lambda m: err.print(f"[yellow]{escape(m)}[/yellow]"),
-            on_start=lambda rid, d: err.print(f"run [bold]{rid}[/bold] (resume with `i2m runs resume {rid}`)"),
+            on_start=None if progress is None else _announce_run,
             force=force,
+            on_text=progress.text if progress is not None and not as_json else None,
         )
     report_result(result, as_json)
+
+
+def _announce_run(run_id: str, run_dir: Path) -> None:
+    err.print(f"run [bold]{run_id}[/bold] (resume with `i2m runs resume {run_id}`)")
 
 
 def require_model(settings: Settings) -> None:
@@ -686,7 +701,11 @@ def runs_resume(run_id: str, as_json: bool) -> None:
 
     with NodeProgress(err) as progress:
         result = resume_run(
-            run_id, settings_from(), on_event=progress, notify=lambda m: err.print(f"[yellow]{escape(m)}[/yellow]")
+            run_id,
+            settings_from(),
+            on_event=progress,
+            notify=lambda m: err.print(f"[yellow]{escape(m)}[/yellow]"),
+            on_text=None if as_json else progress.text,
         )
     report_result(result, as_json)
 
@@ -727,6 +746,7 @@ def runs_replay(
             on_event=progress,
             notify=lambda m: err.print(f"[yellow]{escape(m)}[/yellow]"),
             run_dir=output,
+            on_text=None if as_json else progress.text,
             **overrides,
         )
     report_result(result, as_json)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
+import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 
+from rich.cells import cell_len, get_character_cell_size
 from rich.console import Console
 from rich.markup import escape
 from rich.panel import Panel
@@ -97,9 +100,38 @@ NODE_DETAILS: dict[str, Callable[[State], str]] = {
 }
 
 
+def terminal_safe(text: str) -> str:
+    """Untrusted text (a model's answer, a caption, a title, a file name) as it may go to a terminal: control
+    characters and escape sequences are shown (``\\x1b``), never obeyed; newlines and tabs stay."""
+    return "".join(ch if ch in "\n\t" or unicodedata.category(ch) not in ("Cc", "Cf") else _shown(ch) for ch in text)
+
+
+def _shown(ch: str) -> str:
+    return f"\\x{ord(ch):02x}" if ord(ch) < 256 else f"\\u{ord(ch):04x}"
+
+
+def tail_line(text: str, room: int) -> str:
+    """The end of the last line of ``text`` that fits ``room`` terminal cells (a leading '…' when cut)."""
+    last = terminal_safe(text.rstrip("\n").rsplit("\n", 1)[-1]).replace("\t", " ")
+    if cell_len(last) <= room:
+        return last
+    out, used = [], 1
+    for ch in reversed(last):
+        used += get_character_cell_size(ch)
+        if used > room:
+            break
+        out.append(ch)
+    return "…" + "".join(reversed(out))
+
+
+WRITING = {"describe": "describing", "compose": "composing", "reflect": "refining", "explain": "explaining"}
+
+
 class NodeProgress:
-    """Rich progress: one line per finished node with its time, a spinner while the run goes on.
-    Retries and refine rounds are labelled by :func:`image2music.graph.versions.steps`."""
+    """Rich progress: one line per finished node with its time, a spinner while the run goes on, and while a
+    model writes, the end of its answer so far on that one line (``composing · 812 chars · 41 s  |: G2 AB c2``),
+    cut to the terminal's width; the node's own line replaces it when the node ends. Retries and refine rounds
+    are labelled by :func:`image2music.graph.versions.steps`."""
 
     NEXT = {
         "describe": "retrieving references",
@@ -115,6 +147,19 @@ class NodeProgress:
         self.console = console
         self.status = console.status("describing the image...")
         self.path: list[str] = list(path or [])
+        self.writing: tuple[str, float, list[str]] | None = None  # (node, when it began, its pieces so far)
+
+    def text(self, node: str, piece: str) -> None:
+        """A piece of a model's answer, as it is written (the runner's ``on_text``)."""
+        if self.writing is None or self.writing[0] != node:
+            self.writing = (node, time.monotonic(), [])
+        self.writing[2].append(piece)
+        so_far = "".join(self.writing[2])
+        label = f"{WRITING.get(node, node)} · {len(so_far):,} chars · {time.monotonic() - self.writing[1]:.0f} s  "
+        room = max(8, self.console.width - 3 - cell_len(label))  # the spinner and its space
+        line = Text(label, style="dim", no_wrap=True, overflow="crop")
+        line.append(tail_line(so_far, room))
+        self.status.update(line)
 
     def __enter__(self) -> NodeProgress:
         self.status.__enter__()
@@ -128,13 +173,14 @@ class NodeProgress:
         from image2music.graph.versions import steps
 
         secs = (update.get("timings") or [0.0])[-1]
+        self.writing = None
         self.path.append(node)
         step = steps(self.path)[-1]
         detail = NODE_DETAILS.get(node, lambda u: "")(update)
         if node in ("compose", "reflect") and step.label:
             detail = f"[yellow]{step.label}[/yellow]" if step.retry else step.label
+        self.status.update(self.NEXT.get(node, "working") + "...")  # first: the live line never outlives its node
         self.console.print(f"  [green]✓[/green] {node:<12} {secs:7.2f}s  {detail}")
         for d in update.get("decisions") or []:
             if d["to"] in ("reflect", "explain") and d["after"] == "evaluate":
                 self.console.print(f"    -> {escape(render_decision(d))}", highlight=False)
-        self.status.update(self.NEXT.get(node, "working") + "...")

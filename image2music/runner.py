@@ -44,6 +44,9 @@ if TYPE_CHECKING:
 
 Event = Callable[[str, State], None]
 """Called with each node's update as it finishes."""
+TextEvent = Callable[[str, str], None]
+"""Called with (node, piece) as a model writes its answer: the pieces of one call, in order, make its text
+(display only; the record holds whole answers)."""
 Pause = Callable[[State], "str | None"]
 """Called before a reflect round with the run's state; returns a person's words, or None (go on)."""
 
@@ -270,6 +273,7 @@ def execute_graph(
     extra: RunExtra | None = None,
     on_pause: Pause | None = None,
     stop: StopSignal | None = None,
+    on_text: TextEvent | None = None,
 ) -> RunResult:
     """Stream the graph (checkpointing after every node), then write the outputs from the saved state.
 
@@ -277,54 +281,78 @@ def execute_graph(
     added to that round's prompt (human-in-the-loop refinement). Whatever goes wrong, the outputs are written
     and the run is marked in the database; only KeyboardInterrupt propagates (the run can be resumed).
     One process at a time executes a run (RunBusy for a second). ``stop`` ends it from another thread as
-    Ctrl-C would.
+    Ctrl-C would. ``on_text`` receives each model answer as it is written (LangGraph's ``custom`` stream).
     """
     with run_lock(ctx.run_dir, ctx.run_id):
-        return _execute_graph(ctx, conn, graph_input, on_event, extra, on_pause, stop)
+        return _execute_graph(ctx, conn, graph_input, on_event, extra, on_pause, stop, on_text)
 
 
-def _until(chunks: Iterator[Any], deadline: float, ctx: RunContext, stop: StopSignal | None = None) -> Iterator[Any]:
-    """The graph's updates, produced in a worker thread, until the run's deadline: a node still running then
-    is abandoned (its model call's answer is dropped, nothing of it is checkpointed) and RunDeadline ends the
-    run, resumable. Ctrl-C / SIGTERM reach the waiting thread at once; ``stop`` reaches it from elsewhere."""
-    import queue
+STOP_GRACE_S = 30.0
+"""How long a stopped run waits for its graph thread to end (a model call ends at its next token or read)."""
 
-    box: queue.Queue[tuple[str, Any]] = queue.Queue()
 
-    def work() -> None:
+class GraphThread:
+    """The graph's updates, produced by a worker thread this run owns, until the run's deadline. A stop (Ctrl-C,
+    SIGTERM, the deadline, a batch's ``StopSignal``) sets the run's ``cancel`` (its model call in flight ends at
+    the next token or read and its answer is dropped) and :meth:`close` joins the thread before the caller writes
+    the run's record: nothing of a stopped run is written after its record."""
+
+    def __init__(self, chunks: Iterator[Any], ctx: RunContext, stop: StopSignal | None) -> None:
+        import queue
+
+        self.ctx, self.stop = ctx, stop
+        self.box: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self.thread = threading.Thread(target=self._work, args=(chunks,), name=f"i2m-run-{ctx.run_id}", daemon=True)
+
+    def _work(self, chunks: Iterator[Any]) -> None:
         try:
             for chunk in chunks:
-                box.put(("chunk", chunk))
-            box.put(("done", None))
+                self.box.put(("chunk", chunk))
+            self.box.put(("done", None))
         except BaseException as e:  # noqa: BLE001 - handed to the waiting thread
-            box.put(("error", e))
+            self.box.put(("error", e))
 
-    if stop is not None:
-        stop._register(box)
-    try:
-        threading.Thread(target=work, name=f"i2m-run-{ctx.run_id}", daemon=True).start()
+    def __enter__(self) -> GraphThread:
+        if self.stop is not None:
+            self.stop._register(self.box)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the graph if it still runs, and wait for its thread (at most STOP_GRACE_S)."""
+        if self.stop is not None:
+            self.stop._unregister(self.box)
+        if self.thread.is_alive():
+            self.ctx.cancel.set()
+            self.thread.join(STOP_GRACE_S)
+
+    def updates(self, deadline: float) -> Iterator[Any]:
+        """The stream's chunks as they come; RunDeadline past ``deadline``; Ctrl-C and SIGTERM reach the waiting
+        thread at once, ``stop`` from elsewhere."""
+        import queue
+
         last = "the start"
         while True:
             try:
-                kind, value = box.get(timeout=max(0.0, deadline - time.monotonic()))
+                kind, value = self.box.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
-                services.set_cancelled(ctx.run_id, True)  # the abandoned node's model answer is dropped
                 raise RunDeadline(
-                    f"the run took longer than I2M_RUN_DEADLINE_S={ctx.settings.run_deadline_s:g} s; it stopped "
-                    f"after {last} (continue it with `i2m runs resume {ctx.run_id}`)"
+                    f"the run took longer than I2M_RUN_DEADLINE_S={self.ctx.settings.run_deadline_s:g} s; it "
+                    f"stopped after {last} (continue it with `i2m runs resume {self.ctx.run_id}`)"
                 ) from None
             if kind == "done":
                 return
             if kind == "error":
                 raise value
             if kind == "stop":  # as the signal would have: the node in flight is abandoned
-                services.set_cancelled(ctx.run_id, True)
                 raise type(value)(*value.args)
-            last = next(iter(value), last)
+            mode, data = value
+            if mode == "updates":
+                last = next(iter(data), last)
             yield value
-    finally:
-        if stop is not None:
-            stop._unregister(box)
 
 
 def _execute_graph(
@@ -335,6 +363,7 @@ def _execute_graph(
     extra: RunExtra | None,
     on_pause: Pause | None,
     stop: StopSignal | None = None,
+    on_text: TextEvent | None = None,
 ) -> RunResult:
     from langgraph.types import Command
 
@@ -344,20 +373,26 @@ def _execute_graph(
     error: str | None = None
     extra = RunExtra(**(extra or {}))
     deadline = time.monotonic() + ctx.settings.run_deadline_s
-    services.set_cancelled(ctx.run_id, False)
+    ctx.cancel.clear()
     renders: Renders | None = None
     try:
         while True:
-            chunks = graph.stream(graph_input, config=config, context=ctx, stream_mode="updates", durability="sync")
-            for chunk in _until(chunks, deadline, ctx, stop):
-                for node, update in chunk.items():
-                    if on_event is not None and isinstance(update, dict):
-                        on_event(node, cast(State, update))
-                    if renders is None and _heads_to_explain(update):
-                        # the music is final: its files are made while the model explains it
-                        best = best_version(graph.get_state(config).values.get("versions", []))
-                        if best is not None and best["ok"]:
-                            renders = Renders(ctx, best["abc"])
+            modes = ["updates", "custom"] if on_text is not None else ["updates"]
+            chunks = graph.stream(graph_input, config=config, context=ctx, stream_mode=modes, durability="sync")
+            with GraphThread(chunks, ctx, stop) as worker:
+                for mode, chunk in worker.updates(deadline):
+                    if mode == "custom":
+                        if on_text is not None and isinstance(chunk, dict) and chunk.get("kind") == "text":
+                            on_text(str(chunk["node"]), str(chunk["text"]))
+                        continue
+                    for node, update in chunk.items():
+                        if on_event is not None and isinstance(update, dict):
+                            on_event(node, cast(State, update))
+                        if renders is None and _heads_to_explain(update):
+                            # the music is final: its files are made while the model explains it
+                            best = best_version(graph.get_state(config).values.get("versions", []))
+                            if best is not None and best["ok"]:
+                                renders = Renders(ctx, best["abc"])
             snapshot = graph.get_state(config)
             if on_pause is None or "reflect" not in (snapshot.next or ()):
                 break
@@ -365,7 +400,6 @@ def _execute_graph(
             # Enter (no words): resume as the graph stands; langgraph refuses an empty Command(update={})
             graph_input = Command(update={"user_feedback": words}) if words else None
     except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: the run ends cancelled, with its record, resumable
-        services.set_cancelled(ctx.run_id, True)
         extra["cancelled"] = cancel_reason(e, ctx.run_id)
         finish_run(ctx, conn, cast(State, graph.get_state(config).values), None, extra, renders)
         raise
@@ -438,6 +472,7 @@ def compose_image(
     on_pause: Pause | None = None,
     force: bool = False,
     stop: StopSignal | None = None,
+    on_text: TextEvent | None = None,
 ) -> RunResult:
     """Turn one image into music. Raises InputError (refused input) or RunError (cannot start); KeyboardInterrupt
     when Ctrl-C, SIGTERM or ``stop`` ended it (its record written, resumable).
@@ -482,7 +517,9 @@ def compose_image(
             graph_input["user_feedback"] = user_feedback
         extra = RunExtra(start_notes=start_notes) if start_notes else None
         warm_up(settings)
-        result = execute_graph(ctx, conn, graph_input, on_event, extra=extra, on_pause=on_pause, stop=stop)
+        result = execute_graph(
+            ctx, conn, graph_input, on_event, extra=extra, on_pause=on_pause, stop=stop, on_text=on_text
+        )
         if final_dir is not None:
             result = _swapped(result, final_dir, conn)
         return result
@@ -547,13 +584,18 @@ def _swapped(result: RunResult, final_dir: Path, conn: sqlite3.Connection) -> Ru
 
 
 def continue_run(
-    ctx: RunContext, graph_input: Any, *, on_event: Event | None = None, on_pause: Pause | None = None
+    ctx: RunContext,
+    graph_input: Any,
+    *,
+    on_event: Event | None = None,
+    on_pause: Pause | None = None,
+    on_text: TextEvent | None = None,
 ) -> RunResult:
     """Go on with a run of this process from its checkpoint with ``graph_input`` (e.g. a ``Command`` that
     sends a person's words to reflect)."""
     conn = connect_db(ctx.settings)
     try:
-        return execute_graph(ctx, conn, graph_input, on_event, on_pause=on_pause)
+        return execute_graph(ctx, conn, graph_input, on_event, on_pause=on_pause, on_text=on_text)
     finally:
         conn.close()
 
@@ -571,6 +613,7 @@ def resume_run(
     *,
     on_event: Event | None = None,
     notify: services.Notify = services.notify_stderr,
+    on_text: TextEvent | None = None,
     **overrides: Any,
 ) -> RunResult:
     """Continue an interrupted run from its last checkpoint; finished nodes are not run again."""
@@ -579,7 +622,7 @@ def resume_run(
         info = recovered_run(conn, run_id)
         final_dir = swap.final_dir_of(info.run_dir)
         with run_lock(info.run_dir, info.run_id):
-            result = _resume(conn, info, settings, on_event, notify, overrides)
+            result = _resume(conn, info, settings, on_event, notify, overrides, on_text)
             if final_dir is not None:  # it was written beside the run it replaces: swapped in now it has ended
                 result = _swapped(result, final_dir, conn)
             return result
@@ -606,6 +649,7 @@ def _resume(
     on_event: Event | None,
     notify: services.Notify,
     overrides: dict[str, Any],
+    on_text: TextEvent | None = None,
 ) -> RunResult:
     """Resume ``info``'s run (its lock held)."""
     _refuse_repeating_a_crash(info)
@@ -617,7 +661,7 @@ def _resume(
         raise InputError(f"run {info.run_id} has no checkpoint to resume from; start it again")
     if not snapshot.next:
         notify(f"run {info.run_id} had already finished; its outputs are written again")
-    return execute_graph(ctx, conn, None, on_event)
+    return execute_graph(ctx, conn, None, on_event, on_text=on_text)
 
 
 def _refuse_repeating_a_crash(info: RunInfo) -> None:
@@ -656,6 +700,7 @@ def replay_run(
     notify: services.Notify = services.notify_stderr,
     run_dir: Path | None = None,
     state_overrides: State | None = None,
+    on_text: TextEvent | None = None,
     **overrides: Any,
 ) -> RunResult:
     """A new run that starts from the checkpoint of ``run_id`` just before ``from_node`` first ran.
@@ -684,13 +729,13 @@ def replay_run(
         values = {**before.values, **(state_overrides or {})}
         previous = predecessor(list(before.values.get("path", [])), from_node)
         if previous is None:
-            return execute_graph(ctx, conn, {"image": info.image}, on_event, extra=extra)
+            return execute_graph(ctx, conn, {"image": info.image}, on_event, extra=extra, on_text=on_text)
         # the new thread starts with the recorded state; as_node makes the graph continue at from_node
         graph.update_state(_config(new_id, run_settings), values, as_node=previous)
         recorded = _recorded_calls(info.run_dir, values.get("calls", {}))
         if recorded:
             atomic_write_text(new_dir / "vlm_calls.jsonl", recorded)
-        return execute_graph(ctx, conn, None, on_event, extra=extra)
+        return execute_graph(ctx, conn, None, on_event, extra=extra, on_text=on_text)
     finally:
         conn.close()
 

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 
 class I2MError(Exception):
@@ -44,6 +44,33 @@ def redact(text: str, secrets: Iterable[str] = (), headers: bool = True) -> str:
     if not headers:
         return text
     return _SECRET_HEADER.sub(lambda m: f"{m[1]}{m[2]}{m[3] or ''}[redacted]", text)
+
+
+class ScrubbedStream:
+    """Hands the pieces of a streamed text to ``sink`` with the secrets taken out, a secret split over pieces
+    too: text that could be the start of a secret is held back until the next piece shows it is not (or
+    :meth:`close` ends the stream). The pieces handed over add up to ``redact(whole text)``."""
+
+    def __init__(self, sink: Callable[[str], None], secrets: Iterable[str]) -> None:
+        self.sink = sink
+        self.secrets = [s for s in secrets if s and len(s) >= 4]
+        self.pending = ""
+
+    def __call__(self, piece: str) -> None:
+        if not self.secrets:
+            if piece:
+                self.sink(piece)
+            return
+        text = redact(self.pending + piece, self.secrets, headers=False)
+        held = max((k for s in self.secrets for k in range(1, len(s)) if text.endswith(s[:k])), default=0)
+        self.pending = text[len(text) - held :] if held else ""
+        if len(text) > held:
+            self.sink(text[: len(text) - held])
+
+    def close(self) -> None:
+        if self.pending:
+            self.sink(self.pending)
+            self.pending = ""
 
 
 class Terminated(KeyboardInterrupt):

@@ -204,3 +204,35 @@ def test_every_key_of_the_chat_at_80_columns(tmp_path: Path, image_path: Path) -
     assert asked == [False, True, False, True]
     assert "more wind in it" in prompts[1] and "slower" in prompts[3]
     assert played.read_text().strip().endswith("music.wav")
+
+
+@pytest.mark.slow
+def test_the_answer_shows_as_it_is_written_in_one_line_at_80_columns(tmp_path: Path, image_path: Path) -> None:
+    """While compose writes (the replay streams a word every 0.05 s), the live line grows — its character count
+    rises and the newest words appear — and never wraps past 80 columns; the node's line replaces it."""
+    import re
+
+    replay = write_replay(
+        tmp_path / "calls.jsonl",
+        [("describe", "A harbour."), ("compose", fenced(GOOD_ABC, prose="Here is a calm piece " * 6)),
+         ("explain", "Calm.")],
+    )  # fmt: skip
+    child = spawn_chat(replay, tmp_path, columns=80, I2M_REPLAY_TOKEN_DELAY_S="0.05", I2M_REFINE_ROUNDS="0")
+    log: list[str] = []
+    child.logfile_read = type("L", (), {"write": lambda self, s: log.append(s), "flush": lambda self: None})()
+    try:
+        child.expect("image path> ")
+        child.sendline(str(image_path))
+        child.expect(r"composing · \d+ chars")
+        child.expect(r"\[a\]ccept")
+        child.sendline("q")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    text = "".join(log)
+    counts = [int(n.replace(",", "")) for n in re.findall(r"composing · ([\d,]+) chars", text)]
+    assert len(counts) >= 3 and counts == sorted(counts) and counts[-1] > counts[0]  # it grew while compose ran
+    frames = [re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", f) for f in re.split(r"\r|\n", text) if "composing ·" in f]
+    assert frames and all(len(f.rstrip()) <= 80 for f in frames), max(frames, key=len)
+    assert any("|" in f.split(" s  ", 1)[-1] for f in frames)  # bars of the tune came by on the line
+    assert "✓ compose" in re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text.split("composing ·")[-1])  # then the node's line

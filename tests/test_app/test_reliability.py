@@ -339,37 +339,22 @@ def test_prompt_files_and_inputs_are_checked_before_the_run(tmp_path: Path, imag
     assert json.loads(r.stdout) == []  # nothing started
 
 
-def test_the_run_deadline_stops_a_node_that_is_still_running(
-    tmp_path: Path, image_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """describe's model call is held until the test lets it go; I2M_RUN_DEADLINE_S=1: the run ends failed
-    while the call is still in flight (nothing of it checkpointed or recorded: a run that waited for the node
-    would have describe in its path), the abandoned call's answer is dropped when it comes, and the run
-    resumes. Nothing here is decided by the clock."""
+def test_the_run_deadline_stops_a_node_that_is_still_running(tmp_path: Path, image_path: Path) -> None:
+    """describe's model call would wait 600 s; I2M_RUN_DEADLINE_S=1: the run stops the call (it ends at once),
+    waits for the run's graph thread, and only then ends failed with its record: nothing of the call is
+    checkpointed or recorded (a run that waited for the node would have describe in its path), no thread of the
+    run is left, and the run resumes. Nothing here is decided by the clock."""
     import threading
-
-    import image2music.tools.vlm.replay as replay_module
 
     from image2music.runner import resume_run
 
-    release = threading.Event()
-
-    class HeldCall:
-        @staticmethod
-        def sleep(seconds: float) -> None:
-            release.wait(120)  # the model call: held until the run has ended
-
-    monkeypatch.setattr(replay_module, "time", HeldCall)
     replay = write_replay(tmp_path / "c.jsonl", CALLS)
-    s = load_settings(vlm_backend="replay", replay_file=replay, top_k=0, replay_delay_s=6.0, run_deadline_s=1.0)
+    s = load_settings(vlm_backend="replay", replay_file=replay, top_k=0, replay_delay_s=600.0, run_deadline_s=1.0)
     res = compose_image(image_path, s, run_dir=tmp_path / "run", notify=lambda m: None)
     rec = res.record
     assert rec["status"] == "failed" and "I2M_RUN_DEADLINE_S=1" in (rec["reason"] or "")
     assert f"runs resume {res.run_id}" in (rec["reason"] or "") and rec["path"] == []
-    abandoned = [t for t in threading.enumerate() if t.name == f"i2m-run-{res.run_id}"]
-    assert abandoned and abandoned[0].is_alive()  # the call was still in flight when the run ended
-    release.set()
-    abandoned[0].join(120)  # the abandoned call returns: its answer is dropped
+    assert not [t for t in threading.enumerate() if t.name == f"i2m-run-{res.run_id}"]  # joined before the record
     assert not (tmp_path / "run" / "vlm_calls.jsonl").exists()
     done = resume_run(res.run_id, s, notify=lambda m: None, replay_delay_s=0.0, run_deadline_s=600.0)
     assert done.record["status"] == "ok" and done.record["path"][0] == "describe"
@@ -388,3 +373,31 @@ def test_formats_choose_the_outputs(tmp_path: Path, image_path: Path) -> None:
     assert not (tmp_path / "o" / "report.html").exists() and (tmp_path / "o" / "run.json").exists()
     r = CliRunner().invoke(main, [*args, "--formats", "abc,mp4"])
     assert r.exit_code == 2 and "unknown format(s) mp4" in r.output
+
+
+def test_a_stopped_run_stops_before_its_record(tmp_path: Path, image_path: Path) -> None:
+    """A batch's StopSignal arrives while describe's model is writing: the call ends at its next piece, the run's
+    graph thread is joined, and only then is the record written (cancelled, resumable). No thread of the run is
+    left to write anything afterwards, and the abandoned call is not in vlm_calls.jsonl."""
+    import threading
+
+    from image2music.runner import StopSignal
+
+    stop = StopSignal()
+    shown: list[str] = []
+
+    def on_text(node: str, piece: str) -> None:
+        shown.append(piece)
+        stop.stop(KeyboardInterrupt())
+
+    calls = [("describe", "A long description " * 50), *CALLS[1:]]
+    s = load_settings(
+        vlm_backend="replay", replay_file=write_replay(tmp_path / "c.jsonl", calls), top_k=0, replay_token_delay_s=0.01
+    )
+    with pytest.raises(KeyboardInterrupt):
+        compose_image(image_path, s, run_dir=tmp_path / "run", notify=lambda m: None, stop=stop, on_text=on_text)
+    rec = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert rec["status"] == "cancelled" and rec["path"] == []
+    assert not [t for t in threading.enumerate() if t.name == f"i2m-run-{rec['run_id']}" and t.is_alive()]
+    assert 1 <= len(shown) < 100  # the call ended early, not after its 100 pieces
+    assert not (tmp_path / "run" / "vlm_calls.jsonl").exists()

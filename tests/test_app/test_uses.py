@@ -96,6 +96,25 @@ def test_python_api(tmp_path: Path, image_path: Path) -> None:
     assert res.motivation == "Calm."
 
 
+def test_python_api_streams_each_answer_as_it_is_written(tmp_path: Path, image_path: Path) -> None:
+    """``on_text(node, piece)``: every model call's text arrives in pieces, node by node, in the run's order; the
+    record (vlm_calls.jsonl) holds whole answers, once each."""
+    pieces: list[tuple[str, str]] = []
+    replay = _replay(tmp_path)
+    res = compose(
+        image_path, output=tmp_path / "api", vlm_backend="replay", replay_file=replay, top_k=0,
+        on_text=lambda node, piece: pieces.append((node, piece)),
+    )  # fmt: skip
+    assert res.ok
+    calls = [json.loads(line) for line in (tmp_path / "api" / "vlm_calls.jsonl").read_text().splitlines()]
+    nodes = [c["node"] for c in calls]
+    assert [n for i, (n, _) in enumerate(pieces) if i == 0 or pieces[i - 1][0] != n] == nodes
+    for node in set(nodes):
+        shown = "".join(p for n, p in pieces if n == node)
+        assert shown == "".join(c["text"] for c in calls if c["node"] == node)
+    assert len(pieces) > len(calls)  # pieces, not whole answers
+
+
 def test_graph_of_a_failed_run_shows_the_failed_steps(tmp_path: Path, image_path: Path) -> None:
     from conftest import BROKEN_ABC, fenced, write_replay
 

@@ -39,6 +39,7 @@ def server(tmp_path: Path) -> Iterator[str]:
         "I2M_VLM_BACKEND": "replay",
         "I2M_REPLAY_FILE": str(write_replay(tmp_path / "calls.jsonl", CALLS)),
         "I2M_TOP_K": "0",
+        "I2M_REPLAY_TOKEN_DELAY_S": "0.02",  # the answers arrive a word at a time, as a model writes them
         "LANGGRAPH_CLI_NO_ANALYTICS": "1",
         "LANGSMITH_TRACING": "false",
     }
@@ -114,3 +115,26 @@ def test_the_graph_runs_under_langgraph_dev_through_the_sdk(server: str, image_p
     assert state3["status"] == "ok" and state3["path"] == nodes3 == nodes
     assert len(state3["versions"]) == len(state["versions"]) and state3["calls"] == state["calls"]
     assert decision_path_problems(state3["path"], state3["decisions"]) == []
+
+
+@pytest.mark.slow
+def test_a_client_sees_the_answer_as_it_is_written(server: str, image_path: Path) -> None:
+    """``stream_mode=["updates", "custom"]``: the text of compose arrives, piece by piece and named by its node,
+    before compose's own update; the pieces make the recorded answer; the state holds whole answers only."""
+    from langgraph_sdk import get_sync_client
+
+    client = get_sync_client(url=server)
+    thread = client.threads.create()["thread_id"]
+    events: list[tuple[str, Any]] = []
+    for part in client.runs.stream(
+        thread, "image2music", input={"image": str(image_path)}, stream_mode=["updates", "custom"]
+    ):
+        assert part.event != "error", part.data
+        events.append((part.event, part.data))
+    compose_done = next(i for i, (kind, data) in enumerate(events) if kind == "updates" and "compose" in data)
+    pieces = [d for kind, d in events[:compose_done] if kind == "custom" and d["node"] == "compose"]
+    assert len(pieces) > 5 and all(d["kind"] == "text" and d["call"] == 0 for d in pieces)
+    assert "".join(d["text"] for d in pieces) == dict(CALLS)["compose"]
+    assert not any(kind == "custom" and d["node"] == "compose" for kind, d in events[compose_done:])
+    state = client.threads.get_state(thread)["values"]
+    assert state["status"] == "ok" and "K:" in state["versions"][0]["abc"]

@@ -148,6 +148,10 @@ def test_only_http_base_urls(url: str) -> None:
 # --- a raw TCP server: whatever bytes a hostile server may send ------------------------------------------
 
 
+BODIES: list[dict[str, Any]] = []
+"""The request bodies the raw server received, in order."""
+
+
 def _raw_server(behaviour: Any) -> Iterator[str]:
     import socket
 
@@ -166,6 +170,7 @@ def _raw_server(behaviour: Any) -> Iterator[str]:
             length = int(next(x for x in head.split(b"\r\n") if x.lower().startswith(b"content-length")).split(b":")[1])
             while len(body) < length:
                 body += c.recv(65536)
+            BODIES.append(json.loads(body))
             behaviour(c, head.decode("latin-1"), stop)
         except OSError:
             pass
@@ -256,3 +261,116 @@ def test_every_hostile_answer_is_one_vlm_error_within_the_deadline(case: str) ->
         assert "127.0.0.1" in message and "sk-SECRET" not in message and "\n" not in message.strip()
         if case == "a 401 that echoes the request":
             assert "HTTP 401" in message and "[redacted]" in message
+
+
+# --- streamed answers (server-sent events) -----------------------------------------------------------------
+
+
+def _sse(*events: bytes, every: float = 0.0, status: bytes = b"200 OK") -> Any:
+    """A server that streams ``events`` (each a ``data:`` payload) as server-sent events, then closes."""
+
+    def send(c: Any, head: str, stop: threading.Event) -> None:
+        c.sendall(b"HTTP/1.1 " + status + b"\r\nContent-Type: text/event-stream\r\n\r\n")
+        for e in events:
+            if stop.is_set():
+                return
+            time.sleep(every)
+            c.sendall((e if e.startswith(b":") else b"data: " + e) + b"\n\n")  # ':' starts a comment line
+
+    return send
+
+
+def _delta(text: str, finish: str | None = None) -> bytes:
+    return json.dumps({"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": finish}]}).encode()
+
+
+def _stream(url: str, timeout_s: float = 5.0, **kw: Any) -> tuple[str, list[str], dict[str, Any]]:
+    vlm = OpenAIVLM(base_url=url, model="m", api_key="sk-SECRET", timeout_s=timeout_s, **kw)
+    pieces: list[str] = []
+    res = vlm.generate(
+        node="compose", prompt="p", image=Image.new("RGB", (8, 8)), call_index=0,
+        settings=GenerationSettings(grammar=True), on_text=pieces.append,
+    )  # fmt: skip
+    return res.text, pieces, res.meta
+
+
+def test_a_streamed_answer_arrives_piece_by_piece() -> None:
+    usage = json.dumps({"choices": [], "usage": {"completion_tokens": 3}}).encode()
+    server = _sse(b": keep-alive", _delta("A "), _delta("calm "), _delta("sea.", "stop"), usage, b"[DONE]")
+    for url in _raw_server(server):
+        text, pieces, meta = _stream(url)
+        assert pieces == ["A ", "calm ", "sea."] and text == "A calm sea."
+        assert meta["usage"] == {"completion_tokens": 3} and meta["streamed"]
+        assert BODIES[-1]["stream"] is True and BODIES[-1]["stream_options"] == {"include_usage": True}
+        assert "grammar" not in json.dumps(BODIES[-1])  # a plain OpenAI server gets no grammar
+
+
+@pytest.mark.parametrize(
+    ("server", "field"),
+    [("vllm", "structured_outputs"), ("sglang", "ebnf"), ("llamacpp", "grammar")],
+)
+def test_the_grammar_goes_to_each_kind_of_server_in_its_dialect(server: str, field: str) -> None:
+    from image2music.tools.music.grammar import gbnf
+
+    for url in _raw_server(_sse(_delta("ok", "stop"))):
+        _stream(url, server=server)
+        sent = BODIES[-1][field]
+        assert (sent["grammar"] if field == "structured_outputs" else sent) == gbnf()
+
+
+def test_a_server_that_answers_whole_anyway_is_read_whole() -> None:
+    for url in _raw_server(_fixed(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(_OK_BODY), _OK_BODY))):
+        text, pieces, _ = _stream(url)
+        assert text == "fine" and pieces == ["fine"]
+
+
+def test_a_server_that_refuses_to_stream_is_asked_again_whole() -> None:
+    refusal = b'{"error": "stream is not supported"}'
+    calls = {"n": 0}
+
+    def behaviour(c: Any, head: str, stop: threading.Event) -> None:
+        calls["n"] += 1
+        body = refusal if calls["n"] == 1 else _OK_BODY
+        status = b"400 Bad Request" if calls["n"] == 1 else b"200 OK"
+        c.sendall(b"HTTP/1.1 %s\r\nContent-Length: %d\r\n\r\n%s" % (status, len(body), body))
+
+    for url in _raw_server(behaviour):
+        vlm = OpenAIVLM(base_url=url, model="m", timeout_s=5)
+        res = vlm.generate(
+            node="describe", prompt="p", image=Image.new("RGB", (8, 8)), call_index=0, settings=GenerationSettings()
+        )
+        assert res.text == "fine" and calls["n"] == 2 and "stream" not in BODIES[-1]
+        assert res.meta["retries"] == ["HTTP 400: the server does not stream; asked again without streaming"]
+        assert vlm.stream is False  # the next call does not ask again
+
+
+STREAM_FAULTS = {
+    "a stream slower than the deadline": (_sse(*[_delta("x")] * 20, every=0.4), "did not finish its answer within"),
+    "a stream cut short": (_sse(_delta("A "), _delta("calm")), "was cut short"),
+    "an event of 2 MB": (_sse(_delta("y" * (2 << 20))), "larger than 1 MB"),
+    "an error in the stream": (
+        _sse(_delta("A "), b'{"error": {"message": "overloaded, key sk-SECRET"}}'),
+        "overloaded",
+    ),
+    "an event that is not JSON": (_sse(b"{not json"), "not JSON"),
+}
+
+
+@pytest.mark.parametrize("case", list(STREAM_FAULTS))
+def test_every_stream_fault_is_one_clear_error(case: str) -> None:
+    behaviour, words = STREAM_FAULTS[case]
+    for url in _raw_server(behaviour):
+        with pytest.raises(VLMError) as info:
+            _stream(url, timeout_s=1.5)
+        message = str(info.value)
+        assert words in message and "sk-SECRET" not in message and "\n" not in message.strip(), message
+
+
+def test_a_key_echoed_in_a_stream_never_reaches_the_screen() -> None:
+    """The key split over three events: no piece, and no run of pieces, shows any of it."""
+    server = _sse(_delta("you sent sk-SE"), _delta("CR"), _delta("ET to me", "stop"), b"[DONE]")
+    for url in _raw_server(server):
+        _text, pieces, _ = _stream(url)
+        shown = "".join(pieces)
+        assert shown == "you sent [redacted] to me"
+        assert not any("sk-" in p for p in pieces)

@@ -35,6 +35,15 @@ def test_replay_file_errors(tmp_path: Path) -> None:
         make_vlm("replay", "x")
 
 
+def test_replay_streams_its_answers_a_word_at_a_time(tmp_path: Path) -> None:
+    f = write_replay(tmp_path / "r.jsonl", [("compose", "Here it is:\n\n```abc\nX:1\n```  ok")])
+    pieces: list[str] = []
+    res = ReplayVLM(f, token_delay_s=0.001).generate(
+        node="compose", prompt="p", image=IMG, call_index=0, settings=GenerationSettings(), on_text=pieces.append
+    )
+    assert "".join(pieces) == res.text and pieces[:3] == ["Here", " it", " is:"]
+
+
 def test_strip_think() -> None:
     assert strip_think("<think>hmm</think>Answer") == "Answer"
     assert strip_think("Answer <think>unfinished") == "Answer"
@@ -67,6 +76,39 @@ def test_transformers_greedy_is_repeatable(tiny_llava: Path) -> None:
     a = vlm.generate(node="compose", prompt="Write music.", image=IMG, call_index=0, settings=s)
     b = vlm.generate(node="compose", prompt="Write music.", image=IMG, call_index=0, settings=s)
     assert a.text == b.text and a.token_attention is None
+
+
+def test_streaming_changes_nothing_but_shows_the_text(tiny_llava: Path) -> None:
+    """The streamer hands over pieces that add up to the answer; the tokens, the captured attention and the
+    vision features are exactly those of a call without it (sampling, same seed)."""
+    vlm = make_vlm("transformers", str(tiny_llava))
+    s = GenerationSettings(max_new_tokens=40, temperature=0.9, seed=3)
+    kw = {"node": "compose", "prompt": "Write music.", "image": IMG, "call_index": 1, "settings": s}
+    plain = vlm.generate(**kw, capture_attention=True)
+    pieces: list[str] = []
+    streamed = vlm.generate(**kw, capture_attention=True, on_text=pieces.append)
+    assert streamed.text == plain.text and "".join(pieces) == plain.text and len(pieces) > 1
+    assert streamed.meta["new_tokens"] == plain.meta["new_tokens"]
+    assert streamed.token_attention is not None and plain.token_attention is not None
+    assert np.array_equal(streamed.token_attention, plain.token_attention)
+    assert streamed.meta["vision_forwards"] == 0  # the second call reused the features of the first
+
+
+@pytest.mark.parametrize("budget", [60, 200])
+def test_a_constrained_answer_is_valid_abc_even_from_random_weights(tiny_llava: Path, budget: int) -> None:
+    """With the grammar a random model writes a tune the checker accepts, closed before its budget ends;
+    without it, the same model writes no tune at all."""
+    from image2music.tools.music.check import check_abc
+
+    vlm = make_vlm("transformers", str(tiny_llava))
+    kw = {"node": "compose", "prompt": "Write music.", "image": IMG, "call_index": 0}
+    free = vlm.generate(**kw, settings=GenerationSettings(max_new_tokens=budget, temperature=0.7))
+    assert not check_abc(free.text).ok
+    ruled = vlm.generate(**kw, settings=GenerationSettings(max_new_tokens=budget, temperature=0.7, grammar=True))
+    result = check_abc(ruled.text)
+    assert result.ok, (ruled.text, [e.render() for e in result.errors])
+    assert ruled.meta["new_tokens"] <= budget and ruled.meta["grammar"]["engine"] == "llguidance"
+    assert ruled.text.rstrip().endswith("```") or "```" in ruled.text.split("```abc", 1)[1]
 
 
 def test_missing_model_is_one_clear_message() -> None:

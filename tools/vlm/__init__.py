@@ -47,6 +47,9 @@ def make_vlm(
     timeout_s: float = 300.0,
     replay_delay_s: float = 0.0,
     feature_cache: int = 8,
+    replay_token_delay_s: float = 0.0,
+    stream: bool = True,
+    server: str = "openai",
 ) -> VLM:
     """The VLM for these settings; local models are loaded once per process and reused. A local model keeps
     the vision features of at least ``feature_cache`` images (parallel runs must not evict each other's)."""
@@ -59,12 +62,14 @@ def make_vlm(
 
             try:
                 st = Path(replay_file).stat()
-                rkey: tuple[object, ...] = ("replay", str(replay_file), st.st_mtime_ns, st.st_size, replay_delay_s)
+                rkey: tuple[object, ...] = (
+                    "replay", str(replay_file), st.st_mtime_ns, st.st_size, replay_delay_s, replay_token_delay_s
+                )  # fmt: skip
             except OSError:
                 return ReplayVLM(replay_file, delay_s=replay_delay_s)  # raises the clear "cannot read" error
             with _LOCK:
                 if rkey not in _CACHE:
-                    _CACHE[rkey] = ReplayVLM(replay_file, delay_s=replay_delay_s)
+                    _CACHE[rkey] = ReplayVLM(replay_file, delay_s=replay_delay_s, token_delay_s=replay_token_delay_s)
                 return _CACHE[rkey]
         case "transformers":
             key = ("transformers", model, device, dtype, trust_remote_code, max_pixels)
@@ -88,8 +93,9 @@ def make_vlm(
                     "e.g. http://localhost:8000/v1 for vLLM or http://localhost:11434/v1 for Ollama"
                 )
             return OpenAIVLM(
-                base_url=base_url, model=model, api_key=api_key, timeout_s=timeout_s, max_pixels=max_pixels
-            )
+                base_url=base_url, model=model, api_key=api_key, timeout_s=timeout_s, max_pixels=max_pixels,
+                stream=stream, server=server,
+            )  # fmt: skip
         case _:
             raise VLMError(f"unknown VLM backend '{backend}': use transformers, replay or openai")
 

@@ -8,6 +8,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 from image2music.tools.errors import RunError
 
 if TYPE_CHECKING:  # numpy and PIL only annotate here; light commands (i2m abc check) import this module
+    import threading
+    from collections.abc import Callable
+
     import numpy as np
     from PIL import Image
 
@@ -27,6 +30,8 @@ class GenerationSettings:
     temperature: float = 0.7
     top_p: float = 0.9
     seed: int = 0
+    grammar: bool = False
+    """Constrain the answer to the ABC answer grammar (compose and reflect, ``I2M_GRAMMAR=on``)."""
 
 
 @dataclass
@@ -55,7 +60,9 @@ class VLMResult:
 
 
 class VLM(Protocol):
-    """A vision-language model that answers a text prompt about one image."""
+    """A vision-language model that answers a text prompt about one image. ``on_text``, when given, receives
+    the answer as it is written, piece by piece (for display only: the result's ``text`` is the answer).
+    ``stop``, when set, ends the call early (at the next token or read): the caller drops what it returns."""
 
     name: str
 
@@ -68,4 +75,6 @@ class VLM(Protocol):
         call_index: int,
         settings: GenerationSettings,
         capture_attention: bool = False,
+        on_text: Callable[[str], None] | None = None,
+        stop: threading.Event | None = None,
     ) -> VLMResult: ...

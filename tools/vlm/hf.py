@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -181,11 +182,13 @@ class TransformersVLM:
         call_index: int,
         settings: GenerationSettings,
         capture_attention: bool = False,
+        on_text: Callable[[str], None] | None = None,
+        stop: threading.Event | None = None,
     ) -> VLMResult:
         with self._lock:
             before = self.vision_calls
             try:
-                result = self._generate(prompt, image, call_index, settings, capture_attention)
+                result = self._generate(prompt, image, call_index, settings, capture_attention, on_text, stop)
             except VLMError:
                 raise
             except Exception as e:  # noqa: BLE001 - whatever transformers raises, the run gets one clear line
@@ -195,12 +198,31 @@ class TransformersVLM:
             return result
 
     def _generate(
-        self, prompt: str, image: Image.Image, call_index: int, settings: GenerationSettings, capture_attention: bool
+        self,
+        prompt: str,
+        image: Image.Image,
+        call_index: int,
+        settings: GenerationSettings,
+        capture_attention: bool,
+        on_text: Callable[[str], None] | None = None,
+        stop: threading.Event | None = None,
     ) -> VLMResult:
         torch = self._torch
         inputs = self._inputs(prompt, image)
         ids = inputs["input_ids"][0]
+        tok = getattr(self.processor, "tokenizer", self.processor)
         gen_kwargs: dict[str, Any] = {"max_new_tokens": settings.max_new_tokens}
+        if on_text is not None:
+            gen_kwargs["streamer"] = TextPieces(tok, on_text)
+        if stop is not None:
+            gen_kwargs["stopping_criteria"] = [StopWhenSet(stop)]
+        grammar = None
+        if settings.grammar:
+            from image2music.tools.vlm.constrain import abc_grammar
+            from transformers import LogitsProcessorList
+
+            grammar = abc_grammar(self.model, tok, int(ids.shape[0]), settings.max_new_tokens)
+            gen_kwargs["logits_processor"] = LogitsProcessorList([grammar])
         if settings.temperature > 0:
             gen_kwargs.update(do_sample=True, temperature=settings.temperature, top_p=settings.top_p)
         else:
@@ -223,9 +245,16 @@ class TransformersVLM:
         except RuntimeError as e:
             raise VLMError(f"generation with '{self.name}' failed on {self.device}: {str(e)[:300]}") from e
         new = out[0, ids.shape[0] :]
-        tok = getattr(self.processor, "tokenizer", self.processor)
         text = tok.decode(new, skip_special_tokens=True)
         result = VLMResult(text=text, meta={"new_tokens": int(new.shape[0])})
+        if grammar is not None:
+            result.meta["grammar"] = {
+                "engine": "llguidance",
+                "opened_at_half_budget": grammar.opened_by_budget,
+                "closed_at_budget": grammar.closed_by_budget,
+            }
+            if grammar.gave_up:
+                result.meta["note"] = f"the ABC grammar stopped steering: {grammar.gave_up.splitlines()[0][:200]}"
         if recorder is not None:
             rows = recorder.result()
             layout = self.layout(inputs, len(positions), image) if rows.size else None
@@ -241,6 +270,53 @@ class TransformersVLM:
                 # row i belongs to generated token i + 1 (the prompt pass made token 0)
                 result.token_offsets = token_offsets(tok, new.tolist(), min(len(new) - 1, len(rows)), text)
         return result
+
+
+class StopWhenSet:
+    """A stopping criterion: ``generate`` ends at the next token once the run is stopped."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        self.stop = stop
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        return torch.full((input_ids.shape[0],), self.stop.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+class TextPieces:
+    """A ``generate`` streamer that hands the new text to ``sink`` as it is decoded: tokens are decoded from the
+    start of the current line (so a character split over tokens, or a leading space, comes out whole), and
+    a piece ending in an incomplete character waits for the next token. The prompt is skipped. It runs in the
+    generating thread and changes nothing in generation (tokens, seeds, captured attention)."""
+
+    def __init__(self, tokenizer: Any, sink: Callable[[str], None]) -> None:
+        self.tokenizer = tokenizer
+        self.sink = sink
+        self.line: list[int] = []
+        self.sent = 0  # characters of the current line already handed over
+        self.prompt_seen = False
+
+    def put(self, value: Any) -> None:
+        if not self.prompt_seen:  # generate's first put is the prompt
+            self.prompt_seen = True
+            return
+        self.line.extend(int(t) for t in value.reshape(-1).tolist())
+        text = self.tokenizer.decode(self.line, skip_special_tokens=True)
+        if text.endswith("\ufffd"):
+            return
+        if len(text) > self.sent:
+            self.sink(text[self.sent :])
+        if text.endswith("\n"):
+            self.line, self.sent = [], 0
+        else:
+            self.sent = len(text)
+
+    def end(self) -> None:
+        text = self.tokenizer.decode(self.line, skip_special_tokens=True)
+        if len(text) > self.sent:
+            self.sink(text[self.sent :])
+        self.line, self.sent = [], 0
 
 
 OFFSET_WINDOW = 8

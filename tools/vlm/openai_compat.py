@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import io
 import json
@@ -12,15 +13,18 @@ import threading
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
-from image2music.tools.errors import redact
+from image2music.tools.errors import ScrubbedStream, redact
 from image2music.tools.images import fit_pixels
 from image2music.tools.vlm.base import GenerationSettings, VLMError, VLMResult
 from PIL import Image
 
 MAX_ANSWER_BYTES = 8 * 1024 * 1024
 """Answers are read up to this size and refused beyond it (a tune is a few kB)."""
+MAX_EVENT_BYTES = 1024 * 1024
+"""One event of a streamed answer (one line of ``data:``) may hold at most this many bytes."""
 MAX_RETRIES = 3
 """Retries after HTTP 429 or 5xx, each after Retry-After (capped) or an exponential backoff."""
 
@@ -56,8 +60,13 @@ class OpenAIVLM:
         api_key: str | None = None,
         timeout_s: float = 300.0,
         max_pixels: int = 512 * 512,
+        stream: bool = True,
+        server: str = "openai",
     ) -> None:
         self.base_url = check_base_url(base_url)
+        self.stream = stream
+        """Ask for ``stream: true``; turned off for this server once it refuses a stream."""
+        self.server = server
         self.name = model
         self.api_key = api_key
         self.timeout_s = timeout_s
@@ -90,8 +99,10 @@ class OpenAIVLM:
         call_index: int,
         settings: GenerationSettings,
         capture_attention: bool = False,
+        on_text: Callable[[str], None] | None = None,
+        stop: threading.Event | None = None,
     ) -> VLMResult:
-        body = {
+        body: dict[str, Any] = {
             "model": self.name,
             "messages": [
                 {
@@ -107,32 +118,70 @@ class OpenAIVLM:
             "top_p": settings.top_p,
             "seed": settings.seed + call_index,
         }
-        payload = json.dumps(body).encode()
+        if settings.grammar:
+            from image2music.tools.vlm.constrain import server_fields
+
+            body.update(server_fields(self.server))
         deadline = time.monotonic() + self.timeout_s
         retries: list[str] = []
-        for attempt in range(MAX_RETRIES + 1):
+        sink = ScrubbedStream(on_text, [self.api_key or ""]) if on_text is not None else None
+        answer = _Answer(sink)
+        streaming = self.stream
+        attempt = 0
+        while True:
+            if streaming:
+                body.update(stream=True, stream_options={"include_usage": True})
+            else:
+                body.pop("stream", None)
+                body.pop("stream_options", None)
             try:
-                data = self._post(payload, deadline)
+                data = self._post(json.dumps(body).encode(), deadline, answer if streaming else None, stop)
                 break
             except HTTPStatus as e:
+                detail = redact(" ".join(e.detail.split()), [self.api_key or ""])  # one line, no key
+                if streaming and 400 <= e.code < 500 and "stream" in detail.lower():
+                    # a server that does not stream (or not with stream_options): the same request, whole
+                    streaming = self.stream = False
+                    retries.append(f"HTTP {e.code}: the server does not stream; asked again without streaming")
+                    continue
                 wait = self._retry_wait(e, attempt, deadline)
                 if wait is None:
-                    detail = redact(" ".join(e.detail.split()), [self.api_key or ""])  # one line, no key
-                    if 300 <= e.code < 400:
-                        raise VLMError(
-                            f"the server at {self.base_url} answered a redirect (HTTP {e.code}) to "
-                            f"{e.headers.get('Location', '?')}; redirects are not followed so the API key stays "
-                            "with the configured server: set I2M_VLM_BASE_URL to the final address"
-                        ) from e
-                    raise VLMError(f"the server at {self.base_url} answered HTTP {e.code}: {detail}") from e
+                    raise self._status_error(e, detail, settings.grammar) from e
                 retries.append(f"HTTP {e.code}: retry {attempt + 1} in {wait:.1f} s")
-                time.sleep(wait)
+                attempt += 1
+                if stop is not None and stop.wait(wait):
+                    raise VLMError(f"the call to {self.base_url} was stopped") from e
+                if stop is None:
+                    time.sleep(wait)
+        if data is None:  # streamed
+            if sink is not None:
+                sink.close()
+            if not answer.finished:
+                raise VLMError(f"the answer of {self.base_url} was cut short: its stream ended before the answer did")
+            return VLMResult(text=answer.text, meta={"usage": answer.usage, "retries": retries, "streamed": True})
         try:
             text = answer_text(data)
         except (KeyError, IndexError, TypeError, AttributeError) as e:
             raise VLMError(f"unexpected answer from {self.base_url}: no choices[0].message.content") from e
+        if sink is not None and text:
+            sink(text)
+            sink.close()
         usage = data.get("usage") if isinstance(data, dict) else None
         return VLMResult(text=text, meta={"usage": usage, "retries": retries})
+
+    def _status_error(self, e: HTTPStatus, detail: str, grammar: bool) -> VLMError:
+        """The VLMError for a non-2xx answer that is not retried."""
+        if 300 <= e.code < 400:
+            return VLMError(
+                f"the server at {self.base_url} answered a redirect (HTTP {e.code}); redirects are not followed so "
+                "the API key stays with the configured server: set I2M_VLM_BASE_URL to the final address"
+            )
+        if grammar and self.server != "openai" and 400 <= e.code < 500:
+            return VLMError(
+                f"the server at {self.base_url} answered HTTP {e.code}: {detail}; it may not take the ABC grammar the "
+                f"way I2M_VLM_SERVER={self.server} sends it: set I2M_VLM_SERVER to its kind, or I2M_GRAMMAR=off"
+            )
+        return VLMError(f"the server at {self.base_url} answered HTTP {e.code}: {detail}")
 
     def _retry_wait(self, e: HTTPStatus, attempt: int, deadline: float) -> float | None:
         """Seconds to wait before retrying a 429 or 5xx (Retry-After, else exponential), or None to give up."""
@@ -145,25 +194,86 @@ class OpenAIVLM:
         wait = min(wait, 30.0)
         return wait if time.monotonic() + wait < deadline else None
 
-    def _post(self, payload: bytes, deadline: float) -> Any:
+    def _post(
+        self, payload: bytes, deadline: float, answer: _Answer | None = None, stop: threading.Event | None = None
+    ) -> Any:
         """One request under one deadline for the whole call, kept by the clock: the socket's timeout is the
         time left before every read, and a watchdog shuts the socket at the deadline (a server that trickles
-        its status line, headers or body, or sends ``100 Continue`` forever, is cut off there)."""
+        its status line, headers or body, or sends ``100 Continue`` forever, is cut off there). With ``answer``
+        a streamed answer (server-sent events) is read into it and None returned; a server that answers whole
+        anyway is read as usual."""
         auth = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        where = f"the VLM server at {self.base_url}"
+        on_event = None
+        if answer is not None:
+
+            def on_event(data: str) -> None:
+                answer.event(data, where, self.api_key)
+
         raw = _exchange(
             f"{self.base_url}/chat/completions",
             payload,
             {"Content-Type": "application/json", **auth},
             deadline,
-            where=f"the VLM server at {self.base_url}",
+            where=where,
             timeout_s=self.timeout_s,
+            on_event=on_event,
+            stop=stop,
         )
+        if raw is None:
+            return None
         try:
             return json.loads(raw.decode("utf-8", errors="replace"))
         except json.JSONDecodeError as e:
             raise VLMError(f"the server at {self.base_url} did not answer JSON (or the answer was cut short)") from e
         except RecursionError as e:
             raise VLMError(f"the answer of {self.base_url} is JSON nested too deeply to read; refused") from e
+
+
+class _Answer:
+    """A streamed answer as its events arrive: the text so far (each piece handed to ``sink``), whether it
+    ended (a ``finish_reason`` or ``[DONE]``) and the usage the server reported."""
+
+    def __init__(self, sink: Callable[[str], None] | None) -> None:
+        self.sink = sink
+        self.parts: list[str] = []
+        self.finished = False
+        self.usage: Any = None
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+    def event(self, data: str, where: str, key: str | None) -> None:
+        if data.strip() == "[DONE]":
+            self.finished = True
+            return
+        try:
+            obj = json.loads(data)
+        except (json.JSONDecodeError, RecursionError) as e:
+            raise VLMError(f"{where} streamed an event that is not JSON; refused") from e
+        if not isinstance(obj, dict):
+            raise VLMError(f"{where} streamed an event that is not a JSON object; refused")
+        if obj.get("error"):
+            err = obj["error"]
+            message = err.get("message") if isinstance(err, dict) else err
+            text = redact(" ".join(str(message).split())[:300], [key or ""])
+            raise VLMError(f"{where} stopped its answer with an error: {text}")
+        if obj.get("usage"):
+            self.usage = obj["usage"]
+        for choice in obj.get("choices") or []:
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta") or choice.get("message") or {}
+            piece = delta.get("content") if isinstance(delta, dict) else None
+            if isinstance(piece, list):  # content parts
+                piece = "".join(str(p.get("text", "")) if isinstance(p, dict) else str(p) for p in piece)
+            if isinstance(piece, str) and piece:
+                self.parts.append(piece)
+                if self.sink is not None:
+                    self.sink(piece)
+            if choice.get("finish_reason"):
+                self.finished = True
 
 
 class HTTPStatus(Exception):
@@ -201,10 +311,20 @@ def _connection(url: urllib.parse.SplitResult, timeout: float) -> tuple[http.cli
 
 
 def _exchange(
-    url: str, payload: bytes, headers: dict[str, str], deadline: float, *, where: str, timeout_s: float
-) -> bytes:
+    url: str,
+    payload: bytes,
+    headers: dict[str, str],
+    deadline: float,
+    *,
+    where: str,
+    timeout_s: float,
+    on_event: Callable[[str], None] | None = None,
+    stop: threading.Event | None = None,
+) -> bytes | None:
     """POST ``payload``; the body of a 2xx answer (at most MAX_ANSWER_BYTES), else HTTPStatus; every
-    socket, SSL and HTTP fault, and the deadline, as a VLMError naming ``where`` and the cause."""
+    socket, SSL and HTTP fault, and the deadline, as a VLMError naming ``where`` and the cause. With
+    ``on_event``, an answer of server-sent events (``text/event-stream``) is read event by event into it (each
+    event's ``data``, at most MAX_EVENT_BYTES, all of them at most MAX_ANSWER_BYTES) and None is returned."""
 
     def left() -> float:
         t = deadline - time.monotonic()
@@ -227,6 +347,16 @@ def _exchange(
     timer = threading.Timer(max(0.0, deadline - time.monotonic()), watchdog)
     timer.daemon = True
     timer.start()
+    done = threading.Event()
+    if stop is not None:  # a stopped run shuts the socket too: the call ends at once, not at its deadline
+
+        def on_stop() -> None:
+            while not done.is_set() and not stop.wait(0.05):
+                pass
+            if stop.is_set() and not done.is_set():
+                watchdog()
+
+        threading.Thread(target=on_stop, name="i2m-call-stop", daemon=True).start()
     try:
         conn.connect()
         sock.append(conn.sock)
@@ -240,6 +370,16 @@ def _exchange(
             sock[0].settimeout(left())
             detail = resp.read(300).decode("utf-8", "replace")
             raise HTTPStatus(resp.status, resp.headers, detail)
+        kind = (resp.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if on_event is not None and kind == "text/event-stream":
+
+            def arm() -> None:  # the time left before each read; _Late past the deadline
+                t = left()
+                with contextlib.suppress(OSError):  # the server closed the stream: the socket is gone
+                    sock[0].settimeout(t)
+
+            _read_events(resp, arm, on_event, where)
+            return None
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -265,8 +405,39 @@ def _exchange(
             f"cannot reach {where} or its answer was unusable: {_cause(e)}; is it running? (I2M_VLM_BASE_URL)"
         ) from e
     finally:
+        done.set()
         timer.cancel()
         conn.close()
+
+
+def _read_events(resp: Any, before_read: Callable[[], None], on_event: Callable[[str], None], where: str) -> None:
+    """Server-sent events: ``data:`` lines (several make one event, joined by newlines) up to a blank line;
+    comments (``:``) and other fields are skipped; the stream ends at ``[DONE]`` or when the server closes it."""
+    size = 0
+    data: list[str] = []
+    while True:
+        before_read()
+        line = resp.readline(MAX_EVENT_BYTES + 1)
+        size += len(line)
+        if len(line) > MAX_EVENT_BYTES:
+            raise VLMError(f"an event of the answer of {where} is larger than {MAX_EVENT_BYTES >> 20} MB; refused")
+        if size > MAX_ANSWER_BYTES:
+            raise VLMError(f"the answer of {where} is larger than {MAX_ANSWER_BYTES >> 20} MB; refused")
+        if not line:
+            before_read()  # a stream the watchdog ended at the deadline is late, not cut short
+        if not line or not line.strip(b"\r\n"):
+            if data:
+                event = "\n".join(data)
+                data = []
+                on_event(event)
+                if event.strip() == "[DONE]":
+                    return
+            if not line:
+                return
+            continue
+        text = line.decode("utf-8", "replace").rstrip("\r\n")
+        if text.startswith("data:"):
+            data.append(text[5:].removeprefix(" "))
 
 
 def _cause(e: BaseException) -> str:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from image2music.tools.vlm.base import GenerationSettings, VLMError, VLMResult
@@ -51,10 +54,11 @@ def read_calls(path: Path) -> dict[str, list[str]]:
 class ReplayVLM:
     """Answers from a file, for offline runs, tests and exact re-runs of a recorded run."""
 
-    def __init__(self, path: Path, delay_s: float = 0.0) -> None:
+    def __init__(self, path: Path, delay_s: float = 0.0, token_delay_s: float = 0.0) -> None:
         self.path = Path(path)
         self.name = f"replay:{self.path.name}"
         self.delay_s = delay_s
+        self.token_delay_s = token_delay_s
         self.calls = read_calls(self.path)
 
     def generate(
@@ -66,13 +70,27 @@ class ReplayVLM:
         call_index: int,
         settings: GenerationSettings,
         capture_attention: bool = False,
+        on_text: Callable[[str], None] | None = None,
+        stop: threading.Event | None = None,
     ) -> VLMResult:
         answers = self.calls.get(node, [])
+        pause = stop.wait if stop is not None else time.sleep  # a stopped run does not wait out its delays
         if call_index >= len(answers):
             raise VLMError(
                 f"replay file {self.path} has {len(answers)} answer(s) for node '{node}', "
                 f'but this run needs answer {call_index + 1}: add more lines with "node": "{node}"'
             )
         if self.delay_s:
-            time.sleep(self.delay_s)
-        return VLMResult(text=answers[call_index])
+            pause(self.delay_s)
+        text = answers[call_index]
+        if on_text is not None:  # a word at a time (with its leading space), as a model streams
+            for piece in _WORDS.findall(text):
+                if self.token_delay_s:
+                    pause(self.token_delay_s)
+                if stop is not None and stop.is_set():
+                    break
+                on_text(piece)
+        return VLMResult(text=text)
+
+
+_WORDS = re.compile(r"\s*\S+|\s+")
