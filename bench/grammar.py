@@ -181,4 +181,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-

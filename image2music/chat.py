@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.text import Text
 
+from image2music.display import safe, terminal_safe
 from image2music.graph.config import Settings
 from image2music.graph.state import State
 from image2music.outputs import RunResult
@@ -139,7 +140,7 @@ class ChatSession:
                         self.settings,
                         on_event=progress,
                         on_pause=self.on_pause,
-                        notify=lambda m: self.console.print(Text(m, style="yellow")),
+                        notify=lambda m: self.console.print(Text(terminal_safe(m), style="yellow")),
                         on_start=self._started,
                         on_text=getattr(progress, "text", None),
                     )
@@ -153,10 +154,10 @@ class ChatSession:
                         on_text=getattr(progress, "text", None),
                     )
         except InputError as e:
-            self.console.print(Text.assemble(("cannot use that image: ", "red"), str(e)))
+            self.console.print(Text.assemble(("cannot use that image: ", "red"), terminal_safe(str(e))))
             return False
         except I2MError as e:
-            self.console.print(Text.assemble(("error: ", "red"), str(e)))
+            self.console.print(Text.assemble(("error: ", "red"), terminal_safe(str(e))))
             return False
         except KeyboardInterrupt:
             rid = run_id or (self.ctx.run_id if self.ctx is not None else "")
@@ -187,7 +188,7 @@ class ChatSession:
                 return False
             if choice in ("a", "o"):
                 if choice == "a" and self.result is not None:
-                    self.console.print(Text(f"kept: {self.result.run_dir}"))
+                    self.console.print(safe(f"kept: {self.result.run_dir}"))
                 return True
             if choice == "p":
                 self.play()
@@ -220,7 +221,7 @@ class ChatSession:
                 f"[yellow]no audio player found (aplay, paplay, afplay, ffplay); the audio is {wav}[/yellow]"
             )
             return
-        self.console.print(Text(f"playing {wav} with {player[0]} (Ctrl-C stops)"))
+        self.console.print(safe(f"playing {wav} with {player[0]} (Ctrl-C stops)"))
         try:
             subprocess.run([*player, str(wav)], check=False)
         except KeyboardInterrupt:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 from pydantic import ValidationError
 from rich.console import Console
-from rich.markup import escape
+from rich.markup import escape as _escape_markup
 from rich.text import Text
 
 from image2music.graph.state import NODE_IDS
@@ -32,6 +32,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 # Text or escaped, never as markup.
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
+
+
+def escape(text: str) -> str:
+    """Text for a markup string: markup escaped, control characters and escape sequences shown, not obeyed
+    (messages, file names and titles can hold what a model, a file or a server wrote)."""
+    from image2music.display import terminal_safe
+
+    return _escape_markup(terminal_safe(text))
 
 
 def fail(message: str, code: int) -> None:
@@ -566,9 +574,11 @@ def kb_query(text: str | None, image: Path | None, k: int, embed_model: str | No
         return
     from rich.table import Table
 
+    from image2music.display import safe
+
     table = Table("score", "via", "id", "caption")
     for r in refs:
-        table.add_row(f"{r['score']:.3f}", Text(r["via"]), Text(r["id"]), Text(r["caption"]))
+        table.add_row(f"{r['score']:.3f}", safe(r["via"]), safe(r["id"]), safe(r["caption"]))
     out.print(table, soft_wrap=False)
 
 
@@ -621,6 +631,8 @@ def runs_list(limit: int, as_json: bool) -> None:
         return
     from rich.table import Column, Table
 
+    from image2music.display import safe
+
     # the run id is never cut (it is what people copy); long paths fold instead
     table = Table(
         Column("run id", no_wrap=True, min_width=22),
@@ -635,8 +647,8 @@ def runs_list(limit: int, as_json: bool) -> None:
             i.run_id,
             f"[{colour}]{i.status}[/{colour}]",
             _time.strftime("%Y-%m-%d %H:%M", _time.localtime(i.created)),
-            Text(Path(i.image).name),
-            Text(str(i.run_dir)),
+            safe(Path(i.image).name),
+            safe(str(i.run_dir)),
         )
     out.print(table, soft_wrap=False)
 
@@ -765,6 +777,7 @@ def runs_diff(run_a: str, run_b: str) -> None:
 
     from rich.table import Table
 
+    from image2music.display import safe, terminal_safe
     from image2music.tools.music.metrics import METRIC_MEANINGS
 
     (ia, ra), (ib, rb) = _load_run(run_a), _load_run(run_b)
@@ -780,11 +793,11 @@ def runs_diff(run_a: str, run_b: str) -> None:
         out.print(f"[bold]prompt {node}[/bold]: differs")
         for line in difflib.unified_diff(ta.splitlines(), tb.splitlines(), "A", "B", lineterm="", n=1):
             style = "green" if line.startswith("+") else "red" if line.startswith("-") else "dim"
-            out.print(Text(line, style=style), highlight=False)
+            out.print(Text(terminal_safe(line), style=style), highlight=False)
     fa = (ra.get("final") or {}).get("abc", "")
     fb = (rb.get("final") or {}).get("abc", "")
     t = Table("final ABC of A", "final ABC of B")
-    t.add_row(Text(fa or "(none)"), Text(fb or "(none)"))
+    t.add_row(safe(fa or "(none)"), safe(fb or "(none)"))
     out.print(t, soft_wrap=False)
     m = Table("metric", "A", "B", title="final metrics")
     ma = (ra.get("final") or {}).get("metrics") or {}

@@ -19,10 +19,15 @@ from image2music.record import RunRecord
 from image2music.tools.music.metrics import METRIC_MEANINGS
 
 
+def safe(text: object) -> Text:
+    """Untrusted text for the terminal, as rich Text (never markup, control characters shown)."""
+    return Text(terminal_safe(str(text)))
+
+
 def highlight_abc(abc: str) -> Text:
-    """ABC with headers, comments, bar lines and accidentals coloured."""
+    """ABC with headers, comments, bar lines and accidentals coloured (control characters shown, not obeyed)."""
     out = Text()
-    for line in abc.rstrip("\n").split("\n"):
+    for line in terminal_safe(abc).rstrip("\n").split("\n"):
         s = line.strip()
         if s.startswith("%"):
             out.append(line + "\n", style="green")
@@ -54,15 +59,16 @@ def metrics_table(versions: list[Version]) -> Table:
 def show_record(console: Console, rec: RunRecord, run_dir: Path) -> None:
     """Description, references, metrics of every version, the final ABC, the motivation, the files."""
     colour = "green" if rec["status"] == "ok" else "red"
-    console.print(f"[bold]{rec['run_id']}[/bold]  [{colour}]{rec['status']}[/{colour}]  {escape(str(rec['image']))}")
+    image = escape(terminal_safe(str(rec["image"])))
+    console.print(f"[bold]{rec['run_id']}[/bold]  [{colour}]{rec['status']}[/{colour}]  {image}")
     if rec.get("reason"):
-        console.print(Text(f"reason: {rec['reason']}"))
+        console.print(safe(f"reason: {rec['reason']}"))
     if description := rec.get("description"):
-        console.print(Panel(Text(description), title="what the model sees"), soft_wrap=False)
+        console.print(Panel(safe(description), title="what the model sees"), soft_wrap=False)
     if rec.get("references"):
         t = Table("score", "via", "caption", title="references")
         for r in rec["references"]:
-            t.add_row(f"{r['score']:.3f}", Text(r["via"]), Text(r["caption"]))
+            t.add_row(f"{r['score']:.3f}", safe(r["via"]), safe(r["caption"]))
         console.print(t, soft_wrap=False)
     if rec.get("versions"):
         console.print(metrics_table(rec["versions"]), soft_wrap=False)
@@ -72,17 +78,17 @@ def show_record(console: Console, rec: RunRecord, run_dir: Path) -> None:
             soft_wrap=False,
         )
     if motivation := rec.get("motivation"):
-        console.print(Panel(Text(motivation), title="why it sounds like this"), soft_wrap=False)
+        console.print(Panel(safe(motivation), title="why it sounds like this"), soft_wrap=False)
     decisions = [d for d in rec.get("decisions") or [] if d.get("after") == "evaluate"]
     if decisions:
         t = Table("after", "to", "because", title="decisions", show_lines=False)
         for d in decisions:
-            t.add_row(Text(d["after"]), Text(d["to"]), Text("; ".join(d.get("because") or [])))
+            t.add_row(safe(d["after"]), safe(d["to"]), safe("; ".join(d.get("because") or [])))
         console.print(t, soft_wrap=False)
     steps = zip(rec.get("path", []), rec.get("timings", []), strict=False)
     console.print(" -> ".join(f"{n} {t:.2f}s" for n, t in steps))
     for key, fname in (rec.get("files") or {}).items():
-        console.print(Text(f"  {key:<9} {run_dir / fname}"))
+        console.print(safe(f"  {key:<9} {run_dir / fname}"))
 
 
 def _parse_detail(u: State) -> str:

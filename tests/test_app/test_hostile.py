@@ -143,3 +143,33 @@ def test_lone_surrogates_and_odd_unicode_in_answers(tmp_path: Path, image_path: 
     rec = compose_image(image_path, s, run_dir=tmp_path / "run").record
     assert rec["status"] == "ok", rec["reason"]
     assert json.loads((tmp_path / "run" / "run.json").read_text())["final"]["title"].startswith("Dawn ")
+
+
+HOSTILE_TEXT = "A harbour \x1b]52;c;aGFja2Vk\x07 and \x1b[2J\x1b[H gone \u202e reversed \x9b31m"
+
+
+def test_terminal_escapes_in_model_text_are_shown_not_obeyed(tmp_path: Path, image_path: Path) -> None:
+    """OSC 52 (writes the clipboard), clear-screen, a bidi override and a C1 CSI in what the model wrote reach
+    the terminal as visible text in `runs show`, and in the live line while the model writes."""
+    from image2music.display import NodeProgress, terminal_safe
+    from rich.console import Console
+
+    replay = write_replay(
+        tmp_path / "c.jsonl",
+        [("describe", HOSTILE_TEXT), ("compose", fenced(GOOD_ABC, prose=HOSTILE_TEXT)), ("reflect", fenced(GOOD_ABC)),
+         ("explain", HOSTILE_TEXT)],
+    )  # fmt: skip
+    s = load_settings(vlm_backend="replay", replay_file=replay, top_k=0)
+    res = compose_image(image_path, s, run_dir=tmp_path / "run")
+    shown = cli("runs", "show", res.run_id)
+    assert shown.exit_code == 0, shown.output
+    for bad in ("\x1b", "\x07", "\u202e", "\x9b"):
+        assert bad not in shown.output
+    assert "\\x1b]52" in shown.output and "\\u202e" in shown.output
+    assert terminal_safe("a\tb\nc") == "a\tb\nc"
+    console = Console(file=open(tmp_path / "tty.txt", "w"), force_terminal=True, width=80)  # noqa: SIM115
+    progress = NodeProgress(console)
+    with progress:
+        progress.text("compose", HOSTILE_TEXT)
+    console.file.close()
+    assert "\x1b]52" not in (tmp_path / "tty.txt").read_text()

@@ -149,13 +149,15 @@ RULES: dict[str, Expr] = {
             seq("L:", opt(" "), R("unit")),
             seq("Q:", opt(" "), R("tempo")),
             seq("V:", R("voice-id"), opt(seq(" ", many(TEXT, 0, 60)))),
-            seq("P:", many(TEXT)),
-            seq(Chars("ABCDFGHINORSZ"), ":", many(TEXT, 0, 300)),
+            seq(Chars("ABCDFGHNOPRSZ"), ":", many(TEXT, 0, 300)),
+            R("i-field"),
             R("comment"),
         ),
         "\n",
     ),
     # at most 16 beats: a whole-bar rest (Z) stays within the reader's longest note
+    # I: (instruction) and %% lines: never I:begin / %%begin..., which makes the reader skip the rest as text
+    "i-field": seq("I:", opt(seq(Chars(" \tbe\n`\\" + CONTROL, negate=True), many(TEXT)))),
     "meter": alt("C|", "C", seq(alt(seq("1", Chars("0123456")), DIGIT1), "/", alt("16", "2", "4", "8"))),
     "unit": seq("1/", alt("16", "4", "8")),
     "tempo": alt(seq("1/", alt("2", "4", "8"), "=", R("bpm")), seq("3/8=", R("bpm"))),
@@ -169,7 +171,10 @@ RULES: dict[str, Expr] = {
     # is the only directive the reader refuses, so %%MIDI lines other than program are any text
     "comment": alt(
         seq("%", opt(seq(Chars("%\n`\\", negate=True), many(TEXT)))),
-        seq("%%", Chars(string.ascii_lowercase), many(TEXT)),
+        # any %% directive but %%begin... (the extractor and the reader skip a %%begintext block to its %%end)
+        seq("%%", Chars(string.ascii_lowercase.replace("b", "")), many(TEXT)),
+        seq("%%b", Chars(string.ascii_lowercase.replace("e", "")), many(TEXT)),
+        seq("%%be", Chars(string.ascii_lowercase.replace("g", "")), many(TEXT)),
         seq("%%MIDI program ", R("program")),
         seq("%%MIDI ", Chars("abcdefghijklmnoqrstuvwxyz"), many(TEXT, 0, 80)),
     ),
@@ -185,24 +190,30 @@ RULES: dict[str, Expr] = {
         seq("Q:", opt(" "), R("tempo")),
         seq("V:", R("voice-id"), opt(seq(" ", many(TEXT, 0, 60)))),
         seq("P:", many(TEXT)),
-        seq(Chars("ABCDFGHINORSTWZIrsw"), ":", many(TEXT)),
+        seq(Chars("ABCDFGHNORSTWZrsw"), ":", many(TEXT)),
+        R("i-field"),
     ),
     # A music line never starts with a lone letter and a colon ("A:|", "z:|", "Z:|"): the reader takes that for a
     # header field. So a line starts with a "safe lead" (anything but a lone letter), or with a lone note or
     # rest letter that a safe item follows (one that does not start with ':').
-    "music": alt(
-        seq(R("safe-lead"), many(R("item")), R("line-end")),
-        seq(R("lone"), opt(seq(R("safe-item"), many(R("item")))), R("line-end")),
+    # (the reader strips a line before it looks for a field: leading spaces do not make "A:|" music)
+    "music": seq(
+        many(SP),
+        alt(
+            seq(R("safe-lead"), many(R("item")), R("line-end")),
+            seq(R("lone"), opt(seq(R("safe-item"), many(R("item")))), R("line-end")),
+        ),
     ),
     "lone": Chars("ABCDEFGabcdefgzx"),
     "safe-lead": alt(
-        R("safe-quiet"),
+        R("safe-mark"),
         seq(alt(R("dressed-note-el"), R("dressed-rest-el")), many(R("broken-step"))),
         seq(R("lone"), many(R("broken-step"), 1)),
     ),
     "safe-item": alt(R("beam"), R("safe-quiet"), "Z", "y"),
     # the first music line has a note before anything but quiet items and rests (no tune of rests only)
     "first-music-line": seq(
+        many(SP),
         alt(
             seq(
                 alt(
@@ -219,18 +230,18 @@ RULES: dict[str, Expr] = {
         "\n",
     ),
     "first-quiet-lead": alt(
-        R("safe-quiet"),
+        R("safe-mark"),
         seq(R("dressed-rest-el"), many(R("broken-step"))),
         seq(Chars("zx"), many(R("broken-step"), 1)),
         seq(Chars("zx"), alt(R("safe-quiet"), "Z", "y", R("rest-beam"))),
     ),
     "line-end": seq(opt("!"), many(SP), opt(alt("\\", seq("%", many(TEXT, 0, 80))))),
     "item": alt(R("beam"), R("quiet-item")),
-    "quiet-item": alt(R("safe-quiet"), R("colon-bar"), "Z", "y"),
+    "quiet-item": alt(R("safe-quiet"), R("colon-bar"), "Z", "y", Chars("HOST")),
     # what makes no note and does not start with ':' or a lone letter: spaces, bar lines, endings, multi-bar rests,
     # inline fields, slurs' ends, ties, staccato dots, chord symbols, decorations, grace notes, overlays, spacers
-    "safe-quiet": alt(
-        many(SP, 1),
+    "safe-quiet": alt(many(SP, 1), R("safe-mark")),
+    "safe-mark": alt(
         R("pipe-bar"),
         seq("[", DIGIT1, opt(seq(Chars(",-"), DIGIT1))),
         seq("Z", Chars("1234")),
@@ -251,13 +262,14 @@ RULES: dict[str, Expr] = {
     "inline-field": seq(
         "[",
         alt(
-            seq("K:", R("key")),
-            seq("M:", R("meter")),
-            seq("L:", R("unit")),
-            seq("Q:", R("tempo")),
+            seq("K:", opt(" "), R("key")),
+            seq("M:", opt(" "), R("meter")),
+            seq("L:", opt(" "), R("unit")),
+            seq("Q:", opt(" "), R("tempo")),
             seq("P:", Chars(string.ascii_uppercase)),
             seq("V:", R("voice-id")),
         ),
+        opt(" "),
         "]",
     ),
     # notes, chords and rests joined by broken rhythms (`A>B`): a '>' always has an event before and after it
@@ -285,7 +297,8 @@ RULES: dict[str, Expr] = {
         seq(Chars("zx"), R("length"), R("suffix")),
         seq(Chars("zx"), alt(")", "-", ")-")),
     ),
-    "annotation": seq('"', many(Chars('"\n`\\' + CONTROL, negate=True)), '"'),
+    # (no '%' inside: the reader cuts a field's comment before it reads the line)
+    "annotation": seq('"', many(Chars('"%\n`\\' + CONTROL, negate=True)), '"'),
     # a decoration's name: letters, digits and the signs of !p!, !D.C.!, !<(!, !>)!, !+!; nothing that would end a
     # grace group, a chord or a field for the reader
     "decoration": seq("!", many(Chars(string.ascii_letters + string.digits + ".()<>+-"), 1, 20), "!"),
@@ -297,7 +310,7 @@ RULES: dict[str, Expr] = {
         "(",
         seq("(", Chars("23456789"), opt(seq(":", opt(DIGIT1), opt(seq(":", opt(DIGIT1)))))),
         R("grace"),
-        Chars("HSTuv"),
+        Chars("HOSTuv"),
     ),
     "grace": seq("{", opt("/"), many(seq(many(R("decoration"), 0, 2), R("grace-note")), 1, 4), "}"),
     "grace-note": seq(opt(R("accidental")), R("pitch"), opt(R("length"))),
