@@ -701,12 +701,18 @@ def runs_show(run_id: str, as_json: bool) -> None:
 
 @runs.command("resume")
 @click.argument("run_id")
+@click.option(
+    "--base-url",
+    help="Serve the rest of the run from this OpenAI-compatible server (default: the server the run was started "
+    "with; the environment's I2M_VLM_BASE_URL does not change a stored run).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print run.json to stdout.")
 @handle_errors
-def runs_resume(run_id: str, as_json: bool) -> None:
-    """Continue an interrupted run; nodes that had finished are not run again.
+def runs_resume(run_id: str, base_url: str | None, as_json: bool) -> None:
+    """Continue an interrupted run; nodes that had finished are not run again. The run goes on with the settings
+    it was started with (the API key comes from the environment); --base-url moves it to another server.
 
-    Example: i2m runs resume 20261126-130241-fbeb89
+    Example: i2m runs resume 20261126-130241-fbeb89 --base-url http://gpu-box:8000/v1
     """
     from image2music.display import NodeProgress
     from image2music.runner import resume_run
@@ -718,6 +724,7 @@ def runs_resume(run_id: str, as_json: bool) -> None:
             on_event=progress,
             notify=lambda m: err.print(f"[yellow]{escape(m)}[/yellow]"),
             on_text=None if as_json else progress.text,
+            **({"vlm_base_url": base_url} if base_url else {}),
         )
     report_result(result, as_json)
 

@@ -654,6 +654,12 @@ def _resume(
     """Resume ``info``'s run (its lock held)."""
     _refuse_repeating_a_crash(info)
     run_settings = _stored_settings(info, settings, overrides)
+    stored, here = info.settings.get("vlm_base_url"), settings.vlm_base_url
+    if run_settings.vlm_backend == "openai" and here and here != stored and "vlm_base_url" not in overrides:
+        notify(
+            f"run {info.run_id} goes on with the server it was started with ({scrub_url(stored)}), not "
+            f"I2M_VLM_BASE_URL={scrub_url(here)}; `i2m runs resume {info.run_id} --base-url URL` chooses another"
+        )
     prompts = {k: Path(v) for k, v in info.prompts.items()}
     ctx = prepare_run(run_settings, Path(info.image), info.run_dir, info.run_id, prompts, notify, copy_input=False)
     snapshot = build_graph(checkpointer(conn)).get_state(_config(info.run_id, run_settings))
@@ -662,6 +668,21 @@ def _resume(
     if not snapshot.next:
         notify(f"run {info.run_id} had already finished; its outputs are written again")
     return execute_graph(ctx, conn, None, on_event, on_text=on_text)
+
+
+def scrub_url(url: object) -> str:
+    """A URL without the credentials it may carry (``user:password@``)."""
+    import urllib.parse
+
+    text = str(url)
+    try:
+        parts = urllib.parse.urlsplit(text)
+    except ValueError:
+        return text
+    if parts.username is None and parts.password is None:
+        return text
+    host = parts.hostname or ""
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{host}:{parts.port}" if parts.port else host))
 
 
 def _refuse_repeating_a_crash(info: RunInfo) -> None:

@@ -89,8 +89,12 @@ def test_musicxml(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(shutil.which("abcm2ps") is None, reason="abcm2ps not installed (Debian: abcm2ps)")
 def test_svg(tmp_path: Path) -> None:
+    import tempfile
+
     p = write_svg(GOOD_ABC, tmp_path / "m.svg")
     assert p.read_bytes().lstrip().startswith(b"<?xml") or b"<svg" in p.read_bytes()[:500]
+    text = p.read_text()
+    assert tempfile.gettempdir() not in text and "i2m-abcm2ps" not in text  # no scratch path in its <title>
 
 
 @pytest.mark.skipif(shutil.which("fluidsynth") is None, reason="fluidsynth not installed")

@@ -183,3 +183,39 @@ def test_a_base_url_that_is_not_http_is_refused_as_a_setting(url: str) -> None:
 
     with pytest.raises(InputError, match="http"):
         load_settings(vlm_backend="openai", vlm_base_url=url)
+
+
+@pytest.mark.parametrize("choose", [False, True])
+def test_a_resumed_run_keeps_its_server_unless_told(
+    choose: bool, tmp_path: Path, image_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stored server wins over the environment's I2M_VLM_BASE_URL (said in one line); `--base-url`
+    (``vlm_base_url``) moves the rest of the run to another server."""
+    from image2music.graph import nodes
+    from image2music.runner import resume_run
+
+    first, second = FakeServer(), FakeServer()
+    try:
+        s = load_settings(vlm_backend="openai", vlm_base_url=first.url, vlm_model="m", top_k=0, attention_maps=False)
+
+        def stopped(*a: Any, **k: Any) -> Any:
+            raise KeyboardInterrupt
+
+        with monkeypatch.context() as mp, pytest.raises(KeyboardInterrupt):
+            mp.setattr(nodes, "explain", stopped)
+            compose_image(image_path, s, run_dir=tmp_path / "run", notify=lambda m: None)
+        run_id = json.loads((tmp_path / "run" / "run.json").read_text())["run_id"]
+        before = len(first.requests)
+        here = s.with_overrides(vlm_base_url=second.url)  # what the environment says now
+        notes: list[str] = []
+        extra = {"vlm_base_url": second.url} if choose else {}
+        done = resume_run(run_id, here, notify=notes.append, **extra)
+        assert done.record["status"] == "ok"
+        if choose:
+            assert len(first.requests) == before and second.requests and not notes
+        else:
+            assert len(first.requests) > before and not second.requests
+            assert any("goes on with the server it was started with" in n and "--base-url" in n for n in notes)
+    finally:
+        first.httpd.shutdown()
+        second.httpd.shutdown()

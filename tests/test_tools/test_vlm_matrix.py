@@ -79,7 +79,8 @@ def _oracle(path: Path, vlm: Any, prompt: str, image: Image.Image, n_new: int) -
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_family_against_plain_generate_and_output_attentions(models: dict[str, Path], family: str) -> None:
     path = models[family]
-    vlm = make_vlm("transformers", str(path))
+    # fp32 as the reference below (on a CPU with bf16 arithmetic the project's default is bf16)
+    vlm = make_vlm("transformers", str(path), dtype="float32")
     image = Image.new("RGB", (100, 80), (30, 90, 150))
     image.paste((240, 200, 40), (10, 10, 40, 30))
     settings = GenerationSettings(max_new_tokens=8, temperature=0.0)
@@ -142,7 +143,7 @@ def test_capture_keeps_the_fused_attention_and_an_eager_model_is_read_as_it_is(
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
     path = models[family]
-    vlm = make_vlm("transformers", str(path))
+    vlm = make_vlm("transformers", str(path), dtype="float32")  # the oracle's dtype
     model = vlm.model  # type: ignore[attr-defined]
     decoder = model.get_decoder()
     image = Image.new("RGB", (100, 80), (30, 90, 150))

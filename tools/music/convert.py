@@ -420,8 +420,9 @@ def write_svg(abc: str, path: Path, timeout_s: float = 60.0) -> Path:
         src.write_text(engrave_input(abc), encoding="utf-8")
         out = Path(d) / "out"
         try:
+            # names relative to the scratch folder: abcm2ps writes the input's path into the SVG's <title>
             proc = subprocess.run(
-                [exe, "-g", "-O", str(out), str(src)], capture_output=True, text=True, timeout=timeout_s, cwd=d
+                [exe, "-g", "-O", out.name, src.name], capture_output=True, text=True, timeout=timeout_s, cwd=d
             )
         except subprocess.TimeoutExpired as e:
             raise ConversionError(f"abcm2ps took longer than {timeout_s:g} s") from e
