@@ -144,12 +144,12 @@ RULES: dict[str, Expr] = {
     ),
     "header-line": seq(
         alt(
-            seq("T:", many(TEXT, 0, 200)),
+            seq("T:", R("field-text")),
             seq("M:", opt(" "), R("meter")),
             seq("L:", opt(" "), R("unit")),
             seq("Q:", opt(" "), R("tempo")),
-            seq("V:", R("voice-id"), opt(seq(" ", many(TEXT, 0, 60)))),
-            seq(Chars("ABCDFGHNOPRSZ"), ":", many(TEXT, 0, 300)),
+            seq("V:", R("voice-id"), opt(seq(" ", R("field-text")))),
+            seq(Chars("ABCDFGHNOPRSZ"), ":", R("field-text")),
             R("i-field"),
             R("comment"),
         ),
@@ -157,7 +157,15 @@ RULES: dict[str, Expr] = {
     ),
     # at most 16 beats: a whole-bar rest (Z) stays within the reader's longest note
     # I: (instruction) and %% lines: never I:begin / %%begin..., which makes the reader skip the rest as text
-    "i-field": seq("I:", opt(seq(Chars(" \tbe\n`\\" + CONTROL, negate=True), many(TEXT)))),
+    "i-field": seq("I:", opt(seq(Chars(" \tbe\n`\\" + CONTROL, negate=True), R("field-text")))),
+    # a field's text: no " K:" (or any of X T M L K Q C V and a colon after a space) inside it, which the extractor
+    # would split into a field of its own (a tune written as space-separated tokens)
+    "field-text": seq(many(R("field-token")), opt(seq(many(SP, 1), opt(Chars("XTMLKQCV"))))),
+    "field-token": alt(
+        Chars(" \t\n`\\" + CONTROL, negate=True),
+        seq(many(SP, 1), Chars("XTMLKQCV \t\n`\\" + CONTROL, negate=True)),
+        seq(many(SP, 1), Chars("XTMLKQCV"), Chars(": \t\n`\\" + CONTROL, negate=True)),
+    ),
     "meter": alt("C|", "C", seq(alt(seq("1", Chars("0123456")), DIGIT1), "/", alt("16", "2", "4", "8"))),
     "unit": seq("1/", alt("16", "4", "8")),
     "tempo": alt(seq("1/", alt("2", "4", "8"), "=", R("bpm")), seq("3/8=", R("bpm"))),
@@ -170,7 +178,7 @@ RULES: dict[str, Expr] = {
     # a comment or directive line: `% words`, `%%MIDI program 40`, `%%score ...`; a %%MIDI program out of range
     # is the only directive the reader refuses, so %%MIDI lines other than program are any text
     "comment": alt(
-        seq("%", opt(seq(Chars("%\n`\\", negate=True), many(TEXT)))),
+        seq("%", opt(seq(Chars("%\n`\\" + CONTROL, negate=True), many(TEXT)))),
         # any %% directive but %%begin... (the extractor and the reader skip a %%begintext block to its %%end)
         seq("%%", Chars(string.ascii_lowercase.replace("b", "")), many(TEXT)),
         seq("%%b", Chars(string.ascii_lowercase.replace("e", "")), many(TEXT)),
@@ -188,9 +196,9 @@ RULES: dict[str, Expr] = {
         seq("M:", opt(" "), R("meter")),
         seq("L:", opt(" "), R("unit")),
         seq("Q:", opt(" "), R("tempo")),
-        seq("V:", R("voice-id"), opt(seq(" ", many(TEXT, 0, 60)))),
-        seq("P:", many(TEXT)),
-        seq(Chars("ABCDFGHNORSTWZrsw"), ":", many(TEXT)),
+        seq("V:", R("voice-id"), opt(seq(" ", R("field-text")))),
+        seq("P:", R("field-text")),
+        seq(Chars("ABCDFGHNORSTWZrsw"), ":", R("field-text")),
         R("i-field"),
     ),
     # A music line never starts with a lone letter and a colon ("A:|", "z:|", "Z:|"): the reader takes that for a
@@ -237,7 +245,7 @@ RULES: dict[str, Expr] = {
     ),
     "line-end": seq(opt("!"), many(SP), opt(alt("\\", seq("%", many(TEXT, 0, 80))))),
     "item": alt(R("beam"), R("quiet-item")),
-    "quiet-item": alt(R("safe-quiet"), R("colon-bar"), "Z", "y", Chars("HOST")),
+    "quiet-item": alt(R("safe-quiet"), R("colon-bar"), "Z", "y"),
     # what makes no note and does not start with ':' or a lone letter: spaces, bar lines, endings, multi-bar rests,
     # inline fields, slurs' ends, ties, staccato dots, chord symbols, decorations, grace notes, overlays, spacers
     "safe-quiet": alt(many(SP, 1), R("safe-mark")),

@@ -29,13 +29,15 @@ RESERVE_TOKENS = 32
 OPENINGS = ("\n```abc\n", "```abc\n")
 """Texts that open the tune from prose; forced when half the budget is spent before the tune began."""
 
-CLOSINGS = (
-    "\n```", "|\n```", "]\n```", '"\n```', "!\n```", "}C\n```", "C\n```", "C]\n```",
-    "\nK:C\nC4|\n```", "K:C\nC4|\n```",
-)  # fmt: skip
-"""Texts that end an open tune from the states a model can be in (after an item, inside a chord, an annotation,
-a decoration or a grace group, after an accidental or a prefix; still in the header); the first the grammar
-accepts is forced."""
+CLOSINGS = tuple(
+    f"{closer}{note}\n```"
+    for closer in ("", '"', "!", "}", "]", "|")
+    for note in ("", "C", "|", "C|")
+) + ("\nK:C\nC4|\n```", "K:C\nC4|\n```")
+"""Texts that end an open tune from every state a model can be in: an annotation, a decoration, a grace group or
+a chord to close first, then a note where the line still needs one (the first music line, after an accidental
+or a broken rhythm), then the fence; still in the header, a key and one note. The first the grammar accepts is
+forced."""
 
 
 def server_fields(dialect: str) -> dict[str, Any]:
@@ -148,13 +150,23 @@ class AbcGrammar:
         """Tokens of the first of ``texts`` the grammar accepts here within ``left`` tokens; with ``then_stop``
         it must end the answer (the grammar may stop after it), and EOS follows it."""
         for text in texts:
-            ids = list(self.tokenizer.encode(text, add_special_tokens=False))
+            ids = _encoded(self.tokenizer, text)
             if len(ids) + then_stop > left:
                 continue
             fork = self.matcher.deep_copy()
             if fork.consume_tokens(ids) and (fork.is_accepting() or not then_stop):
                 return [*ids, self.eos[0]] if then_stop and self.eos else ids
         return []
+
+
+_ENCODED: dict[tuple[int, str], list[int]] = {}
+
+
+def _encoded(tokenizer: Any, text: str) -> list[int]:
+    key = (id(tokenizer), text)
+    if key not in _ENCODED:
+        _ENCODED[key] = list(tokenizer.encode(text, add_special_tokens=False))
+    return _ENCODED[key]
 
 
 def abc_grammar(model: Any, tokenizer: Any, prompt_len: int, max_new_tokens: int) -> AbcGrammar:
