@@ -109,6 +109,8 @@ class AbcGrammar:
         self.forced: list[int] = []
         self.generated: list[int] = []
         self.opened_by_budget = False
+        self.in_prose: bool | None = None
+        """Before the tune at half the budget: None until asked (once), then whether the fence is still to open."""
         self.closed_by_budget = False
         self.gave_up: str | None = None
         """Why the grammar stopped steering (a token it could not follow); None while it steers."""
@@ -125,10 +127,13 @@ class AbcGrammar:
             if not self.matcher.consume_token(token):
                 self.gave_up = self.matcher.get_error() or "a token outside the grammar"
                 return scores
-        if not self.forced and not self.opened_by_budget and step == self.max_new_tokens // 2:
-            if "```abc" not in self.tokenizer.decode(self.generated, skip_special_tokens=True):
+        if not self.forced and self.in_prose is not False and step >= self.max_new_tokens // 2:
+            if self.in_prose is None:  # once: has the model opened the tune itself?
+                self.in_prose = "```abc" not in self.tokenizer.decode(self.generated, skip_special_tokens=True)
+            if self.in_prose:  # at the first step where the grammar takes it (not inside a character's bytes)
                 self.forced = self._first_accepted(OPENINGS, self.max_new_tokens - step, then_stop=False)
                 self.opened_by_budget = bool(self.forced)
+                self.in_prose = not self.forced
         if not self.forced and step + RESERVE_TOKENS >= self.max_new_tokens and not self.matcher.is_accepting():
             self.forced = self._first_accepted(CLOSINGS, self.max_new_tokens - step, then_stop=True)
             self.closed_by_budget = self.closed_by_budget or bool(self.forced)
@@ -155,7 +160,7 @@ class AbcGrammar:
                 continue
             fork = self.matcher.deep_copy()
             if fork.consume_tokens(ids) and (fork.is_accepting() or not then_stop):
-                return [*ids, self.eos[0]] if then_stop and self.eos else ids
+                return [*ids, self.eos[0]] if then_stop and self.eos else list(ids)  # a copy: forced is consumed
         return []
 
 
