@@ -239,6 +239,18 @@ def require_model(settings: Settings) -> None:
         from image2music.tools.vlm import model_location
 
         model_location(settings.vlm_model)
+        say_cpu_cost(settings)
+
+
+def say_cpu_cost(settings: Settings) -> None:
+    """On a machine without a GPU, what a local model will cost, before it is downloaded or loaded."""
+    from image2music.tools.vlm import cpu_notice
+    from image2music.tools.vlm.hf import pick_device, pick_dtype
+
+    device = pick_device(settings.vlm_device)
+    if device == "cpu":
+        dtype = str(pick_dtype(device, settings.vlm_dtype)).removeprefix("torch.")
+        err.print(f"[yellow]{escape(cpu_notice(settings.vlm_model, dtype))}[/yellow]")
 
 
 def report_result(result: Any, as_json: bool) -> None:
@@ -312,6 +324,35 @@ def abc_check(files: tuple[str, ...], as_json: bool) -> None:
         for f in result.warnings:
             out.print(f"  [yellow]warning[/yellow] [{f.code}] {escape(f.render())}")
     sys.exit(0 if all_ok else 1)
+
+
+@abc.command("grammar")
+@click.option(
+    "--start",
+    type=click.Choice(["answer", "tune"]),
+    default="answer",
+    help="answer: prose, one fenced tune, commentary (what compose and reflect write); tune: the tune alone.",
+)
+@click.option(
+    "--check", "check_file", metavar="FILE", help="Say whether FILE (- for stdin) is in the grammar (exit 0 / 1)."
+)
+@handle_errors
+def abc_grammar(start: str, check_file: str | None) -> None:
+    """Print the ABC answer grammar as GBNF (llama.cpp's `grammar`, SGLang's `ebnf`, vLLM's
+    `structured_outputs.grammar`), the grammar that shapes compose and reflect answers (I2M_GRAMMAR).
+
+    Examples: i2m abc grammar > abc.gbnf; i2m abc grammar --start tune --check music.abc
+    """
+    rule = "root" if start == "answer" else "tune"
+    if check_file is not None:
+        from image2music.tools.vlm.constrain import grammar_accepts
+
+        inside = grammar_accepts(_read_input(check_file), rule)
+        out.print("in the grammar" if inside else "[red]not in the grammar[/red]")
+        sys.exit(0 if inside else 1)
+    from image2music.tools.music.grammar import gbnf
+
+    sys.stdout.write(gbnf(rule))
 
 
 @abc.command("render")
@@ -1022,6 +1063,7 @@ def chat(**flags: Any) -> None:
     from image2music.chat import ChatSession, enable_path_completion
 
     settings = settings_from(**flags)
+    require_model(settings)
     enable_path_completion()
     ChatSession(settings, err).loop()
 

@@ -323,3 +323,17 @@ def test_refused_input_is_said_before_the_banner(tmp_path: Path) -> None:
     bad.write_text("no variables at all")
     r = cli("compose", str(tmp_path / "img.png"), "--replay", str(replay), "--top-k", "0", "--prompt", f"compose={bad}")
     assert r.exit_code == 2 and "composing for" not in r.output
+
+
+def test_abc_grammar_prints_the_gbnf_and_checks_files(tmp_path: Path) -> None:
+    from image2music.tools.music.grammar import gbnf
+
+    r = cli("abc", "grammar")
+    assert r.exit_code == 0 and r.stdout == gbnf()
+    assert cli("abc", "grammar", "--start", "tune").stdout == gbnf("tune")
+    good, bad = tmp_path / "good.abc", tmp_path / "bad.abc"
+    good.write_text("X:1\nT:t\nM:4/4\nL:1/8\nK:G\nGABc d2B2|\n")
+    bad.write_text("X:1\nK:Zmaj\nC|\n")
+    assert cli("abc", "grammar", "--start", "tune", "--check", str(good)).exit_code == 0
+    r = cli("abc", "grammar", "--start", "tune", "--check", str(bad))
+    assert r.exit_code == 1 and "not in the grammar" in r.output

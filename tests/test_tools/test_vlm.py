@@ -172,3 +172,24 @@ def test_a_cpu_computes_in_bf16_when_it_has_it(monkeypatch: pytest.MonkeyPatch, 
     monkeypatch.setattr(hf, "cpu_has_bf16", lambda: native)
     assert hf.pick_dtype("cpu") == getattr(torch, expected)
     assert hf.pick_dtype("cpu", "float32") == torch.float32 and hf.pick_dtype("mps") == torch.float16
+
+
+def test_the_cost_on_a_cpu_is_said_before_a_model_is_loaded(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from image2music import cli
+    from image2music.graph.config import load_settings
+    from image2music.tools import vlm as vlm_pkg
+    from image2music.tools.vlm import hf
+
+    monkeypatch.setitem(vlm_pkg.CPU_COSTS, "org/known", {"bfloat16": (0.66, 25.0, 45.0)})
+    assert "0.66 s a token" in vlm_pkg.cpu_notice("org/known", "bfloat16")
+    assert "~25 min" in vlm_pkg.cpu_notice("org/known", "bfloat16") and "llama.cpp" in vlm_pkg.cpu_notice(
+        "org/known", "bfloat16"
+    )
+    assert "tens of minutes" in vlm_pkg.cpu_notice("org/unknown", "float32")
+    monkeypatch.setattr(hf, "pick_device", lambda device="auto": "cpu")
+    monkeypatch.setattr(hf, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(vlm_pkg, "model_location", lambda model: model)
+    cli.require_model(load_settings(vlm_model="org/known"))
+    assert "no GPU: 'org/known' runs on the CPU in bfloat16" in " ".join(capsys.readouterr().err.split())

@@ -9,7 +9,9 @@ from pathlib import Path
 from image2music.tools.vlm.base import VLM, GenerationSettings, VLMError, VLMResult
 
 __all__ = [
+    "CPU_COSTS",
     "VLM",
+    "cpu_notice",
     "GenerationSettings",
     "VLMError",
     "VLMResult",
@@ -31,6 +33,28 @@ def model_location(model_id: str) -> str:
         return resolve_model(model_id, "VLM", "I2M_VLM_MODEL", "--vlm-model")
     except ModelNotFound as e:
         raise VLMError(str(e)) from e
+
+
+CPU_COSTS: dict[str, dict[str, tuple[float, float, float]]] = {}
+"""Measured by bench/costs.py on this project's 2-core x86 machine (AVX512-BF16), random weights at the model's
+dimensions: {model: {dtype: (seconds a new token, minutes of a typical run, minutes at the token budgets)}}."""
+
+
+def cpu_notice(model: str, dtype: str) -> str:
+    """What a run of ``model`` costs on a CPU, said before a multi-GB download and a long wait."""
+    cost = CPU_COSTS.get(model, {}).get(dtype)
+    where = "README: Which model for my machine"
+    if cost is None:
+        return (
+            f"no GPU: '{model}' runs on the CPU in {dtype}; a model of a few billion parameters takes tens of "
+            f"minutes an image there ({where})"
+        )
+    per_token, typical, budget = cost
+    return (
+        f"no GPU: '{model}' runs on the CPU in {dtype}, about {per_token:.2f} s a token: ~{typical:.0f} min for a "
+        f"typical image on 2 cores (up to {budget:.0f} min at its token budgets; more cores are faster). For "
+        f"minutes, serve a quantised model with llama.cpp and I2M_VLM_SERVER=llamacpp ({where})"
+    )
 
 
 def make_vlm(
