@@ -220,9 +220,11 @@ def ask(
             on_text=stream,
             stop=ctx.cancel,
         )
-    except RunError:
+    except RunError as e:
         if ctx.cancel.is_set():  # the call failed because the run stopped it
             raise RunAbandoned(f"run {ctx.run_id} has stopped; its {node} call was ended") from None
+        if getattr(e, "retries", None):  # retried, then failed: the record says so (run.json server_retries)
+            e.retries = [f"{node} call {call_index + 1}: {r}" for r in e.retries]  # type: ignore[attr-defined]
         raise
     if stream is not None:
         stream.close()

@@ -213,7 +213,9 @@ def write_outputs(
         record["failed_rounds"] = extra["failed_rounds"]
     if "replayed_from" in extra:
         record["replayed_from"] = extra["replayed_from"]
-    record["server_retries"] = tidy_calls(run_dir / "vlm_calls.jsonl", dict(state.get("calls", {})))
+    record["server_retries"] = tidy_calls(run_dir / "vlm_calls.jsonl", dict(state.get("calls", {}))) + [
+        r for note in extra.get("errors", []) for r in note.get("retries", [])
+    ]
     if ctx.settings.writes("report"):
         files["report"] = "report.html"
     record = scrubbed(record, ctx.settings.secret_values())

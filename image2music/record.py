@@ -41,6 +41,8 @@ class ErrorNote(TypedDict, total=False):
 
     error: str
     log: str
+    retries: list[str]
+    """A served model's retries (429/5xx) before the call that ended the run failed."""
 
 
 class RunExtra(TypedDict, total=False):

@@ -186,7 +186,15 @@ def claim_output_dir(run_dir: Path, force: bool) -> bool:
 
 
 def _failure(error: BaseException, ctx: RunContext) -> tuple[str, ErrorNote]:
-    """The reason and the notes entry of a run that an exception ended; the traceback goes to run.log."""
+    """The reason (one line) and the notes entry of a run that an exception ended; the traceback goes to
+    run.log."""
+    reason, note = _failure_lines(error, ctx)
+    if getattr(error, "retries", None):
+        note["retries"] = list(error.retries)  # type: ignore[attr-defined]
+    return " ".join(reason.split()), note
+
+
+def _failure_lines(error: BaseException, ctx: RunContext) -> tuple[str, ErrorNote]:
     from langgraph.errors import GraphRecursionError
 
     if isinstance(error, GraphRecursionError):

@@ -401,3 +401,16 @@ def test_a_stopped_run_stops_before_its_record(tmp_path: Path, image_path: Path)
     assert not [t for t in threading.enumerate() if t.name == f"i2m-run-{rec['run_id']}" and t.is_alive()]
     assert 1 <= len(shown) < 100  # the call ended early, not after its 100 pieces
     assert not (tmp_path / "run" / "vlm_calls.jsonl").exists()
+
+
+def test_a_multi_line_error_is_a_one_line_reason(tmp_path: Path, image_path: Path) -> None:
+    from image2music.graph import nodes
+
+    def broken(*a: object, **k: object) -> dict[str, object]:
+        raise RuntimeError("first line\nsecond line\n\tthird")
+
+    s = load_settings(vlm_backend="replay", replay_file=write_replay(tmp_path / "c.jsonl", CALLS), top_k=0)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(nodes, "describe", broken)
+        rec = compose_image(image_path, s, run_dir=tmp_path / "run", notify=lambda m: None).record
+    assert rec["status"] == "failed" and "\n" not in rec["reason"] and "first line second line third" in rec["reason"]

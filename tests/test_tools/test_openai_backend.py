@@ -41,6 +41,13 @@ class FakeServer:
                     self.end_headers()
                     self.wfile.write(echo)
                     return
+                if body.get("model") == "always-503":
+                    self.send_response(503)
+                    self.send_header("Retry-After", "0.05")
+                    self.send_header("Content-Length", "10")
+                    self.end_headers()
+                    self.wfile.write(b"overloaded")
+                    return
                 if body.get("model") == "missing-model":
                     self.send_response(404)
                     self.end_headers()
@@ -219,3 +226,12 @@ def test_a_resumed_run_keeps_its_server_unless_told(
     finally:
         first.httpd.shutdown()
         second.httpd.shutdown()
+
+
+def test_a_call_that_fails_after_its_retries_records_them(server: FakeServer, tmp_path: Path, image_path: Path) -> None:
+    """run.json server_retries lists every retry of the call that ended the run, and the reason is one line."""
+    s = load_settings(vlm_backend="openai", vlm_base_url=server.url, vlm_model="always-503", top_k=0)
+    rec = compose_image(image_path, s, run_dir=tmp_path / "run", notify=lambda m: None).record
+    assert rec["status"] == "failed" and "HTTP 503" in (rec["reason"] or "") and "\n" not in rec["reason"]
+    assert rec["server_retries"] == [f"describe call 1: HTTP 503: retry {n} in 0.1 s" for n in (1, 2, 3)]
+    assert rec["errors"][0]["retries"] == rec["server_retries"]

@@ -76,6 +76,8 @@ def test_section_maps_follow_the_tokens_of_each_part() -> None:
     maps = section_maps(res)
     assert set(maps) == {"intro", "theme"}
     assert np.argmax(maps["intro"]["grid"]) == 0 and np.argmax(maps["theme"]["grid"]) == 3
+    # exactly each part's tokens: not the first token of the next part (its mark), nor the closing fence
+    assert maps["intro"]["grid"] == [[1.0, 0.0], [0.0, 0.0]] and maps["theme"]["grid"] == [[0.0, 0.0], [0.0, 1.0]]
 
 
 def test_batch_jobs_encode_each_image_once(tmp_path: Path, tiny_llava: Path) -> None:

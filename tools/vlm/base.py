@@ -19,7 +19,10 @@ VLM_NODES = ("describe", "compose", "reflect", "explain", "judge")
 
 
 class VLMError(RunError):
-    """A model could not be loaded or could not answer; the message says what to do."""
+    """A model could not be loaded or could not answer; the message says what to do. ``retries``: what a served
+    model's call retried before it failed (``"compose call 1: HTTP 503: retry 1 in 1.0 s"``)."""
+
+    retries: list[str] = []
 
 
 @dataclass
@@ -52,7 +55,9 @@ class VLMResult:
         rows = self.token_attention
         if self.token_offsets and (start_char > 0 or end_char is not None):
             end = end_char if end_char is not None else len(self.text)
-            idx = [i for i, off in enumerate(self.token_offsets[: len(rows)]) if start_char < off <= end + 1]
+            offs = self.token_offsets[: len(rows)]
+            # the tokens whose text overlaps [start_char, end): token i spans offs[i - 1] to offs[i]
+            idx = [i for i, off in enumerate(offs) if off > start_char and (offs[i - 1] if i else 0) < end]
             if not idx:
                 return None
             rows = rows[idx]

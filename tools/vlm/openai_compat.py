@@ -127,32 +127,36 @@ class OpenAIVLM:
         sink = ScrubbedStream(on_text, [self.api_key or ""]) if on_text is not None else None
         answer = _Answer(sink)
         streaming = self.stream
-        attempt = 0
-        while True:
-            if streaming:
-                body.update(stream=True, stream_options={"include_usage": True})
-            else:
-                body.pop("stream", None)
-                body.pop("stream_options", None)
-            try:
-                data = self._post(json.dumps(body).encode(), deadline, answer if streaming else None, stop)
-                break
-            except HTTPStatus as e:
-                detail = redact(" ".join(e.detail.split()), [self.api_key or ""])  # one line, no key
-                if streaming and 400 <= e.code < 500 and "stream" in detail.lower():
-                    # a server that does not stream (or not with stream_options): the same request, whole
-                    streaming = self.stream = False
-                    retries.append(f"HTTP {e.code}: the server does not stream; asked again without streaming")
-                    continue
-                wait = self._retry_wait(e, attempt, deadline)
-                if wait is None:
-                    raise self._status_error(e, detail, settings.grammar) from e
-                retries.append(f"HTTP {e.code}: retry {attempt + 1} in {wait:.1f} s")
-                attempt += 1
-                if stop is not None and stop.wait(wait):
-                    raise VLMError(f"the call to {self.base_url} was stopped") from e
-                if stop is None:
-                    time.sleep(wait)
+        try:
+            attempt = 0
+            while True:
+                if streaming:
+                    body.update(stream=True, stream_options={"include_usage": True})
+                else:
+                    body.pop("stream", None)
+                    body.pop("stream_options", None)
+                try:
+                    data = self._post(json.dumps(body).encode(), deadline, answer if streaming else None, stop)
+                    break
+                except HTTPStatus as e:
+                    detail = redact(" ".join(e.detail.split()), [self.api_key or ""])  # one line, no key
+                    if streaming and 400 <= e.code < 500 and "stream" in detail.lower():
+                        # a server that does not stream (or not with stream_options): the same request, whole
+                        streaming = self.stream = False
+                        retries.append(f"HTTP {e.code}: the server does not stream; asked again without streaming")
+                        continue
+                    wait = self._retry_wait(e, attempt, deadline)
+                    if wait is None:
+                        raise self._status_error(e, detail, settings.grammar) from e
+                    retries.append(f"HTTP {e.code}: retry {attempt + 1} in {wait:.1f} s")
+                    attempt += 1
+                    if stop is not None and stop.wait(wait):
+                        raise VLMError(f"the call to {self.base_url} was stopped") from e
+                    if stop is None:
+                        time.sleep(wait)
+        except VLMError as e:
+            e.retries = retries  # the record keeps what was retried, also when the call failed in the end
+            raise
         if data is None:  # streamed
             if sink is not None:
                 sink.close()
