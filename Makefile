@@ -56,6 +56,8 @@ bench: install
 	$(BIN)/python bench/kb.py
 	$(BIN)/python bench/abc_differential.py
 	$(BIN)/python bench/cli_startup.py
+	$(BIN)/python bench/grammar.py
+	$(BIN)/python bench/costs.py
 
 clean:
 	rm -rf $(VENV) *.egg-info build dist .pytest_cache .mypy_cache .ruff_cache

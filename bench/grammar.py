@@ -86,8 +86,12 @@ def train_tokenizer(path: Path, vocab: int = 49152) -> Any:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    files = sorted(str(p) for p in Path(music21.__file__).parent.joinpath("corpus").rglob("*.abc"))
-    files += sorted(str(p) for p in Path(sysconfig.get_paths()["stdlib"]).rglob("*.py"))[:1500]
+    paths = sorted(Path(music21.__file__).parent.joinpath("corpus").rglob("*.abc"))
+    paths += sorted(Path(sysconfig.get_paths()["stdlib"]).rglob("*.py"))[:1500]
+
+    def texts() -> Any:
+        for p in paths:
+            yield p.read_bytes().decode("utf-8", errors="replace")
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -97,7 +101,7 @@ def train_tokenizer(path: Path, vocab: int = 49152) -> Any:
     trainer = trainers.BpeTrainer(
         vocab_size=vocab, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
     )
-    tok.train(files, trainer)
+    tok.train_from_iterator(texts(), trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<end_of_utterance>", pad_token="<|endoftext|>")
     fast.save_pretrained(path)
     return fast

@@ -208,8 +208,12 @@ class Settings(BaseSettings):
         return 3 + writers * (2 * (self.max_parse_retries + 1) + 1) + 10
 
     def secret_values(self) -> list[str]:
-        """The configured secrets (the API key): scrubbed from every message, record and log."""
-        return [self.vlm_api_key] if self.vlm_api_key else []
+        """The configured secrets (the API key, credentials in a server URL): scrubbed from every message,
+        record, log and checkpoint."""
+        from image2music.tools.errors import url_secrets
+
+        found = [self.vlm_api_key] if self.vlm_api_key else []
+        return found + url_secrets(self.vlm_base_url) + url_secrets(self.chroma_url)
 
     def with_overrides(self, **overrides: Any) -> Settings:
         """A copy with the non-None ``overrides`` applied and validated (CLI flags win over env)."""

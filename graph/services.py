@@ -120,7 +120,8 @@ def get_retriever(settings: Settings, notify: Notify = notify_stderr) -> Retriev
             _NO_EMBEDDER[key] = time.monotonic()
         return None
     kb = get_kb(settings)
-    exists = kb.exists()
+    state = kb.build_state()
+    exists = state != "empty"
     if not exists and kb.other_models():
         # a base for another embedder: querying it with this one would be garbage
         raise StoreError(
@@ -138,11 +139,25 @@ def get_retriever(settings: Settings, notify: Notify = notify_stderr) -> Retriev
         with _LOCK:
             _NO_EMBEDDER[key] = time.monotonic()
         return None
-    if not exists:
+    if state in ("empty", "partial:starter") and settings.kb_auto_build:
         from image2music.tools.kb.ingest import build_starter
 
-        notify("no knowledge base yet: building the starter base (once)")
-        build_starter(kb, device=settings.vlm_device, progress=True)
+        with kb.build_lock():  # one builder across processes: the others wait here, then use what it built
+            state = kb.build_state()
+            if state != "complete":
+                notify(
+                    "no knowledge base yet: building the starter base (once)"
+                    if state == "empty"
+                    else f"the starter knowledge base was left unfinished ({kb.count()} entries): finishing it (once)"
+                )
+                build_starter(kb, device=settings.vlm_device, progress=True)
+    elif state.startswith("partial:"):
+        what = state.split(":", 1)[1]
+        command = "i2m kb build-starter" if what == "starter" else "i2m kb ingest-midicaps DATASET"
+        notify(
+            f"the knowledge base is unfinished: its {what} build stopped before its end ({kb.count()} entries); "
+            f"run `{command}` again to finish it (using it as it is)"
+        )
     from image2music.tools.kb.retrieval import retrieve
 
     def _query(image: Image.Image, description: str, k: int, threshold: float | None) -> list[Any]:

@@ -115,8 +115,14 @@ def _wal(conn: sqlite3.Connection, tries: int = 100) -> None:
 
 
 def public_settings(settings: Settings) -> dict[str, Any]:
-    """The settings as JSON-able data, without secrets."""
-    return settings.model_dump(mode="json", exclude=set(SECRET_SETTINGS))
+    """The settings as JSON-able data, without secrets (the API key; credentials in a server URL)."""
+    from image2music.tools.errors import redact
+
+    data = settings.model_dump(mode="json", exclude=set(SECRET_SETTINGS))
+    for key in ("vlm_base_url", "chroma_url"):
+        if data.get(key):
+            data[key] = redact(data[key], headers=False)
+    return data
 
 
 def _redact_all(conn: sqlite3.Connection) -> None:
@@ -206,10 +212,35 @@ def conn_path(conn: sqlite3.Connection) -> str:
     return str(row[2]) if row else "the run database"
 
 
-def checkpointer(conn: sqlite3.Connection) -> Any:
-    """LangGraph's SQLite checkpointer on the same database (thread id = run id)."""
+def checkpointer(conn: sqlite3.Connection, secrets: list[str] | tuple[str, ...] = ()) -> Any:
+    """LangGraph's SQLite checkpointer on the same database (thread id = run id). With ``secrets``, what it
+    stores (checkpoints and the writes of a failed node: LangGraph keeps the exception's text) is scrubbed."""
     from langgraph.checkpoint.sqlite import SqliteSaver
 
-    saver = SqliteSaver(conn)
+    saver = SqliteSaver(conn, serde=ScrubbingSerde(secrets)) if secrets else SqliteSaver(conn)
     saver.setup()
     return saver
+
+
+class ScrubbingSerde:
+    """LangGraph's serializer with the secrets masked in what it writes: each secret, as written and
+    base64-encoded, is overwritten with as many ``*`` (the same length, so the encoded structure stays valid).
+    Reading is LangGraph's own."""
+
+    def __init__(self, secrets: list[str] | tuple[str, ...]) -> None:
+        from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+        from image2music.tools.errors import secret_forms
+
+        self.inner = JsonPlusSerializer()
+        forms = {f for s in secrets if s and len(s) >= 4 for f in secret_forms(s)}
+        self.masks = [(f.encode(), b"*" * len(f.encode())) for f in sorted(forms, key=len, reverse=True)]
+
+    def dumps_typed(self, obj: Any) -> tuple[str, bytes]:
+        kind, data = self.inner.dumps_typed(obj)
+        for form, mask in self.masks:
+            data = data.replace(form, mask)
+        return kind, data
+
+    def loads_typed(self, data: tuple[str, bytes]) -> Any:
+        return self.inner.loads_typed(data)

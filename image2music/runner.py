@@ -37,7 +37,7 @@ from image2music.rundb import (
     set_status,
 )
 from image2music.tools.errors import I2MError, InputError, RunError, Terminated, disk_fault, redact
-from image2music.tools.files import atomic_write_json, atomic_write_text
+from image2music.tools.files import atomic_write_json, atomic_write_text, clean_temporaries
 
 if TYPE_CHECKING:
     from langchain_core.runnables import RunnableConfig
@@ -375,7 +375,9 @@ def _execute_graph(
 ) -> RunResult:
     from langgraph.types import Command
 
-    graph = build_graph(checkpointer(conn), interrupt_before=("reflect",) if on_pause else ())
+    graph = build_graph(
+        checkpointer(conn, ctx.settings.secret_values()), interrupt_before=("reflect",) if on_pause else ()
+    )
     config = _config(ctx.run_id, ctx.settings)
     was_ok = graph.get_state(config).values.get("status") == "ok"  # a finished run that a person refines more
     error: str | None = None
@@ -629,6 +631,11 @@ def resume_run(
     try:
         info = recovered_run(conn, run_id)
         final_dir = swap.final_dir_of(info.run_dir)
+        if info.run_dir.is_dir() and not os.access(info.run_dir, os.W_OK | os.X_OK):
+            raise InputError(
+                f"the folder of run {info.run_id} ({info.run_dir}) is read-only: make it writable (chmod u+w) to "
+                "resume the run"
+            )
         with run_lock(info.run_dir, info.run_id):
             result = _resume(conn, info, settings, on_event, notify, overrides, on_text)
             if final_dir is not None:  # it was written beside the run it replaces: swapped in now it has ended
@@ -661,6 +668,7 @@ def _resume(
 ) -> RunResult:
     """Resume ``info``'s run (its lock held)."""
     _refuse_repeating_a_crash(info)
+    clean_temporaries(info.run_dir)  # what a killed process left half-written (.i2m-tmp-*): never an output
     run_settings = _stored_settings(info, settings, overrides)
     stored, here = info.settings.get("vlm_base_url"), settings.vlm_base_url
     if run_settings.vlm_backend == "openai" and here and here != stored and "vlm_base_url" not in overrides:
@@ -670,7 +678,9 @@ def _resume(
         )
     prompts = {k: Path(v) for k, v in info.prompts.items()}
     ctx = prepare_run(run_settings, Path(info.image), info.run_dir, info.run_id, prompts, notify, copy_input=False)
-    snapshot = build_graph(checkpointer(conn)).get_state(_config(info.run_id, run_settings))
+    snapshot = build_graph(checkpointer(conn, run_settings.secret_values())).get_state(
+        _config(info.run_id, run_settings)
+    )
     if not snapshot.values:
         raise InputError(f"run {info.run_id} has no checkpoint to resume from; start it again")
     if not snapshot.next:
@@ -742,7 +752,7 @@ def replay_run(
     try:
         info = get_run(conn, run_id)
         run_settings = _stored_settings(info, settings, overrides)
-        graph = build_graph(checkpointer(conn))
+        graph = build_graph(checkpointer(conn, run_settings.secret_values()))
         history = list(graph.get_state_history(_config(info.run_id, run_settings)))
         before = next((h for h in reversed(history) if from_node in (h.next or ())), None)
         if before is None:

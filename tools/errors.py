@@ -34,16 +34,64 @@ _SECRET_HEADER = re.compile(
 )
 
 
-def redact(text: str, secrets: Iterable[str] = (), headers: bool = True) -> str:
-    """``text`` without the given secret values and (``headers``) the values of ``Authorization`` /
-    ``api-key`` style headers or fields (a server that echoes the request back must not put the key into a
-    message)."""
+_URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s:@\"']+(?::[^/\s@\"']*)?@")
+MIN_PARTIAL = 4
+"""The shortest piece of a secret cut at a text's edge that is still taken out."""
+
+
+def secret_forms(secret: str) -> list[str]:
+    """The ways a secret shows up in what a server echoes: as written, and base64-encoded at each of the three
+    byte alignments (standard and URL-safe), each without the characters that depend on its neighbours."""
+    import base64
+
+    forms = [secret]
+    raw = secret.encode()
+    for shift in range(3):
+        enc = base64.b64encode(b"\0" * shift + raw).decode().rstrip("=")
+        core = enc[(shift * 4 + 2) // 3 + (1 if shift else 0) : len(enc) - 3]
+        if len(core) >= 8:
+            forms += [core, core.replace("+", "-").replace("/", "_")]
+    return list(dict.fromkeys(forms))
+
+
+def redact(text: str, secrets: Iterable[str] = (), headers: bool = True, edges: bool = True) -> str:
+    """``text`` without the given secret values (as written or base64-encoded, and a piece of one cut at the
+    text's start or end), without credentials in URLs (``user:password@``) and (``headers``) without the values
+    of ``Authorization`` / ``api-key`` style headers or fields (a server that echoes the request back must not
+    put the key into a message). ``edges``: the text is whole (not a piece of a stream that goes on)."""
     for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "[redacted]")
+        if not secret or len(secret) < MIN_PARTIAL:
+            continue
+        for form in secret_forms(secret):
+            text = text.replace(form, "[redacted]")
+        if not edges:
+            continue
+        # a message cut in the middle of the key (an error body's first 300 characters) keeps no piece of it
+        for k in range(len(secret) - 1, MIN_PARTIAL - 1, -1):
+            if text.endswith(secret[:k]):
+                text = text[:-k] + "[redacted]"
+                break
+        for k in range(len(secret) - 1, MIN_PARTIAL - 1, -1):
+            if text.startswith(secret[-k:]):
+                text = "[redacted]" + text[k:]
+                break
+    text = _URL_CREDENTIALS.sub(lambda m: f"{m[1]}[redacted]@", text)
     if not headers:
         return text
     return _SECRET_HEADER.sub(lambda m: f"{m[1]}{m[2]}{m[3] or ''}[redacted]", text)
+
+
+def url_secrets(url: str | None) -> list[str]:
+    """The password (and user) a URL carries (``http://user:password@host``): secrets like an API key."""
+    import urllib.parse
+
+    if not url:
+        return []
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return []
+    return [v for v in (parts.password, parts.username) if v and len(v) >= MIN_PARTIAL]
 
 
 class ScrubbedStream:
@@ -61,7 +109,7 @@ class ScrubbedStream:
             if piece:
                 self.sink(piece)
             return
-        text = redact(self.pending + piece, self.secrets, headers=False)
+        text = redact(self.pending + piece, self.secrets, headers=False, edges=False)
         held = max((k for s in self.secrets for k in range(1, len(s)) if text.endswith(s[:k])), default=0)
         self.pending = text[len(text) - held :] if held else ""
         if len(text) > held:
@@ -69,7 +117,7 @@ class ScrubbedStream:
 
     def close(self) -> None:
         if self.pending:
-            self.sink(self.pending)
+            self.sink(redact(self.pending, self.secrets, headers=False))
             self.pending = ""
 
 

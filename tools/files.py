@@ -9,12 +9,16 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+TEMP_PREFIX = ".i2m-tmp-"
+"""How every temporary file or folder the project makes beside its outputs begins: a process killed while it
+writes leaves only names that :func:`clean_temporaries` recognises."""
+
 
 def atomic_write_bytes(path: Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temp file in the same directory and a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -24,6 +28,31 @@ def atomic_write_bytes(path: Path, data: bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def clean_temporaries(folder: Path) -> list[str]:
+    """Remove what a killed process left in ``folder`` (and its ``versions/``): the entries named
+    ``TEMP_PREFIX...``, files and folders, links removed as links (never followed). Returns their names."""
+    import shutil
+
+    removed = []
+    for where in (Path(folder), Path(folder) / "versions"):
+        try:
+            entries = list(where.iterdir()) if where.is_dir() and not where.is_symlink() else []
+        except OSError:
+            continue
+        for entry in entries:
+            if not entry.name.startswith(TEMP_PREFIX):
+                continue
+            try:
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+                removed.append(entry.name)
+            except OSError:
+                continue
+    return removed
 
 
 def atomic_write_text(path: Path, text: str) -> Path:

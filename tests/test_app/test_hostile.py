@@ -151,8 +151,9 @@ HOSTILE_TEXT = "A harbour \x1b]52;c;aGFja2Vk\x07 and \x1b[2J\x1b[H gone \u202e r
 def test_terminal_escapes_in_model_text_are_shown_not_obeyed(tmp_path: Path, image_path: Path) -> None:
     """OSC 52 (writes the clipboard), clear-screen, a bidi override and a C1 CSI in what the model wrote reach
     the terminal as visible text in `runs show`, and in the live line while the model writes."""
-    from image2music.display import NodeProgress, terminal_safe
     from rich.console import Console
+
+    from image2music.display import NodeProgress, terminal_safe
 
     replay = write_replay(
         tmp_path / "c.jsonl",

@@ -414,3 +414,64 @@ def test_a_multi_line_error_is_a_one_line_reason(tmp_path: Path, image_path: Pat
         mp.setattr(nodes, "describe", broken)
         rec = compose_image(image_path, s, run_dir=tmp_path / "run", notify=lambda m: None).record
     assert rec["status"] == "failed" and "\n" not in rec["reason"] and "first line second line third" in rec["reason"]
+
+
+def test_a_resume_cleans_what_a_killed_run_left_and_tmpdir_stays_clean(
+    tmp_path: Path, image_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kill -9 in the middle of a WAV render leaves a half-written `.i2m-tmp-music.wav.*.wav` and the renderer's
+    scratch folder in the run folder (never in TMPDIR): the resume removes them; the user's files stay."""
+    import tempfile
+
+    from image2music.graph import nodes
+
+    from image2music.runner import resume_run
+
+    tmpdir = tmp_path / "tmpdir"
+    tmpdir.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmpdir))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmpdir))
+    s = load_settings(vlm_backend="replay", replay_file=write_replay(tmp_path / "c.jsonl", CALLS), top_k=0)
+
+    def killed(*a: object, **k: object) -> dict[str, object]:
+        raise KeyboardInterrupt
+
+    with pytest.MonkeyPatch.context() as mp, pytest.raises(KeyboardInterrupt):
+        mp.setattr(nodes, "explain", killed)
+        compose_image(image_path, s, run_dir=tmp_path / "run", notify=lambda m: None)
+    run = tmp_path / "run"
+    (run / ".i2m-tmp-music.wav.k2j4.wav").write_bytes(b"RIFF" + b"\0" * 3_000)
+    (run / ".i2m-tmp-fluidsynth-abcd").mkdir()
+    (run / ".i2m-tmp-fluidsynth-abcd" / "config").write_text("x")
+    (run / "versions" / ".i2m-tmp-v1.abc.x1y2.tmp").write_text("half")
+    (run / "my-notes.txt").write_text("the user's own file")
+    run_id = json.loads((run / "run.json").read_text())["run_id"]
+    done = resume_run(run_id, s, notify=lambda m: None)
+    assert done.record["status"] == "ok"
+    assert not [p.name for p in run.rglob(".i2m-tmp-*")] and (run / "my-notes.txt").exists()
+    assert not [p.name for p in tmpdir.iterdir() if p.name.startswith("i2m-")]
+
+
+def test_a_read_only_run_folder_is_a_refused_resume(
+    tmp_path: Path, image_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    from image2music.graph import nodes
+    from image2music.tools.errors import InputError
+
+    from image2music import runner
+
+    s = load_settings(vlm_backend="replay", replay_file=write_replay(tmp_path / "c.jsonl", CALLS), top_k=0)
+
+    def killed(*a: object, **k: object) -> dict[str, object]:
+        raise KeyboardInterrupt
+
+    with pytest.MonkeyPatch.context() as mp, pytest.raises(KeyboardInterrupt):
+        mp.setattr(nodes, "explain", killed)
+        compose_image(image_path, s, run_dir=tmp_path / "run", notify=lambda m: None)
+    run_id = json.loads((tmp_path / "run" / "run.json").read_text())["run_id"]
+    real = os.access
+    monkeypatch.setattr(runner.os, "access", lambda p, mode: False if Path(p) == tmp_path / "run" else real(p, mode))
+    with pytest.raises(InputError, match="is read-only: make it writable"):
+        runner.resume_run(run_id, s, notify=lambda m: None)

@@ -151,3 +151,34 @@ def test_a_wav_cut_short_is_known(tmp_path: Path) -> None:
     for cut in (len(data) // 3, len(data) - 1, 40):
         (tmp_path / "cut.wav").write_bytes(data[:cut])
         assert not wav_is_complete(tmp_path / "cut.wav"), cut
+
+
+@pytest.mark.skipif(shutil.which("fluidsynth") is None, reason="fluidsynth not installed")
+def test_a_whole_looking_wav_of_part_of_the_tune_is_not_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk can leave a WAV whose header agrees with its length but holds only the start of the tune
+    (3 MB of 9.6: it plays as a whole 17 s piece instead of 55 s): it never takes the final name, and the reason
+    names the folder that is full and its free space."""
+    import os
+    import wave
+
+    from image2music.tools.music.convert import ConversionError, midi_seconds
+
+    mid = write_midi(read_tune(GOOD_ABC), tmp_path / "m.mid")
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    short = tmp_path / "short.wav"
+    with wave.open(str(short), "wb") as w:  # one second: a finished header, a fraction of the tune
+        w.setnchannels(2), w.setsampwidth(2), w.setframerate(44100), w.writeframes(b"\0" * 44100 * 4)
+    script = fake / "fluidsynth"
+    # a fluidsynth that writes that file where -F says
+    script.write_text(f'#!/bin/sh\nwhile [ $# -gt 0 ]; do [ "$1" = "-F" ] && cp {short} "$2"; shift; done\n')
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
+    out = tmp_path / "out"
+    out.mkdir()
+    assert midi_seconds(mid) > 2
+    with pytest.raises(
+        ConversionError, match=rf"wrote 1.0 s of a .* tune \(is the disk holding {out} full\? .* MB free"
+    ):
+        write_wav(mid, out / "music.wav")
+    assert list(out.iterdir()) == []

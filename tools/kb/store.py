@@ -211,6 +211,43 @@ class KnowledgeBase:
         c = self._get()
         return c is not None and c.count() > 0
 
+    # -- builds: one builder across processes, completion marked last ----------------------------------
+    def _marker(self) -> Path | None:
+        """Beside the base while a build of it runs (and after one that was stopped): which build it was."""
+        return self.kb_dir / f".{self.name}.building" if self.kb_dir is not None else None
+
+    def build_state(self) -> str:
+        """``empty`` (no entries), ``complete``, or ``partial:starter`` / ``partial:midicaps``: a build that was
+        stopped before its end (its entries are there, the rest is not)."""
+        marker = self._marker()
+        if marker is not None and marker.is_file():
+            what = marker.read_text(encoding="utf-8", errors="replace").strip()
+            return f"partial:{what if what in ('starter', 'midicaps') else 'starter'}"
+        return "complete" if self.exists() else "empty"
+
+    def begin_build(self, what: str) -> None:
+        marker = self._marker()
+        if marker is not None:
+            from image2music.tools.files import atomic_write_text
+
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(marker, what)
+
+    def end_build(self) -> None:
+        """The build reached its end: the base is whole (written last)."""
+        marker = self._marker()
+        if marker is not None:
+            marker.unlink(missing_ok=True)
+
+    def build_lock(self, timeout_s: float = -1) -> Any:
+        """A lock across processes for building this base: the first builds, the others wait and reuse it."""
+        import contextlib
+
+        if self.kb_dir is None:
+            return contextlib.nullcontext()
+        self.kb_dir.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(self.kb_dir / f".{self.name}.build.lock"), timeout=timeout_s)
+
     def count(self) -> int:
         c = self._get()
         return 0 if c is None else int(c.count())

@@ -15,7 +15,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import mido
-from image2music.tools.files import atomic_write_bytes
+from image2music.tools.files import TEMP_PREFIX, atomic_write_bytes
 from image2music.tools.music.abcparse import Bar, Tune, Voice
 from image2music.tools.music.safe_svg import engrave_input, sanitize_svg
 
@@ -338,6 +338,36 @@ def _encode_mp3(wav_path: Path) -> bytes:
         raise ConversionError(f"cannot encode {wav_path.name} as MP3: {e}") from e
 
 
+def _space(folder: Path) -> str:
+    """How full the disk of ``folder`` is, in words for a reason."""
+    try:
+        free = shutil.disk_usage(folder).free / 1e6
+    except OSError:
+        return f"is the disk holding {folder} full?"
+    return f"is the disk holding {folder} full? {free:.1f} MB free there"
+
+
+def wav_seconds(path: Path) -> float:
+    """How long a WAV plays (its frames over its rate; 0 when it cannot be read)."""
+    import wave
+
+    try:
+        with wave.open(str(path), "rb") as w:
+            return w.getnframes() / float(w.getframerate() or 1)
+    except (OSError, EOFError, wave.Error):
+        return 0.0
+
+
+def midi_seconds(path: Path) -> float:
+    """How long a MIDI file plays (0 when it cannot be read)."""
+    import mido
+
+    try:
+        return float(mido.MidiFile(str(path)).length)
+    except (OSError, ValueError, EOFError, KeyError, IndexError):
+        return 0.0
+
+
 def wav_is_complete(path: Path) -> bool:
     """The RIFF header's sizes agree with the file's length (a WAV cut short by a full disk does not)."""
     import struct
@@ -375,10 +405,13 @@ def write_wav(midi_path: Path, path: Path, timeout_s: float = 120.0) -> Path:
         )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(prefix=f".{path.name}.", suffix=".wav", dir=path.parent, delete=False) as t:
+    with tempfile.NamedTemporaryFile(
+        prefix=f"{TEMP_PREFIX}{path.name}.", suffix=".wav", dir=path.parent, delete=False
+    ) as t:
         tmp = Path(t.name)
     try:
-        with tempfile.TemporaryDirectory(prefix="i2m-fluidsynth-") as scratch:
+        # the scratch folder lies beside the output (not in TMPDIR): a kill leaves it where a resume cleans it
+        with tempfile.TemporaryDirectory(prefix=f"{TEMP_PREFIX}fluidsynth-", dir=path.parent) as scratch:
             # its audio libraries write client config under $HOME; keep that in the temp dir
             env = {**os.environ, "HOME": scratch, "XDG_CONFIG_HOME": scratch, "XDG_RUNTIME_DIR": scratch}
             args = ["-ni", "-q", "-g", "0.8", "-r", "44100", "-F", str(tmp), str(sf), str(midi_path)]
@@ -395,8 +428,14 @@ def write_wav(midi_path: Path, path: Path, timeout_s: float = 120.0) -> Path:
             raise ConversionError(f"fluidsynth failed: {(proc.stderr or proc.stdout).strip()[:300]}")
         if not wav_is_complete(tmp):  # e.g. the disk filled while it wrote: never under the final name
             raise ConversionError(
-                f"fluidsynth wrote an incomplete WAV ({tmp.stat().st_size} bytes; is the disk holding "
-                f"{path.parent} full?): {(proc.stderr or proc.stdout).strip()[:200]}"
+                f"fluidsynth wrote an incomplete WAV ({tmp.stat().st_size} bytes; {_space(path.parent)}): "
+                f"{(proc.stderr or proc.stdout).strip()[:200]}"
+            )
+        # a full disk can also leave a whole-looking WAV (its header finished) that holds only the start
+        wrote, lasts = wav_seconds(tmp), midi_seconds(midi_path)
+        if wrote + 0.05 < lasts:
+            raise ConversionError(
+                f"fluidsynth wrote {wrote:.1f} s of a {lasts:.1f} s tune ({_space(path.parent)}); the WAV was not kept"
             )
         mask = os.umask(0)
         os.umask(mask)
@@ -415,7 +454,8 @@ def write_svg(abc: str, path: Path, timeout_s: float = 60.0) -> Path:
     if exe is None:
         raise ConversionError("SVG sheet music needs abcm2ps: install the Debian package 'abcm2ps'")
     path = Path(path)
-    with tempfile.TemporaryDirectory(prefix="i2m-abcm2ps-") as d:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f"{TEMP_PREFIX}abcm2ps-", dir=path.parent) as d:
         src = Path(d) / "tune.abc"
         src.write_text(engrave_input(abc), encoding="utf-8")
         out = Path(d) / "out"

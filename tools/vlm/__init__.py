@@ -35,7 +35,10 @@ def model_location(model_id: str) -> str:
         raise VLMError(str(e)) from e
 
 
-CPU_COSTS: dict[str, dict[str, tuple[float, float, float]]] = {}
+CPU_COSTS: dict[str, dict[str, tuple[float, float, float]]] = {
+    "Qwen/Qwen3-VL-4B-Instruct": {"bfloat16": (0.38, 14.2, 25.7), "float32": (0.75, 30.1, 52.6)},
+    "HuggingFaceTB/SmolVLM-256M-Instruct": {"bfloat16": (0.024, 0.8, 1.6), "float32": (0.037, 1.4, 2.5)},
+}
 """Measured by bench/costs.py on this project's 2-core x86 machine (AVX512-BF16), random weights at the model's
 dimensions: {model: {dtype: (seconds a new token, minutes of a typical run, minutes at the token budgets)}}."""
 

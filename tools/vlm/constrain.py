@@ -30,9 +30,7 @@ OPENINGS = ("\n```abc\n", "```abc\n")
 """Texts that open the tune from prose; forced when half the budget is spent before the tune began."""
 
 CLOSINGS = tuple(
-    f"{closer}{note}\n```"
-    for closer in ("", '"', "!", "}", "]", "|")
-    for note in ("", "C", "|", "C|")
+    f"{closer}{note}\n```" for closer in ("", '"', "!", "}", "]", "|") for note in ("", "C", "|", "C|")
 ) + ("\nK:C\nC4|\n```", "K:C\nC4|\n```")
 """Texts that end an open tune from every state a model can be in: an annotation, a decoration, a grace group or
 a chord to close first, then a note where the line still needs one (the first music line, after an accidental

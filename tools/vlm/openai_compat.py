@@ -16,7 +16,7 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
-from image2music.tools.errors import ScrubbedStream, redact
+from image2music.tools.errors import ScrubbedStream, redact, url_secrets
 from image2music.tools.images import fit_pixels
 from image2music.tools.vlm.base import GenerationSettings, VLMError, VLMResult
 from PIL import Image
@@ -64,6 +64,8 @@ class OpenAIVLM:
         server: str = "openai",
     ) -> None:
         self.base_url = check_base_url(base_url)
+        self.shown_url = redact(self.base_url, headers=False)
+        """The URL as messages name it (without credentials)."""
         self.stream = stream
         """Ask for ``stream: true``; turned off for this server once it refuses a stream."""
         self.server = server
@@ -139,7 +141,7 @@ class OpenAIVLM:
                     data = self._post(json.dumps(body).encode(), deadline, answer if streaming else None, stop)
                     break
                 except HTTPStatus as e:
-                    detail = redact(" ".join(e.detail.split()), [self.api_key or ""])  # one line, no key
+                    detail = redact(" ".join(e.detail.split()), [self.api_key or "", *url_secrets(self.base_url)])
                     if streaming and 400 <= e.code < 500 and "stream" in detail.lower():
                         # a server that does not stream (or not with stream_options): the same request, whole
                         streaming = self.stream = False
@@ -151,7 +153,7 @@ class OpenAIVLM:
                     retries.append(f"HTTP {e.code}: retry {attempt + 1} in {wait:.1f} s")
                     attempt += 1
                     if stop is not None and stop.wait(wait):
-                        raise VLMError(f"the call to {self.base_url} was stopped") from e
+                        raise VLMError(f"the call to {self.shown_url} was stopped") from e
                     if stop is None:
                         time.sleep(wait)
         except VLMError as e:
@@ -161,12 +163,12 @@ class OpenAIVLM:
             if sink is not None:
                 sink.close()
             if not answer.finished:
-                raise VLMError(f"the answer of {self.base_url} was cut short: its stream ended before the answer did")
+                raise VLMError(f"the answer of {self.shown_url} was cut short: its stream ended before the answer did")
             return VLMResult(text=answer.text, meta={"usage": answer.usage, "retries": retries, "streamed": True})
         try:
             text = answer_text(data)
         except (KeyError, IndexError, TypeError, AttributeError) as e:
-            raise VLMError(f"unexpected answer from {self.base_url}: no choices[0].message.content") from e
+            raise VLMError(f"unexpected answer from {self.shown_url}: no choices[0].message.content") from e
         if sink is not None and text:
             sink(text)
             sink.close()
@@ -177,15 +179,17 @@ class OpenAIVLM:
         """The VLMError for a non-2xx answer that is not retried."""
         if 300 <= e.code < 400:
             return VLMError(
-                f"the server at {self.base_url} answered a redirect (HTTP {e.code}); redirects are not followed so "
-                "the API key stays with the configured server: set I2M_VLM_BASE_URL to the final address"
+                f"the server at {self.shown_url} answered a redirect (HTTP {e.code}) to "
+                f"{redact(str(e.headers.get('Location', '?')), [self.api_key or '', *url_secrets(self.base_url)])}; "
+                "redirects are not followed so the API key stays with the configured server: set I2M_VLM_BASE_URL to "
+                "the final address"
             )
         if grammar and self.server != "openai" and 400 <= e.code < 500:
             return VLMError(
-                f"the server at {self.base_url} answered HTTP {e.code}: {detail}; it may not take the ABC grammar the "
+                f"the server at {self.shown_url} answered HTTP {e.code}: {detail}; it may not take the ABC grammar the "
                 f"way I2M_VLM_SERVER={self.server} sends it: set I2M_VLM_SERVER to its kind, or I2M_GRAMMAR=off"
             )
-        return VLMError(f"the server at {self.base_url} answered HTTP {e.code}: {detail}")
+        return VLMError(f"the server at {self.shown_url} answered HTTP {e.code}: {detail}")
 
     def _retry_wait(self, e: HTTPStatus, attempt: int, deadline: float) -> float | None:
         """Seconds to wait before retrying a 429 or 5xx (Retry-After, else exponential), or None to give up."""
@@ -207,7 +211,7 @@ class OpenAIVLM:
         a streamed answer (server-sent events) is read into it and None returned; a server that answers whole
         anyway is read as usual."""
         auth = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        where = f"the VLM server at {self.base_url}"
+        where = f"the VLM server at {self.shown_url}"
         on_event = None
         if answer is not None:
 
@@ -223,15 +227,16 @@ class OpenAIVLM:
             timeout_s=self.timeout_s,
             on_event=on_event,
             stop=stop,
+            secrets=[self.api_key or "", *url_secrets(self.base_url)],
         )
         if raw is None:
             return None
         try:
             return json.loads(raw.decode("utf-8", errors="replace"))
         except json.JSONDecodeError as e:
-            raise VLMError(f"the server at {self.base_url} did not answer JSON (or the answer was cut short)") from e
+            raise VLMError(f"the server at {self.shown_url} did not answer JSON (or the answer was cut short)") from e
         except RecursionError as e:
-            raise VLMError(f"the answer of {self.base_url} is JSON nested too deeply to read; refused") from e
+            raise VLMError(f"the answer of {self.shown_url} is JSON nested too deeply to read; refused") from e
 
 
 class _Answer:
@@ -324,6 +329,7 @@ def _exchange(
     timeout_s: float,
     on_event: Callable[[str], None] | None = None,
     stop: threading.Event | None = None,
+    secrets: list[str] | None = None,
 ) -> bytes | None:
     """POST ``payload``; the body of a 2xx answer (at most MAX_ANSWER_BYTES), else HTTPStatus; every
     socket, SSL and HTTP fault, and the deadline, as a VLMError naming ``where`` and the cause. With
@@ -406,7 +412,8 @@ def _exchange(
         if fired.is_set():
             raise VLMError(f"{where} did not finish its answer within {timeout_s:g} s (I2M_VLM_TIMEOUT_S)") from e
         raise VLMError(
-            f"cannot reach {where} or its answer was unusable: {_cause(e)}; is it running? (I2M_VLM_BASE_URL)"
+            f"cannot reach {where} or its answer was unusable: {_cause(e, secrets or [])}; is it running? "
+            "(I2M_VLM_BASE_URL)"
         ) from e
     finally:
         done.set()
@@ -444,7 +451,7 @@ def _read_events(resp: Any, before_read: Callable[[], None], on_event: Callable[
             data.append(text[5:].removeprefix(" "))
 
 
-def _cause(e: BaseException) -> str:
+def _cause(e: BaseException, secrets: list[str]) -> str:
     """The cause of a transport fault in words."""
     if isinstance(e, http.client.IncompleteRead):
         return "the answer was cut short"
@@ -455,4 +462,4 @@ def _cause(e: BaseException) -> str:
     if isinstance(e, ssl.SSLError):
         return f"TLS failed: {e.reason or e}"
     text = " ".join(str(getattr(e, "strerror", None) or e).split()) or type(e).__name__
-    return f"{type(e).__name__}: {redact(text[:200])}"
+    return f"{type(e).__name__}: {redact(text, secrets)[:200]}"  # scrubbed whole, then cut
