@@ -55,8 +55,8 @@ def secret_forms(secret: str) -> list[str]:
 
 
 def redact(text: str, secrets: Iterable[str] = (), headers: bool = True, edges: bool = True) -> str:
-    """``text`` without the given secret values (as written or base64-encoded, and a piece of one cut at the
-    text's start or end), without credentials in URLs (``user:password@``) and (``headers``) without the values
+    """``text`` without the given secret values (as written or base64-encoded, and the start of one that the
+    text's end cuts), without credentials in URLs (``user:password@``) and (``headers``) without the values
     of ``Authorization`` / ``api-key`` style headers or fields (a server that echoes the request back must not
     put the key into a message). ``edges``: the text is whole (not a piece of a stream that goes on)."""
     for secret in secrets:
@@ -70,10 +70,6 @@ def redact(text: str, secrets: Iterable[str] = (), headers: bool = True, edges: 
         for k in range(len(secret) - 1, MIN_PARTIAL - 1, -1):
             if text.endswith(secret[:k]):
                 text = text[:-k] + "[redacted]"
-                break
-        for k in range(len(secret) - 1, MIN_PARTIAL - 1, -1):
-            if text.startswith(secret[-k:]):
-                text = "[redacted]" + text[k:]
                 break
     text = _URL_CREDENTIALS.sub(lambda m: f"{m[1]}[redacted]@", text)
     if not headers:

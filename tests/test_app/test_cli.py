@@ -337,3 +337,19 @@ def test_abc_grammar_prints_the_gbnf_and_checks_files(tmp_path: Path) -> None:
     assert cli("abc", "grammar", "--start", "tune", "--check", str(good)).exit_code == 0
     r = cli("abc", "grammar", "--start", "tune", "--check", str(bad))
     assert r.exit_code == 1 and "not in the grammar" in r.output
+
+
+def test_kb_query_shows_a_caption_s_escapes_and_does_not_obey_them(tmp_path: Path, tiny_clip: Path) -> None:
+    """A MidiCaps caption with OSC 52 (clipboard) and clear-screen sequences is printed as visible text."""
+    from image2music.graph.config import load_settings
+    from image2music.tools.embedder import get_embedder
+    from image2music.tools.kb.store import Entry, KnowledgeBase
+
+    s = load_settings(embed_model=str(tiny_clip))
+    kb = KnowledgeBase(s.kb_dir, s.embed_model)
+    caption = "A calm air \x1b]52;c;cHduZWQ=\x07\x1b[2J in D minor"
+    vecs = get_embedder(s.embed_model, "cpu").embed_texts([caption])
+    kb.add([Entry(id="hostile", caption=caption, abc="X:1\nK:D\nDEF|\n", source="test")], vecs)
+    r = cli("kb", "query", "--text", "a calm air", "-k", "1", "--embed-model", str(tiny_clip))
+    assert r.exit_code == 0, r.output
+    assert "\x1b" not in r.output and "\x07" not in r.output and "\\x1b]52" in r.output

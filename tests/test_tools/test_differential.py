@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 from image2music.tools.music import abc2midi
 from image2music.tools.music.check import check_abc
@@ -357,3 +359,34 @@ def test_nested_tuplets_apply_both_factors() -> None:
     abc = _tune("(7:8:8(3A/A/A/ A/A/A/A/A/|C4|]")
     onsets = [t for t, _p in _ours(abc)]
     assert onsets[-1] == 4.0 and onsets[3] == pytest.approx(3 * 4 / 21 * 2, abs=0.01)  # MIDI ticks round 1/21
+
+
+@pytest.mark.skipif(shutil.which("abc2midi") is None, reason="abc2midi (Debian abcmidi) is not installed")
+@pytest.mark.parametrize(
+    "body",
+    [
+        "_A4-|A4|A4|",  # a flat tied over the bar line: held (the next bar's A is natural again)
+        "^F2 G2-|G2 ^c2-|c4|",  # a sharp tied into the next bar
+        "[_A_E]4-|[AE]4|",  # a chord tied over the bar line
+        "=B4-|B4|B4|",  # a natural against the key (K:F has B flat) tied over
+    ],
+)
+def test_a_tie_over_the_bar_line_holds_its_accidental_as_abc2midi_plays_it(body: str) -> None:
+    """Before: the tied-to note took the new bar's key signature (A natural after _A-), a re-struck wrong note."""
+    from image2music.tools.music.differential import compare
+
+    key = "F" if "=B" in body else "C"
+    row = compare("tie", f"X:1\nT:tie\nM:4/4\nL:1/4\nK:{key}\n{body}\n")
+    assert row.accepted and row.identical, row
+
+
+@pytest.mark.skipif(shutil.which("abc2midi") is None, reason="abc2midi (Debian abcmidi) is not installed")
+@pytest.mark.parametrize("where", ["header", "body"])
+def test_midi_transpose_is_played_as_abc2midi_plays_it(where: str) -> None:
+    """Before: %%MIDI transpose was ignored (every note a few semitones off abc2midi's)."""
+    from image2music.tools.music.differential import compare
+
+    directive = "%%MIDI transpose -3\n"
+    head, body = (directive, "") if where == "header" else ("", directive)
+    row = compare("transpose", f"X:1\nT:t\nM:4/4\nL:1/4\n{head}K:G\n{body}GABc|d2B2|\n")
+    assert row.accepted and row.identical, row

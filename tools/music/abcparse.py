@@ -166,6 +166,8 @@ class _VoiceState:
     key_accs: dict[str, int]
     octave: int = 0
     """Octave shift of the voice's pitches (``octave=`` in K: or V:)."""
+    transpose: int = 0
+    """Semitones the voice is played up or down (``%%MIDI transpose N``, as abc2midi plays it)."""
     time: Fraction = Fraction(0)
     bar: Bar | None = None
     bar_accs: dict[tuple[str, int], int] = field(default_factory=dict)
@@ -177,6 +179,11 @@ class _VoiceState:
     """Tuplets a nested one started inside (``(7:8:8(3A/A/A/ A/A/...``); each note counts in all of them."""
     broken_next: Fraction | None = None
     last_event: Event | None = None
+    last_letters: dict[tuple[str, int], int] = field(default_factory=dict)
+    """(letter, written octave) -> MIDI pitch of the last note or chord."""
+    tie_carry: dict[tuple[str, int], int] = field(default_factory=dict)
+    """After a tie: the pitch each tied letter keeps in the next note (``_A4-|A4`` holds A flat over the bar
+    line, as abc2midi plays it and engravers write it)."""
     pending_begin: bool = True
     pending_repeat: bool = False
     pending_loose: bool = False
@@ -194,6 +201,8 @@ class _Reader:
         self.n_overlays = 0
         self.n_notes = 0
         self.default_program: int | None = None
+        self.default_transpose = 0
+        """``%%MIDI transpose N`` before any voice: semitones every voice is played up (or down)."""
         self.header_done = False
         self.voice_decls: dict[str, tuple[str | None, str]] = {}
         self.key_accs: dict[str, int] = {}
@@ -340,6 +349,7 @@ class _Reader:
                 unit=self.tune.unit,
                 key_accs=dict(self.key_accs),
                 octave=self.voice_octaves.get(vid, self.octave),
+                transpose=self.default_transpose,
             )
             self.states[vid] = st
             self.tune.voices[vid] = v
@@ -503,6 +513,15 @@ class _Reader:
     def pitch(self, st: _VoiceState, acc: str | None, letter: str, octs: str) -> int:
         base = 60 + _STEP[letter.upper()] + (12 if letter.islower() else 0)
         base += 12 * octs.count("'") - 12 * octs.count(",")
+        held = st.tie_carry.get((letter.upper(), base)) if acc is None else None
+        if held is not None:  # the end of a tie with no accidental of its own: the tied note goes on sounding
+            st.last_letters[(letter.upper(), base)] = held
+            return held
+        p = self._pitch(st, acc, letter, base)
+        st.last_letters[(letter.upper(), base)] = p
+        return p
+
+    def _pitch(self, st: _VoiceState, acc: str | None, letter: str, base: int) -> int:
         # ABC 2.1 §11.3: an accidental holds to the end of the bar for the same letter in every octave
         # (``%%propagate-accidentals pitch``, the default, as abc2midi plays), its octave only (``octave``) or
         # not at all (``not``)
@@ -517,7 +536,7 @@ class _Reader:
             shift = st.bar_accs[key]
         else:
             shift = st.key_accs.get(letter.upper(), 0)
-        return base + shift + 12 * st.octave
+        return base + shift + 12 * st.octave + st.transpose
 
     # -- the music: a token-dispatch reader -------------------------------------------------------------
     def music_line(self, s: str) -> None:
@@ -682,6 +701,7 @@ class _Reader:
     def _t_tie(self, st: _VoiceState, s: str, i: int) -> int:
         if st.last_event is not None:
             st.last_event.ties = frozenset(st.last_event.pitches)
+            st.tie_carry = {k: v for k, v in st.last_letters.items() if v in st.last_event.pitches}
         return i + 1
 
     def _t_rest(self, st: _VoiceState, s: str, i: int) -> int:
@@ -725,7 +745,9 @@ class _Reader:
             else:
                 m = None
         if m:
+            st.last_letters = {}
             p = self.pitch(st, acc, m.group(2), m.group(3))
+            st.tie_carry = {}  # a tie reaches the next note only
             ln, j = self.read_length(s, m.end(), col)
             if ln is not None:
                 self.add_event(st, self.apply_broken(st, st.unit * ln), [p], col)
@@ -759,6 +781,7 @@ class _Reader:
         pitches: list[int] = []
         tied: set[int] = set()
         first_len: Fraction | None = None
+        st.last_letters = {}
         k = 0
         while k < len(inner):
             ch = inner[k]
@@ -797,6 +820,8 @@ class _Reader:
         if end < len(s) and s[end] == "-":
             tied.update(pitches)  # a tie after the chord ties every note of it
             end += 1
+        # the tied notes of this chord go on sounding in the next note or chord (their accidentals held)
+        st.tie_carry = {k: v for k, v in st.last_letters.items() if v in tied}
         if not pitches:
             self.warn("empty chord '[]' ignored", col)
             return end
@@ -884,6 +909,14 @@ class _Reader:
                 self.default_program = prog
             else:
                 self.cur.voice.program = prog
+            return
+        m = re.match(r"^%%MIDI\s+transpose\s+([+-]?\d{1,2})\b", text)
+        if m:
+            semitones = max(-48, min(48, int(m.group(1))))
+            if self.cur is None:
+                self.default_transpose = semitones
+            else:
+                self.cur.transpose = semitones
             return
         m = re.match(r"^%%MIDI\s+channel\s+(\d+)", text)
         if m and self.cur is not None:

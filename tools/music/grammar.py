@@ -176,7 +176,8 @@ RULES: dict[str, Expr] = {
         seq(DIGIT1, opt(DIGIT)), seq(Chars(string.ascii_uppercase), opt(Chars(string.ascii_letters + string.digits)))
     ),
     # a comment or directive line: `% words`, `%%MIDI program 40`, `%%score ...`; a %%MIDI program out of range
-    # is the only directive the reader refuses, so %%MIDI lines other than program are any text
+    # is the only directive the reader refuses; a %%MIDI transpose could play notes past MIDI's range, so
+    # %%MIDI lines other than program and transpose are any text
     "comment": alt(
         seq("%", opt(seq(Chars("%\n`\\" + CONTROL, negate=True), many(TEXT)))),
         # any %% directive but %%begin... (the extractor and the reader skip a %%begintext block to its %%end)
@@ -184,7 +185,7 @@ RULES: dict[str, Expr] = {
         seq("%%b", Chars(string.ascii_lowercase.replace("e", "")), many(TEXT)),
         seq("%%be", Chars(string.ascii_lowercase.replace("g", "")), many(TEXT)),
         seq("%%MIDI program ", R("program")),
-        seq("%%MIDI ", Chars("abcdefghijklmnoqrstuvwxyz"), many(TEXT, 0, 80)),
+        seq("%%MIDI ", Chars("abcdefghijklmnoqrsuvwxyz"), many(TEXT, 0, 80)),  # not program, not transpose
     ),
     "program": alt(seq("1", alt(seq("2", Chars("01234567")), seq(Chars("01"), DIGIT))), seq(DIGIT1, opt(DIGIT)), "0"),
     # the body: lines of fields, comments and music; the first music line holds a note (no tune of rests only)
