@@ -13,7 +13,8 @@ sdpa, 512 x 512 pixels, the feature cache, the ABC grammar on compose):
   (256 + 1,024 + 2 x 1,024 + 384 = 3,712 new tokens) at that speed: the most a run can take; and a typical run,
   with answers of the length real models write (describe 150, compose and reflect 500, explain 250 tokens);
 - streaming: the same calls with and without the live text (``on_text``), side by side, alternating: the ratio
-  (goal <= 1.02).
+  (goal <= 1.02; the VM's speed moves by several percent between calls), and the time spent inside the streamer
+  over a whole compose call (what streaming costs, free of that noise).
 
 Models: ``qwen3vl-4b``: Qwen3-VL-4B-Instruct's dimensions (36 layers x 2,560, 32/8 heads, 151,936-token vocabulary,
 the 24-block vision tower: 4.4 B parameters); ``smolvlm-256m``: SmolVLM-256M-Instruct's (see bench/attention.py).
@@ -109,6 +110,21 @@ def measure(path: str, dtype: str, pairs: int) -> dict[str, Any]:
     # compose and reflect write most of a run's tokens, after their long prompts: decode measured there
     short, long = call("compose", 8), call("compose", 40)
     per_token = (long - short) / 32
+    # what streaming itself costs, timed inside it: the streamer's seconds over the call's
+    from image2music.tools.vlm import hf
+
+    inside = {"s": 0.0}
+    real_put = hf.TextPieces.put
+
+    def timed_put(self: Any, value: Any) -> None:
+        t = time.perf_counter()
+        real_put(self, value)
+        inside["s"] += time.perf_counter() - t
+
+    hf.TextPieces.put = timed_put  # type: ignore[method-assign]
+    whole = call("compose", 40, text=True)
+    hf.TextPieces.put = real_put  # type: ignore[method-assign]
+    stream_share = inside["s"] / whole
     ratios = []
     for i in range(pairs):
         took = {}
@@ -123,6 +139,7 @@ def measure(path: str, dtype: str, pairs: int) -> dict[str, Any]:
         "per_token": per_token,
         "per_token_describe": per_token_describe,
         "stream_ratio": statistics.median(ratios),
+        "stream_share": stream_share,
         "prompt_tokens": prompt_tokens,
     }
 
@@ -174,7 +191,8 @@ def main() -> None:
                 print(f"{model:<14} {dtype:<9} {m['load_s']:>5.0f}s {m['prefill']['compose']:>7.1f}s "
                       f"{m['per_token']:>8.3f} {budget / 60:>10.1f}m {typical / 60:>7.1f}m {m['stream_ratio']:>7.3f}"
                       f"   (compose prompt {m['prompt_tokens']} tokens; after describe's "
-                      f"{m['per_token_describe']:.3f} s a token)")  # fmt: skip
+                      f"{m['per_token_describe']:.3f} s a token; streaming {100 * m['stream_share']:.3f}% of a "
+                      "call, timed inside it)")  # fmt: skip
             sys.stdout.flush()
 
 

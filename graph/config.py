@@ -8,6 +8,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal
 
+from image2music.tools.files import plain_path
 from image2music.tools.music.abcparse import Limits
 from image2music.tools.music.targets import FALLBACK_BANDS, TARGET_METRICS
 from image2music.tools.vlm.base import VLM_NODES, GenerationSettings
@@ -118,7 +119,13 @@ class Settings(BaseSettings):
     @field_validator("home", mode="after")
     @classmethod
     def _expand(cls, v: Path) -> Path:
-        return Path(os.path.expanduser(str(v))).absolute()
+        return plain_path(v)
+
+    @field_validator("replay_file", mode="after")
+    @classmethod
+    def _absolute(cls, v: Path | None) -> Path | None:
+        """Stored absolute (a run replayed or resumed from another folder finds it)."""
+        return None if v is None else plain_path(v)
 
     @field_validator("vlm_base_url", "chroma_url", mode="after")
     @classmethod

@@ -39,9 +39,11 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".ti
 
 def collect_images(inputs: Iterable[str | Path]) -> list[Path]:
     """Image files from files and directories (directories: their image files, sorted, not recursive)."""
+    from image2music.tools.files import plain_path
+
     out: list[Path] = []
     for item in inputs:
-        p = Path(item).expanduser()
+        p = plain_path(item)  # absolute and normalised: what every line and record names
         if p.is_dir():
             out.extend(sorted(x for x in p.iterdir() if x.is_file() and x.suffix.lower() in IMAGE_SUFFIXES))
         else:
@@ -57,8 +59,10 @@ def run_batch(
     jobs: int = 1,
     prompt_overrides: dict[str, Path] | None = None,
     on_done: Callable[[BatchRow], None] | None = None,
+    notify: Callable[[str], None] | None = None,
 ) -> list[BatchRow]:
-    """Compose music for every image; returns the results.jsonl rows in input order."""
+    """Compose music for every image; returns the results.jsonl rows in input order. ``notify`` gets each
+    distinct message of the runs once (why there are no references, say), not once per image."""
     # parallel runs on one local model must not evict each other's vision features
     settings = settings.with_overrides(vlm_feature_cache=max(settings.vlm_feature_cache, jobs))
     images = collect_images(inputs)
@@ -78,6 +82,14 @@ def run_batch(
     results_path.write_text("", encoding="utf-8")
     rows: dict[Path, BatchRow] = {}
     stop = StopSignal()
+    said: set[str] = set()
+
+    def once(message: str) -> None:
+        with lock:
+            if notify is None or message in said:
+                return
+            said.add(message)
+        notify(message)
 
     def one(img: Path) -> None:
         run_dir = out_dir / names[img]
@@ -104,7 +116,7 @@ def run_batch(
                     run_dir=run_dir,
                     run_id=run_id,
                     prompt_overrides=prompt_overrides,
-                    notify=lambda m: None,
+                    notify=once,
                     stop=stop,
                 )
                 steps = zip(res.record["path"], res.record["timings"], strict=False)

@@ -26,6 +26,7 @@ from image2music.graph.state import State
 from image2music.outputs import RunResult
 from image2music.runner import compose_image, continue_run
 from image2music.tools.errors import I2MError, InputError
+from image2music.tools.files import plain_path
 
 PLAYERS = (["aplay", "-q"], ["paplay"], ["afplay"], ["ffplay", "-nodisp", "-autoexit", "-loglevel", "quiet"])
 
@@ -134,7 +135,7 @@ class ChatSession:
         try:
             with self._progress(so_far) as progress:
                 if graph_input is None:
-                    self._pending = Path(image).expanduser().absolute()
+                    self._pending = plain_path(image)
                     self.result = compose_image(
                         image,
                         self.settings,

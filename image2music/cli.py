@@ -203,7 +203,9 @@ def compose(
 
     settings = settings_from(**flags)
     overrides = parse_prompt_overrides(prompt_files)
-    image = Path(image).expanduser().absolute()
+    from image2music.tools.files import plain_path
+
+    image = plain_path(image)
     load_image(image)  # refused input (exit 2) is said first, before the banner
     prompts.load_all(overrides)
     require_model(settings)  # then a missing model (exit 1), before langgraph and the rest are imported
@@ -986,13 +988,16 @@ def batch(
         def done(row: BatchRow) -> None:
             colour = "green" if row["status"] == "ok" else "red"
             err.print(
-                f"  [{colour}]{row['status']:<8}[/{colour}] {row['path']}"
-                + (f"  ({row['reason']})" if row["reason"] else "")
+                f"  [{colour}]{row['status']:<8}[/{colour}] {escape(row['path'])}"
+                + (f"  ({escape(row['reason'])})" if row["reason"] else "")
             )
             bar.advance(task)
 
         try:
-            rows = run_batch(images, output, settings, jobs=max(1, jobs), prompt_overrides=overrides, on_done=done)
+            rows = run_batch(
+                images, output, settings, jobs=max(1, jobs), prompt_overrides=overrides, on_done=done,
+                notify=lambda m: err.print(f"[yellow]{escape(m)}[/yellow]"),
+            )  # fmt: skip
         except KeyboardInterrupt:  # every run in flight was stopped with its record; each image has its line
             err.print(f"stopped; results in {output / 'results.jsonl'} (the cancelled runs: `i2m runs resume ID`)")
             raise
@@ -1041,7 +1046,10 @@ def eval_cmd(
 
     def row(r: EvalRow) -> None:
         colour = "green" if r["status"] == "ok" else "red"
-        err.print(f"  [{colour}]{r['status']:<6}[/{colour}] {r['config']:<10} {Path(str(r['image'])).name}")
+        line = f"  [{colour}]{r['status']:<6}[/{colour}] {r['config']:<10} {escape(Path(str(r['image'])).name)}"
+        if r.get("judge_error"):  # the run is fine, its judging is not: said here, not only in results.csv
+            line += f"  [yellow]judge: {escape(str(r['judge_error']))}[/yellow]"
+        err.print(line)
 
     try:
         run_eval(imgs, output, settings, ablation=configs, judge=judge, judge_retries=judge_retries, on_row=row)

@@ -42,18 +42,41 @@ def highlight_abc(abc: str) -> Text:
     return out
 
 
-def metrics_table(versions: list[Version]) -> Table:
-    """Metrics of every version side by side (before and after refinement)."""
+def metrics_table(versions: list[Version], width: int | None = None) -> Table:
+    """Metrics of every version side by side (before and after refinement). The metric names are never cut:
+    when ``width`` (the terminal's) cannot hold every version, the first and the latest that fit are shown and
+    the title says which are left out (``i2m runs show ID --json`` has them all)."""
+    from rich.table import Column
+
+    name_width = max(len(n) for n in [*METRIC_MEANINGS, "warnings", "errors"])
+    cells = {i: _version_cells(v) for i, v in enumerate(versions)}
+    col = {i: max(7, *(len(c) for c in cells[i])) for i in cells}  # "compose", "reflect" whole
+    shown = list(cells)
+    if width is not None:
+        room = width - (name_width + 4)  # the name column, its padding and the borders
+        while len(shown) > 1 and sum(col[i] + 3 for i in shown) > room:
+            shown.pop(1 if len(shown) > 2 else 0)  # keep v1 and the latest; drop from the middle
+    left_out = [i + 1 for i in cells if i not in shown]
+    title = "versions" + (f" (v{', v'.join(map(str, left_out))} not shown: too narrow)" if left_out else "")
     t = Table(
-        "metric",
-        *[f"v{i + 1} {v['node']}" + ("" if v["ok"] else " (invalid)") for i, v in enumerate(versions)],
-        title="versions",
+        Column("metric", no_wrap=True, min_width=name_width),
+        *[Column(_version_header(i, versions[i]), min_width=col[i]) for i in shown],
+        title=title,
     )
-    for name in METRIC_MEANINGS:
-        t.add_row(name, *["-" if (m := (v.get("metrics") or {}).get(name)) is None else str(m) for v in versions])
-    t.add_row("warnings", *[str(len(v.get("warnings") or [])) for v in versions])
-    t.add_row("errors", *[str(len(v.get("errors") or [])) for v in versions])
+    names = [*METRIC_MEANINGS, "warnings", "errors"]
+    for row, name in enumerate(names):
+        t.add_row(name, *[cells[i][row] for i in shown])
     return t
+
+
+def _version_header(index: int, v: Version) -> str:
+    return f"v{index + 1} {v['node']}" + ("" if v["ok"] else " invalid")
+
+
+def _version_cells(v: Version) -> list[str]:
+    metrics = v.get("metrics") or {}
+    values = ["-" if (m := metrics.get(name)) is None else str(m) for name in METRIC_MEANINGS]
+    return [*values, str(len(v.get("warnings") or [])), str(len(v.get("errors") or []))]
 
 
 def show_record(console: Console, rec: RunRecord, run_dir: Path) -> None:
@@ -71,7 +94,7 @@ def show_record(console: Console, rec: RunRecord, run_dir: Path) -> None:
             t.add_row(f"{r['score']:.3f}", safe(r["via"]), safe(r["caption"]))
         console.print(t, soft_wrap=False)
     if rec.get("versions"):
-        console.print(metrics_table(rec["versions"]), soft_wrap=False)
+        console.print(metrics_table(rec["versions"], console.width), soft_wrap=False)
     if final := rec.get("final"):
         console.print(
             Panel(highlight_abc(final["abc"]), title=f"the music (version {final['version']})"),

@@ -13,7 +13,7 @@ import json
 import re
 import statistics
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -126,8 +126,9 @@ class Judge:
     """The run's settings with the judge's model."""
     prompt: prompt_lib.Prompt
     retries: int
-    calls: int = 0
-    """Judge calls made so far in this evaluation: the k-th is call k (a replay file's k-th judge line)."""
+    calls: dict[str, int] = field(default_factory=dict)
+    """Judge calls made so far per run: a run's k-th is its call k (a replay file's k-th judge line, as a
+    run's other nodes count theirs)."""
 
     def score(self, run: RunResult, image: Path, description: str, abc: str) -> tuple[JudgeScores | None, str | None]:
         ctx = RunContext(settings=self.settings, run_id=run.run_id, image_path=Path(image), run_dir=run.run_dir)
@@ -135,8 +136,9 @@ class Judge:
         last_error = None
         for _ in range(self.retries + 1):
             text = self.prompt.render(abc=abc.strip(), description=description or "", feedback=feedback)
-            res = services.ask(ctx, "judge", text, self.calls)
-            self.calls += 1
+            call = self.calls.get(run.run_id, 0)
+            res = services.ask(ctx, "judge", text, call)
+            self.calls[run.run_id] = call + 1
             try:
                 return parse_judge(res.text), None
             except JudgeError as e:
@@ -227,7 +229,10 @@ def run_eval(
                 on_row(row)
     summary = summarise(rows, ablation)
     write_csv(rows, out_dir / "results.csv")
-    atomic_write_text(out_dir / "summary.md", summary_markdown(summary, ablation, judge != "none", settings.top_k))
+    errors = [(str(r["image"]), str(r["config"]), str(r["judge_error"])) for r in rows if r.get("judge_error")]
+    atomic_write_text(
+        out_dir / "summary.md", summary_markdown(summary, ablation, judge != "none", settings.top_k, errors)
+    )
     plot(rows, ablation, out_dir)
     return summary
 
@@ -292,9 +297,21 @@ def _table(
 
 
 def summary_markdown(
-    summary: dict[str, dict[str, float | None]], ablation: list[str], judged: bool, top_k: int = 1
+    summary: dict[str, dict[str, float | None]],
+    ablation: list[str],
+    judged: bool,
+    top_k: int = 1,
+    judge_errors: list[tuple[str, str, str]] | None = None,
 ) -> str:
     parts = ["# Evaluation summary", ""]
+    if judge_errors:
+        parts += [
+            f"> **The judge could not score {len(judge_errors)} run(s)**; their rows have no judge scores "
+            "(`judge_error` in results.csv):",
+            "",
+            *[f"> - {Path(img).name}, {cfg}: {why}" for img, cfg, why in judge_errors[:10]],
+            "",
+        ]
     if top_k <= 0 and {"full", "no-rag"} & set(ablation):
         parts += [
             "> **The RAG comparison is empty:** with `--top-k 0` no configuration retrieves references, so `full`"

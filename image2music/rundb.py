@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -145,7 +146,8 @@ def register_run(
     prompts: dict[str, str],
     parent: str | None = None,
 ) -> None:
-    """Add a run (status ``running``) to the index."""
+    """Add a run (status ``running``) to the index; prompt files are stored as absolute paths."""
+    prompts = {node: os.path.normpath(Path(path).expanduser().absolute()) for node, path in prompts.items()}
     conn.execute(
         "INSERT OR REPLACE INTO i2m_runs (run_id, run_dir, image, created, status, settings, prompts, parent) "
         "VALUES (?, ?, ?, ?, 'running', ?, ?, ?)",

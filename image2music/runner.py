@@ -37,7 +37,13 @@ from image2music.rundb import (
     set_status,
 )
 from image2music.tools.errors import I2MError, InputError, RunError, Terminated, disk_fault, redact
-from image2music.tools.files import atomic_write_json, atomic_write_text, clean_temporaries
+from image2music.tools.files import (
+    atomic_write_json,
+    atomic_write_text,
+    clean_temporaries,
+    plain_path,
+    safe_name,
+)
 
 if TYPE_CHECKING:
     from langchain_core.runnables import RunnableConfig
@@ -62,9 +68,9 @@ __all__ = [
 ]
 
 
-LOCK_NAME = ".i2m-run.lock"
-"""In a run folder while a process executes the run: an OS lock (released by the OS if the process dies)
-holding that process's id."""
+LOCKS_DIR = "locks"
+"""Under I2M_HOME: one OS lock file per run executing (``RUN_ID.lock``, holding that process's id), released by
+the OS if the process dies. Kept out of the run folder, which holds only the run's outputs."""
 _HELD: dict[str, tuple[int, int]] = {}
 _HELD_LOCK = threading.Lock()
 
@@ -74,10 +80,10 @@ class RunBusy(InputError):
 
 
 @contextlib.contextmanager
-def run_lock(run_dir: Path, run_id: str) -> Iterator[None]:
-    """One writer per run: hold the run folder's OS lock while executing it (re-entrant in one process);
-    RunBusy at once, naming the process, when another holds it."""
-    path = Path(run_dir) / LOCK_NAME
+def run_lock(home: Path, run_id: str) -> Iterator[None]:
+    """One writer per run: hold the run's OS lock while executing it (re-entrant in one process); RunBusy at
+    once, naming the process, when another holds it."""
+    path = Path(home) / LOCKS_DIR / f"{safe_name(run_id, default='run')}.lock"
     key = str(path.absolute())
     with _HELD_LOCK:
         if key in _HELD:
@@ -291,7 +297,7 @@ def execute_graph(
     One process at a time executes a run (RunBusy for a second). ``stop`` ends it from another thread as
     Ctrl-C would. ``on_text`` receives each model answer as it is written (LangGraph's ``custom`` stream).
     """
-    with run_lock(ctx.run_dir, ctx.run_id):
+    with run_lock(ctx.settings.home, ctx.run_id):
         return _execute_graph(ctx, conn, graph_input, on_event, extra, on_pause, stop, on_text)
 
 
@@ -489,11 +495,11 @@ def compose_image(
 
     ``run_dir`` (``-o``) may be new, empty, or an earlier run of ours (it is replaced, never mixed); a
     non-empty folder of anything else is refused unless ``force``."""
-    image_path = Path(image).expanduser().absolute()
+    image_path = plain_path(image)
     run_id = run_id or new_run_id()
     final_dir: Path | None = None  # set when an earlier run is replaced: this run is written beside it first
     if run_dir is not None:
-        run_dir = Path(run_dir).absolute()
+        run_dir = plain_path(run_dir)
         conn = connect_db(settings)
         try:
             swap.recover(run_dir, conn)  # an interrupted replacement of that folder is finished or rolled back
@@ -613,6 +619,10 @@ def continue_run(
 def _stored_settings(info: RunInfo, settings: Settings, overrides: dict[str, Any]) -> Settings:
     """The settings a run was started with, secrets taken from the current environment, then overrides."""
     data = {**info.settings, **{k: getattr(settings, k) for k in SECRET_SETTINGS}}
+    for key in ("vlm_base_url", "chroma_url"):  # stored without their credentials: the environment's, same URL
+        here = getattr(settings, key)
+        if data.get(key) and "[redacted]@" in data[key] and here and redact(here, headers=False) == data[key]:
+            data[key] = here
     data.pop("recursion_limit", None)  # stored by earlier versions; now computed
     return Settings.model_validate(data).with_overrides(**overrides)
 
@@ -636,7 +646,7 @@ def resume_run(
                 f"the folder of run {info.run_id} ({info.run_dir}) is read-only: make it writable (chmod u+w) to "
                 "resume the run"
             )
-        with run_lock(info.run_dir, info.run_id):
+        with run_lock(settings.home, info.run_id):
             result = _resume(conn, info, settings, on_event, notify, overrides, on_text)
             if final_dir is not None:  # it was written beside the run it replaces: swapped in now it has ended
                 result = _swapped(result, final_dir, conn)
@@ -759,7 +769,7 @@ def replay_run(
             raise InputError(f"run {info.run_id} never reached '{from_node}'; nothing to replay from")
         prompts = {**{k: Path(v) for k, v in info.prompts.items()}, **(prompt_overrides or {})}
         new_id = new_run_id()
-        new_dir = Path(run_dir).absolute() if run_dir is not None else run_settings.runs_dir / new_id
+        new_dir = plain_path(run_dir) if run_dir is not None else run_settings.runs_dir / new_id
         ctx = prepare_run(run_settings, Path(info.image), new_dir, new_id, prompts, notify)
         register_run(
             conn, new_id, new_dir, info.image, run_settings, {k: str(v) for k, v in prompts.items()}, parent=info.run_id

@@ -63,6 +63,11 @@ def atomic_write_json(path: Path, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
+def plain_path(path: str | os.PathLike[str]) -> Path:
+    """``path`` absolute and normalised (``~`` expanded, ``a/../b`` as ``b``; links are not resolved)."""
+    return Path(os.path.normpath(Path(os.path.expanduser(os.fspath(path))).absolute()))
+
+
 def safe_name(text: str, default: str = "untitled", max_len: int = 60) -> str:
     """A file-name-safe slug of ``text`` (no path separators, no leading dots)."""
     s = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-._")

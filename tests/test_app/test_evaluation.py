@@ -99,11 +99,8 @@ def test_eval_end_to_end(tmp_path: Path, image_path: Path, tiny_clip: Path) -> N
             ("explain", "Slow music."),
             ("explain", "Slow music."),
             ("explain", "Slow."),
-            ("judge", _scores(6)),
             ("judge", "Sorry, I cannot score this."),
             ("judge", _scores(4)),
-            ("judge", _scores(5)),
-            ("judge", _scores(3)),
         ],
     )
     out = tmp_path / "eval"
@@ -130,8 +127,10 @@ def test_eval_end_to_end(tmp_path: Path, image_path: Path, tiny_clip: Path) -> N
     assert r.exit_code == 0, r.output
     rows = {row["config"]: row for row in csv.DictReader((out / "results.csv").open())}
     assert set(rows) == {"full", "no-rag", "no-refine", "none"}
-    # run order: full, no-refine (share retrieval), then no-rag, none; the judge's 2nd answer was retried
-    assert [rows[c]["overall"] for c in ("full", "no-refine", "no-rag", "none")] == ["6", "4", "5", "3"]
+    # the judge's replay lines are counted per run (like every node's): each run's first answer is unusable and
+    # retried, its second scores; no judge error
+    assert [rows[c]["overall"] for c in ("full", "no-refine", "no-rag", "none")] == ["4", "4", "4", "4"]
+    assert all(not rows[c]["judge_error"] for c in rows) and "judge:" not in r.output
     # the judge's calls are the run's calls: in its vlm_calls.jsonl, with their prompts (recorded, replayable)
     judged = [
         c
@@ -157,7 +156,7 @@ def test_eval_end_to_end(tmp_path: Path, image_path: Path, tiny_clip: Path) -> N
         for i, x in enumerate((Path(rows["none"]["run_dir"]) / "vlm_calls.jsonl").read_text().splitlines())
     )
     summary = (out / "summary.md").read_text()
-    assert "| Ours (full) | **6.00** |" in summary and "| w/o RAG, Refinement | 3.00 |" in summary
+    assert "| Ours (full) | 4.00 | 4.00 |" in summary and "could not score" not in summary  # all equal: none bold
     assert (out / "metrics.png").read_bytes()[:4] == b"\x89PNG"
     # slow and melancholic words: Q:70 agrees (< 90), K:G (major) does not
     assert rows["full"]["agreement_tempo"] == "1.0" and rows["full"]["agreement_mode"] == "0.0"
@@ -173,3 +172,23 @@ def test_summary_says_when_the_rag_comparison_is_empty() -> None:
     text = summary_markdown(summary, ["full", "no-rag"], judged=False, top_k=0)  # type: ignore[arg-type]
     assert "The RAG comparison is empty" in text and "**" not in text.split("## Objective")[1].split("Agreement")[0]
     assert "empty" not in summary_markdown(summary, ["full", "no-rag"], judged=False, top_k=1)  # type: ignore[arg-type]
+
+
+def test_a_judge_error_is_said_on_the_console_and_in_the_summary(tmp_path: Path, image_path: Path) -> None:
+    """Before: the console said `ok` for every row while results.csv alone carried the judge's error."""
+    replay = write_replay(
+        tmp_path / "calls.jsonl",
+        [("describe", "A calm harbour."), ("compose", fenced(GOOD_ABC)), ("explain", "Slow."),
+         ("judge", "Sorry, I cannot score this.")],
+    )  # fmt: skip
+    out = tmp_path / "eval"
+    r = CliRunner().invoke(
+        main,
+        ["eval", str(image_path), "-o", str(out), "--replay", str(replay), "--judge", "self", "--judge-retries", "0",
+         "--top-k", "0", "--ablation", "none"],
+        catch_exceptions=False,
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert "judge: judge answer unusable after 1 attempt(s)" in " ".join(r.output.split())
+    summary = (out / "summary.md").read_text()
+    assert "The judge could not score 1 run(s)" in summary and "none: judge answer unusable" in summary

@@ -515,11 +515,18 @@ class _Reader:
         base += 12 * octs.count("'") - 12 * octs.count(",")
         held = st.tie_carry.get((letter.upper(), base)) if acc is None else None
         if held is not None:  # the end of a tie with no accidental of its own: the tied note goes on sounding
-            st.last_letters[(letter.upper(), base)] = held
+            self._remember(st, letter, base, held)
             return held
         p = self._pitch(st, acc, letter, base)
-        st.last_letters[(letter.upper(), base)] = p
+        self._remember(st, letter, base, p)
         return p
+
+    @staticmethod
+    def _remember(st: _VoiceState, letter: str, base: int, pitch: int) -> None:
+        """The pitch this note or chord gave a (letter, octave); -1 when a chord gave it two (``[=C^C]``): a tie
+        from it is then ambiguous, and the next note is read as written."""
+        key = (letter.upper(), base)
+        st.last_letters[key] = pitch if st.last_letters.get(key, pitch) == pitch else -1
 
     def _pitch(self, st: _VoiceState, acc: str | None, letter: str, base: int) -> int:
         # ABC 2.1 §11.3: an accidental holds to the end of the bar for the same letter in every octave
@@ -701,7 +708,7 @@ class _Reader:
     def _t_tie(self, st: _VoiceState, s: str, i: int) -> int:
         if st.last_event is not None:
             st.last_event.ties = frozenset(st.last_event.pitches)
-            st.tie_carry = {k: v for k, v in st.last_letters.items() if v in st.last_event.pitches}
+            st.tie_carry = {k: v for k, v in st.last_letters.items() if v >= 0 and v in st.last_event.pitches}
         return i + 1
 
     def _t_rest(self, st: _VoiceState, s: str, i: int) -> int:
@@ -821,7 +828,7 @@ class _Reader:
             tied.update(pitches)  # a tie after the chord ties every note of it
             end += 1
         # the tied notes of this chord go on sounding in the next note or chord (their accidentals held)
-        st.tie_carry = {k: v for k, v in st.last_letters.items() if v in tied}
+        st.tie_carry = {k: v for k, v in st.last_letters.items() if v >= 0 and v in tied}
         if not pitches:
             self.warn("empty chord '[]' ignored", col)
             return end

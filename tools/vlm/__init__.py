@@ -36,8 +36,8 @@ def model_location(model_id: str) -> str:
 
 
 CPU_COSTS: dict[str, dict[str, tuple[float, float, float]]] = {
-    "Qwen/Qwen3-VL-4B-Instruct": {"bfloat16": (0.38, 14.2, 25.7), "float32": (0.75, 30.1, 52.6)},
-    "HuggingFaceTB/SmolVLM-256M-Instruct": {"bfloat16": (0.024, 0.8, 1.6), "float32": (0.037, 1.4, 2.5)},
+    "Qwen/Qwen3-VL-4B-Instruct": {"bfloat16": (0.6, 21.0, 39.0), "float32": (0.74, 30.0, 52.0)},
+    "HuggingFaceTB/SmolVLM-256M-Instruct": {"bfloat16": (0.03, 1.0, 2.0), "float32": (0.04, 1.4, 2.6)},
 }
 """Measured by bench/costs.py on this project's 2-core x86 machine (AVX512-BF16), random weights at the model's
 dimensions: {model: {dtype: (seconds a new token, minutes of a typical run, minutes at the token budgets)}}."""
