@@ -95,6 +95,11 @@ def get_kb(settings: Settings) -> Any:
     return KnowledgeBase(settings.kb_dir, settings.embed_model, url=settings.chroma_url)
 
 
+def no_embedder_note(model: str) -> str:
+    """One short line: why a run has no references, and the command that fixes it."""
+    return f"no references: embedding model '{model}' is not here; composing without examples (hf download {model})"
+
+
 def get_retriever(settings: Settings, notify: Notify = notify_stderr) -> Retriever | None:
     """A callable (image, description) -> references, or None to compose without examples."""
     if settings.top_k <= 0:
@@ -114,8 +119,8 @@ def get_retriever(settings: Settings, notify: Notify = notify_stderr) -> Retriev
 
     try:  # an absent embedding model is known without opening the base or importing torch
         model_location(settings.embed_model)
-    except ModelNotFound as e:
-        notify(f"no embedder, so no knowledge base: composing without examples ({e})")
+    except ModelNotFound:
+        notify(no_embedder_note(settings.embed_model))
         with _LOCK:
             _NO_EMBEDDER[key] = time.monotonic()
         return None
@@ -135,7 +140,7 @@ def get_retriever(settings: Settings, notify: Notify = notify_stderr) -> Retriev
         embedder = get_embedder(settings.embed_model, settings.vlm_device)
     except EmbedderError as e:
         # retrieval is an aid, not a requirement: an offline machine without the embedder still composes
-        notify(f"no embedder, so no knowledge base: composing without examples ({e})")
+        notify(f"no embedder, so no references: composing without examples ({str(e).splitlines()[0][:160]})")
         with _LOCK:
             _NO_EMBEDDER[key] = time.monotonic()
         return None

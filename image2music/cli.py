@@ -213,6 +213,12 @@ def compose(
     from image2music.runner import compose_image
 
     progress = None if quiet else NodeProgress(err)
+    said: set[str] = set()
+
+    def notify(message: str) -> None:
+        said.add(message)
+        err.print(f"[yellow]{escape(message)}[/yellow]")
+
     if progress is not None:
         err.print(f"[bold]i2m[/bold] composing for {escape(str(image))} with {escape(model_label(settings))}")
     with progress or contextlib.nullcontext():
@@ -222,12 +228,12 @@ def compose(
             run_dir=output,
             prompt_overrides=overrides,
             on_event=progress,
-            notify=lambda m: err.print(f"[yellow]{escape(m)}[/yellow]"),
+            notify=notify,
             on_start=None if progress is None else _announce_run,
             force=force,
             on_text=progress.text if progress is not None and not as_json else None,
         )
-    report_result(result, as_json)
+    report_result(result, as_json, said)
 
 
 def _announce_run(run_id: str, run_dir: Path) -> None:
@@ -255,8 +261,9 @@ def say_cpu_cost(settings: Settings) -> None:
         err.print(f"[yellow]{escape(cpu_notice(settings.vlm_model, dtype))}[/yellow]")
 
 
-def report_result(result: Any, as_json: bool) -> None:
-    """Print a finished run (run.json with --json) and exit 0 when ok, 1 when failed."""
+def report_result(result: Any, as_json: bool, said: set[str] | None = None) -> None:
+    """Print a finished run (run.json with --json) and exit 0 when ok, 1 when failed. Notes already printed
+    while the run went on (``said``) are not printed again."""
     rec = result.record
     if as_json:
         out.print_json(json.dumps(rec, ensure_ascii=False))
@@ -267,7 +274,8 @@ def report_result(result: Any, as_json: bool) -> None:
     for key, fname in result.files.items():
         err.print(f"  {key:<9} {escape(str(result.run_dir / fname))}")
     for note in rec.get("notes", []):
-        err.print(f"  [dim]note: {escape(str(note))}[/dim]")
+        if note not in (said or set()):
+            err.print(f"  [dim]note: {escape(str(note))}[/dim]")
     sys.exit(0 if result.ok else 1)
 
 

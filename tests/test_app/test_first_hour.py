@@ -56,6 +56,9 @@ def test_the_offline_demo_shows_retries_and_two_refine_rounds(tmp_path: Path, mo
     assert rec["status"] == "ok" and rec["path"].count("compose") == 2 and rec["path"].count("reflect") == 2
     assert "retry 1" in r.stderr and "round 2" in r.stderr and "reflect because:" in r.stderr
     assert any("composing without examples" in n for n in rec["notes"])
+    # each note once, and short: said while the run went on, not again with the result
+    assert r.stderr.count("composing without examples") == 1
+    assert all(len(n) <= 200 for n in rec["notes"] if "composing without examples" in n)  # was 4 lines at 80
     bars = max(len([b for b in v.split("|") if b.strip()]) for v in [rec["final"]["abc"]])
     assert rec["final"]["metrics"]["voices"] == 2 and bars >= 16
     scores = [v["score"] for v in rec["versions"] if v["ok"]]
