@@ -12,17 +12,17 @@ from image2music.graph.state import NODE_IDS, InputState, State
 from langgraph.graph import END, START, StateGraph
 
 
-def build_graph(checkpointer: Any = None, interrupt_before: tuple[str, ...] = ()) -> Any:
-    """The compiled graph; pass a checkpointer to make runs durable and resumable, and ``interrupt_before``
-    (e.g. ``("reflect",)``) to pause for a person's words before those nodes. Compiled once per process for
-    each ``interrupt_before`` and set of node functions; a run with its own checkpointer gets a copy that
-    holds it (as LangGraph's ``with_config`` copies a graph), not a second compilation."""
-    graph = _compiled(tuple(interrupt_before), tuple(getattr(nodes, name) for name in NODE_IDS))
+def build_graph(checkpointer: Any = None) -> Any:
+    """The compiled graph; pass a checkpointer to make runs durable and resumable. A person's pause before a
+    refine round is inside the graph (reflect's ``interrupt()``, I2M_HUMAN_PAUSE), the same for the chat, Studio
+    and the SDK. Compiled once per process for each set of node functions; a run with its own checkpointer gets a
+    copy that holds it (as LangGraph's ``with_config`` copies a graph), not a second compilation."""
+    graph = _compiled(tuple(getattr(nodes, name) for name in NODE_IDS))
     return graph if checkpointer is None else graph.copy({"checkpointer": checkpointer})
 
 
 @functools.lru_cache(maxsize=8)
-def _compiled(interrupt_before: tuple[str, ...], functions: tuple[Any, ...]) -> Any:
+def _compiled(functions: tuple[Any, ...]) -> Any:
     """Keyed by the node functions too: a node replaced (a test's patch, a plug-in) compiles a new graph."""
     g = StateGraph(State, context_schema=RunContext, input_schema=InputState, output_schema=State)
     for name, function in zip(NODE_IDS, functions, strict=True):
@@ -35,7 +35,7 @@ def _compiled(interrupt_before: tuple[str, ...], functions: tuple[Any, ...]) -> 
     g.add_conditional_edges("evaluate", after_evaluate)
     g.add_edge("reflect", "parse_check")
     g.add_edge("explain", END)
-    return g.compile(interrupt_before=list(interrupt_before) or None)
+    return g.compile()
 
 
 graph = build_graph()

@@ -85,6 +85,12 @@ class Settings(BaseSettings):
     """Metric bands are the references' range widened by this share of its width (at least a minimum)."""
     target_fallback: dict[str, tuple[float, float]] = Field(default_factory=lambda: dict(FALLBACK_BANDS))
     """Metric bands used when nothing was retrieved."""
+    server_image_paths: bool = False
+    """Under LangGraph's server: may a client's input name an image file on the server (else only data: URLs or
+    base64 images are taken)."""
+    human_pause: bool = False
+    """Pause before every refine round for a person's words (LangGraph's ``interrupt()``: the chat, Studio and
+    the SDK answer it with ``Command(resume=words)``; empty words let the model decide)."""
     max_human_rounds: int = Field(20, ge=0, le=100)
     """Extra reflect rounds a person may ask for in ``i2m chat`` (counted in the step budget)."""
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from image2music.graph.config import Settings, load_settings
 from image2music.graph.state import State
@@ -54,30 +55,68 @@ MAX_INLINE_IMAGE_BYTES = 32 * 1024 * 1024
 """A ``data:`` URL or base64 image in a server run's input may hold at most this many bytes."""
 
 
+LOCAL_CONTEXT_KEY = "__i2m_run_context"
+"""Where this package's runner puts its run context in the run's config: a Python object that no JSON a server
+client sends can be, so a client's context is never taken for one of ours (keys beginning ``__`` stay out of
+checkpoint metadata)."""
+
+
 def context_of(state: State, runtime: Runtime[RunContext]) -> RunContext:
-    """The run context. Runs of this package pass a complete one; a run through LangGraph's server
-    (``langgraph dev``, Studio, the SDK) has an empty or partial one: its settings come from the environment
-    (or the context), its run id and folder from the thread (one folder per thread), and its image from the
-    state: a path on the server, a ``data:`` URL or a base64 string (validated like any image)."""
+    """The run context. Runs of this package pass their own (in the run's config, see LOCAL_CONTEXT_KEY); a run
+    through LangGraph's server (``langgraph dev``, Studio, the SDK) has a client's context, which is data, never a
+    path to follow: its settings come from the server's environment, its run id and folder from the thread (one
+    folder per thread), and its image from the input (a ``data:`` URL or base64; a server path only where the
+    server allows it). A client context that tries to choose a run id, a folder, an image path, prompt files or
+    settings is refused in one line."""
     ctx = runtime.context
-    if ctx is not None and ctx.run_id:
-        return ctx
-    settings = ctx.settings if ctx is not None else load_settings()
+    config = _run_config()
+    if config is None:  # a node called directly (no LangGraph run around it): the caller's own context
+        if ctx is not None and ctx.run_id:
+            return ctx
+    else:
+        local = (config.get("configurable") or {}).get(LOCAL_CONTEXT_KEY)
+        if isinstance(local, RunContext):
+            return local
+        _refuse_client_choices(ctx)
+    settings = load_settings()
     image = state.get("image")
     if not image or not isinstance(image, str):
-        raise InputError('the input needs an "image": a path on the server, a data: URL or a base64 string')
-    from langgraph.config import get_config
-
-    thread = str(get_config().get("configurable", {}).get("thread_id") or "default")
+        raise InputError('the input needs an "image": a data: URL or a base64 string')
+    thread = str(((config or {}).get("configurable") or {}).get("thread_id") or "default")
     run_id = f"studio-{safe_name(thread, default='thread')}"
     run_dir = settings.runs_dir / run_id
-    return RunContext(
-        settings=settings,
-        run_id=run_id,
-        image_path=_server_image(image, run_dir),
-        run_dir=run_dir,
-        prompt_paths=ctx.prompt_paths if ctx is not None else {},
-    )
+    return RunContext(settings=settings, run_id=run_id, image_path=_server_image(image, run_dir), run_dir=run_dir)
+
+
+def _run_config() -> dict[str, Any] | None:
+    try:
+        from langgraph.config import get_config
+
+        return dict(get_config())
+    except RuntimeError:  # outside a runnable
+        return None
+
+
+def _refuse_client_choices(ctx: RunContext | None) -> None:
+    """A server client's context may not choose where files go or come from, nor the server's settings."""
+    if ctx is None:
+        return
+    chosen = [
+        name
+        for name, given in (
+            ("run_id", ctx.run_id),
+            ("image_path", ctx.image_path != Path()),
+            ("run_dir", ctx.run_dir != Path()),
+            ("prompt_paths", ctx.prompt_paths),
+            ("settings", not isinstance(ctx.settings, Settings)),
+        )
+        if given
+    ]
+    if chosen:
+        raise InputError(
+            f"a client's context cannot set {', '.join(chosen)}: the server chooses its run folder, files and "
+            "settings; give the image in the input"
+        )
 
 
 def _server_image(image: str, run_dir: Path) -> Path:
@@ -92,8 +131,19 @@ def _server_image(image: str, run_dir: Path) -> Path:
         head, _, text = text.partition(",")
         if ";base64" not in head:
             raise InputError("a data: URL image must be base64 (data:image/png;base64,...)")
-    elif len(text) < 256 or (len(text) <= 4096 and Path(text).exists()):
-        return Path(image)  # a path (a base64 image is longer than any path)
+    elif len(text) < 256:  # a path (a base64 image is longer than any path)
+        if not load_settings().server_image_paths:
+            raise InputError(
+                "give the image as a data: URL or base64 (this server reads no files: I2M_SERVER_IMAGE_PATHS=false)"
+            )
+        path = Path(image)
+        from image2music.tools.images import ImageError, load_image
+
+        try:
+            load_image(path)
+        except (ImageError, OSError):  # one answer for every file that is not an image: no server file described
+            raise InputError("the image is not a readable image") from None
+        return path
     if len(text) > MAX_INLINE_IMAGE_BYTES * 4 // 3 + 4:
         raise InputError(f"the inline image is larger than {MAX_INLINE_IMAGE_BYTES >> 20} MB; give a path instead")
     try:

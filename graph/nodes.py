@@ -23,9 +23,11 @@ from image2music.tools.music.sections import section_maps
 from image2music.tools.music.targets import feedback_items, score, targets_for
 from image2music.tools.vlm import strip_think
 from langgraph.runtime import Runtime
-from langgraph.types import Overwrite
+from langgraph.types import Overwrite, interrupt
 
 NodeFn = Callable[[State, Runtime[RunContext]], dict[str, Any]]
+MAX_WORDS_CHARS = 2000
+"""A person's words for a refine round are cut to this many characters (they go into the prompt)."""
 
 
 def timed(name: str) -> Callable[[NodeFn], NodeFn]:
@@ -259,6 +261,17 @@ def reflect(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
     failures = int(state.get("parse_failures", 0))
     feedback = retry_feedback(versions[-1]) if failures else ""
     user = state.get("user_feedback") or ""
+    if not failures and not user and (ctx.settings.human_pause or state.get("human_pause")):
+        # the run waits for a person (LangGraph's interrupt: the node runs again from here when resumed with
+        # Command(resume=words)); nothing above has side effects
+        answer = interrupt(
+            {
+                "kind": "refine",
+                "round": int(state.get("refine_round", 0)) + 1,
+                "question": "your words for the composer (empty: let the model decide)",
+            }
+        )
+        user = answer.strip()[:MAX_WORDS_CHARS] if isinstance(answer, str) else ""
     if policy == "fixed":
         metrics, targets = describe_metrics(base.get("metrics") or {}), FIXED_GUIDANCE
     else:

@@ -11,12 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from image2music.graph.config import Settings
-from image2music.graph.context import RunContext, context_of
+from image2music.graph.config import Settings, load_settings
 from image2music.graph.state import Decision, State
 from image2music.graph.versions import refine_base
 from image2music.tools.music.findings import Finding
-from langgraph.runtime import Runtime
 
 EDGE_LABELS: dict[tuple[str, str], str] = {
     ("parse_check", "evaluate"): "ok",
@@ -99,18 +97,17 @@ def _recorded(state: State, node: str) -> Decision | None:
     return decisions[-1] if decisions and decisions[-1].get("after") == node else None
 
 
-def after_parse_check(
-    state: State, runtime: Runtime[RunContext]
-) -> Literal["evaluate", "compose", "reflect", "__end__"]:
+def after_parse_check(state: State) -> Literal["evaluate", "compose", "reflect", "__end__"]:
     """Where parse_check's recorded decision says (valid -> evaluate; invalid -> the writer, until the retry
-    budget is spent -> end)."""
-    d = _recorded(state, "parse_check") or decide_after_parse_check(state, context_of(state, runtime).settings)
+    budget is spent -> end). Routers read the state only: LangGraph's server also runs them outside a run (a
+    client's ``update_state`` at a pause, Studio's state editor), where no run context exists."""
+    d = _recorded(state, "parse_check") or decide_after_parse_check(state, load_settings())
     return d["to"]  # type: ignore[return-value]
 
 
-def after_evaluate(state: State, runtime: Runtime[RunContext]) -> Literal["reflect", "explain"]:
+def after_evaluate(state: State) -> Literal["reflect", "explain"]:
     """Where evaluate's recorded decision says (see :func:`decide_after_evaluate`)."""
-    d = _recorded(state, "evaluate") or decide_after_evaluate(state, context_of(state, runtime).settings)
+    d = _recorded(state, "evaluate") or decide_after_evaluate(state, load_settings())
     return d["to"]  # type: ignore[return-value]
 
 

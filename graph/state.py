@@ -125,6 +125,8 @@ class InputState(TypedDict, total=False):
     """Path of the input image."""
     user_feedback: str
     """A person's words for the next reflect round (interactive refine)."""
+    human_pause: bool
+    """Pause before every refine round for a person's words (as I2M_HUMAN_PAUSE, for this run)."""
 
 
 class State(InputState, total=False):

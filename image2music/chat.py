@@ -65,7 +65,7 @@ class ChatSession:
         ask: Callable[[str], str] = input,
         progress_factory: Callable[[], Any] | None = None,
     ) -> None:
-        self.settings = settings
+        self.settings = settings.with_overrides(human_pause=True)  # a person is here: every refine round asks
         self.console = console
         self.ask = ask
         self.progress_factory = progress_factory
@@ -108,8 +108,12 @@ class ChatSession:
         status = getattr(self._active, "status", None)
         if status is not None:
             status.stop()  # no spinner over what the person types: their words are echoed as they type
-        try:
-            words = self.prompt(f"refinement round {rnd}: your words for the composer (Enter: let it decide)> ")
+        try:  # Ctrl-C here cancels the run (README), Ctrl-D lets the model decide
+            try:
+                words = self.ask(f"refinement round {rnd}: your words for the composer (Enter: let it decide)> ")
+            except EOFError:
+                words = ""
+            words = words.strip()
         finally:
             if status is not None:
                 status.start()

@@ -21,7 +21,7 @@ from image2music import swap
 from image2music.graph import services
 from image2music.graph.builder import build_graph
 from image2music.graph.config import Settings
-from image2music.graph.context import RunContext
+from image2music.graph.context import LOCAL_CONTEXT_KEY, RunContext
 from image2music.graph.state import NODE_IDS, State
 from image2music.graph.versions import best_version
 from image2music.outputs import Renders, RunResult, write_outputs
@@ -134,8 +134,11 @@ def new_run_id() -> str:
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
 
 
-def _config(run_id: str, settings: Settings) -> RunnableConfig:
-    return {"configurable": {"thread_id": run_id}, "recursion_limit": settings.recursion_limit}
+def _config(run_id: str, settings: Settings, ctx: RunContext | None = None) -> RunnableConfig:
+    configurable: dict[str, Any] = {"thread_id": run_id}
+    if ctx is not None:  # this package's own context: never taken for a server client's (graph.context)
+        configurable[LOCAL_CONTEXT_KEY] = ctx
+    return {"configurable": configurable, "recursion_limit": settings.recursion_limit}
 
 
 def prepare_run(
@@ -381,10 +384,8 @@ def _execute_graph(
 ) -> RunResult:
     from langgraph.types import Command
 
-    graph = build_graph(
-        checkpointer(conn, ctx.settings.secret_values()), interrupt_before=("reflect",) if on_pause else ()
-    )
-    config = _config(ctx.run_id, ctx.settings)
+    graph = build_graph(checkpointer(conn, ctx.settings.secret_values()))
+    config = _config(ctx.run_id, ctx.settings, ctx)
     was_ok = graph.get_state(config).values.get("status") == "ok"  # a finished run that a person refines more
     error: str | None = None
     extra = RunExtra(**(extra or {}))
@@ -410,11 +411,12 @@ def _execute_graph(
                             if best is not None and best["ok"]:
                                 renders = Renders(ctx, best["abc"])
             snapshot = graph.get_state(config)
-            if on_pause is None or "reflect" not in (snapshot.next or ()):
+            if not pending_pause(snapshot):
                 break
-            words = on_pause(cast(State, snapshot.values))
-            # Enter (no words): resume as the graph stands; langgraph refuses an empty Command(update={})
-            graph_input = Command(update={"user_feedback": words}) if words else None
+            # the graph waits for a person (reflect's interrupt()): their words, or none (the model decides;
+            # also when nobody is there to ask), resume it; Ctrl-C at the pause cancels the run
+            words = on_pause(cast(State, snapshot.values)) if on_pause is not None else None
+            graph_input = Command(resume=words or "")
     except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: the run ends cancelled, with its record, resumable
         extra["cancelled"] = cancel_reason(e, ctx.run_id)
         finish_run(ctx, conn, cast(State, graph.get_state(config).values), None, extra, renders)
@@ -430,6 +432,13 @@ def _execute_graph(
         state = cast(State, graph.get_state(config).values)
         error = None
     return finish_run(ctx, conn, state, error, extra, renders)
+
+
+def pending_pause(snapshot: Any) -> bool:
+    """The run's graph stopped at an ``interrupt()`` (a refine round waiting for a person's words)."""
+    if getattr(snapshot, "interrupts", None):
+        return True
+    return any(getattr(task, "interrupts", None) for task in getattr(snapshot, "tasks", ()) or ())
 
 
 def _heads_to_explain(update: Any) -> bool:
@@ -497,6 +506,8 @@ def compose_image(
     non-empty folder of anything else is refused unless ``force``."""
     image_path = plain_path(image)
     run_id = run_id or new_run_id()
+    if on_pause is not None and not settings.human_pause:  # someone is there to answer: the run asks them
+        settings = settings.with_overrides(human_pause=True)
     final_dir: Path | None = None  # set when an earlier run is replaced: this run is written beside it first
     if run_dir is not None:
         run_dir = plain_path(run_dir)

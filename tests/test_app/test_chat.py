@@ -236,3 +236,27 @@ def test_the_answer_shows_as_it_is_written_in_one_line_at_80_columns(tmp_path: P
     assert frames and all(len(f.rstrip()) <= 80 for f in frames), max(frames, key=len)
     assert any("|" in f.split(" s  ", 1)[-1] for f in frames)  # bars of the tune came by on the line
     assert "✓ compose" in re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text.split("composing ·")[-1])  # then the node's line
+
+
+def test_ctrl_c_at_a_refine_pause_cancels_the_run(tmp_path: Path, image_path: Path) -> None:
+    """README: Ctrl-C cancels the run (before: at a pause it was taken as Enter and the run went on)."""
+    replay = write_replay(
+        tmp_path / "calls.jsonl",
+        [("describe", "x"), ("compose", fenced(GOOD_ABC)), ("reflect", fenced(GOOD_ABC)), ("explain", "y")],
+    )
+    child = spawn_chat(replay, tmp_path, I2M_REFINE_POLICY="fixed", I2M_REFINE_ROUNDS="1")
+    try:
+        child.expect("image path> ")
+        child.sendline(str(image_path))
+        child.expect("refinement round 1")
+        child.sendintr()
+        child.expect("run cancelled")
+        child.expect("i2m runs resume")
+        child.expect("image path> ")
+        child.sendline("q")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    runs = list((Path(os.environ["I2M_HOME"]) / "runs").iterdir())
+    rec = json.loads((runs[0] / "run.json").read_text())
+    assert rec["status"] == "cancelled" and "reflect" not in rec["path"]

@@ -148,6 +148,7 @@ def test_module_graph_runs_without_a_context_as_in_studio(
         "I2M_REPLAY_FILE": str(replay),
         "I2M_TOP_K": "0",
         "I2M_REFINE_ROUNDS": "0",
+        "I2M_SERVER_IMAGE_PATHS": "true",  # a local server that may read the image file
     }.items():
         monkeypatch.setenv(k, v)
     out = graph.invoke({"image": str(image_path)})

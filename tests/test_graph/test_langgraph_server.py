@@ -40,6 +40,9 @@ def server(tmp_path: Path) -> Iterator[str]:
         "I2M_REPLAY_FILE": str(write_replay(tmp_path / "calls.jsonl", CALLS)),
         "I2M_TOP_K": "0",
         "I2M_REPLAY_TOKEN_DELAY_S": "0.02",  # the answers arrive a word at a time, as a model writes them
+        "I2M_REFINE_POLICY": "fixed",  # one refine round whatever the metrics: a run that can pause for a person
+        "I2M_REFINE_ROUNDS": "1",
+        "I2M_SERVER_IMAGE_PATHS": "true",  # this local server may read image files (a remote one would not)
         "LANGGRAPH_CLI_NO_ANALYTICS": "1",
         "LANGSMITH_TRACING": "false",
     }
@@ -138,3 +141,79 @@ def test_a_client_sees_the_answer_as_it_is_written(server: str, image_path: Path
     assert not any(kind == "custom" and d["node"] == "compose" for kind, d in events[compose_done:])
     state = client.threads.get_state(thread)["values"]
     assert state["status"] == "ok" and "K:" in state["versions"][0]["abc"]
+
+
+def _reflect_prompts(tmp_path: Path, thread: str) -> list[str]:
+    calls = (tmp_path / "home" / "runs" / f"studio-{thread}" / "vlm_calls.jsonl").read_text().splitlines()
+    return [json.loads(c)["prompt"] for c in calls if json.loads(c)["node"] == "reflect"]
+
+
+def _drain(stream: Any) -> list[str]:
+    nodes = []
+    for part in stream:
+        assert part.event != "error", part.data
+        if part.event == "updates":
+            nodes.extend(part.data)
+    return nodes
+
+
+@pytest.mark.slow
+def test_a_person_pauses_the_run_through_langgraph_s_interrupt(server: str, image_path: Path, tmp_path: Path) -> None:
+    """The one human-in-the-loop: reflect's interrupt(). A client asks for it per run (`human_pause` in the
+    input), the run stops before the refine round with the interrupt's question, and goes on with
+    Command(resume=words); at another pause, Studio's state editor (`update_state`) sets the words instead."""
+    from langgraph_sdk import get_sync_client
+
+    client = get_sync_client(url=server)
+    thread = client.threads.create()["thread_id"]
+    nodes = _drain(client.runs.stream(thread, "image2music", input={"image": str(image_path), "human_pause": True},
+                                      stream_mode="updates"))  # fmt: skip
+    assert "reflect" not in nodes and "__interrupt__" in nodes
+    paused = client.threads.get_state(thread)
+    assert paused["next"] == ["reflect"]
+    asked = [i for t in paused["tasks"] for i in t["interrupts"]]
+    assert asked and asked[0]["value"]["kind"] == "refine" and asked[0]["value"]["round"] == 1
+    rest = _drain(client.runs.stream(thread, "image2music", command={"resume": "slower, with a bass line"},
+                                     stream_mode="updates"))  # fmt: skip
+    assert rest[0] == "reflect" and rest[-1] == "explain"
+    assert "The listener asks for this change: slower, with a bass line" in _reflect_prompts(tmp_path, thread)[0]
+    assert client.threads.get_state(thread)["values"]["status"] == "ok"
+
+    # the state editor at a pause: no HTTP 400, and the run goes on with the edited words
+    other = client.threads.create()["thread_id"]
+    _drain(client.runs.stream(other, "image2music", input={"image": str(image_path), "human_pause": True},
+                              stream_mode="updates"))  # fmt: skip
+    client.threads.update_state(other, {"user_feedback": "brighter"})
+    rest = _drain(client.runs.stream(other, "image2music", input=None, stream_mode="updates"))
+    assert "reflect" in rest and rest[-1] == "explain"
+    assert "The listener asks for this change: brighter" in _reflect_prompts(tmp_path, other)[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("context", "words"),
+    [
+        ({"run_id": "x", "image_path": "/etc/hostname"}, "cannot set run_id, image_path"),
+        ({"prompt_paths": {"describe": "/etc/passwd"}}, "cannot set prompt_paths"),
+        ({"settings": {"refine_rounds": 0}}, "cannot set settings"),
+        ({"run_dir": "/tmp"}, "cannot set run_dir"),
+    ],
+)
+def test_a_client_context_is_data_never_a_path(
+    server: str, image_path: Path, tmp_path: Path, context: dict[str, Any], words: str
+) -> None:
+    """What a remote client sends is refused in one line; nothing is read from or written to the paths it names;
+    the server's working folder gets no run files."""
+    from langgraph_sdk import get_sync_client
+
+    client = get_sync_client(url=server)
+    thread = client.threads.create()["thread_id"]
+    errors = [
+        part.data
+        for part in client.runs.stream(
+            thread, "image2music", input={"image": str(image_path)}, context=context, stream_mode="updates"
+        )  # fmt: skip
+        if part.event == "error"
+    ]
+    assert errors and words in str(errors[0]) and "root:" not in str(errors[0]), errors
+    assert not (tmp_path / "vlm_calls.jsonl").exists() and not (tmp_path / "versions").exists()

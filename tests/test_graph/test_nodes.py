@@ -73,6 +73,7 @@ def test_studio_runs_without_a_context(tmp_path: Path, image_path: Path, monkeyp
     monkeypatch.setenv("I2M_VLM_BACKEND", "replay")
     monkeypatch.setenv("I2M_REPLAY_FILE", str(replay))
     monkeypatch.setenv("I2M_TOP_K", "0")
+    monkeypatch.setenv("I2M_SERVER_IMAGE_PATHS", "true")  # a local server that may read the image file
     out = graph.invoke({"image": str(image_path)}, config={"configurable": {"thread_id": "t1"}})
     assert out["status"] == "ok" and out["path"][-1] == "explain"
     home = Path(__import__("os").environ["I2M_HOME"])
