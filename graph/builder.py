@@ -7,8 +7,8 @@ from typing import Any
 
 from image2music.graph import nodes
 from image2music.graph.context import RunContext
-from image2music.graph.routing import after_evaluate, after_parse_check
-from image2music.graph.state import NODE_IDS, InputState, State
+from image2music.graph.routing import after_evaluate, after_parse_check, edge_map
+from image2music.graph.state import NODE_IDS, InputState, OutputState, State
 from langgraph.graph import END, START, StateGraph
 
 
@@ -24,15 +24,16 @@ def build_graph(checkpointer: Any = None) -> Any:
 @functools.lru_cache(maxsize=8)
 def _compiled(functions: tuple[Any, ...]) -> Any:
     """Keyed by the node functions too: a node replaced (a test's patch, a plug-in) compiles a new graph."""
-    g = StateGraph(State, context_schema=RunContext, input_schema=InputState, output_schema=State)
+    g = StateGraph(State, context_schema=RunContext, input_schema=InputState, output_schema=OutputState)
     for name, function in zip(NODE_IDS, functions, strict=True):
         g.add_node(name, function)
     g.add_edge(START, "describe")
     g.add_edge("describe", "retrieve")
     g.add_edge("retrieve", "compose")
     g.add_edge("compose", "parse_check")
-    g.add_conditional_edges("parse_check", after_parse_check)
-    g.add_conditional_edges("evaluate", after_evaluate)
+    # the routers answer with the edge's label, which names its meaning in every drawing (Studio's too)
+    g.add_conditional_edges("parse_check", after_parse_check, edge_map("parse_check"))
+    g.add_conditional_edges("evaluate", after_evaluate, edge_map("evaluate"))
     g.add_edge("reflect", "parse_check")
     g.add_edge("explain", END)
     return g.compile()

@@ -313,4 +313,11 @@ def explain(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
     )
     call = _calls(state, "explain")
     res = services.ask(ctx, "explain", prompt, call, on_text=_stream(runtime, "explain", call))
-    return {"motivation": strip_think(res.text), "status": "ok", "reason": None, **_vlm_facts("explain", res)}
+    final = {"version": best["index"] + 1, "abc": best["abc"], "title": best.get("title"), "metrics": best["metrics"]}
+    return {
+        "motivation": strip_think(res.text),
+        "status": "ok",
+        "reason": None,
+        "final": final,
+        **_vlm_facts("explain", res),
+    }

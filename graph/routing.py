@@ -19,12 +19,17 @@ from image2music.tools.music.findings import Finding
 EDGE_LABELS: dict[tuple[str, str], str] = {
     ("parse_check", "evaluate"): "ok",
     ("parse_check", "compose"): "errors",
-    ("parse_check", "reflect"): "errors",
+    ("parse_check", "reflect"): "revision errors",
     ("parse_check", "__end__"): "retries spent",
     ("evaluate", "reflect"): "rounds left",
     ("evaluate", "explain"): "done",
 }
-"""What each conditional edge means, for drawings (one source for mermaid, ASCII and PNG)."""
+"""What each conditional edge means (one source for the graph LangGraph serves, mermaid, ASCII and PNG)."""
+
+
+def edge_map(source: str) -> dict[str, str]:
+    """label -> target of the conditional edges leaving ``source`` (LangGraph's ``path_map``)."""
+    return {label: dst for (src, dst), label in EDGE_LABELS.items() if src == source}
 
 
 def render_decision(d: Decision) -> str:
@@ -97,18 +102,18 @@ def _recorded(state: State, node: str) -> Decision | None:
     return decisions[-1] if decisions and decisions[-1].get("after") == node else None
 
 
-def after_parse_check(state: State) -> Literal["evaluate", "compose", "reflect", "__end__"]:
+def after_parse_check(state: State) -> Literal["ok", "errors", "revision errors", "retries spent"]:
     """Where parse_check's recorded decision says (valid -> evaluate; invalid -> the writer, until the retry
     budget is spent -> end). Routers read the state only: LangGraph's server also runs them outside a run (a
     client's ``update_state`` at a pause, Studio's state editor), where no run context exists."""
     d = _recorded(state, "parse_check") or decide_after_parse_check(state, load_settings())
-    return d["to"]  # type: ignore[return-value]
+    return EDGE_LABELS[("parse_check", d["to"])]  # type: ignore[return-value]
 
 
-def after_evaluate(state: State) -> Literal["reflect", "explain"]:
+def after_evaluate(state: State) -> Literal["rounds left", "done"]:
     """Where evaluate's recorded decision says (see :func:`decide_after_evaluate`)."""
     d = _recorded(state, "evaluate") or decide_after_evaluate(state, load_settings())
-    return d["to"]  # type: ignore[return-value]
+    return EDGE_LABELS[("evaluate", d["to"])]  # type: ignore[return-value]
 
 
 def decision_path_problems(path: list[str], decisions: list[Decision], finished: bool = True) -> list[str]:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import operator
-from typing import Annotated, Any, Literal, TypedDict, get_args
+from typing import Annotated, Any, Literal, get_args
 
 from image2music.tools.music.metrics import Metrics
+from typing_extensions import TypedDict  # pydantic builds JSON schemas from these (LangGraph server, Studio)
 
 NodeId = Literal["describe", "retrieve", "compose", "parse_check", "evaluate", "reflect", "explain"]
 NODE_IDS: tuple[NodeId, ...] = get_args(NodeId)
@@ -166,3 +167,32 @@ class State(InputState, total=False):
     """Node ids in the order they ran."""
     timings: Annotated[list[float], operator.add]
     """Seconds per entry of ``path``."""
+    final: FinalVersion | None
+    """The music the run chose (its best valid version), once explain has run."""
+
+
+class FinalVersion(TypedDict):
+    """The chosen version, as a client reads it."""
+
+    version: int
+    """1-based index in ``versions``."""
+    abc: str
+    title: str | None
+    metrics: Metrics | None
+
+
+class OutputState(TypedDict, total=False):
+    """What a run gives a client of LangGraph's server: how it ended, the music, and why it sounds so (the whole
+    state is the thread's state)."""
+
+    status: str
+    reason: str | None
+    description: str
+    references: list[Reference]
+    final: FinalVersion | None
+    motivation: str
+    versions: list[Version]
+    decisions: list[Decision]
+    notes: list[str]
+    path: list[str]
+    timings: list[float]

@@ -217,3 +217,22 @@ def test_a_client_context_is_data_never_a_path(
     ]
     assert errors and words in str(errors[0]) and "root:" not in str(errors[0]), errors
     assert not (tmp_path / "vlm_calls.jsonl").exists() and not (tmp_path / "versions").exists()
+
+
+@pytest.mark.slow
+def test_studio_gets_input_and_output_schemas_and_labelled_edges(server: str, image_path: Path) -> None:
+    """Before: get_schemas gave input_schema None and output_schema None (no input form for `image` in Studio),
+    and the served graph's conditional edges had no labels."""
+    from langgraph_sdk import get_sync_client
+
+    client = get_sync_client(url=server)
+    assistant = client.assistants.search(graph_id="image2music")[0]["assistant_id"]
+    schemas = client.assistants.get_schemas(assistant)
+    assert {"image", "human_pause", "user_feedback"} <= set(schemas["input_schema"]["properties"])
+    assert {"status", "final", "motivation", "versions", "decisions"} <= set(schemas["output_schema"]["properties"])
+    drawn = client.assistants.get_graph(assistant)
+    labels = {(e["source"], e["target"]): e.get("data") for e in drawn["edges"] if e.get("conditional")}
+    assert labels[("parse_check", "evaluate")] == "ok" and labels[("evaluate", "reflect")] == "rounds left"
+    thread = client.threads.create()["thread_id"]
+    result = client.runs.wait(thread, assistant, input={"image": str(image_path)})
+    assert result["status"] == "ok" and "K:" in result["final"]["abc"] and result["final"]["version"] >= 1
