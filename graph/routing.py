@@ -8,7 +8,7 @@ the node that ran next.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from typing import Any, Literal
 
 from image2music.graph.config import Settings, load_settings
@@ -27,7 +27,7 @@ EDGE_LABELS: dict[tuple[str, str], str] = {
 """What each conditional edge means (one source for the graph LangGraph serves, mermaid, ASCII and PNG)."""
 
 
-def edge_map(source: str) -> dict[str, str]:
+def edge_map(source: str) -> dict[Hashable, str]:
     """label -> target of the conditional edges leaving ``source`` (LangGraph's ``path_map``)."""
     return {label: dst for (src, dst), label in EDGE_LABELS.items() if src == source}
 
