@@ -85,7 +85,19 @@ def context_of(state: State, runtime: Runtime[RunContext]) -> RunContext:
     thread = str(((config or {}).get("configurable") or {}).get("thread_id") or "default")
     run_id = f"studio-{safe_name(thread, default='thread')}"
     run_dir = settings.runs_dir / run_id
+    served = _server_run_id(config or {})
+    if served:  # each server run of the thread in a folder of its own: its vlm_calls.jsonl replays it alone
+        run_dir = run_dir / safe_name(served, default="run")
     return RunContext(settings=settings, run_id=run_id, image_path=_server_image(image, run_dir), run_dir=run_dir)
+
+
+def _server_run_id(config: dict[str, Any]) -> str | None:
+    """The id LangGraph's server gave this run (several runs share a thread: enqueued, interrupting, resumed)."""
+    for where in (config.get("metadata") or {}, config.get("configurable") or {}, config):
+        value = where.get("run_id") if isinstance(where, dict) else None
+        if value:
+            return str(value)
+    return None
 
 
 def _run_config() -> dict[str, Any] | None:

@@ -99,8 +99,8 @@ def test_the_graph_runs_under_langgraph_dev_through_the_sdk(server: str, image_p
     assert state["motivation"].startswith("Calm water")
     assert state["path"] == nodes  # the run's own record of its steps is what the server streamed
     assert decision_path_problems(state["path"], state["decisions"]) == []
-    # one run folder per thread, with the checked versions in it
-    run_dir = home / "runs" / f"studio-{thread}"
+    # one folder per thread, one subfolder per server run, with the checked versions in it
+    (run_dir,) = (home / "runs" / f"studio-{thread}").iterdir()
     assert (run_dir / "versions" / "v1.abc").read_text() == state["versions"][0]["abc"]
     assistant = client.assistants.search(graph_id="image2music")[0]
     drawn = client.assistants.get_graph(assistant["assistant_id"])
@@ -144,8 +144,13 @@ def test_a_client_sees_the_answer_as_it_is_written(server: str, image_path: Path
 
 
 def _reflect_prompts(tmp_path: Path, thread: str) -> list[str]:
-    calls = (tmp_path / "home" / "runs" / f"studio-{thread}" / "vlm_calls.jsonl").read_text().splitlines()
-    return [json.loads(c)["prompt"] for c in calls if json.loads(c)["node"] == "reflect"]
+    """The reflect prompts of every server run of the thread (each run has its subfolder)."""
+    prompts = []
+    for calls in sorted((tmp_path / "home" / "runs" / f"studio-{thread}").glob("*/vlm_calls.jsonl")):
+        prompts += [
+            json.loads(c)["prompt"] for c in calls.read_text().splitlines() if json.loads(c)["node"] == "reflect"
+        ]
+    return prompts
 
 
 def _drain(stream: Any) -> list[str]:
@@ -236,3 +241,39 @@ def test_studio_gets_input_and_output_schemas_and_labelled_edges(server: str, im
     thread = client.threads.create()["thread_id"]
     result = client.runs.wait(thread, assistant, input={"image": str(image_path)})
     assert result["status"] == "ok" and "K:" in result["final"]["abc"] and result["final"]["version"] >= 1
+
+
+def _calls_of(folder: Path) -> list[tuple[str, int]]:
+    path = folder / "vlm_calls.jsonl"
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [(json.loads(c)["node"], json.loads(c)["call"]) for c in lines]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["enqueue", "interrupt", "rollback", "cancel"])
+def test_every_server_run_has_its_own_exact_record(
+    server: str, image_path: Path, tmp_path: Path, strategy: str
+) -> None:
+    """A second run on a busy thread (enqueued, interrupting, rolling back, or after a cancel): each run's model
+    calls are in a vlm_calls.jsonl of its own, once each, in order (before: one file per thread held them twice:
+    12 lines for 6 calls)."""
+    from langgraph_sdk import get_sync_client
+
+    client = get_sync_client(url=server)
+    thread = client.threads.create()["thread_id"]
+    first = client.runs.create(thread, "image2music", input={"image": str(image_path)})
+    if strategy == "cancel":
+        client.runs.cancel(thread, first["run_id"], wait=True)
+        second = client.runs.create(thread, "image2music", input={"image": str(image_path)})
+    else:
+        second = client.runs.create(
+            thread, "image2music", input={"image": str(image_path)}, multitask_strategy=strategy
+        )
+    client.runs.join(thread, second["run_id"])
+    folder = tmp_path / "home" / "runs" / f"studio-{thread}"
+    done = _calls_of(folder / second["run_id"])
+    assert [n for n, _ in done] == ["describe", "compose", "reflect", "explain"] and len(set(done)) == len(done)
+    earlier = _calls_of(folder / first["run_id"])
+    assert len(set(earlier)) == len(earlier)  # whatever the first run did before it ended: each call once
+    if strategy == "enqueue":
+        assert [n for n, _ in earlier] == ["describe", "compose", "reflect", "explain"]
