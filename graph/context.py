@@ -35,6 +35,22 @@ class RunContext:
     run_dir: Path = Path()
     prompt_paths: dict[str, Path] = field(default_factory=dict)
     """Per-node prompt file overrides; nodes without one use the built-in template."""
+    # what a client of LangGraph's server may choose for its run (Studio's assistant editor shows these):
+    # options validated like the settings, prompts as text validated like prompt files; never a path
+    refine_rounds: int | None = None
+    """Most reflect rounds (feedback policy) or exactly this many (fixed)."""
+    refine_policy: str | None = None
+    """feedback | fixed."""
+    top_k: int | None = None
+    """Retrieved references per query (0: none)."""
+    temperature: float | None = None
+    """Sampling temperature (0: greedy)."""
+    seed: int | None = None
+    """Random seed of generation."""
+    human_pause: bool | None = None
+    """Pause before every refine round for a person's words."""
+    prompts: dict[str, str] = field(default_factory=dict)
+    """Prompt templates as text, by node (describe, compose, reflect, explain): the prompt playground."""
 
     def __post_init__(self) -> None:
         # not a field: plain data for LangGraph's server and its schemas; an object of this run alone
@@ -78,7 +94,7 @@ def context_of(state: State, runtime: Runtime[RunContext]) -> RunContext:
         if isinstance(local, RunContext):
             return local
         _refuse_client_choices(ctx)
-    settings = load_settings()
+    settings = _client_settings(ctx)
     image = state.get("image")
     if not image or not isinstance(image, str):
         raise InputError('the input needs an "image": a data: URL or a base64 string')
@@ -88,7 +104,65 @@ def context_of(state: State, runtime: Runtime[RunContext]) -> RunContext:
     served = _server_run_id(config or {})
     if served:  # each server run of the thread in a folder of its own: its vlm_calls.jsonl replays it alone
         run_dir = run_dir / safe_name(served, default="run")
-    return RunContext(settings=settings, run_id=run_id, image_path=_server_image(image, run_dir), run_dir=run_dir)
+    prompt_paths = _client_prompts(ctx, run_dir)
+    return RunContext(
+        settings=settings,
+        run_id=run_id,
+        image_path=_server_image(image, run_dir),
+        run_dir=run_dir,
+        prompt_paths=prompt_paths,
+    )
+
+
+CLIENT_OPTIONS = ("refine_rounds", "refine_policy", "top_k", "temperature", "seed", "human_pause")
+"""The settings a server client may choose for its run (the rest are the server's)."""
+MAX_CLIENT_PROMPTS = 8
+
+
+def _client_settings(ctx: RunContext | None) -> Settings:
+    """The server's settings with the client's safe options on top, validated (one line when one is wrong)."""
+    settings = load_settings()
+    chosen = {k: getattr(ctx, k) for k in CLIENT_OPTIONS if ctx is not None and getattr(ctx, k) is not None}
+    if not chosen:
+        return settings
+    try:
+        return settings.with_overrides(**chosen)
+    except Exception as e:  # pydantic's ValidationError: one line naming the option as the client wrote it
+        errors = getattr(e, "errors", None)
+        first = errors()[0] if callable(errors) and errors() else {"loc": (), "msg": str(e)}
+        name = ".".join(str(x) for x in first.get("loc", ())) or "options"
+        raise InputError(f"the context's {name}: {str(first.get('msg'))[:200]}") from None
+
+
+def _client_prompts(ctx: RunContext | None, run_dir: Path) -> dict[str, Path]:
+    """A client's prompt texts, checked like prompt files (known node, size, UTF-8 text, its $variables) and
+    kept in the run's folder: the files the run then uses are ours."""
+    texts = ctx.prompts if ctx is not None else {}
+    if not texts:
+        return {}
+    from image2music.tools.files import atomic_write_text
+
+    from image2music import prompts as prompt_lib
+
+    if not isinstance(texts, dict) or len(texts) > MAX_CLIENT_PROMPTS:
+        raise InputError("the context's prompts must be an object of a few node: text pairs")
+    out: dict[str, Path] = {}
+    for node, text in texts.items():
+        if node not in prompt_lib.SPECS:
+            raise InputError(
+                f"unknown prompt '{str(node)[:40]}' in the context: the prompts are {', '.join(prompt_lib.SPECS)}"
+            )
+        if (
+            not isinstance(text, str)
+            or len(text.encode("utf-8", "replace")) > prompt_lib.MAX_PROMPT_BYTES
+            or "\0" in text
+        ):
+            raise InputError(
+                f"the context's prompt for {node} must be text of at most {prompt_lib.MAX_PROMPT_BYTES // 1000} kB"
+            )
+        prompt_lib.check_template(node, text, "in the context")
+        out[node] = atomic_write_text(run_dir / "prompts-client" / f"{node}.md", text)
+    return out
 
 
 def _server_run_id(config: dict[str, Any]) -> str | None:

@@ -277,3 +277,38 @@ def test_every_server_run_has_its_own_exact_record(
     assert len(set(earlier)) == len(earlier)  # whatever the first run did before it ended: each call once
     if strategy == "enqueue":
         assert [n for n, _ in earlier] == ["describe", "compose", "reflect", "explain"]
+
+
+@pytest.mark.slow
+def test_a_client_chooses_safe_options_and_prompt_texts(server: str, image_path: Path, tmp_path: Path) -> None:
+    """Through the context a client sets its run's options and prompts as text (Studio's assistant editor as the
+    prompt playground); they are validated like settings and prompt files, each problem one line."""
+    from langgraph_sdk import get_sync_client
+
+    client = get_sync_client(url=server)
+
+    def run(context: dict[str, Any]) -> tuple[list[str], list[Any], str]:
+        thread = client.threads.create()["thread_id"]
+        nodes, errors = [], []
+        for part in client.runs.stream(thread, "image2music", input={"image": str(image_path)}, context=context,
+                                       stream_mode="updates"):  # fmt: skip
+            if part.event == "updates":
+                nodes.extend(part.data)
+            elif part.event == "error":
+                errors.append(part.data)
+        return nodes, errors, thread
+
+    nodes, errors, _ = run({"refine_rounds": 0})
+    assert not errors and "reflect" not in nodes and nodes[-1] == "explain"
+    nodes, errors, thread = run({"prompts": {"describe": "Describe this picture in one sentence."}})
+    assert not errors
+    calls = next((tmp_path / "home" / "runs" / f"studio-{thread}").glob("*/vlm_calls.jsonl")).read_text()
+    assert json.loads(calls.splitlines()[0])["prompt"].rstrip() == "Describe this picture in one sentence."
+    for context, words in (
+        ({"prompts": {"describe": "What is $secret here?"}}, "unknown variable(s) $secret"),
+        ({"prompts": {"nope": "x"}}, "unknown prompt 'nope'"),
+        ({"temperature": "hot"}, "the context's temperature"),
+        ({"refine_policy": "sometimes"}, "the context's refine_policy"),
+    ):
+        _nodes, errors, _ = run(context)
+        assert errors and words in str(errors[0]), (context, errors)
