@@ -110,7 +110,7 @@ class ChatSession:
             status.stop()  # no spinner over what the person types: their words are echoed as they type
         try:  # Ctrl-C here cancels the run (README), Ctrl-D lets the model decide
             try:
-                words = self.ask(f"refinement round {rnd}: your words for the composer (Enter: let it decide)> ")
+                words = self.ask(f"refinement round {rnd}: your words (Enter: the model decides)> ")
             except EOFError:
                 words = ""
             words = words.strip()

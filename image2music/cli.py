@@ -27,11 +27,13 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-# lines are never cut (soft wrap: the terminal wraps them, and piped output keeps one line per message); panels
-# and tables are printed with soft_wrap=False so they wrap inside their frame. Model text is always printed as
-# Text or escaped, never as markup.
+# lines are never cut: in a terminal rich wraps them between words at its width (the terminal's own wrap would
+# break words: `compos|e`); piped output keeps one line per message (soft wrap). Panels and tables are printed
+# with soft_wrap=False so they wrap inside their frame. Model text is always printed as Text or escaped, never
+# as markup.
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
+err.soft_wrap, out.soft_wrap = not err.is_terminal, not out.is_terminal
 
 
 def escape(text: str) -> str:

@@ -110,8 +110,10 @@ def show_record(console: Console, rec: RunRecord, run_dir: Path) -> None:
         console.print(t, soft_wrap=False)
     steps = zip(rec.get("path", []), rec.get("timings", []), strict=False)
     console.print(" -> ".join(f"{n} {t:.2f}s" for n, t in steps))
-    for key, fname in (rec.get("files") or {}).items():
-        console.print(safe(f"  {key:<9} {run_dir / fname}"))
+    if files := rec.get("files"):  # the folder once, then short names: no path is broken across lines
+        console.print(safe(f"files in {run_dir}"))
+        for key, fname in files.items():
+            console.print(safe(f"  {key:<9} {fname}"))
 
 
 def _parse_detail(u: State) -> str:

@@ -214,6 +214,14 @@ def test_every_key_of_the_chat_at_80_columns(tmp_path: Path, image_path: Path) -
     assert asked == [False, True, False, True]
     assert "more wind in it" in prompts[1] and "slower" in prompts[3]
     assert played.read_text().strip().endswith("music.wav")
+    # every line fits the 80 columns (what the terminal would wrap is wrapped between words by the session:
+    # before, step and file lines broke mid-word, `compos|e`, `music.music|xml`); readline echoes what was typed
+    from rich.cells import cell_len
+
+    typed = ("image path> ", "refinement round ", "your words ")  # a prompt and the words typed after it
+    lines = [ln for ln in re.split(r"[\r\n]", text) if not ln.startswith(typed)]
+    assert all(cell_len(ln) <= 80 for ln in lines), [ln for ln in lines if cell_len(ln) > 80][:3]
+    assert "files in " in text and "  musicxml  music.musicxml" in text
 
 
 @pytest.mark.slow

@@ -235,6 +235,9 @@ def test_studio_gets_input_and_output_schemas_and_labelled_edges(server: str, im
     schemas = client.assistants.get_schemas(assistant)
     assert {"image", "human_pause", "user_feedback"} <= set(schemas["input_schema"]["properties"])
     assert {"status", "final", "motivation", "versions", "decisions"} <= set(schemas["output_schema"]["properties"])
+    # the assistant editor's form: the options a client may choose, and prompts as text
+    chosen = {"refine_rounds", "refine_policy", "top_k", "temperature", "seed", "human_pause", "prompts"}
+    assert chosen <= set(schemas["context_schema"]["properties"]), schemas["context_schema"]
     drawn = client.assistants.get_graph(assistant)
     labels = {(e["source"], e["target"]): e.get("data") for e in drawn["edges"] if e.get("conditional")}
     assert labels[("parse_check", "evaluate")] == "ok" and labels[("evaluate", "reflect")] == "rounds left"
