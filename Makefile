@@ -9,16 +9,15 @@ BIN = $(VENV)/bin
 
 .PHONY: install install-dev run demo test test-fast lint bench clean
 
-# A strict editable install: the installed names (image2music.graph -> graph/, ...) are a tree of links on a
-# plain path (build/__editable__.*), so editors, pyright, jedi and mypy follow every import statically. A new
-# module needs the tree made again: the install reruns when a source folder changes.
-SOURCE_DIRS := $(shell find graph tools prompts image2music -type d -not -name __pycache__)
-EDITABLE = --config-settings editable_mode=strict -e
-# strict mode is chosen deliberately (its link tree is what editors and type checkers follow); setuptools'
-# notice that it was used is silenced, every other warning stays
+# An editable install: the import names are paths in the repository (image2music/graph, /tools and /prompts are
+# committed links to the top-level folders), so editors, pyright, jedi and mypy follow every import statically,
+# installed or not; a new module needs no reinstall.
+EDITABLE = -e
+# setuptools' notice that an editable install lets the working folder's image2music win is silenced: here that
+# folder is the package itself; every other warning stays
 QUIET_EDITABLE = PYTHONWARNINGS="ignore:Editable installation"
 
-$(BIN)/.installed: pyproject.toml setup.py $(SOURCE_DIRS)
+$(BIN)/.installed: pyproject.toml setup.py
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(QUIET_EDITABLE) $(BIN)/python -m pip install -q $(EDITABLE) .
@@ -48,7 +47,7 @@ test-fast: install-dev
 lint: install-dev
 	$(BIN)/ruff check graph tools prompts image2music tests bench
 	$(BIN)/pyright
-	cd $(VENV) && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml -p image2music
+	$(BIN)/mypy -p image2music
 
 bench: install
 	$(BIN)/python bench/abc_check.py

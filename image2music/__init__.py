@@ -12,11 +12,14 @@ from typing import Any
 
 __all__ = ["compose", "Result"]
 
-# In a source checkout, Python started in the repository's root finds this folder first (before the installed
-# link tree); its sibling folders graph/, tools/ and prompts/ are then this package's subpackages too.
-_checkout = Path(__file__).resolve().parent.parent
-if (_checkout / "setup.py").is_file() and (_checkout / "graph" / "__init__.py").is_file():
-    __path__.append(str(_checkout))  # type: ignore[name-defined]  # noqa: F821 - a package's own __path__
+LINKS = ("graph", "tools", "prompts")
+"""In a checkout these are relative links to the repository's top-level folders; in a wheel, folders."""
+_lost = [name for name in LINKS if not (Path(__file__).parent / name).is_dir()]
+if _lost:  # a checkout made without symbolic links (git's core.symlinks off, e.g. Windows without Developer Mode)
+    raise ImportError(
+        f"image2music/{_lost[0]} is not a link to ../{_lost[0]} in this checkout: run "
+        "`git config core.symlinks true && git checkout -- image2music` (Windows: enable Developer Mode first)"
+    )
 
 
 def __getattr__(name: str) -> Any:  # lazy: importing the CLI must not load models or LangGraph eagerly

@@ -16,25 +16,65 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _layout() -> dict[str, str]:
-    """Folder -> import name, read from setup.py's ``ROOTS`` (the mapping is written there only)."""
-    for node in ast.parse((ROOT / "setup.py").read_text(encoding="utf-8")).body:
-        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "ROOTS":
-            return {folder: name for name, folder in ast.literal_eval(node.value).items()}
-    raise AssertionError("setup.py has no ROOTS mapping")
-
-
-FOLDERS = _layout()
+LINKS = ("graph", "tools", "prompts")
+"""image2music/<name> -> ../<name>: committed relative links, so every import name is a path."""
 
 
 def _modules() -> dict[str, Path]:
+    """Every module by import name, found by walking image2music/ through its links: the name is the path."""
     mods: dict[str, Path] = {}
-    for folder, name in FOLDERS.items():
-        for path in (ROOT / folder).rglob("*.py"):
-            rel = path.relative_to(ROOT / folder).with_suffix("")
-            parts = [p for p in rel.parts if p != "__init__"]
-            mods[".".join([name, *parts])] = path
+    for dirpath, _dirs, files in os.walk(ROOT / "image2music", followlinks=True):
+        for f in files:
+            if f.endswith(".py"):
+                path = Path(dirpath) / f
+                rel = path.relative_to(ROOT).with_suffix("")
+                mods[".".join(p for p in rel.parts if p != "__init__")] = path
     return mods
+
+
+def test_the_links_are_there() -> None:
+    """A checkout without symbolic links (git's core.symlinks off) fails here with the fix."""
+    fix = "run `git config core.symlinks true && git checkout -- image2music` (Windows: enable Developer Mode)"
+    for name in LINKS:
+        link = ROOT / "image2music" / name
+        assert link.is_symlink() and os.readlink(link) == f"../{name}", f"image2music/{name} is not a link: {fix}"
+
+
+def test_import_names_are_paths() -> None:
+    """Every project import names a file or folder that exists at that path (before: 353 of 439 did not), no
+    package edits its ``__path__``, and only ``image2music`` is importable (no ``image2music.setup``)."""
+    mods = _modules()
+    named = 0
+    users = [*(ROOT / "tests").rglob("*.py"), *(ROOT / "bench").rglob("*.py")]
+    for path in [*mods.values(), *users]:
+        text = path.read_text(encoding="utf-8")
+        assert path in users or "__path__" not in text, path
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("image2music"):
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names if a.name.startswith("image2music")]
+            else:
+                continue
+            for name in names:
+                as_path = ROOT.joinpath(*name.split("."))
+                assert as_path.with_suffix(".py").is_file() or (as_path / "__init__.py").is_file(), (path, name)
+                named += 1
+    assert named > 400
+    assert {"image2music.setup", "image2music.tests", "image2music.image2music"}.isdisjoint(mods)
+
+
+def test_a_checkout_without_links_says_the_fix(tmp_path: Path) -> None:
+    pkg = tmp_path / "image2music"
+    pkg.mkdir()
+    shutil.copy(ROOT / "image2music" / "__init__.py", pkg)
+    (pkg / "graph").write_text("../graph")  # what git writes for a link when core.symlinks is off
+    (pkg / "tools").mkdir()
+    (pkg / "prompts").mkdir()
+    r = subprocess.run([sys.executable, "-c", "import image2music"], cwd=tmp_path, capture_output=True, text=True)
+    last = r.stderr.strip().splitlines()[-1]
+    assert r.returncode != 0 and "image2music/graph is not a link to ../graph" in last, r.stderr
+    assert "git config core.symlinks true && git checkout -- image2music" in last
 
 
 def _imports(mods: dict[str, Path]) -> dict[str, set[str]]:
@@ -107,7 +147,10 @@ def test_wheel_installs_and_composes_offline(tmp_path: Path) -> None:
     if files.returncode != 0:
         pytest.skip("not a git checkout")
     for rel in files.stdout.splitlines():
-        if (ROOT / rel).is_file():
+        if (ROOT / rel).is_symlink():  # the links of image2music/ travel as links
+            (src / rel).parent.mkdir(parents=True, exist_ok=True)
+            (src / rel).symlink_to(os.readlink(ROOT / rel))
+        elif (ROOT / rel).is_file():
             (src / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / rel, src / rel)
     dist = tmp_path / "dist"
