@@ -7,17 +7,20 @@ context.
 
 from __future__ import annotations
 
+import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from langgraph.runtime import Runtime
 
 from image2music.graph.config import Settings, load_settings
 from image2music.graph.state import State
 from image2music.tools.errors import InputError
 from image2music.tools.files import safe_name
 from image2music.tools.vlm import GenerationSettings
-from langgraph.runtime import Runtime
 
 
 @dataclass(frozen=True)
@@ -53,8 +56,18 @@ class RunContext:
     """Prompt templates as text, by node (describe, compose, reflect, explain): the prompt playground."""
 
     def __post_init__(self) -> None:
-        # not a field: plain data for LangGraph's server and its schemas; an object of this run alone
+        # not fields: plain data for LangGraph's server and its schemas; objects of this run alone
         object.__setattr__(self, "_cancel", threading.Event())
+        object.__setattr__(self, "_notify", _to_stderr)
+
+    def listen(self, notify: Callable[[str], None]) -> RunContext:
+        """Send this run's messages (a server's retries, for one) to ``notify`` (stderr until then)."""
+        object.__setattr__(self, "_notify", notify)
+        return self
+
+    def notify(self, message: str) -> None:
+        """A message for the person watching this run (the CLI's progress, the chat, stderr)."""
+        self._notify(message)  # type: ignore[attr-defined]
 
     @property
     def cancel(self) -> threading.Event:
@@ -65,6 +78,10 @@ class RunContext:
     def generation(self, node: str) -> GenerationSettings:
         """Generation settings of a node: the global ones, per-node token caps, then I2M_NODE_GENERATION."""
         return self.settings.generation(node)
+
+
+def _to_stderr(message: str) -> None:
+    print(message, file=sys.stderr)
 
 
 MAX_INLINE_IMAGE_BYTES = 32 * 1024 * 1024
@@ -140,9 +157,8 @@ def _client_prompts(ctx: RunContext | None, run_dir: Path) -> dict[str, Path]:
     texts = ctx.prompts if ctx is not None else {}
     if not texts:
         return {}
-    from image2music.tools.files import atomic_write_text
-
     from image2music import prompts as prompt_lib
+    from image2music.tools.files import atomic_write_text
 
     if not isinstance(texts, dict) or len(texts) > MAX_CLIENT_PROMPTS:
         raise InputError("the context's prompts must be an object of a few node: text pairs")

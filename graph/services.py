@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
+
+from image2music import prompts as prompt_lib
 from image2music.graph.config import Settings
 from image2music.graph.context import RunContext
 from image2music.graph.state import Reference
@@ -20,9 +23,6 @@ from image2music.tools.errors import RunError, ScrubbedStream, redact
 from image2music.tools.images import load_image
 from image2music.tools.kb.store import StoreError
 from image2music.tools.vlm import VLM, VLMResult, make_vlm
-from PIL import Image
-
-from image2music import prompts as prompt_lib
 
 Notify = Callable[[str], None]
 Retriever = Callable[[Image.Image, str], list[Reference]]
@@ -32,7 +32,6 @@ _LOCK = threading.RLock()
 _IMAGES: dict[tuple[str, int, int], Image.Image] = {}
 _RETRIEVERS: dict[tuple[Any, ...], Retriever | None] = {}
 """Retrievers by knowledge base."""
-_NOTIFIERS: dict[str, Notify] = {}  # run id -> where that run's messages go (the CLI's progress, the chat)
 _NO_EMBEDDER: dict[tuple[Any, ...], float] = {}  # key -> when the embedder could not be had
 NO_EMBEDDER_RETRY_S = 300.0
 """A missing embedder is remembered this long (so a batch does not look for it per image), then looked for
@@ -206,18 +205,6 @@ class RunAbandoned(RunError):
     """The run this call belongs to has ended (deadline, Ctrl-C): its answer is not used."""
 
 
-def set_notify(run_id: str, notify: Notify) -> None:
-    """Where the messages of run ``run_id`` go (a server's retries, for one); stderr when never set."""
-    with _LOCK:
-        _NOTIFIERS[run_id] = notify
-
-
-def forget_notify(run_id: str) -> None:
-    """The run has ended: its messages go nowhere special any more."""
-    with _LOCK:
-        _NOTIFIERS.pop(run_id, None)
-
-
 def ask(
     ctx: RunContext,
     node: str,
@@ -258,9 +245,8 @@ def ask(
     retries = (result.meta or {}).get("retries")
     if retries:  # a served model answered 429/5xx first: each retry is visible
         record["retries"] = retries
-        notify = _NOTIFIERS.get(ctx.run_id, notify_stderr)
         for line in retries:
-            notify(f"{node}: {line}")
+            ctx.notify(f"{node}: {line}")
     with _CALLS_LOCK:
         ctx.run_dir.mkdir(parents=True, exist_ok=True)
         with open(ctx.run_dir / "vlm_calls.jsonl", "a", encoding="utf-8") as fh:

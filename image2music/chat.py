@@ -175,7 +175,9 @@ class ChatSession:
         from image2music.graph.context import RunContext
 
         self.console.print(f"run [bold]{run_id}[/bold]")
-        self.ctx = RunContext(settings=self.settings, run_id=run_id, image_path=self._pending, run_dir=run_dir)
+        self.ctx = RunContext(settings=self.settings, run_id=run_id, image_path=self._pending, run_dir=run_dir).listen(
+            lambda m: self.console.print(Text(terminal_safe(m), style="yellow"))
+        )
 
     def show(self, result: RunResult) -> None:
         from image2music.display import show_record

@@ -153,7 +153,6 @@ def prepare_run(
     """Check everything a run needs before it starts (image, prompts, model, knowledge base) and make its
     run dir with a re-encoded copy of the input image. Raises InputError (exit 2) or RunError (exit 1)."""
     check_home(settings)
-    services.set_notify(run_id, notify)
     image = services.get_image(image_path)
     services.get_prompts(prompt_overrides)
     services.get_vlm(settings)
@@ -164,7 +163,7 @@ def prepare_run(
         image_path=image_path,
         run_dir=run_dir,
         prompt_paths=dict(prompt_overrides or {}),
-    )
+    ).listen(notify)
     if copy_input:
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -479,7 +478,6 @@ def finish_run(
         set_status(conn, ctx.run_id, result.record["status"])
     except sqlite3.Error:
         pass  # I2M_HOME itself is full: the record in the run folder says how the run ended
-    services.forget_notify(ctx.run_id)
     return result
 
 

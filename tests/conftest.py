@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -170,3 +171,9 @@ Q:60
 K:Am
 E A | D G | A D | E A | C E | A2 A2 A2 |]
 """
+
+
+def ctrl_c_works() -> None:
+    """A child's ``preexec_fn`` for tests that press Ctrl-C: SIGINT back to its default, so Python turns it
+    into KeyboardInterrupt even when the suite was started with SIGINT ignored (``nohup make test &``)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pexpect
 import pytest
-from conftest import GOOD_ABC, ROOT, WARN_ABC, fenced, write_replay
+from conftest import GOOD_ABC, ROOT, WARN_ABC, ctrl_c_works, fenced, write_replay
 
 
 def spawn_chat(replay: Path, cwd: Path, columns: int = 140, **env: str) -> pexpect.spawn:
@@ -26,6 +26,7 @@ def spawn_chat(replay: Path, cwd: Path, columns: int = 140, **env: str) -> pexpe
         encoding="utf-8",
         timeout=120,
         dimensions=(50, columns),
+        preexec_fn=ctrl_c_works,
     )
 
 

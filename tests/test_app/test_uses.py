@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import GOOD_ABC, ROOT, fenced, write_replay
+from conftest import GOOD_ABC, ROOT, ctrl_c_works, fenced, write_replay
 
 from image2music import Result, compose
 from image2music.cli import main
@@ -151,7 +151,11 @@ def test_ctrl_c_stops_a_batch_at_once_with_every_run_resumable(tmp_path: Path, i
     cmd = [sys.executable, "-m", "image2music.cli", "batch", str(imgs), "-o", str(out), "--jobs", str(jobs)]
     with open(log, "w") as fh:
         proc = subprocess.Popen(
-            [*cmd, "--replay", str(_replay(tmp_path))], stderr=fh, stdout=subprocess.DEVNULL, env=env
+            [*cmd, "--replay", str(_replay(tmp_path))],
+            stderr=fh,
+            stdout=subprocess.DEVNULL,
+            env=env,
+            preexec_fn=ctrl_c_works,
         )
     try:
         deadline = time.time() + 120  # generous: only a bound on a hang, nothing is decided by it

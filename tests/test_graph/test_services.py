@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from image2music.graph import services
 from image2music.graph.config import load_settings
 
@@ -50,9 +51,10 @@ def test_a_servers_retries_go_to_the_runs_notify(tmp_path: Any, monkeypatch: pyt
     monkeypatch.setattr(services, "get_vlm", lambda settings: Served())
     monkeypatch.setattr(services, "get_image", lambda path: None)
     s = load_settings(vlm_backend="replay", top_k=0)
-    ctx = RunContext(settings=s, run_id="r-notify", image_path=tmp_path / "i.png", run_dir=tmp_path / "run")
     heard: list[str] = []
-    services.set_notify("r-notify", heard.append)
+    ctx = RunContext(settings=s, run_id="r-notify", image_path=tmp_path / "i.png", run_dir=tmp_path / "run").listen(
+        heard.append
+    )
     services.ask(ctx, "compose", "a prompt", 1)
     assert heard == ["compose: HTTP 429, retry 1 of 3 in 1 s"] and "429" not in capsys.readouterr().err
 
