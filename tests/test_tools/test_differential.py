@@ -390,3 +390,11 @@ def test_midi_transpose_is_played_as_abc2midi_plays_it(where: str) -> None:
     head, body = (directive, "") if where == "header" else ("", directive)
     row = compare("transpose", f"X:1\nT:t\nM:4/4\nL:1/4\n{head}K:G\n{body}GABc|d2B2|\n")
     assert row.accepted and row.identical, row
+
+
+def test_the_chord_attack_directive_goes_after_x() -> None:
+    """Before: it went on line 2 whatever was there; before X: (a file header) abc2midi ignores it ("cannot
+    handle this MIDI directive in file header") and staggers the chords."""
+    lines = oracle_input("%abc-2.1\n%%titlefont Times\nX:1\nT:t\nK:C\n[CEG]2 [DFA]2|]\n").splitlines()
+    assert lines[lines.index("X:1") + 1] == "%%MIDI chordattack 0" and lines.count("%%MIDI chordattack 0") == 1
+    assert oracle_input("T:no X\nK:C\nC|]\n").splitlines()[1] == "%%MIDI chordattack 0"

@@ -103,16 +103,18 @@ def oracle_input(abc: str) -> str:
     expands into extra notes (trills, rolls) removed from the music, since we play ornaments as written notes."""
     out: list[str] = []
     in_body = False
-    for n, ln in enumerate(abc.splitlines(keepends=True)):
-        if n == 1:
-            out.append("%%MIDI chordattack 0\n")  # chord notes at one instant (abc2midi staggers them)
+    for ln in abc.splitlines(keepends=True):
         if re.match(r"\s*R:", ln) or re.match(r"\s*%%MIDI\s+(drone|temperament)", ln):
             continue  # hornpipe swing; a drone is accompaniment (like guitar chords), a temperament tuning
         if _FIELD.match(ln) or ln.lstrip().startswith("%"):
             in_body = in_body or ln.lstrip().startswith("K:")
             out.append(ln)
+            if ln.lstrip().startswith("X:"):  # chord notes at one instant (abc2midi staggers them); abc2midi
+                out.append("%%MIDI chordattack 0\n")  # obeys it in the tune header, not before X:
             continue
         out.append(_strip_ornaments(ln) if in_body else ln)
+    if "%%MIDI chordattack 0\n" not in out:  # no X: line: on line 2, as before
+        out.insert(min(1, len(out)), "%%MIDI chordattack 0\n")
     return "".join(out)
 
 

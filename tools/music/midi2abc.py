@@ -160,9 +160,21 @@ def find_key(histogram: list[float], hint_fifths: int | None = None, hint_minor:
     best = max(scores)
     if hint_fifths is not None:
         for sc in scores:
-            if sc[2] == hint_fifths and sc[3] == hint_minor and sc[0] >= best[0] - 0.05:
+            # the file's signature is kept when it fits nearly as well and writes no more accidentals (a file
+            # marked A major whose music is in A minor would be written with naturals throughout)
+            near = sc[0] >= best[0] - 0.05
+            if sc[2] == hint_fifths and sc[3] == hint_minor and near and _outside(histogram, sc[2]) <= _outside(
+                histogram, best[2]
+            ):
                 return sc[1], sc[2]
     return best[1], best[2]
+
+
+def _outside(histogram: list[float], fifths: int) -> float:
+    """How much of the music a key signature of ``fifths`` writes with accidentals."""
+    tonic = (7 * fifths) % 12  # its major tonic
+    scale = {(tonic + step) % 12 for step in (0, 2, 4, 5, 7, 9, 11)}
+    return sum(w for pc, w in enumerate(histogram) if pc not in scale)
 
 
 def key_alterations(fifths: int) -> dict[str, int]:
@@ -426,6 +438,9 @@ def midi_to_abc(
     meter0 = bars[0][2]
     head = [
         "X:1",
+        # chord notes at one instant, as in the file (abc2midi's default attack staggers them, and a piece of
+        # short chords drifts out of time); obeyed after X:, ignored in a file header
+        "%%MIDI chordattack 0",
         f"T:{_clean_text(title) or 'untitled'}",
         f"N:converted from MIDI: {len(tracks)} track(s), {len(lanes)} voice(s); rhythm on a grid of {grid_name}",
     ]
