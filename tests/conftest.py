@@ -63,9 +63,8 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def _decisions_follow_the_path(monkeypatch: pytest.MonkeyPatch) -> Any:
     """On every graph run of the suite (in this process): each recorded decision's ``to`` is the next node of
     the run's ``path`` (the record explains exactly the route that was taken)."""
-    from image2music.graph.routing import decision_path_problems
-
     from image2music import runner
+    from image2music.graph.routing import decision_path_problems
 
     real = runner.write_outputs
     problems: list[str] = []

@@ -139,7 +139,6 @@ def test_ctrl_c_stops_a_batch_at_once_with_every_run_resumable(tmp_path: Path, i
     import time
 
     from image2music.graph.config import load_settings
-
     from image2music.runner import resume_run
 
     imgs = tmp_path / "imgs"

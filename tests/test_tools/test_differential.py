@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
+
 from image2music.tools.music import abc2midi
 from image2music.tools.music.check import check_abc
 from image2music.tools.music.convert import midi_bytes, midi_text

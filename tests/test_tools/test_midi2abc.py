@@ -11,6 +11,8 @@ from typing import Any
 
 import mido
 import pytest
+from midicaps_fixture import build_midicaps
+
 from image2music.graph.config import load_settings
 from image2music.tools.kb.ingest import ingest_midicaps
 from image2music.tools.kb.store import KnowledgeBase
@@ -28,7 +30,6 @@ from image2music.tools.music.midi2abc import (
     midi_to_abc,
     spelling_table,
 )
-from midicaps_fixture import build_midicaps
 
 DEV_MIDI = SHARED_CORPORA / "midi"
 needs_abc2midi = pytest.mark.skipif(not abc2midi.available(), reason="abc2midi not installed (Debian: abcmidi)")
