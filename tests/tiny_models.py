@@ -633,3 +633,94 @@ def build_tiny_glm4v(path: Path) -> Path:
         image_processor=ip, tokenizer=tok, video_processor=Glm4vVideoProcessor(), chat_template=template
     )
     return save(model, proc, tok, path)
+
+
+def build_tiny_llama4(path: Path, tile: int = 64) -> Path:
+    """A tiny Llama 4 (dense: no expert layers), one tile of ``tile`` pixels: its global view's patches, after
+    the pixel shuffle, are the map (``tile / patch / 2`` on a side)."""
+    from transformers import Llama4Config, Llama4ForConditionalGeneration, Llama4ImageProcessorFast, Llama4Processor
+    from transformers.models.llama4.configuration_llama4 import Llama4TextConfig, Llama4VisionConfig
+
+    specials = ["<s>", "</s>", "<pad>", "<|image_start|>", "<|image|>", "<|patch|>", "<|image_end|>",
+                "<|tile_x_separator|>", "<|tile_y_separator|>", "<|user|>", "<|assistant|>", "<|end|>"]  # fmt: skip
+    tok = tiny_tokenizer(specials)
+    patch = 8
+    text = Llama4TextConfig(
+        **text_kwargs(tok, head_dim=16, intermediate_size_mlp=64, num_local_experts=1, moe_layers=[],
+                      no_rope_layers=[1, 1], attention_chunk_size=1024),
+    )  # fmt: skip
+    vision = Llama4VisionConfig(
+        hidden_size=32, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2, image_size=tile,
+        patch_size=patch, vision_output_dim=32, projector_input_dim=32, projector_output_dim=32,
+        pixel_shuffle_ratio=0.5,
+    )  # fmt: skip
+    cfg = Llama4Config(text_config=text, vision_config=vision, image_token_index=tok.convert_tokens_to_ids("<|patch|>"))
+    model = Llama4ForConditionalGeneration(cfg).eval()
+    ip = Llama4ImageProcessorFast(size={"height": tile, "width": tile}, max_patches=1, resize_to_max_canvas=False)
+    proc = Llama4Processor(
+        image_processor=ip, tokenizer=tok, patch_size=patch, pixel_shuffle_ratio=0.5,
+        chat_template=CHAT_TEMPLATE.replace("{{ image_token }}", "<|image|>"),
+    )  # fmt: skip
+    return save(model, proc, tok, path)
+
+
+def build_tiny_mllama(path: Path, tile: int = 32) -> Path:
+    """A tiny Llama 3.2 Vision (mllama): the text holds one ``<|image|>`` placeholder and cross-attention layers
+    read the image's tiles."""
+    from transformers import MllamaConfig, MllamaForConditionalGeneration, MllamaImageProcessor, MllamaProcessor
+    from transformers.models.mllama.configuration_mllama import MllamaTextConfig, MllamaVisionConfig
+
+    specials = ["<s>", "</s>", "<pad>", "<|image|>", "<|user|>", "<|assistant|>", "<|end|>"]
+    tok = tiny_tokenizer(specials)
+    text = MllamaTextConfig(
+        **{k: v for k, v in text_kwargs(tok, num_hidden_layers=3).items() if k != "max_position_embeddings"},
+        cross_attention_layers=[1],
+    )
+    vision = MllamaVisionConfig(
+        hidden_size=32, num_hidden_layers=2, num_global_layers=1, attention_heads=2, intermediate_size=64,
+        vision_output_dim=64, image_size=tile, patch_size=8, max_num_tiles=1, intermediate_layers_indices=[0],
+        supported_aspect_ratios=[[1, 1]],
+    )  # fmt: skip
+    cfg = MllamaConfig(vision_config=vision, text_config=text, image_token_index=tok.convert_tokens_to_ids("<|image|>"))
+    model = MllamaForConditionalGeneration(cfg).eval()
+    ip = MllamaImageProcessor(size={"height": tile, "width": tile}, max_image_tiles=1)
+    proc = MllamaProcessor(
+        image_processor=ip, tokenizer=tok, chat_template=CHAT_TEMPLATE.replace("{{ image_token }}", "<|image|>")
+    )
+    return save(model, proc, tok, path)
+
+
+def build_tiny_lightonocr(path: Path) -> Path:
+    """A tiny LightOnOCR (Pixtral vision as ``vision_encoder`` + Qwen3 text): rows of image tokens separated by
+    break tokens, as Mistral3."""
+    from transformers import (
+        LightOnOcrConfig,
+        LightOnOcrForConditionalGeneration,
+        LightOnOcrProcessor,
+        PixtralImageProcessorPil,
+        PixtralVisionConfig,
+        Qwen3Config,
+    )
+
+    specials = ["<s>", "</s>", "<pad>", "<|image_pad|>", "<|vision_pad|>", "<|vision_end|>", "<|user|>",
+                "<|assistant|>", "<|end|>"]  # fmt: skip
+    tok = tiny_tokenizer(specials)
+    from transformers import PreTrainedTokenizerFast
+
+    named = {"image_token": "<|image_pad|>", "image_break_token": "<|vision_pad|>", "image_end_token": "<|vision_end|>"}
+    tok = PreTrainedTokenizerFast(  # the processor reads these named tokens from the tokenizer (saved with it)
+        tokenizer_object=tok.backend_tokenizer, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+        extra_special_tokens=named,
+    )  # fmt: skip
+    cfg = LightOnOcrConfig(
+        vision_config=PixtralVisionConfig(**vision_kwargs(head_dim=16, image_size=64, patch_size=4)),
+        text_config=Qwen3Config(**text_kwargs(tok, head_dim=16)),
+        image_token_id=tok.convert_tokens_to_ids("<|image_pad|>"),
+        spatial_merge_size=2,
+    )
+    model = LightOnOcrForConditionalGeneration(cfg).eval()
+    proc = LightOnOcrProcessor(
+        image_processor=PixtralImageProcessorPil(size={"longest_edge": 64}, patch_size=4), tokenizer=tok,
+        patch_size=4, spatial_merge_size=2, chat_template=CHAT_TEMPLATE.replace("{{ image_token }}", "<|image_pad|>"),
+    )  # fmt: skip
+    return save(model, proc, tok, path)

@@ -4,8 +4,10 @@ the grid from what the processor returns, one vision-tower forward for describe 
 
 Families in the matrix: LLaVA-1.5, LLaVA-NeXT, LLaVA-OneVision, InternVL, Qwen2-VL, Qwen2.5-VL, Qwen3-VL
 (deepstack), GLM-4V, Idefics3 (the SmolVLM architecture), Mistral3 (Pixtral), PaliGemma, Gemma 3 (with a sliding
-window shorter than the prompt: decode-step weights of sliding layers cover the window only). Not here: Llama 4,
-whose ``generate`` fails inside transformers 5.24 itself.
+window shorter than the prompt: decode-step weights of sliding layers cover the window only), Llama 4 (its
+decoder is a causal LM whose layers sit in ``.model``: before, no map and no note), LightOnOCR. mllama is not a
+map family: it reads the image through cross-attention layers, with one ``<|image|>`` placeholder in the text
+(tests/test_tools/test_vlm_architectures.py).
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from image2music.tools.vlm import GenerationSettings, make_vlm
 from PIL import Image
+
+from image2music.tools.vlm import GenerationSettings, make_vlm
 
 FAMILIES = {
     "llava": ("build_tiny_llava", (4, 4)),
@@ -37,6 +40,10 @@ FAMILIES = {
     "gemma3": ("build_tiny_gemma3", (2, 2)),
     # the processor puts the image tokens before the text
     "paligemma": ("build_tiny_paligemma", (4, 4)),
+    # one tile of 64 pixels, patches of 8 shuffled 2x2: the global view's 16 patch tokens
+    "llama4": ("build_tiny_llama4", (4, 4)),
+    # Pixtral rows as Mistral3, its tower named vision_encoder (before: 0 encodes counted)
+    "lightonocr": ("build_tiny_lightonocr", (6, 8)),
 }
 
 

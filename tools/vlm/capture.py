@@ -159,7 +159,8 @@ class AttentionRecorder:
 def _attention_layers(model: Any) -> list[Any]:
     """The self-attention module of every decoder layer of the language model."""
     decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
-    layers = getattr(decoder, "layers", None)
+    # the decoder itself, or the base model inside it (Llama 4's decoder is a causal LM: its layers are in .model)
+    layers = getattr(decoder, "layers", None) or getattr(getattr(decoder, "model", None), "layers", None)
     if layers is None:
         for name in ("language_model", "text_model", "model"):
             sub = getattr(getattr(model, "model", model), name, None)

@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
+from PIL import Image
+
 from image2music.tools.images import fit_pixels
 from image2music.tools.vlm.base import GenerationSettings, VLMError, VLMResult
 from image2music.tools.vlm.capture import AttentionRecorder, image_grid
-from PIL import Image
 
 
 def pick_device(device: str = "auto") -> str:
@@ -117,19 +118,21 @@ class TransformersVLM:
         inner: Any = (
             self.model.model if hasattr(getattr(self.model, "model", None), "get_image_features") else self.model
         )
-        original = getattr(inner, "get_image_features", None)
-        if original is None:
-            return
+        # every tower is counted, whatever its name (LightOnOCR: vision_encoder) and wherever it sits (mllama)
         tower = next(
             (
-                getattr(inner, n)
-                for n in ("vision_tower", "visual", "vision_model")
-                if getattr(inner, n, None) is not None
+                getattr(owner, n)
+                for owner in (inner, getattr(inner, "model", None))
+                for n in VISION_TOWERS
+                if owner is not None and getattr(owner, n, None) is not None
             ),
             None,
         )
         if tower is not None:
             tower.register_forward_hook(self._count_vision)
+        original = getattr(inner, "get_image_features", None)
+        if original is None:  # no seam to cache at (mllama encodes the image inside its forward): counted only
+            return
 
         @functools.wraps(original)  # generate() inspects this signature to route pixel arguments
         def cached(*args: Any, **kwargs: Any) -> Any:
@@ -228,8 +231,9 @@ class TransformersVLM:
             gen_kwargs["stopping_criteria"] = [StopWhenSet(stop)]
         grammar = None
         if settings.grammar:
-            from image2music.tools.vlm.constrain import abc_grammar
             from transformers import LogitsProcessorList
+
+            from image2music.tools.vlm.constrain import abc_grammar
 
             grammar = abc_grammar(self.model, tok, int(ids.shape[0]), settings.max_new_tokens)
             gen_kwargs["logits_processor"] = LogitsProcessorList([grammar])
@@ -244,9 +248,10 @@ class TransformersVLM:
             else np.zeros(0, dtype=int)
         )
         recorder: AttentionRecorder | None = None
+        cross = capture_attention and len(positions) == 1  # one placeholder: the image is read by cross-attention
         try:
             with torch.inference_mode():
-                if capture_attention and len(positions):
+                if capture_attention and len(positions) > 1:
                     recorder = AttentionRecorder(self.model, positions, prompt_len=int(ids.shape[0]))
                     with recorder:
                         out = self.model.generate(**inputs, **gen_kwargs)
@@ -265,7 +270,14 @@ class TransformersVLM:
             }
             if grammar.gave_up:
                 result.meta["note"] = f"the ABC grammar stopped steering: {grammar.gave_up.splitlines()[0][:200]}"
-        if recorder is not None:
+        if cross:
+            result.meta["note"] = (
+                f"no attention map: '{self.name}' reads the image through cross-attention layers (one image "
+                "placeholder in its text), not image tokens the text attends to"
+            )
+        if recorder is not None and not recorder.layers:
+            result.meta["note"] = f"no attention map: no decoder self-attention layers found in '{self.name}'"
+        elif recorder is not None:
             rows = recorder.result()
             layout = self.layout(inputs, len(positions), image) if rows.size else None
             if rows.size and layout is None:
@@ -280,6 +292,10 @@ class TransformersVLM:
                 # row i belongs to generated token i + 1 (the prompt pass made token 0)
                 result.token_offsets = token_offsets(tok, new.tolist(), min(len(new) - 1, len(rows)), text)
         return result
+
+
+VISION_TOWERS = ("vision_tower", "visual", "vision_model", "vision_encoder")
+"""The names a vision tower goes by in transformers' VLMs (counted once per forward: ``vision_forwards``)."""
 
 
 class StopWhenSet:
