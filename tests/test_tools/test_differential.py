@@ -399,3 +399,51 @@ def test_the_chord_attack_directive_goes_after_x() -> None:
     lines = oracle_input("%abc-2.1\n%%titlefont Times\nX:1\nT:t\nK:C\n[CEG]2 [DFA]2|]\n").splitlines()
     assert lines[lines.index("X:1") + 1] == "%%MIDI chordattack 0" and lines.count("%%MIDI chordattack 0") == 1
     assert oracle_input("T:no X\nK:C\nC|]\n").splitlines()[1] == "%%MIDI chordattack 0"
+
+
+def test_parts_named_with_words_are_played_as_written() -> None:
+    """Before: `P:Intro, Bridge 1 (B1)` was taken as part I and `P: B1-S-B1-S(Solo)` as an order of letters, so
+    the tune was played in a made-up order (overlap with abc2midi 0.035). A part label is one letter."""
+    abc = "X:1\nT:t\nP:B1-S-B1-S\nM:3/4\nL:1/4\nK:C\nP:Intro, Bridge 1 (B1)\nC D E|\nP:Song (S)\nG A B|\n"
+    r = check_abc(abc, extract=False)
+    assert r.ok and [p for _t, p in _ours(abc)] == [60, 62, 64, 67, 69, 71]
+    assert any("is not a part label" in w.message for w in r.warnings)
+    assert [p for _t, p in _ours(abc.replace("Intro, Bridge 1 (B1)", "B").replace("Song (S)", "S"))] == (
+        [60, 62, 64, 67, 69, 71] * 2
+    )
+
+
+@needs_abc2midi
+def test_a_lowercase_key_tonic_is_verified_apart() -> None:
+    c = compare("t", "X:1\nT:t\nM:4/4\nL:1/4\nK:Bmin\n[K: cmin] c e f g|]\n")
+    assert c.deliberate == "lowercase-key-tonic" and c.unverified is None
+
+
+@needs_abc2midi
+def test_a_claimed_reason_that_does_not_explain_the_difference_is_a_miss(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every label is verified by removing its cause: a remover that changes nothing relevant leaves a miss."""
+    from image2music.tools.music import differential
+
+    monkeypatch.setitem(differential.REMOVE_CAUSE, "lowercase-key-tonic", lambda abc: abc.replace("T:t", "T:u"))
+    c = compare("t", "X:1\nT:t\nM:4/4\nL:1/4\nK:Bmin\n[K: cmin] c e f g|]\n")
+    assert c.deliberate is None and c.unverified == "lowercase-key-tonic" and not c.identical
+    assert summarise([c]).unverified == {"lowercase-key-tonic": 1} and summarise([c]).both == 1
+
+
+@needs_abc2midi
+def test_abc2midi_skips_a_first_ending_after_a_double_bar_repeat() -> None:
+    """abc2midi's bug, named: `||:` after a section with endings makes it skip the next first ending; written
+    `|:` it plays it. Ours plays it either way; the tune is counted apart, verified."""
+    body = "|:C D|1 E F:|2 G A|\n||: c d |1 e f:|2 g a||"
+    abc = f"X:1\nT:t\nM:2/4\nL:1/4\nK:C\n{body}\n"
+    assert [p for _t, p in _ours(abc)] == [60, 62, 64, 65, 60, 62, 67, 69, 72, 74, 76, 77, 72, 74, 79, 81]
+    c = compare("t", abc)
+    assert c.deliberate == "oracle-double-bar-repeat"
+    assert compare("t", abc.replace("||:", "|:")).identical
+
+
+def test_a_new_part_ends_an_open_ending() -> None:
+    """Before: `|2 ...` left open before `P:B` made every bar of part B a second-ending bar, and part B was not
+    played (Calum Breugach: 194 of 338 notes)."""
+    abc = "X:1\nT:t\nP:AB\nM:2/4\nL:1/4\nK:C\nP:A\n|:C D|1 E F:|2 G A|\nP:B\n|c d|e f|]\n"
+    assert [p for _t, p in _ours(abc)] == [60, 62, 64, 65, 60, 62, 67, 69, 72, 74, 76, 77]

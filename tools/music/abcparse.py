@@ -849,9 +849,14 @@ class _Reader:
             else:
                 self.tune.part_order = order
             return
-        label = value.strip()[:1]
-        if label.isalpha():
+        label = value.split("%", 1)[0].strip()
+        for st in self.states.values():  # a new part ends any numbered ending still open (`|2 ...` then P:B)
+            st.in_ending = st.pending_ending = None
+        if len(label) == 1 and label.isalpha():
             self.current_part = label.upper()
+        elif self.tune.part_order:  # a part label is one letter (ABC 2.1 §4.8): the order cannot be followed
+            self.warn(f"P:{label[:40]} is not a part label (one letter); the parts are played as written", col)
+            self.tune.part_order = []
 
     def inline_field(self, key: str, value: str, col: int) -> None:
         if key == "P":

@@ -15,7 +15,7 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,10 +32,17 @@ class Notes:
     """Note-on events of one rendering: pitch -> sorted onsets in quarter notes."""
 
     onsets: dict[int, list[float]]
+    silenced: dict[int, list[float]] = field(default_factory=dict)
+    """Notes written with velocity 0 (not sounding; not in ``onsets``): abc2midi's hairpins reaching 0."""
 
     @property
     def count(self) -> int:
         return sum(len(v) for v in self.onsets.values())
+
+    def with_silenced(self) -> Notes:
+        """Every note written, the silenced ones included."""
+        both = {p: sorted(self.onsets.get(p, []) + self.silenced.get(p, [])) for p in {*self.onsets, *self.silenced}}
+        return Notes(both)
 
     def matched(self, other: Notes, tolerance: float = TOLERANCE) -> int:
         """Events of ``self`` paired one-to-one with events of ``other`` (same pitch, onsets within tolerance)."""
@@ -57,17 +64,29 @@ class Notes:
 
 
 def midi_notes(data: bytes) -> Notes:
-    """The note-on events of a MIDI file (drums excluded), onsets in quarter notes."""
+    """The note-on events of a MIDI file (drums excluded), onsets in quarter notes; apart, the silenced ones: a
+    note-on of velocity 0 for a key that is not sounding starts a note at velocity 0 rather than ending one
+    (abc2midi writes these when hairpins drive the velocity to 0)."""
     mid = mido.MidiFile(file=io.BytesIO(data))
     tpq = mid.ticks_per_beat
     out: dict[int, list[float]] = {}
+    silent: dict[int, list[float]] = {}
     for track in mid.tracks:
         t = 0
+        sounding: dict[tuple[int, int], int] = {}
         for msg in track:
             t += msg.time
-            if msg.type == "note_on" and msg.velocity > 0 and msg.channel != 9:
+            if msg.type not in ("note_on", "note_off") or msg.channel == 9:
+                continue
+            key = (msg.channel, msg.note)
+            if msg.type == "note_on" and msg.velocity > 0:
                 out.setdefault(msg.note, []).append(t / tpq)
-    return Notes({p: sorted(v) for p, v in out.items()})
+                sounding[key] = sounding.get(key, 0) + 1
+            elif sounding.get(key):
+                sounding[key] -= 1
+            elif msg.type == "note_on":
+                silent.setdefault(msg.note, []).append(t / tpq)
+    return Notes({p: sorted(v) for p, v in out.items()}, {p: sorted(v) for p, v in silent.items()})
 
 
 _FIELD = re.compile(r"\s*[A-Za-z+]:")
@@ -86,6 +105,10 @@ def _strip_ornaments(line: str) -> str:
         if c in '"!+' or (c == "[" and i + 2 < n and line[i + 1].isalpha() and line[i + 2] == ":"):
             close = {'"': '"', "!": "!", "+": "+", "[": "]"}[c]
             j = line.find(close, i + 1)
+            if j < 0 and c in "!+":  # a lone `!` (an old line-break mark) or `+`: one character, not a decoration
+                out.append(c)
+                i += 1
+                continue
             j = n - 1 if j < 0 else j
             token = line[i : j + 1]
             if token not in ("!trill!", "+trill+"):
@@ -98,9 +121,36 @@ def _strip_ornaments(line: str) -> str:
     return "".join(out)
 
 
+_SPACED_LENGTH = re.compile(r"(?<=[A-Ga-gz,'])[ \t]+(?=/|[1-9]\d*(?![\d(]))")  # `a 3(gfe)`: a misplaced tuplet
+"""A note's length written after a space (``C 2``, folk-rnn's token text): abc2midi drops it ("Unrecognized
+character"); ABC readers that take it (ours) play the length its writer meant."""
+
+
+def _join_spaced_lengths(line: str) -> tuple[str, int]:
+    """``line`` with every spaced length joined to its note, outside quoted text and decorations; and how many."""
+    parts = re.split(r'("[^"]*"|![^!]*!|\[[A-Za-z]:[^\]]*\])', line)
+    joined = 0
+    for k in range(0, len(parts), 2):  # even parts are music; odd ones the protected tokens
+        parts[k], n = _SPACED_LENGTH.subn("", parts[k])
+        joined += n
+    return "".join(parts), joined
+
+
+def spaced_lengths(abc: str) -> int:
+    """How many note lengths of ``abc``'s music are written after a space."""
+    in_body, total = False, 0
+    for ln in abc.splitlines():
+        if _FIELD.match(ln) or ln.lstrip().startswith("%"):
+            in_body = in_body or ln.lstrip().startswith("K:")
+        elif in_body:
+            total += _join_spaced_lengths(ln)[1]
+    return total
+
+
 def oracle_input(abc: str) -> str:
-    """The tune as abc2midi gets it: ``R:`` lines removed (abc2midi swings hornpipes) and the ornaments it
-    expands into extra notes (trills, rolls) removed from the music, since we play ornaments as written notes."""
+    """The tune as abc2midi gets it: ``R:`` lines removed (abc2midi swings hornpipes), the ornaments it expands
+    into extra notes (trills, rolls) removed from the music, since we play ornaments as written notes, and
+    lengths written after a space joined to their notes (abc2midi would drop them; counted apart)."""
     out: list[str] = []
     in_body = False
     for ln in abc.splitlines(keepends=True):
@@ -112,7 +162,7 @@ def oracle_input(abc: str) -> str:
             if ln.lstrip().startswith("X:"):  # chord notes at one instant (abc2midi staggers them); abc2midi
                 out.append("%%MIDI chordattack 0\n")  # obeys it in the tune header, not before X:
             continue
-        out.append(_strip_ornaments(ln) if in_body else ln)
+        out.append(_join_spaced_lengths(_strip_ornaments(ln))[0] if in_body else ln)
     if "%%MIDI chordattack 0\n" not in out:  # no X: line: on line 2, as before
         out.insert(min(1, len(out)), "%%MIDI chordattack 0\n")
     return "".join(out)
@@ -167,42 +217,158 @@ DELIBERATE: dict[str, str] = {
     "repeat-after-endings": "a `:|` with no `|:` after a section with numbered endings (`[1 ...:|[2 ...|] C D "
     "E F:|`): we repeat from the end of those endings (the new part), abc2midi from elsewhere (the start of the "
     "section before them, or it skips the repeat)",
+    "lowercase-key-tonic": "a key written with a lowercase tonic (`[K: cmin]`): we read C minor, as its writer "
+    "means; abc2midi ignores the field ('Ignoring string') and stays in the key before",
+    "malformed-tie": "a tie abc2midi cannot place (`F3-|1-F2`: written twice, into an ending, before a rest): "
+    "we hold the note as its writer means; abc2midi says 'Could not find note to be tied' or 'Bad tie' and plays "
+    "other lengths",
+    "oracle-double-bar-repeat": "abc2midi's own bug: a repeat start written `||:` after a section with numbered "
+    "endings makes it skip the next section's first ending (`|:` is read right); we play what is written",
+    "oracle-silenced-notes": "abc2midi's own bug: repeated hairpins (`!>(!`...) drive its velocity to 0 and it "
+    "writes those notes silent (note-on velocity 0); the tune is identical once they are counted",
 }
 """Where we differ from abc2midi on purpose; a tune that differs and shows one of these is counted apart."""
 
 
-def deliberate_difference(tune: object, oracle_said: str) -> str | None:
-    """The reason (a key of ``DELIBERATE``) a tune that renders differently differs on purpose, or None."""
+def deliberate_reasons(tune: object, oracle_said: str, abc: str = "") -> list[str]:
+    """Every reason (keys of ``DELIBERATE``) the tune shows for rendering differently on purpose; each is a
+    claim until removing its cause makes both renderings identical (``compare``)."""
+    out: list[str] = []
     if "Cannot apply broken rhythm" in oracle_said:
-        return "broken-rhythm-unequal"
+        out.append("broken-rhythm-unequal")
     if "nested tuples" in oracle_said:
-        return "nested-tuplets"
+        out.append("nested-tuplets")
     if re.search(r"Unknown mode '[\^_=]", oracle_said):
-        return "glued-key-accidentals"
+        out.append("glued-key-accidentals")
     if "out of sequence" in oracle_said:
-        return "voices-out-of-order"
+        out.append("voices-out-of-order")
+    if re.search(r"Could not find note to be tied|Bad tie|Cannot find note before tie", oracle_said):
+        out.append("malformed-tie")
+    if re.search(r"Ignoring string '[a-g][#b]?(m|min|maj|dor|phr|lyd|mix|aeo|loc|ion)?' in K: field", oracle_said):
+        out.append("lowercase-key-tonic")
     warned = [w.message for w in getattr(tune, "warnings", [])]
     if any("written before a decoration" in w for w in warned):
-        return "accidental-before-decoration"
+        out.append("accidental-before-decoration")
     if any("unison inside a chord" in w for w in warned):
-        return "chord-unison"
+        out.append("chord-unison")
     for voice in getattr(tune, "voices", {}).values():
         bars = voice.bars
         for i, b in enumerate(bars):
             last_of_ending = i + 1 == len(bars) or not bars[i + 1].passes
             if b.passes and b.end_repeat and last_of_ending and max(b.passes) >= 2:
-                return "last-ending-repeat"
+                out.append("last-ending-repeat")
+                break
         after_endings = False
         for i, b in enumerate(bars):
             if b.start_repeat:
                 after_endings = False
             if b.end_repeat and after_endings:
-                return "repeat-after-endings"
+                out.append("repeat-after-endings")
+                break
             if b.passes and (i + 1 == len(bars) or not bars[i + 1].passes):
                 after_endings = True
             elif b.end_repeat and not b.passes:
                 after_endings = False
-    return None
+    if "||:" in abc:
+        out.append("oracle-double-bar-repeat")
+    return list(dict.fromkeys(out))
+
+
+def _music_lines(abc: str, edit: Callable[[str], str]) -> str:
+    """``abc`` with ``edit`` applied to each music line after the first K: (fields and comments kept)."""
+    out, in_body = [], False
+    for ln in abc.splitlines(keepends=True):
+        if _FIELD.match(ln) or ln.lstrip().startswith("%"):
+            in_body = in_body or ln.lstrip().startswith("K:")
+            out.append(ln)
+        else:
+            out.append(edit(ln) if in_body else ln)
+    return "".join(out)
+
+
+def _outside_text(edit: Callable[[str], str]) -> Callable[[str], str]:
+    """``edit`` applied to a line's music only: quoted text, decorations and inline fields are kept."""
+
+    def apply(line: str) -> str:
+        parts = re.split(r'("[^"]*"|![^!]*!|\[[A-Za-z]:[^\]]*\])', line)
+        return "".join(edit(part) if k % 2 == 0 else part for k, part in enumerate(parts))
+
+    return apply
+
+
+_NOTE = re.compile(r"([\^_=]*)([A-Ga-g])([,']*)")
+_SEMITONES = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
+
+
+def _chord_without_unisons(chord: re.Match[str]) -> str:
+    seen: set[int] = set()
+
+    def keep(note: re.Match[str]) -> str:
+        acc, letter, octave = note.groups()
+        pitch = _SEMITONES[letter.upper()] + 12 * (letter.islower() + octave.count("'") - octave.count(","))
+        pitch += acc.count("^") - acc.count("_")
+        if pitch in seen:
+            return ""
+        seen.add(pitch)
+        return note.group(0)
+
+    # a note's length stays with the note that is kept
+    return re.sub(r"[\^_=]*[A-Ga-g][,']*[\d/]*", lambda m: keep(_NOTE.match(m.group(0))), chord.group(0))  # type: ignore[arg-type]
+
+
+def _walk_endings(abc: str, rewrite: Callable[[str, int], str | None]) -> str:
+    """``abc`` with bar-line tokens rewritten by ``rewrite(token, ending)`` (None keeps the token); ``ending`` is
+    the highest pass of the numbered ending the token closes (0: none)."""
+    ending = 0
+
+    def edit(line: str) -> str:
+        nonlocal ending
+        pieces = re.split(r"(:\|\d[\d,-]*|\|\|\d[\d,-]*|\|:|:\||::|\[\d[\d,-]*|\|\d[\d,-]*|\|\]|\|\|)", line)
+        for k in range(1, len(pieces), 2):
+            tok = pieces[k]
+            passes = [int(x) for x in re.findall(r"\d+", tok)]
+            new = rewrite(tok, ending) if not passes else None
+            if new is not None:
+                pieces[k] = new
+            if passes:
+                ending = max(passes)
+            elif tok in ("|:", ":|", "::", "|]", "||"):
+                ending = 0
+        return "".join(pieces)
+
+    return _music_lines(abc, _outside_text(edit))
+
+
+def _last_ending_closed_plainly(abc: str) -> str:
+    """The ``:|`` that closes a later ending (pass 2 or more) written as a plain bar line."""
+    return _walk_endings(abc, lambda tok, ending: "|" if tok == ":|" and ending >= 2 else None)
+
+
+def _repeat_start_after_endings(abc: str) -> str:
+    """The bar line that closes a later ending (``||`` or ``|]``) written as a repeat start: the repeat that
+    follows starts there explicitly (where we start it)."""
+    return _walk_endings(abc, lambda tok, ending: "|:" if tok in ("||", "|]") and ending >= 2 else None)
+
+
+REMOVE_CAUSE: dict[str, Callable[[str], str]] = {
+    "broken-rhythm-unequal": lambda abc: _music_lines(abc, _outside_text(lambda m: re.sub(r"[<>]", "", m))),
+    "nested-tuplets": lambda abc: _music_lines(abc, _outside_text(lambda m: re.sub(r"\(\d+(:\d*){0,2}", "", m))),
+    "glued-key-accidentals": lambda abc: re.sub(r"(?m)^(\s*K:\s*[A-G][b#]?\w*?)((?:[\^_=][a-gA-G])+)", r"\1", abc),
+    "voices-out-of-order": lambda abc: re.sub(r"(?m)^%%(score|staves).*\n", "", abc),
+    "accidental-before-decoration": lambda abc: _music_lines(abc, lambda m: re.sub(r"([\^_=]+)(![^!]*!)", r"\2\1", m)),
+    "chord-unison": lambda abc: _music_lines(
+        abc, _outside_text(lambda m: re.sub(r"\[[^\]:]*\]", _chord_without_unisons, m))
+    ),
+    "lowercase-key-tonic": lambda abc: re.sub(
+        r"((?:^|\[)\s*K:\s*)([a-g])", lambda m: m.group(1) + m.group(2).upper(), abc, flags=re.M
+    ),
+    "malformed-tie": lambda abc: _music_lines(abc, _outside_text(lambda m: m.replace("-", ""))),
+    "oracle-double-bar-repeat": lambda abc: _music_lines(abc, lambda m: m.replace("||:", "|:")),
+    "last-ending-repeat": _last_ending_closed_plainly,
+    "repeat-after-endings": _repeat_start_after_endings,
+}
+"""For each reason a tune may differ on purpose, the tune with that cause removed: a label holds only when both
+readers then play the tune identically (else the tune is a miss)."""
 
 
 MIDI_TOLERANCE = 1 / 8
@@ -239,7 +405,12 @@ class Comparison:
     """An exception our side raised (never expected)."""
     first_error: str | None = None
     deliberate: str | None = None
-    """Renders differently on purpose (a key of ``DELIBERATE``); counted apart from the misses."""
+    """Renders differently on purpose (a key of ``DELIBERATE``), verified: with that cause removed (or abc2midi's
+    silenced notes counted) both readers play the tune identically; counted apart from the misses."""
+    unverified: str | None = None
+    """A reason the tune shows but that does not explain its difference (removing it leaves one): a miss."""
+    spaced_lengths: int = 0
+    """Lengths written after a space, joined to their notes for abc2midi (which drops them)."""
 
 
 def compare(source: str, abc: str) -> Comparison:
@@ -258,11 +429,39 @@ def compare(source: str, abc: str) -> Comparison:
         ours = midi_notes(midi_bytes(result.tune))  # type: ignore[arg-type]
     except Exception as e:  # noqa: BLE001 - the differential run counts every exception; none is expected
         return Comparison(source, plays, False, error=f"{type(e).__name__}: {e}")
+    spaced = spaced_lengths(abc)
     if theirs is None:
-        return Comparison(source, plays, True)
+        return Comparison(source, plays, True, spaced_lengths=spaced)
     ov = overlap(ours, theirs)
-    why = None if ov == 1.0 else deliberate_difference(result.tune, said)
-    return Comparison(source, plays, True, identical=ov == 1.0, overlap=ov, deliberate=why)
+    why = claimed = None
+    if ov < 1.0 and theirs.silenced and overlap(ours, theirs.with_silenced()) == 1.0:
+        why = "oracle-silenced-notes"
+    elif ov < 1.0:
+        reasons = deliberate_reasons(result.tune, said, abc)
+        claimed = " + ".join(reasons) or None
+        why = claimed if reasons and causes_explain(reasons, abc) else None
+    return Comparison(
+        source, plays, True, identical=ov == 1.0, overlap=ov, deliberate=why,
+        unverified=claimed if why is None else None, spaced_lengths=spaced,
+    )  # fmt: skip
+
+
+def causes_explain(reasons: list[str], abc: str) -> bool:
+    """Whether ``reasons`` are why ``abc`` renders differently: with their causes removed (``REMOVE_CAUSE``)
+    both readers play the tune identically."""
+    from image2music.tools.music.check import check_abc
+    from image2music.tools.music.convert import midi_bytes
+
+    fixed = abc
+    for reason in reasons:
+        fixed = REMOVE_CAUSE[reason](fixed)
+    if fixed == abc:
+        return False
+    theirs = abc2midi_notes(fixed)
+    result = check_abc(fixed)
+    if theirs is None or not result.ok or result.tune is None:
+        return False
+    return overlap(midi_notes(midi_bytes(result.tune)), theirs) == 1.0
 
 
 @dataclass
@@ -277,6 +476,10 @@ class Summary:
     mean_overlap: float
     exceptions: int
     deliberate: dict[str, int] = field(default_factory=dict)
+    unverified: dict[str, int] = field(default_factory=dict)
+    """Reasons claimed by tunes whose difference they do not explain (those tunes are misses)."""
+    spaced: int = 0
+    """Tunes with lengths written after a space (joined for abc2midi)."""
 
     @property
     def acceptance(self) -> float:
@@ -288,11 +491,13 @@ class Summary:
 
     def render(self) -> str:
         apart = ", ".join(f"{k} {v}" for k, v in sorted(self.deliberate.items())) or "none"
+        claimed = ", ".join(f"{k} {v}" for k, v in sorted(self.unverified.items())) or "none"
         return (
             f"{self.tunes} tunes; abc2midi plays {self.oracle_plays}; we accept {self.accepted_of_played} of those "
             f"({self.acceptance:.1%}); note-identical on {self.identical}/{self.both} rendered both ways "
             f"({self.identical_rate:.1%}), mean overlap {self.mean_overlap:.4f}; exceptions {self.exceptions}; "
-            f"different on purpose (counted apart): {apart}"
+            f"different on purpose, verified by removing the cause (counted apart): {apart}; claimed but not "
+            f"verified (misses): {claimed}; spaced lengths joined for abc2midi: {self.spaced} tunes"
         )
 
 
@@ -300,9 +505,12 @@ def summarise(rows: Iterable[Comparison]) -> Summary:
     rows = list(rows)
     both = [r for r in rows if r.accepted and r.oracle_plays and r.deliberate is None]
     apart: dict[str, int] = {}
+    claimed: dict[str, int] = {}
     for r in rows:
         if r.accepted and r.oracle_plays and r.deliberate is not None:
             apart[r.deliberate] = apart.get(r.deliberate, 0) + 1
+        if r.accepted and r.oracle_plays and r.unverified is not None:
+            claimed[r.unverified] = claimed.get(r.unverified, 0) + 1
     return Summary(
         tunes=len(rows),
         oracle_plays=sum(r.oracle_plays for r in rows),
@@ -312,6 +520,8 @@ def summarise(rows: Iterable[Comparison]) -> Summary:
         mean_overlap=sum(r.overlap for r in both) / len(both) if both else 1.0,
         exceptions=sum(r.error is not None for r in rows),
         deliberate=apart,
+        unverified=claimed,
+        spaced=sum(r.spaced_lengths > 0 for r in rows),
     )
 
 
