@@ -51,10 +51,13 @@ def _build(
     first_voice: str,
     n: int,
     keep: set[str],
+    keep_order: list[str] | None = None,
 ) -> str:
     """Header and body lines of the voices in ``keep``, each cut before its bar ``n + 1`` (``starts``: line and
     column where each bar of each voice begins)."""
+    keep_order = keep_order or sorted(keep)
     out: list[str] = []
+    last: dict[str, int] = {}  # each voice's last music line in ``out``
     for line in lines[: header_end + 1]:
         vid = _voice_of(line)
         if vid is None or vid in keep:
@@ -81,10 +84,34 @@ def _build(
                 k = head.rfind("|")
                 head = head[: k + 1].rstrip() if k >= 0 else ""
                 if head.strip(" |"):
+                    last[cur] = len(out)
                     out.append(head)
             continue
+        last[cur] = len(out)
         out.append(line)
-    return "\n".join(out).rstrip() + "\n"
+    for i in last.values():  # a tie into a bar that is left out would tie to nothing
+        out[i] = _untied_end(out[i])
+    return _renumbered("\n".join(out).rstrip() + "\n", [v for v in keep_order if v in keep])
+
+
+def _untied_end(line: str) -> str:
+    """``line`` without the ties of its last note or chord (before its closing bar line and comment)."""
+    m = re.match(r"^(.*?)((?:\[[^\]]*\]|[^\s|\]\[])[^\s|]*?)(\s*[|:\]]*\s*(?:%.*)?)$", line)
+    if m is None or "-" not in m.group(2):
+        return line
+    return m.group(1) + m.group(2).replace("-", "") + m.group(3)
+
+
+def _renumbered(text: str, kept: list[str]) -> str:
+    """Numbered voices renumbered 1..k in order when some were left out (abc2midi merges a voice whose number
+    is out of sequence: "V:4 out of sequence, treating as V:2")."""
+    if not kept or not all(v.isdigit() for v in kept) or kept == [str(i) for i in range(1, len(kept) + 1)]:
+        return text
+    new = {old: str(i) for i, old in enumerate(kept, start=1)}
+    return re.sub(
+        r"(^\s*V:\s*|\[V:\s*)(\d+)(?=[\s\]]|$)", lambda m: m.group(1) + new.get(m.group(2), m.group(2)), text,
+        flags=re.M,
+    )  # fmt: skip
 
 
 def excerpt(abc: str, max_chars: int, limits: Limits | None = None) -> Excerpt:
@@ -97,6 +124,7 @@ def excerpt(abc: str, max_chars: int, limits: Limits | None = None) -> Excerpt:
     lines = join_field_continuations(abc.split("\n"))
     header_end = next((i for i, ln in enumerate(lines) if re.match(r"^\s*K:", ln)), 0)
     starts = {vid: [(b.line, b.column) for b in v.bars] for vid, v in tune.voices.items()}
+    declared = list(dict.fromkeys(v for v in map(_voice_of, lines) if v is not None))  # as written
 
     sounding = {vid: sorted({ev.bar for ev in v.events if ev.pitches}) for vid, v in tune.voices.items()}
 
@@ -108,7 +136,7 @@ def excerpt(abc: str, max_chars: int, limits: Limits | None = None) -> Excerpt:
         keep = playing(n)[:k]
         if not keep:
             return None
-        text = _build(lines, header_end, starts, voices[0], n, set(keep))
+        text = _build(lines, header_end, starts, voices[0], n, set(keep), declared)
         return text if len(text) <= max_chars else None
 
     first = min((b[0] for b in sounding.values() if b), default=1)
