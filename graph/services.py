@@ -180,8 +180,11 @@ def _bounded(query: Any, settings: Settings) -> Retriever:
 
 
 def get_fallback_map(settings: Settings, notify: Notify = notify_stderr) -> FallbackMap | None:
-    """For served models (no attentions): a CLIP occlusion map of the image against a text, or None."""
-    if not settings.attention_maps or settings.vlm_backend != "openai":
+    """Where the model gives no map (a served model; a local one that reads the image by cross-attention): a CLIP
+    occlusion map of the image against a text, or None (recorded answers: no model looked at anything)."""
+    from image2music.tools.vlm.backends import backend
+
+    if not settings.attention_maps or backend(settings.vlm_backend).recorded:
         return None
 
     def _map(image: Image.Image, text: str) -> np.ndarray | None:

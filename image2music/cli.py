@@ -19,6 +19,7 @@ from rich.text import Text
 
 from image2music.graph.state import NODE_IDS
 from image2music.record import RunRecord
+from image2music.tools.vlm.backends import BACKENDS
 
 if TYPE_CHECKING:
     from image2music.batch import BatchRow
@@ -109,7 +110,7 @@ def model_options(fn: F) -> F:
     opts = [
         click.option(
             "--vlm-backend",
-            type=click.Choice(["transformers", "replay", "openai"]),
+            type=click.Choice(list(BACKENDS)),
             help="VLM backend [env I2M_VLM_BACKEND].",
         ),
         click.option("--vlm-model", help="VLM hub id or local folder (served name for openai) [env I2M_VLM_MODEL]."),
@@ -154,11 +155,9 @@ def model_options(fn: F) -> F:
 
 def model_label(settings: Any) -> str:
     """What answers: ``replay:calls.jsonl``, ``transformers:Qwen/...`` or ``openai:name@url``."""
-    if settings.vlm_backend == "replay":
-        return f"replay:{Path(str(settings.replay_file)).name}"
-    if settings.vlm_backend == "openai":
-        return f"openai:{settings.vlm_model}@{settings.vlm_base_url}"
-    return f"transformers:{settings.vlm_model}"
+    from image2music.tools.vlm.backends import backend
+
+    return backend(settings.vlm_backend).label(settings.vlm_model, settings.replay_file, settings.vlm_base_url)
 
 
 def settings_from(**flags: Any) -> Any:
@@ -245,7 +244,9 @@ def _announce_run(run_id: str, run_dir: Path) -> None:
 def require_model(settings: Settings) -> None:
     """A local VLM that is not on this machine (and cannot be downloaded) ends the command at once, with the
     command that fixes it (VLMError, exit 1), before the graph's libraries are imported."""
-    if settings.vlm_backend == "transformers":
+    from image2music.tools.vlm.backends import backend
+
+    if backend(settings.vlm_backend).local:
         from image2music.tools.vlm import model_location
 
         model_location(settings.vlm_model)

@@ -29,7 +29,7 @@ from image2music.outputs import RunResult
 from image2music.record import RunRecord
 from image2music.runner import compose_image, replay_run
 from image2music.tools.files import atomic_write_text, safe_name
-from image2music.tools.music.metrics import MUSPY_METRICS
+from image2music.tools.music.metrics import METRICS, MUSPY_METRICS
 from image2music.tools.music.targets import mode_agreement, tempo_agreement
 from image2music.tools.vlm import VLMError, strip_think
 
@@ -156,8 +156,11 @@ def make_judge(spec: str, settings: Settings, retries: int) -> Judge | None:
         return None
     prompt = prompt_lib.load("judge")
     if spec != "self":
-        backend = "openai" if settings.vlm_backend == "openai" else "transformers"
-        settings = settings.with_overrides(vlm_backend=backend, vlm_model=spec)
+        from image2music.tools.vlm.backends import backend
+
+        # a named judge is a model of the same server, or a local model (recorded answers hold no other model)
+        judge_backend = settings.vlm_backend if not backend(settings.vlm_backend).recorded else "transformers"
+        settings = settings.with_overrides(vlm_backend=judge_backend, vlm_model=spec)
     services.get_vlm(settings)  # a judge that cannot load fails before any run starts
     return Judge(settings=settings, prompt=prompt, retries=retries)
 
@@ -339,12 +342,10 @@ def summary_markdown(
         ("first_try_ok", "Parse ok 1st try"),
         ("ok_within_budget", "Ok within budget"),
         ("attempts", "Attempts"),
-        ("bar_consistency", "Bar consistency"),
+        ("bar_consistency", METRICS["bar_consistency"].label),
         ("agreement", "Text-ABC agreement"),
-        ("scale_consistency", "Scale consistency"),
-        ("pitch_class_entropy", "PCE"),
-        ("empty_beat_rate", "EBR"),
-        ("duration_seconds", "Duration (s)"),
+        *((n, METRICS[n].label) for n in ("scale_consistency", "pitch_class_entropy", "empty_beat_rate")),
+        ("duration_seconds", METRICS["duration_seconds"].label),
     ]
     parts += [
         "## Objective metrics (no judge)",

@@ -151,12 +151,10 @@ def _findings(items: list[FindingRecord], cls: str) -> str:
 
 
 def _attention_note(record: RunRecord) -> str:
-    backend = (record.get("settings") or {}).get("vlm_backend")
-    if backend == "replay":
-        return "No attention map: recorded answers (the replay backend) carry no attentions."
-    if backend == "openai":
-        return "No attention map: the served model exposes no attentions and the CLIP fallback was not available."
-    return "No attention map: the model's image-token layout is not known or the capture was turned off."
+    from image2music.tools.vlm.backends import BACKENDS
+
+    name = str((record.get("settings") or {}).get("vlm_backend") or "transformers")
+    return (BACKENDS.get(name) or BACKENDS["transformers"]).no_map
 
 
 def render_report(record: RunRecord, run_dir: Path, tune: Tune | None = None) -> str:

@@ -44,6 +44,7 @@ from image2music.tools.files import (
     plain_path,
     safe_name,
 )
+from image2music.tools.vlm.backends import backend
 
 if TYPE_CHECKING:
     from langchain_core.runnables import RunnableConfig
@@ -582,7 +583,8 @@ def warm_up(settings: Settings) -> None:
     import importlib
 
     jobs: dict[str, Callable[[], object]] = {m: functools.partial(importlib.import_module, m) for m in LATER_IMPORTS}
-    if settings.vlm_backend == "openai" and settings.attention_maps:
+    kind = backend(settings.vlm_backend)
+    if settings.attention_maps and not kind.attention and not kind.recorded:  # CLIP's occlusion map stands in
         from image2music.tools.embedder import model_location
 
         # cached: the map's loader asks again
@@ -690,7 +692,7 @@ def _resume(
     clean_temporaries(info.run_dir)  # what a killed process left half-written (.i2m-tmp-*): never an output
     run_settings = _stored_settings(info, settings, overrides)
     stored, here = info.settings.get("vlm_base_url"), settings.vlm_base_url
-    if run_settings.vlm_backend == "openai" and here and here != stored and "vlm_base_url" not in overrides:
+    if backend(run_settings.vlm_backend).served and here and here != stored and "vlm_base_url" not in overrides:
         notify(
             f"run {info.run_id} goes on with the server it was started with ({scrub_url(stored)}), not "
             f"I2M_VLM_BASE_URL={scrub_url(here)}; `i2m runs resume {info.run_id} --base-url URL` chooses another"

@@ -80,3 +80,15 @@ def test_numpy_metrics_equal_muspys_own_functions() -> None:
         assert played_metrics(played, TICKS_PER_QUARTER) == _metrics_of(muspy_music(played, TICKS_PER_QUARTER))
         compared += 1
     assert compared >= 50
+
+
+def test_one_table_of_metrics() -> None:
+    """A version's metrics are exactly the table's rows, and the targets, bounds and fallback bands are read
+    from it (before: four tables, and a metric missing from one was a KeyError at run time)."""
+    from image2music.tools.music.metrics import METRICS
+    from image2music.tools.music.targets import BOUNDS, FALLBACK_BANDS, MIN_HALF_WIDTH, TARGET_METRICS
+
+    m = tune_metrics(read_tune(GOOD_ABC))
+    assert m is not None and list(m) == list(METRICS)
+    assert set(TARGET_METRICS) == set(MIN_HALF_WIDTH) == set(BOUNDS) == set(MUSPY_METRICS)
+    assert set(FALLBACK_BANDS) <= set(MUSPY_METRICS) and len(MUSPY_METRICS) == 8

@@ -63,7 +63,7 @@ def test_a_whole_run_encodes_the_image_once(tmp_path: Path, image_path: Path, ti
     assert vlm.vision_calls - before == 1  # type: ignore[attr-defined]
 
 
-def test_mllama_says_why_it_has_no_map_and_counts_its_tower(tmp_path: Path, image_path: Path) -> None:
+def test_mllama_says_why_it_has_no_map_and_counts_its_tower(tmp_path: Path, image_path: Path, tiny_clip: Path) -> None:
     """Llama 3.2 Vision reads the image through cross-attention layers, with one ``<|image|>`` placeholder in
     its text: before, a meaningless 1x1 map and 0 vision encodes; now no map, the reason in run.json's notes, and
     every forward of its tower counted (it encodes the image inside its forward: no cache, once per call)."""
@@ -72,10 +72,10 @@ def test_mllama_says_why_it_has_no_map_and_counts_its_tower(tmp_path: Path, imag
     model = build_tiny_mllama(tmp_path / "tiny-mllama")
     s = load_settings(
         vlm_model=str(model), top_k=0, max_new_tokens=8, describe_max_new_tokens=8, explain_max_new_tokens=8,
-        max_parse_retries=0, refine_rounds=0,
+        max_parse_retries=0, refine_rounds=0, embed_model=str(tiny_clip),
     )  # fmt: skip
     rec = compose_image(image_path, s, run_dir=tmp_path / "run").record
-    assert "describe" not in (rec.get("attention") or {}).get("files", {})
+    assert rec["attention"]["method"] == "clip-occlusion"  # the map that stands in (was a 1x1 "map")
     assert any("reads the image through cross-attention layers" in n for n in rec["notes"]), rec["notes"]
     assert rec["vision_encodes"] == sum(rec["vlm_calls"].values()) >= 2
 

@@ -9,39 +9,60 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from image2music.tools.music.abcheader import is_minor_key
 from image2music.tools.music.abcparse import Tune
 
-MUSPY_METRICS = (
-    "pitch_range",
-    "n_pitches_used",
-    "n_pitch_classes_used",
-    "polyphony",
-    "scale_consistency",
-    "pitch_entropy",
-    "pitch_class_entropy",
-    "empty_beat_rate",
-)
 
-METRIC_MEANINGS: dict[str, str] = {
-    "pitch_range": "distance in semitones between the lowest and the highest note",
-    "n_pitches_used": "how many different pitches occur",
-    "n_pitch_classes_used": "how many of the 12 pitch classes (C, C#, ... B) occur",
-    "polyphony": "average number of notes sounding together when anything sounds (1 = one line)",
-    "scale_consistency": "share of notes that fit the best-matching major or minor scale (1 = all)",
-    "pitch_entropy": "how evenly the pitches are used, in bits (low = a few pitches dominate)",
-    "pitch_class_entropy": "how evenly the 12 pitch classes are used, in bits (max 3.58 = atonal equality)",
-    "empty_beat_rate": "share of beats in which no note sounds (silence)",
-    "bar_consistency": "share of bars whose length matches the meter",
-    "duration_seconds": "length of the music in seconds, repeats played",
-    "key": "declared key (K:)",
-    "meter": "declared meter (M:)",
-    "tempo_qpm": "tempo in quarter notes per minute (Q:)",
-    "voices": "number of voices (parts)",
-}
+@dataclass(frozen=True)
+class Metric:
+    """One measure of a tune: what it means and, for the paper's eight, how a run targets it."""
+
+    name: str
+    meaning: str
+    label: str = ""
+    """A short column label (``i2m eval``'s tables); the name where empty."""
+    target: tuple[float, float, float] | None = None
+    """For the eight targeted metrics: (the least half-width of a band, lowest, highest possible value)."""
+    fallback: tuple[float, float] | None = None
+    """The band when nothing was retrieved (only what holds for almost any tonal piece)."""
+
+
+METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in (
+        Metric("pitch_range", "distance in semitones between the lowest and the highest note",
+               target=(5, 0.0, 127.0), fallback=(5, 36)),
+        Metric("n_pitches_used", "how many different pitches occur", target=(4, 1.0, 128.0)),
+        Metric("n_pitch_classes_used", "how many of the 12 pitch classes (C, C#, ... B) occur",
+               target=(2, 1.0, 12.0), fallback=(4, 12)),
+        Metric("polyphony", "average number of notes sounding together when anything sounds (1 = one line)",
+               target=(0.5, 1.0, 16.0)),
+        Metric("scale_consistency", "share of notes that fit the best-matching major or minor scale (1 = all)",
+               label="Scale consistency", target=(0.08, 0.0, 1.0), fallback=(0.75, 1.0)),
+        Metric("pitch_entropy", "how evenly the pitches are used, in bits (low = a few pitches dominate)",
+               target=(0.5, 0.0, 7.0)),
+        Metric("pitch_class_entropy", "how evenly the 12 pitch classes are used, in bits (max 3.58 = atonal "
+               "equality)", label="PCE", target=(0.4, 0.0, 3.585)),
+        Metric("empty_beat_rate", "share of beats in which no note sounds (silence)", label="EBR",
+               target=(0.1, 0.0, 1.0), fallback=(0.0, 0.35)),
+        Metric("bar_consistency", "share of bars whose length matches the meter", label="Bar consistency"),
+        Metric("duration_seconds", "length of the music in seconds, repeats played", label="Duration (s)"),
+        Metric("key", "declared key (K:)"),
+        Metric("meter", "declared meter (M:)"),
+        Metric("tempo_qpm", "tempo in quarter notes per minute (Q:)"),
+        Metric("voices", "number of voices (parts)"),
+    )
+}  # fmt: skip
+"""Every metric a version gets, in display order: the one table that targets, feedback, the terminal, CSV, the
+report and ``i2m eval`` read (a new metric is a row here)."""
+
+MUSPY_METRICS = tuple(name for name, m in METRICS.items() if m.target is not None)
+"""The paper's eight MusPy metrics: the targeted ones."""
+METRIC_MEANINGS: dict[str, str] = {name: m.meaning for name, m in METRICS.items()}
 
 
 def _clean(x: Any) -> float | int | None:

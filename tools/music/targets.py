@@ -14,40 +14,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from image2music.tools.music.abcheader import is_minor_key
-from image2music.tools.music.metrics import MUSPY_METRICS
+from image2music.tools.music.metrics import METRICS, MUSPY_METRICS
 
 TARGET_METRICS = MUSPY_METRICS
 """The eight MusPy metrics, targeted from the references."""
 
-MIN_HALF_WIDTH: dict[str, float] = {
-    "pitch_range": 5,
-    "n_pitches_used": 4,
-    "n_pitch_classes_used": 2,
-    "polyphony": 0.5,
-    "scale_consistency": 0.08,
-    "pitch_entropy": 0.5,
-    "pitch_class_entropy": 0.4,
-    "empty_beat_rate": 0.1,
-}
+MIN_HALF_WIDTH: dict[str, float] = {n: m.target[0] for n, m in METRICS.items() if m.target is not None}
 """Each band reaches at least this far beyond the references' range (one reference is a point, not a target)."""
-
-BOUNDS: dict[str, tuple[float, float]] = {
-    "scale_consistency": (0.0, 1.0),
-    "empty_beat_rate": (0.0, 1.0),
-    "polyphony": (1.0, 16.0),
-    "pitch_range": (0.0, 127.0),
-    "n_pitches_used": (1.0, 128.0),
-    "n_pitch_classes_used": (1.0, 12.0),
-    "pitch_entropy": (0.0, 7.0),
-    "pitch_class_entropy": (0.0, 3.585),
-}
-
-FALLBACK_BANDS: dict[str, tuple[float, float]] = {
-    "pitch_range": (5, 36),
-    "n_pitch_classes_used": (4, 12),
-    "scale_consistency": (0.75, 1.0),
-    "empty_beat_rate": (0.0, 0.35),
-}
+BOUNDS: dict[str, tuple[float, float]] = {n: m.target[1:] for n, m in METRICS.items() if m.target is not None}
+FALLBACK_BANDS: dict[str, tuple[float, float]] = {n: m.fallback for n, m in METRICS.items() if m.fallback}
 """Bands when nothing was retrieved: only what holds for almost any tonal piece."""
 
 SLOW_WORDS = (
