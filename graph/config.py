@@ -8,12 +8,13 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
 from image2music.tools.files import plain_path
 from image2music.tools.music.abcparse import Limits
 from image2music.tools.music.targets import FALLBACK_BANDS, TARGET_METRICS
 from image2music.tools.vlm.base import VLM_NODES, GenerationSettings
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 def default_home() -> Path:
@@ -302,14 +303,15 @@ def setting_error(e: Any) -> Exception:
 def load_settings(**overrides: Any) -> Settings:
     """Settings from env and ``.env``, then ``overrides`` (e.g. CLI flags) on top. Unknown override names are
     an error; unknown ``I2M_*`` variables a warning."""
-    from image2music.tools.errors import InputError
     from pydantic import ValidationError
     from pydantic_settings import SettingsError
+
+    from image2music.tools.errors import InputError
 
     check_names(overrides)
     warn_unknown_variables()
     try:
-        return Settings().with_overrides(**overrides)
+        return Settings.model_validate({}).with_overrides(**overrides)  # from the environment and .env
     except ValidationError as e:  # one line naming the setting, for the CLI and the Python API alike
         raise setting_error(e) from None
     except SettingsError as e:  # a variable that is not JSON where JSON is needed (I2M_NODE_GENERATION='{bad')

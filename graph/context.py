@@ -145,8 +145,10 @@ def _client_settings(ctx: RunContext | None) -> Settings:
     try:
         return settings.with_overrides(**chosen)
     except Exception as e:  # pydantic's ValidationError: one line naming the option as the client wrote it
-        errors = getattr(e, "errors", None)
-        first = errors()[0] if callable(errors) and errors() else {"loc": (), "msg": str(e)}
+        from pydantic import ValidationError
+
+        found = e.errors() if isinstance(e, ValidationError) else []
+        first: dict[str, Any] = dict(found[0]) if found else {"loc": (), "msg": str(e)}
         name = ".".join(str(x) for x in first.get("loc", ())) or "options"
         raise InputError(f"the context's {name}: {str(first.get('msg'))[:200]}") from None
 

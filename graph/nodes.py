@@ -7,6 +7,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from langgraph.runtime import Runtime
+from langgraph.types import Overwrite, interrupt
+
 from image2music.graph import services
 from image2music.graph.context import RunContext, context_of
 from image2music.graph.routing import decide_after_evaluate, decide_after_parse_check
@@ -22,8 +25,6 @@ from image2music.tools.music.metrics import describe_metrics, tune_metrics
 from image2music.tools.music.sections import section_maps
 from image2music.tools.music.targets import feedback_items, score, targets_for
 from image2music.tools.vlm import strip_think
-from langgraph.runtime import Runtime
-from langgraph.types import Overwrite, interrupt
 
 NodeFn = Callable[[State, Runtime[RunContext]], dict[str, Any]]
 MAX_WORDS_CHARS = 2000
@@ -181,7 +182,8 @@ def compose(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
 def parse_check(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """Extract and check the draft; write its ABC and MIDI; count failures against the budget."""
     ctx = context_of(state, runtime)
-    draft = state["draft"]
+    draft = state.get("draft")
+    assert draft is not None, "parse_check runs after a writer's draft"
     versions = state.get("versions", [])
     try:
         result = check_abc(draft["text"], ctx.settings.abc_limits)
@@ -234,7 +236,8 @@ def parse_check(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
 def evaluate(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """Measure the latest version with the MusPy metrics and what the checker knows."""
     ctx = context_of(state, runtime)
-    version = state["versions"][-1]
+    versions = state.get("versions", [])
+    version = versions[-1]
     try:
         metrics = tune_metrics(read_tune(version["abc"], ctx.settings.abc_limits)) or {}
         warnings = list(version["warnings"])
@@ -245,7 +248,7 @@ def evaluate(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
     measured: Version = {**version, "metrics": metrics, "warnings": warnings, "feedback": items}  # type: ignore[typeddict-item]
     measured["score"] = score(items, targets)
     decision = decide_after_evaluate(
-        {**state, "versions": upsert_versions(state["versions"], [measured])}, ctx.settings
+        {**state, "versions": upsert_versions(versions, [measured])}, ctx.settings
     )
     return {"versions": [measured], "decisions": [decision]}
 
@@ -309,11 +312,17 @@ def explain(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
     best = best_version(state.get("versions", []))
     assert best is not None and best["ok"], "explain runs only with a valid version"
     prompt = _prompt(
-        ctx, "explain", description=state.get("description", ""), abc=best["abc"].strip(), commentary=best["commentary"]
+        ctx,
+        "explain",
+        description=state.get("description", ""),
+        abc=best["abc"].strip(),
+        commentary=best.get("commentary", ""),
     )
     call = _calls(state, "explain")
     res = services.ask(ctx, "explain", prompt, call, on_text=_stream(runtime, "explain", call))
-    final = {"version": best["index"] + 1, "abc": best["abc"], "title": best.get("title"), "metrics": best["metrics"]}
+    final = {
+        "version": best["index"] + 1, "abc": best["abc"], "title": best.get("title"), "metrics": best.get("metrics")
+    }
     return {
         "motivation": strip_think(res.text),
         "status": "ok",

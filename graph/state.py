@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import operator
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, Required, get_args
+
+from typing_extensions import TypedDict  # pydantic builds JSON schemas from these (LangGraph server, Studio)
 
 from image2music.tools.music.metrics import Metrics
-from typing_extensions import TypedDict  # pydantic builds JSON schemas from these (LangGraph server, Studio)
 
 NodeId = Literal["describe", "retrieve", "compose", "parse_check", "evaluate", "reflect", "explain"]
 NODE_IDS: tuple[NodeId, ...] = get_args(NodeId)
@@ -55,11 +56,12 @@ class Decision(TypedDict):
 class Reference(TypedDict, total=False):
     """One retrieved piece of music."""
 
-    id: str
-    caption: str
+    id: Required[str]
+    caption: Required[str]
     abc: str
-    score: float
-    via: str
+    """The tune (run.json keeps a reference without it)."""
+    score: Required[float]
+    via: Required[str]
     """image | text | both: which query found it"""
     metadata: dict[str, Any]
 
@@ -67,8 +69,8 @@ class Reference(TypedDict, total=False):
 class Draft(TypedDict, total=False):
     """The latest answer of compose or reflect, not yet checked."""
 
-    node: str
-    text: str
+    node: Required[str]
+    text: Required[str]
     attention: dict[str, AttentionMap]
     """Attention per `% [section]` / voice of the answer."""
 
@@ -76,12 +78,12 @@ class Draft(TypedDict, total=False):
 class Version(TypedDict, total=False):
     """One checked answer of compose or reflect."""
 
-    index: int
-    node: str
-    abc: str
-    ok: bool
-    errors: list[FindingRecord]
-    warnings: list[FindingRecord]
+    index: Required[int]
+    node: Required[str]
+    abc: Required[str]
+    ok: Required[bool]
+    errors: Required[list[FindingRecord]]
+    warnings: Required[list[FindingRecord]]
     metrics: Metrics | None
     files: dict[str, str]
     """This version's files, relative to the run folder: ``abc`` (when an answer had ABC), ``midi`` (valid)."""

@@ -45,7 +45,7 @@ class Result:
     @classmethod
     def from_run(cls, run: RunResult) -> Result:
         rec = run.record
-        final = rec.get("final") or {}
+        final: dict[str, Any] = dict(rec.get("final") or {})
         return cls(
             run_id=run.run_id,
             run_dir=run.run_dir,

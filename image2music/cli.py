@@ -855,14 +855,15 @@ def runs_diff(run_a: str, run_b: str) -> None:
         for line in difflib.unified_diff(ta.splitlines(), tb.splitlines(), "A", "B", lineterm="", n=1):
             style = "green" if line.startswith("+") else "red" if line.startswith("-") else "dim"
             out.print(Text(terminal_safe(line), style=style), highlight=False)
-    fa = (ra.get("final") or {}).get("abc", "")
-    fb = (rb.get("final") or {}).get("abc", "")
+    final_a: dict[str, Any] = dict(ra.get("final") or {})
+    final_b: dict[str, Any] = dict(rb.get("final") or {})
+    fa, fb = final_a.get("abc", ""), final_b.get("abc", "")
     t = Table("final ABC of A", "final ABC of B")
     t.add_row(safe(fa or "(none)"), safe(fb or "(none)"))
     out.print(t, soft_wrap=False)
     m = Table("metric", "A", "B", title="final metrics")
-    ma = (ra.get("final") or {}).get("metrics") or {}
-    mb = (rb.get("final") or {}).get("metrics") or {}
+    ma = final_a.get("metrics") or {}
+    mb = final_b.get("metrics") or {}
     for name in METRIC_MEANINGS:
         a, b = ma.get(name), mb.get(name)
         mark = "" if a == b else " *"

@@ -117,7 +117,10 @@ def show_record(console: Console, rec: RunRecord, run_dir: Path) -> None:
 
 
 def _parse_detail(u: State) -> str:
-    v: Version = (u.get("versions") or [{}])[-1]
+    versions = u.get("versions") or []
+    if not versions:
+        return "no version"
+    v: Version = versions[-1]
     if v.get("ok"):
         return f"valid, {len(v.get('warnings') or [])} warning(s)"
     return f"[red]{len(v.get('errors') or [])} error(s)[/red]"

@@ -94,7 +94,7 @@ def parse_judge(text: str) -> JudgeScores:
 
 def objective_row(rec: RunRecord) -> EvalRow:
     versions = rec.get("versions") or []
-    final = rec.get("final") or {}
+    final: dict[str, Any] = dict(rec.get("final") or {})
     metrics = final.get("metrics") or {}
     text = " ".join(x for x in (rec.get("description"), rec.get("motivation")) if x)
     qpm, key = metrics.get("tempo_qpm"), metrics.get("key")

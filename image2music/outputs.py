@@ -137,7 +137,7 @@ def write_outputs(
         final = {
             "version": best["index"] + 1,
             "abc": best["abc"],
-            "metrics": best["metrics"],
+            "metrics": best.get("metrics"),
             "title": best.get("title"),
         }
         atomic_write_text(run_dir / "music.abc", best["abc"])

@@ -4,7 +4,7 @@ terminal display, the graph drawings, the evaluation, the chat and the API read 
 from __future__ import annotations
 
 import json
-from typing import Any, TypedDict, cast
+from typing import Any, Required, TypedDict, cast
 
 from image2music.graph.state import Decision, Reference, Version
 from image2music.tools.errors import redact
@@ -21,9 +21,9 @@ def scrubbed(record: RunRecord, secrets: list[str]) -> RunRecord:
 class FinalMusic(TypedDict, total=False):
     """The chosen version."""
 
-    version: int
+    version: Required[int]
     """1-based."""
-    abc: str
+    abc: Required[str]
     metrics: Metrics | None
     title: str | None
 
@@ -62,20 +62,20 @@ class RunExtra(TypedDict, total=False):
 class RunRecord(TypedDict, total=False):
     """The content of run.json (keys absent in records of earlier versions or of runs that stopped early)."""
 
-    run_id: str
-    status: str
+    run_id: Required[str]
+    status: Required[str]
     """``ok``, ``failed``, ``running`` (in the database only) or ``cancelled``."""
-    reason: str | None
-    image: str
-    description: str | None
-    references: list[Reference]
-    versions: list[Version]
+    reason: Required[str | None]
+    image: Required[str]
+    description: Required[str | None]
+    references: Required[list[Reference]]
+    versions: Required[list[Version]]
     """Every version: index, node, abc, ok, errors, warnings, metrics, feedback, score, commentary, title."""
     final: FinalMusic | None
     """The chosen version: version (1-based), abc, metrics, title; None when no version is valid."""
-    motivation: str | None
-    path: list[str]
-    timings: list[float]
+    motivation: Required[str | None]
+    path: Required[list[str]]
+    timings: Required[list[float]]
     """Seconds of each step of ``path``."""
     targets: dict[str, Any]
     decisions: list[Decision]

@@ -117,7 +117,7 @@ def _note_name(p: int) -> str:
 
 def score_chart(versions: list[Version], width: int = 520, height: int = 160) -> str:
     """An inline SVG of each valid version's score (1.0 = every target met) across the versions."""
-    points = [(i, float(v["score"])) for i, v in enumerate(versions) if v.get("ok") and v.get("score") is not None]
+    points = [(i, float(s)) for i, v in enumerate(versions) if v.get("ok") and (s := v.get("score")) is not None]
     if len(points) < 2:
         return ""
     n = max(len(versions) - 1, 1)
@@ -150,6 +150,11 @@ def _findings(items: list[FindingRecord], cls: str) -> str:
     return "".join(f"<li class='{cls}'>[{_e(f.get('code'))}] {_e(Finding.from_dict(f).render())}</li>" for f in items)
 
 
+def _final_title(record: RunRecord) -> str | None:
+    final = record.get("final")
+    return final.get("title") if final else None
+
+
 def _attention_note(record: RunRecord) -> str:
     from image2music.tools.vlm.backends import BACKENDS
 
@@ -166,7 +171,7 @@ def render_report(record: RunRecord, run_dir: Path, tune: Tune | None = None) ->
         "<meta name='viewport' content='width=device-width, initial-scale=1'>",
         f"<meta http-equiv='Content-Security-Policy' content=\"{CSP}\">",
         f"<title>i2m {_e(record.get('run_id'))}</title><style>{CSS}</style></head><body>",
-        f"<h1>{_e((record.get('final') or {}).get('title') or 'image2music run')}</h1>",
+        f"<h1>{_e(_final_title(record) or 'image2music run')}</h1>",
         f"<p class='muted'>run {_e(record.get('run_id'))} · <span class='status-{_e(status)}'>{_e(status)}</span>"
         + (f" · {_e(record.get('reason'))}" if record.get("reason") else "")
         + "</p>",
@@ -245,7 +250,7 @@ def render_report(record: RunRecord, run_dir: Path, tune: Tune | None = None) ->
         )
         body.append(
             "<tr><td title='1.0 = every target for this image met'>score</td>"
-            + "".join(f"<td>{_e('-' if v.get('score') is None else v['score'])}</td>" for v in versions)
+            + "".join(f"<td>{_e('-' if (s := v.get('score')) is None else s)}</td>" for v in versions)
             + "</tr>"
         )
         parts.append(

@@ -463,7 +463,12 @@ def finish_run(
             "status": "cancelled" if "cancelled" in extra else "failed",
             "reason": extra.get("cancelled") or error or f"writing the outputs failed: {reason}",
             "image": str(ctx.image_path),
+            "description": state.get("description"),
+            "references": list(state.get("references", [])),
+            "versions": list(state.get("versions", [])),
+            "motivation": state.get("motivation"),
             "path": state.get("path", []),
+            "timings": list(state.get("timings", [])),
             "vlm_calls": dict(state.get("calls", {})),
         }
         record["errors"] = [*extra.get("errors", []), note]

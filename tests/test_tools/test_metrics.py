@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from conftest import ABC_DIR, GOOD_ABC
+
 from image2music.tools.music.abcparse import read_tune
 from image2music.tools.music.metrics import METRIC_MEANINGS, MUSPY_METRICS, describe_metrics, tune_metrics
 
@@ -36,6 +37,7 @@ def test_bar_consistency_counts_flagged_bars() -> None:
 
 def test_rest_only_metrics_are_none_not_nan(tmp_path: Path) -> None:
     import mido
+
     from image2music.tools.music.metrics import muspy_metrics
 
     mid = mido.MidiFile()

@@ -444,10 +444,11 @@ def midi_to_abc(
 
     # voices: pitched tracks first (in file order), drums last; when they would be more than ``max_voices``,
     # fewer voices per track (overlapping notes become chords, cut short), then tracks beyond the cap dropped
-    for per_track in range(voices_per_track, 0, -1):
+    per_track = max(1, voices_per_track)
+    lanes, dropped = _voices(pitched, tracks, q, step, per_track, max_voices)
+    while dropped and per_track > 1:
+        per_track -= 1
         lanes, dropped = _voices(pitched, tracks, q, step, per_track, max_voices)
-        if not dropped:
-            break
     if dropped:  # more tracks than voices: the last ones share one voice (their notes kept, programs lost)
         keep = max(1, max_voices - (len(tracks) > len(pitched)) - 1)
         rest = pitched[keep:]

@@ -248,15 +248,16 @@ class TransformersVLM:
             else np.zeros(0, dtype=int)
         )
         recorder: AttentionRecorder | None = None
+        model: Any = self.model  # transformers' generate() is bound by a mixin that type checkers cannot follow
         cross = capture_attention and len(positions) == 1  # one placeholder: the image is read by cross-attention
         try:
             with torch.inference_mode():
                 if capture_attention and len(positions) > 1:
                     recorder = AttentionRecorder(self.model, positions, prompt_len=int(ids.shape[0]))
                     with recorder:
-                        out = self.model.generate(**inputs, **gen_kwargs)
+                        out = model.generate(**inputs, **gen_kwargs)
                 else:
-                    out = self.model.generate(**inputs, **gen_kwargs)
+                    out = model.generate(**inputs, **gen_kwargs)
         except RuntimeError as e:
             raise VLMError(f"generation with '{self.name}' failed on {self.device}: {str(e)[:300]}") from e
         new = out[0, ids.shape[0] :]

@@ -16,10 +16,11 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
+from PIL import Image
+
 from image2music.tools.errors import ScrubbedStream, redact, url_secrets
 from image2music.tools.images import fit_pixels
 from image2music.tools.vlm.base import GenerationSettings, VLMError, VLMResult
-from PIL import Image
 
 MAX_ANSWER_BYTES = 8 * 1024 * 1024
 """Answers are read up to this size and refused beyond it (a tune is a few kB)."""
@@ -212,11 +213,10 @@ class OpenAIVLM:
         anyway is read as usual."""
         auth = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         where = f"the VLM server at {self.shown_url}"
-        on_event = None
+        on_event: Callable[[str], None] | None = None
         if answer is not None:
-
-            def on_event(data: str) -> None:
-                answer.event(data, where, self.api_key)
+            api_key = self.api_key
+            on_event = lambda data: answer.event(data, where, api_key)  # noqa: E731 - the one place it is made
 
         raw = _exchange(
             f"{self.base_url}/chat/completions",
