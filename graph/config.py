@@ -311,7 +311,8 @@ def load_settings(**overrides: Any) -> Settings:
     check_names(overrides)
     warn_unknown_variables()
     try:
-        return Settings.model_validate({}).with_overrides(**overrides)  # from the environment and .env
+        # every field from the environment and .env (pyright sees only the constructor's required arguments)
+        return Settings().with_overrides(**overrides)  # pyright: ignore[reportCallIssue]
     except ValidationError as e:  # one line naming the setting, for the CLI and the Python API alike
         raise setting_error(e) from None
     except SettingsError as e:  # a variable that is not JSON where JSON is needed (I2M_NODE_GENERATION='{bad')

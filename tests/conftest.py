@@ -176,3 +176,19 @@ def ctrl_c_works() -> None:
     """A child's ``preexec_fn`` for tests that press Ctrl-C: SIGINT back to its default, so Python turns it
     into KeyboardInterrupt even when the suite was started with SIGINT ignored (``nohup make test &``)."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def cli(*args: str, stdin: str | None = None) -> Any:
+    """``i2m ARGS`` in this process (click's runner; an exception is raised, not caught)."""
+    from click.testing import CliRunner
+
+    from image2music.cli import main
+
+    return CliRunner().invoke(main, list(args), input=stdin, catch_exceptions=False)
+
+
+def replay_run(folder: Path, description: str = "A quiet harbour at dawn.", motivation: str = "Calm.") -> Path:
+    """``folder/calls.jsonl``: recorded answers of a whole run that passes (describe, compose, one refine round,
+    explain)."""
+    calls = [("describe", description), ("compose", fenced(GOOD_ABC)), ("reflect", fenced(GOOD_ABC))]
+    return write_replay(folder / "calls.jsonl", [*calls, ("explain", motivation)])

@@ -9,28 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-from conftest import ABC_DIR, GOOD_ABC, ROOT, fenced, write_replay
+from conftest import ABC_DIR, GOOD_ABC, ROOT, cli, fenced, replay_run, write_replay
 
 from image2music.cli import main
 
 I2M = [sys.executable, "-m", "image2music.cli"]
-
-
-def cli(*args: str, stdin: str | None = None):  # noqa: ANN201
-    return CliRunner().invoke(main, list(args), input=stdin, catch_exceptions=False)
-
-
-def _replay(tmp_path: Path) -> Path:
-    return write_replay(
-        tmp_path / "calls.jsonl",
-        [
-            ("describe", "A quiet harbour at dawn."),
-            ("compose", fenced(GOOD_ABC)),
-            ("reflect", fenced(GOOD_ABC)),
-            ("explain", "Calm G major for a calm morning."),
-        ],
-    )
 
 
 @pytest.mark.slow
@@ -40,7 +23,7 @@ def test_compose_json_and_files(tmp_path: Path, image_path: Path, tiny_clip: Pat
         "compose",
         str(image_path),
         "--replay",
-        str(_replay(tmp_path)),
+        str(replay_run(tmp_path)),
         "--embed-model",
         str(tiny_clip),
         "-o",
@@ -61,7 +44,7 @@ def test_compose_subprocess_exit_codes(tmp_path: Path, image_path: Path) -> None
             "compose",
             str(image_path),
             "--replay",
-            str(_replay(tmp_path)),
+            str(replay_run(tmp_path)),
             "--top-k",
             "0",
             "-o",
@@ -106,7 +89,7 @@ def test_compose_subprocess_exit_codes(tmp_path: Path, image_path: Path) -> None
 def test_compose_bad_prompt_override(tmp_path: Path, image_path: Path) -> None:
     bad = tmp_path / "p.md"
     bad.write_text("Compose for $image only.")
-    r = cli("compose", str(image_path), "--replay", str(_replay(tmp_path)), "--prompt", f"compose={bad}")
+    r = cli("compose", str(image_path), "--replay", str(replay_run(tmp_path)), "--prompt", f"compose={bad}")
     assert r.exit_code == 2 and "unknown variable(s) $image" in r.output
 
 
@@ -158,7 +141,7 @@ def test_compose_uses_the_knowledge_base(tmp_path: Path, image_path: Path, tiny_
         "compose",
         str(image_path),
         "--replay",
-        str(_replay(tmp_path)),
+        str(replay_run(tmp_path)),
         "--embed-model",
         str(tiny_clip),
         "--top-k",
@@ -315,7 +298,7 @@ def test_batch_on_a_missing_folder_is_refused_before_any_run(tmp_path: Path) -> 
 
 def test_refused_input_is_said_before_the_banner(tmp_path: Path) -> None:
     """A missing image or a bad prompt file: one error line, no "composing for" banner before it."""
-    replay = _replay(tmp_path)
+    replay = replay_run(tmp_path)
     r = cli("compose", str(tmp_path / "missing.png"), "--replay", str(replay), "--top-k", "0")
     assert r.exit_code == 2 and "composing for" not in r.output and "image not found" in r.output
     (tmp_path / "img.png").write_bytes((ROOT / "examples" / "sunset_lighthouse.png").read_bytes())

@@ -8,18 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-from conftest import GOOD_ABC, ROOT, fenced, write_replay
-from image2music.graph.config import load_settings
+from conftest import GOOD_ABC, ROOT, cli, fenced, write_replay
 
-from image2music.cli import main
+from image2music.graph.config import load_settings
 from image2music.runner import compose_image, continue_run
 
 EXAMPLES = ROOT / "examples"
-
-
-def cli(*args: str):  # noqa: ANN201
-    return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
 
 @pytest.mark.slow
@@ -68,8 +62,9 @@ def test_the_offline_demo_shows_retries_and_two_refine_rounds(tmp_path: Path, mo
 @pytest.mark.usefixtures("paper_policy")  # its replay takes the paper's route (one reflect round)
 @pytest.mark.slow
 def test_a_failed_human_round_keeps_the_run_ok(tmp_path: Path, image_path: Path) -> None:
-    from image2music.graph.context import RunContext
     from langgraph.types import Command
+
+    from image2music.graph.context import RunContext
 
     replay = write_replay(
         tmp_path / "c.jsonl",

@@ -7,32 +7,14 @@ import os
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-from conftest import GOOD_ABC, fenced, write_replay
-from image2music.graph.config import load_settings
+from conftest import GOOD_ABC, cli, fenced, replay_run, write_replay
 
-from image2music.cli import main
+from image2music.graph.config import load_settings
 from image2music.runner import compose_image, resume_run
 
 
-def cli(*args: str):  # noqa: ANN201
-    return CliRunner().invoke(main, list(args), catch_exceptions=False)
-
-
-def _replay(tmp_path: Path) -> Path:
-    return write_replay(
-        tmp_path / "calls.jsonl",
-        [
-            ("describe", "A harbour."),
-            ("compose", fenced(GOOD_ABC)),
-            ("reflect", fenced(GOOD_ABC)),
-            ("explain", "Calm."),
-        ],
-    )
-
-
 def _compose(tmp_path: Path, image: Path, *extra: str):  # noqa: ANN202
-    return cli("compose", str(image), "--replay", str(_replay(tmp_path)), "--top-k", "0", *extra)
+    return cli("compose", str(image), "--replay", str(replay_run(tmp_path)), "--top-k", "0", *extra)
 
 
 def test_output_that_is_a_file_or_a_foreign_folder_is_refused(tmp_path: Path, image_path: Path) -> None:
@@ -75,9 +57,9 @@ def test_an_earlier_run_is_replaced_never_mixed(tmp_path: Path, image_path: Path
 def test_special_files_are_named_as_such(tmp_path: Path) -> None:
     fifo = tmp_path / "pipe.png"
     os.mkfifo(fifo)
-    r = cli("compose", str(fifo), "--replay", str(_replay(tmp_path)), "--top-k", "0")
+    r = cli("compose", str(fifo), "--replay", str(replay_run(tmp_path)), "--top-k", "0")
     assert r.exit_code == 2 and "named pipe" in r.output
-    r = cli("compose", "/dev/zero", "--replay", str(_replay(tmp_path)), "--top-k", "0")
+    r = cli("compose", "/dev/zero", "--replay", str(replay_run(tmp_path)), "--top-k", "0")
     assert r.exit_code == 2 and "character device" in r.output
 
 
@@ -89,7 +71,7 @@ def test_bad_replay_files_are_refused_input_and_a_bom_is_fine(tmp_path: Path, im
     r = cli("compose", str(image_path), "--replay", "/dev/zero", "--top-k", "0")
     assert r.exit_code == 2 and "not a regular file" in r.output
     bom = tmp_path / "bom.jsonl"
-    bom.write_bytes(b"\xef\xbb\xbf" + _replay(tmp_path).read_bytes())
+    bom.write_bytes(b"\xef\xbb\xbf" + replay_run(tmp_path).read_bytes())
     out = tmp_path / "out"
     assert cli("compose", str(image_path), "--replay", str(bom), "--top-k", "0", "-o", str(out)).exit_code == 0
 
@@ -121,7 +103,7 @@ def test_an_internal_crash_ends_with_a_record_and_is_not_resumed(
         raise AttributeError("something inside a library")
 
     monkeypatch.setattr(nodes, "format_examples", crash)
-    s = load_settings(vlm_backend="replay", replay_file=_replay(tmp_path), top_k=0)
+    s = load_settings(vlm_backend="replay", replay_file=replay_run(tmp_path), top_k=0)
     res = compose_image(image_path, s, run_dir=tmp_path / "run")
     rec = res.record
     assert rec["status"] == "failed" and "AttributeError" in rec["reason"]

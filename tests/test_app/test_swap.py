@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from conftest import GOOD_ABC, fenced, write_replay
-from image2music.graph.config import load_settings
+from conftest import GOOD_ABC, cli, fenced, write_replay
 
 from image2music import swap
 from image2music.cli import main
+from image2music.graph.config import load_settings
 from image2music.runner import compose_image, resume_run
 
 CALLS = [("describe", "A harbour."), ("compose", fenced(GOOD_ABC)), ("reflect", fenced(GOOD_ABC)), ("explain", "Calm.")]
@@ -30,10 +30,6 @@ def _settings(tmp_path: Path) -> Any:
 
 def _hidden(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.parent.iterdir() if p.name.startswith(f".{folder.name}."))
-
-
-def _cli(*args: str) -> Any:
-    return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
 
 @pytest.mark.parametrize("step", ["aside", "into place", "remove the earlier", "end the journal"])
@@ -69,18 +65,18 @@ def test_a_kill_at_each_step_of_the_swap(step: str, tmp_path: Path, image_path: 
     # the named folder holds one complete run at every point: the earlier, or after the swap the new one
     if (out / "run.json").exists():
         assert json.loads((out / "run.json").read_text())["status"] == "ok"
-    listing = _cli("runs", "list", "--json")
+    listing = cli("runs", "list", "--json")
     second = next((r for r in json.loads(listing.stdout) if r["run_id"] != first.run_id), None)
     assert second is not None, listing.output
     # the next command that touches the run finishes the swap
-    shown = _cli("runs", "show", second["run_id"], "--json")
+    shown = cli("runs", "show", second["run_id"], "--json")
     assert shown.exit_code == 0, shown.output
     rec = json.loads((out / "run.json").read_text())
     assert rec["run_id"] == second["run_id"] and rec["status"] == "ok"
     assert _hidden(out) == []  # nothing left beside it
-    old = _cli("runs", "show", first.run_id)
+    old = cli("runs", "show", first.run_id)
     assert old.exit_code == 1 and f"replaced by run {second['run_id']}" in old.output
-    listed = {r["run_id"]: r for r in json.loads(_cli("runs", "list", "--json").stdout)}
+    listed = {r["run_id"]: r for r in json.loads(cli("runs", "list", "--json").stdout)}
     assert listed[first.run_id]["status"] == "replaced" and listed[second["run_id"]]["status"] == "ok"
 
 
@@ -97,7 +93,7 @@ def test_a_run_stopped_before_the_swap_is_swapped_in_when_resumed(tmp_path: Path
         mp.setattr(nodes, "explain", killed)
         compose_image(image_path, s, run_dir=out, notify=lambda m: None)
     assert json.loads((out / "run.json").read_text())["run_id"] == first.run_id  # the earlier run, untouched
-    second = next(r for r in json.loads(_cli("runs", "list", "--json").stdout) if r["run_id"] != first.run_id)
+    second = next(r for r in json.loads(cli("runs", "list", "--json").stdout) if r["run_id"] != first.run_id)
     done = resume_run(second["run_id"], s, notify=lambda m: None)
     assert done.run_dir == out and done.record["status"] == "ok"
     assert json.loads((out / "run.json").read_text())["run_id"] == second["run_id"] and _hidden(out) == []

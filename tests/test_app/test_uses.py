@@ -7,22 +7,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-from conftest import GOOD_ABC, ROOT, ctrl_c_works, fenced, write_replay
+from conftest import ROOT, cli, ctrl_c_works, fenced, replay_run, write_replay
 
 from image2music import Result, compose
-from image2music.cli import main
-
-
-def cli(*args: str):  # noqa: ANN201
-    return CliRunner().invoke(main, list(args), catch_exceptions=False)
-
-
-def _replay(tmp_path: Path) -> Path:
-    return write_replay(
-        tmp_path / "calls.jsonl",
-        [("describe", "Boats."), ("compose", fenced(GOOD_ABC)), ("reflect", fenced(GOOD_ABC)), ("explain", "Calm.")],
-    )
 
 
 def test_graph_mermaid_and_ascii() -> None:
@@ -51,7 +38,7 @@ def test_graph_png_without_graphviz(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 @pytest.mark.usefixtures("paper_policy")  # its replay takes the paper's route (one reflect round)
 def test_graph_of_a_run(tmp_path: Path, image_path: Path) -> None:
     rec = json.loads(
-        cli("compose", str(image_path), "--replay", str(_replay(tmp_path)), "--top-k", "0", "--json").stdout
+        cli("compose", str(image_path), "--replay", str(replay_run(tmp_path)), "--top-k", "0", "--json").stdout
     )
     r = cli("graph", "--run", rec["run_id"])
     assert "evaluate -->|6:" in r.stdout and "explain --> __end__([ok]):::ok" in r.stdout
@@ -77,7 +64,17 @@ def test_batch_mixed_inputs(tmp_path: Path, image_path: Path) -> None:
     (imgs / "notes.txt").write_text("ignored")
     out = tmp_path / "out"
     r = cli(
-        "batch", str(imgs), "-o", str(out), "--jobs", "2", "--replay", str(_replay(tmp_path)), "--top-k", "0", "--json"
+        "batch",
+        str(imgs),
+        "-o",
+        str(out),
+        "--jobs",
+        "2",
+        "--replay",
+        str(replay_run(tmp_path)),
+        "--top-k",
+        "0",
+        "--json",
     )
     assert r.exit_code == 1  # one image was refused
     rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
@@ -90,7 +87,7 @@ def test_batch_mixed_inputs(tmp_path: Path, image_path: Path) -> None:
 
 
 def test_python_api(tmp_path: Path, image_path: Path) -> None:
-    res = compose(image_path, output=tmp_path / "api", vlm_backend="replay", replay_file=_replay(tmp_path), top_k=0)
+    res = compose(image_path, output=tmp_path / "api", vlm_backend="replay", replay_file=replay_run(tmp_path), top_k=0)
     assert isinstance(res, Result) and res.ok and res.abc and "Calm Harbour" in res.abc
     assert res.midi is not None and res.midi.exists() and res.metrics and res.metrics["pitch_range"] == 20
     assert res.motivation == "Calm."
@@ -100,7 +97,7 @@ def test_python_api_streams_each_answer_as_it_is_written(tmp_path: Path, image_p
     """``on_text(node, piece)``: every model call's text arrives in pieces, node by node, in the run's order; the
     record (vlm_calls.jsonl) holds whole answers, once each."""
     pieces: list[tuple[str, str]] = []
-    replay = _replay(tmp_path)
+    replay = replay_run(tmp_path)
     res = compose(
         image_path, output=tmp_path / "api", vlm_backend="replay", replay_file=replay, top_k=0,
         on_text=lambda node, piece: pieces.append((node, piece)),
@@ -116,7 +113,7 @@ def test_python_api_streams_each_answer_as_it_is_written(tmp_path: Path, image_p
 
 
 def test_graph_of_a_failed_run_shows_the_failed_steps(tmp_path: Path, image_path: Path) -> None:
-    from conftest import BROKEN_ABC, fenced, write_replay
+    from conftest import BROKEN_ABC
 
     replay = write_replay(tmp_path / "bad.jsonl", [("describe", "x"), ("compose", fenced(BROKEN_ABC))] * 1)
     r = cli("compose", str(image_path), "--replay", str(replay), "--top-k", "0", "--max-parse-retries", "0", "--json")
@@ -150,7 +147,7 @@ def test_ctrl_c_stops_a_batch_at_once_with_every_run_resumable(tmp_path: Path, i
     cmd = [sys.executable, "-m", "image2music.cli", "batch", str(imgs), "-o", str(out), "--jobs", str(jobs)]
     with open(log, "w") as fh:
         proc = subprocess.Popen(
-            [*cmd, "--replay", str(_replay(tmp_path))],
+            [*cmd, "--replay", str(replay_run(tmp_path))],
             stderr=fh,
             stdout=subprocess.DEVNULL,
             env=env,
@@ -176,7 +173,7 @@ def test_ctrl_c_stops_a_batch_at_once_with_every_run_resumable(tmp_path: Path, i
     assert all(r["reason"] == "not started: the batch was stopped by Ctrl-C" for r in rows.values() if not r["run_id"])
     listed = {r["run_id"]: r["status"] for r in json.loads(cli("runs", "list", "--json").stdout)}
     assert all(listed[r["run_id"]] == "cancelled" for r in started)
-    settings = load_settings(vlm_backend="replay", replay_file=_replay(tmp_path), top_k=0)
+    settings = load_settings(vlm_backend="replay", replay_file=replay_run(tmp_path), top_k=0)
     done = resume_run(started[0]["run_id"], settings, notify=lambda m: None, replay_delay_s=0.0)
     assert done.record["status"] == "ok" and (Path(started[0]["run_dir"]) / "music.mid").exists()
 
@@ -191,7 +188,7 @@ def test_scripted_runs_store_absolute_paths_say_things_once_and_leave_only_outpu
     (work / "photos").mkdir(parents=True)
     shutil.copy(image_path, work / "photos" / "a.png")
     shutil.copy(image_path, work / "photos" / "b.png")
-    _replay(work)
+    replay_run(work)
     (work / "my_compose.md").write_text(Path(cli("prompts", "path", "compose").stdout.strip()).read_text())
     monkeypatch.chdir(work)
     r = cli("compose", "photos/../photos/a.png", "-o", "run", "--replay", "calls.jsonl", "--top-k", "0",
