@@ -126,6 +126,9 @@ def write_outputs(
     """Write run.json, the final music files and the attention maps from a (final or interrupted) state;
     ``renders``: the final music's files already being made in the background."""
     run_dir = ctx.run_dir
+    # the background render is joined first, whatever the final music is: a render of a tune that is no longer
+    # the final one must not write its files over the final one's after this returns
+    rendered = renders.result() if renders is not None else None
     files: dict[str, str] = {}
     extra = extra or {}
     notes: list[str] = [*extra.get("start_notes", []), *state.get("notes", [])]
@@ -142,7 +145,7 @@ def write_outputs(
         }
         atomic_write_text(run_dir / "music.abc", best["abc"])
         files["abc"] = "music.abc"
-        done = renders.result() if renders is not None and renders.abc == best["abc"] else None
+        done = rendered if renders is not None and renders.abc == best["abc"] else None
         music = done or render_files(ctx, best["abc"])
         final_tune = music.tune
         files.update(music.files)
