@@ -6,10 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from image2music.tools.embedder import ClipEmbedder, EmbedderError, get_embedder
 from image2music.tools.kb.retrieval import format_examples, retrieve
 from image2music.tools.kb.store import Entry, KnowledgeBase, StoreError
-from PIL import Image
 
 
 def _entries(n: int) -> list[Entry]:
