@@ -12,7 +12,7 @@ from image2music.graph import services
 from image2music.graph.context import RunContext
 from image2music.graph.state import State
 from image2music.graph.versions import best_version
-from image2music.record import FinalMusic, RunExtra, RunRecord, scrubbed
+from image2music.record import FinalMusic, RunExtra, RunRecord, build_record
 from image2music.rundb import public_settings
 from image2music.tools.attention import save_overlay
 from image2music.tools.files import atomic_write_json, atomic_write_text, safe_name
@@ -34,20 +34,6 @@ class RunResult:
         return self.record.get("status") == "ok"
 
 
-VERSION_FIELDS = (
-    "node",
-    "abc",
-    "ok",
-    "errors",
-    "warnings",
-    "metrics",
-    "feedback",
-    "score",
-    "commentary",
-    "title",
-    "files",
-)
-"""What run.json keeps of each version."""
 
 
 @dataclass
@@ -166,62 +152,28 @@ def write_outputs(
             attention_files[f"section: {section}"] = fname
     if "describe" in attention_files:
         files["attention"] = "attention.png"
-    status = state.get("status")
-    reason = state.get("reason")
-    if "cancelled" in extra:
-        status, reason = "cancelled", extra["cancelled"]
-    elif error is not None:
-        status, reason = "failed", error
-    elif status is None:
-        status, reason = "failed", "the run stopped before it finished"
-    if status == "ok":
-        reason = None
     # copies of the prompts this run used, so a run can be read and re-run later
     prompt_paths = {}
     for name, p in services.get_prompts(ctx.prompt_paths).items():
         atomic_write_text(run_dir / "prompts" / f"{name}.md", p.text)
         prompt_paths[name] = str(p.path)
-    record: RunRecord = {
-        "run_id": ctx.run_id,
-        "status": status,
-        "reason": reason,
-        "image": str(ctx.image_path),
-        "description": state.get("description"),
-        "references": [
-            {"id": r["id"], "caption": r["caption"], "score": r["score"], "via": r["via"]}
-            for r in state.get("references", [])
-        ],
-        "versions": [{k: v.get(k) for k in VERSION_FIELDS} for v in versions],  # type: ignore[misc]  # Version keys
-        "final": final,
-        "motivation": state.get("motivation"),
-        "path": state.get("path", []),
-        "timings": state.get("timings", []),
-        "targets": state.get("targets") or {},
-        "decisions": state.get("decisions", []),
-        "prompts": prompt_paths,
-        "attention": {
-            "method": next((a.get("method") for a in (state.get("attention") or {}).values()), None),
-            "files": attention_files,
-            "shapes": {name: list(att.get("shape") or []) for name, att in (state.get("attention") or {}).items()},
-        },
-        "files": files,
-        "notes": notes,
-        "settings": public_settings(ctx.settings),  # every public setting (never the key): what the database keeps
-        "vlm_calls": dict(state.get("calls", {})),
-        "vision_encodes": int(state.get("vision_encodes", 0)),
-    }
-    if "errors" in extra:
-        record["errors"] = extra["errors"]
-    if "failed_rounds" in extra:
-        record["failed_rounds"] = extra["failed_rounds"]
-    if "replayed_from" in extra:
-        record["replayed_from"] = extra["replayed_from"]
-    record["server_retries"] = tidy_calls(run_dir / "vlm_calls.jsonl", dict(state.get("calls", {}))) + [
-        r for note in extra.get("errors", []) for r in note.get("retries", [])
-    ]
     if ctx.settings.writes("report"):
         files["report"] = "report.html"
-    record = scrubbed(record, ctx.settings.secret_values())
+    record = build_record(
+        ctx.run_id,
+        str(ctx.image_path),
+        state,
+        final=final,
+        files=files,
+        notes=notes,
+        prompts=prompt_paths,
+        attention_files=attention_files,
+        settings=public_settings(ctx.settings),  # every public setting (never the key): what the database keeps
+        server_retries=tidy_calls(run_dir / "vlm_calls.jsonl", dict(state.get("calls", {}))),
+        error=error,
+        extra=extra,
+        secrets=ctx.settings.secret_values(),
+    )
     atomic_write_json(run_dir / "run.json", record)
     if ctx.settings.writes("report"):
         from image2music.report import write_report
