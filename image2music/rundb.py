@@ -40,6 +40,8 @@ MIGRATIONS: tuple[Any, ...] = (
     lambda c: _redact_all(c),
 )
 """Migration n is ``MIGRATIONS[n - 1]``; ``PRAGMA user_version`` is the last one applied."""
+REDACTED_IN = 5
+"""The migration that removed stored keys."""
 
 
 @dataclass
@@ -100,6 +102,8 @@ def _migrate(conn: sqlite3.Connection) -> None:
             MIGRATIONS[n](conn)
         if version < len(MIGRATIONS):
             conn.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
+    if version < REDACTED_IN:  # the redacted pages into the database file now: no old key left in it
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 def _wal(conn: sqlite3.Connection, tries: int = 100) -> None:
@@ -127,6 +131,7 @@ def public_settings(settings: Settings) -> dict[str, Any]:
 
 
 def _redact_all(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA secure_delete = ON")  # the old rows' bytes are overwritten, not left in free space
     for run_id, raw in conn.execute("SELECT run_id, settings FROM i2m_runs").fetchall():
         try:
             data = json.loads(raw or "{}")
