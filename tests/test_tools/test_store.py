@@ -99,15 +99,3 @@ def test_format_examples_shows_a_bar_aligned_excerpt() -> None:
     assert len(shown) <= 300 and "Q:1/4=90" in shown and "V:2" in shown and "D,8|" in shown
     r = check_abc(shown, extract=False)
     assert r.ok and not [w for w in r.warnings if w.code in ("truncated", "voice-length", "bar-length")]
-
-
-def test_server_calls_share_one_pool_of_threads() -> None:
-    """Before: every call to a Chroma server started a thread of its own (to bound it by a deadline)."""
-    import threading
-
-    from image2music.tools.kb import store
-
-    before = {t.ident for t in threading.enumerate()}
-    assert [store._with_deadline(lambda i=i: i * 2, "a server") for i in range(50)] == [i * 2 for i in range(50)]
-    new = [t for t in threading.enumerate() if t.ident not in before]
-    assert len(new) <= 8 and all(t.name.startswith("i2m-chroma") for t in new)

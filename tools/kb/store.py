@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 from filelock import FileLock
-
 from image2music.tools.errors import RunError
 
 COLLECTION_PREFIX = "i2m-"
@@ -60,29 +59,24 @@ CHROMA_TIMEOUT_S = 30.0
 """Every call to a Chroma server must answer within this time (the client's default is to wait forever)."""
 
 
-_CALLERS: list[Any] = []
-_CALLERS_LOCK = threading.Lock()
-"""The process's one pool of threads that make Chroma server calls (made on first use): a call that never
-answers holds one of its threads, never the caller."""
-
-
-def _callers() -> Any:
-    from concurrent.futures import ThreadPoolExecutor
-
-    with _CALLERS_LOCK:  # not the client lock: a client is made while that one is held
-        if not _CALLERS:
-            _CALLERS.append(ThreadPoolExecutor(max_workers=8, thread_name_prefix="i2m-chroma"))
-        return _CALLERS[0]
-
-
 def _with_deadline(fn: Any, what: str, timeout_s: float = CHROMA_TIMEOUT_S) -> Any:
-    """``fn()`` on the pool's threads, given up after ``timeout_s`` (a server that accepts and never answers)."""
-    future = _callers().submit(fn)
-    try:
-        return future.result(timeout=timeout_s)
-    except TimeoutError:
-        future.cancel()
-        raise StoreError(f"{what} did not answer within {timeout_s:g} s; check I2M_CHROMA_URL and the server") from None
+    """Run ``fn`` in a daemon thread and give up after ``timeout_s`` (a server that accepts and never answers)."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as e:  # noqa: BLE001 - handed to the caller
+            box["error"] = e
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(timeout_s)
+    if t.is_alive():
+        raise StoreError(f"{what} did not answer within {timeout_s:g} s; check I2M_CHROMA_URL and the server")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
 
 
 class _Deadlined:
