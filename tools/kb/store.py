@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 from filelock import FileLock
+
 from image2music.tools.errors import RunError
 
 COLLECTION_PREFIX = "i2m-"
