@@ -21,6 +21,8 @@ from pathlib import Path
 
 import mido
 
+from image2music.tools.music.abcheader import _STEP
+
 TOLERANCE = 1 / 24
 """Two onsets of the same pitch match when they are at most 1/24 quarter note apart: finer than any written
 rhythm in the corpora (triplet eighths are 1/3 apart, ``L:1/32`` notes 1/8), coarser than abc2midi's slight
@@ -121,6 +123,9 @@ def _strip_ornaments(line: str) -> str:
     return "".join(out)
 
 
+_PROTECTED = re.compile(r'("[^"]*"|![^!]*!|\[[A-Za-z]:[^\]]*\])')
+"""What a music line holds besides music: quoted text, decorations, inline fields (split out, kept as is)."""
+
 _SPACED_LENGTH = re.compile(r"(?<=[A-Ga-gz,'])[ \t]+(?=/|[1-9]\d*(?![\d(]))")  # `a 3(gfe)`: a misplaced tuplet
 """A note's length written after a space (``C 2``, folk-rnn's token text): abc2midi drops it ("Unrecognized
 character"); ABC readers that take it (ours) play the length its writer meant."""
@@ -128,7 +133,7 @@ character"); ABC readers that take it (ours) play the length its writer meant.""
 
 def _join_spaced_lengths(line: str) -> tuple[str, int]:
     """``line`` with every spaced length joined to its note, outside quoted text and decorations; and how many."""
-    parts = re.split(r'("[^"]*"|![^!]*!|\[[A-Za-z]:[^\]]*\])', line)
+    parts = _PROTECTED.split(line)
     joined = 0
     for k in range(0, len(parts), 2):  # even parts are music; odd ones the protected tokens
         parts[k], n = _SPACED_LENGTH.subn("", parts[k])
@@ -138,13 +143,15 @@ def _join_spaced_lengths(line: str) -> tuple[str, int]:
 
 def spaced_lengths(abc: str) -> int:
     """How many note lengths of ``abc``'s music are written after a space."""
-    in_body, total = False, 0
-    for ln in abc.splitlines():
-        if _FIELD.match(ln) or ln.lstrip().startswith("%"):
-            in_body = in_body or ln.lstrip().startswith("K:")
-        elif in_body:
-            total += _join_spaced_lengths(ln)[1]
-    return total
+    found = 0
+
+    def count(line: str) -> str:
+        nonlocal found
+        found += _join_spaced_lengths(line)[1]
+        return line
+
+    _music_lines(abc, count)
+    return found
 
 
 def oracle_input(abc: str) -> str:
@@ -290,14 +297,14 @@ def _outside_text(edit: Callable[[str], str]) -> Callable[[str], str]:
     """``edit`` applied to a line's music only: quoted text, decorations and inline fields are kept."""
 
     def apply(line: str) -> str:
-        parts = re.split(r'("[^"]*"|![^!]*!|\[[A-Za-z]:[^\]]*\])', line)
+        parts = _PROTECTED.split(line)
         return "".join(edit(part) if k % 2 == 0 else part for k, part in enumerate(parts))
 
     return apply
 
 
-_NOTE = re.compile(r"([\^_=]*)([A-Ga-g])([,']*)")
-_SEMITONES = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
+_NOTE = re.compile(r"([\^_=]*)([A-Ga-g])([,']*)[\d/]*")
+"""A note of a chord, its length with it."""
 
 
 def _chord_without_unisons(chord: re.Match[str]) -> str:
@@ -305,15 +312,14 @@ def _chord_without_unisons(chord: re.Match[str]) -> str:
 
     def keep(note: re.Match[str]) -> str:
         acc, letter, octave = note.groups()
-        pitch = _SEMITONES[letter.upper()] + 12 * (letter.islower() + octave.count("'") - octave.count(","))
+        pitch = _STEP[letter.upper()] + 12 * (letter.islower() + octave.count("'") - octave.count(","))
         pitch += acc.count("^") - acc.count("_")
         if pitch in seen:
             return ""
         seen.add(pitch)
         return note.group(0)
 
-    # a note's length stays with the note that is kept
-    return re.sub(r"[\^_=]*[A-Ga-g][,']*[\d/]*", lambda m: keep(_NOTE.match(m.group(0))), chord.group(0))  # type: ignore[arg-type]
+    return _NOTE.sub(keep, chord.group(0))  # a note's length goes with it
 
 
 def _walk_endings(abc: str, rewrite: Callable[[str, int], str | None]) -> str:

@@ -51,11 +51,10 @@ def _build(
     first_voice: str,
     n: int,
     keep: set[str],
-    keep_order: list[str] | None = None,
+    declared: list[str],
 ) -> str:
     """Header and body lines of the voices in ``keep``, each cut before its bar ``n + 1`` (``starts``: line and
-    column where each bar of each voice begins)."""
-    keep_order = keep_order or sorted(keep)
+    column where each bar of each voice begins; ``declared``: the voices in the order the tune names them)."""
     out: list[str] = []
     last: dict[str, int] = {}  # each voice's last music line in ``out``
     for line in lines[: header_end + 1]:
@@ -91,7 +90,7 @@ def _build(
         out.append(line)
     for i in last.values():  # a tie into a bar that is left out would tie to nothing
         out[i] = _untied_end(out[i])
-    return _renumbered("\n".join(out).rstrip() + "\n", [v for v in keep_order if v in keep])
+    return _renumbered("\n".join(out).rstrip() + "\n", [v for v in declared if v in keep])
 
 
 def _untied_end(line: str) -> str:

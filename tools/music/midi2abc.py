@@ -26,6 +26,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from image2music.tools.music.abcheader import _STEP
 from image2music.tools.music.abcparse import Limits
 from image2music.tools.music.convert import TICKS_PER_QUARTER, PlayedTrack
 from image2music.tools.music.metrics import stored_metrics
@@ -155,7 +156,7 @@ _MINOR = (6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17
 _FIFTHS_MAJOR = (0, -5, 2, -3, 4, -1, 6, 1, -4, 3, -2, 5)  # sharps (+) or flats (-) of each major tonic
 _MAJOR_BY_FIFTHS = dict(zip(range(-6, 7), "Gb Db Ab Eb Bb F C G D A E B F#".split(), strict=True))
 _MINOR_BY_FIFTHS = dict(zip(range(-6, 7), "Ebm Bbm Fm Cm Gm Dm Am Em Bm F#m C#m G#m D#m".split(), strict=True))
-_NATURAL = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
+_NATURAL = _STEP  # each letter's semitone above C, in letter order
 _SHARP_ORDER = "FCGDAEB"
 
 
@@ -183,18 +184,15 @@ def find_key(histogram: list[float], hint_fifths: int | None = None, hint_minor:
         for sc in scores:
             # the file's signature is kept when it fits nearly as well and writes no more accidentals (a file
             # marked A major whose music is in A minor would be written with naturals throughout)
-            near = sc[0] >= best[0] - 0.05
-            if sc[2] == hint_fifths and sc[3] == hint_minor and near and _outside(histogram, sc[2]) <= _outside(
-                histogram, best[2]
-            ):
-                return sc[1], sc[2]
+            if sc[2] == hint_fifths and sc[3] == hint_minor and sc[0] >= best[0] - 0.05:
+                if _outside(histogram, sc[2]) <= _outside(histogram, best[2]):
+                    return sc[1], sc[2]
     return best[1], best[2]
 
 
 def _outside(histogram: list[float], fifths: int) -> float:
     """How much of the music a key signature of ``fifths`` writes with accidentals."""
-    tonic = (7 * fifths) % 12  # its major tonic
-    scale = {(tonic + step) % 12 for step in (0, 2, 4, 5, 7, 9, 11)}
+    scale = {(_NATURAL[letter] + a) % 12 for letter, a in key_alterations(fifths).items()}
     return sum(w for pc, w in enumerate(histogram) if pc not in scale)
 
 
