@@ -25,7 +25,7 @@ from image2music.graph.context import LOCAL_CONTEXT_KEY, RunContext
 from image2music.graph.state import NODE_IDS, State
 from image2music.graph.versions import best_version
 from image2music.outputs import Renders, RunResult, write_outputs
-from image2music.record import ErrorNote, RunExtra, RunRecord, scrubbed
+from image2music.record import ErrorNote, RunExtra, build_record
 from image2music.rundb import (
     SECRET_SETTINGS,
     RunInfo,
@@ -33,6 +33,7 @@ from image2music.rundb import (
     checkpointer,
     connect_db,
     get_run,
+    public_settings,
     register_run,
     set_status,
 )
@@ -458,23 +459,21 @@ def finish_run(
         result = write_outputs(ctx, state, error, extra=extra, renders=renders)
     except Exception as e:  # the outputs themselves failed: the record must still be written
         reason, note = _failure(e, ctx)
-        record: RunRecord = {
-            "run_id": ctx.run_id,
-            "status": "cancelled" if "cancelled" in extra else "failed",
-            "reason": extra.get("cancelled") or error or f"writing the outputs failed: {reason}",
-            "image": str(ctx.image_path),
-            "description": state.get("description"),
-            "references": list(state.get("references", [])),
-            "versions": list(state.get("versions", [])),
-            "motivation": state.get("motivation"),
-            "path": state.get("path", []),
-            "timings": list(state.get("timings", [])),
-            "vlm_calls": dict(state.get("calls", {})),
-        }
-        record["errors"] = [*extra.get("errors", []), note]
-        if "failed_rounds" in extra:
-            record["failed_rounds"] = extra["failed_rounds"]
-        record = scrubbed(record, ctx.settings.secret_values())
+        record = build_record(  # the same builder, with no file of the run's
+            ctx.run_id,
+            str(ctx.image_path),
+            state,
+            final=None,
+            files={},
+            notes=[],
+            prompts={},
+            attention_files={},
+            settings=public_settings(ctx.settings),
+            server_retries=[],
+            error=error or f"writing the outputs failed: {reason}",
+            extra={**extra, "errors": [*extra.get("errors", []), note]},
+            secrets=ctx.settings.secret_values(),
+        )
         try:
             atomic_write_json(ctx.run_dir / "run.json", record)
         except OSError:

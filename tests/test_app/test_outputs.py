@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 from typing import Any
@@ -45,3 +46,25 @@ def test_a_render_of_music_no_longer_final_is_joined_before_the_files(
     written = midi_notes((ctx.run_dir / "music.mid").read_bytes())
     assert written == midi_notes(midi_bytes(check_abc(GOOD_ABC).tune))  # type: ignore[arg-type]
     assert result.record["final"] is not None and result.record["final"]["abc"] == GOOD_ABC
+
+
+def test_a_run_whose_outputs_fail_still_ends_with_its_record(
+    tmp_path: Path, image_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever fails, a run ends with its run.json: when writing the outputs itself fails, the same record
+    builder writes it without the run's files, failed, with the reason and the error note."""
+    from conftest import replay_run
+
+    from image2music import runner
+
+    def broken(*args: object, **kwargs: object) -> Any:
+        raise RuntimeError("the outputs broke")
+
+    monkeypatch.setattr(runner, "write_outputs", broken)
+    settings = load_settings(vlm_backend="replay", replay_file=replay_run(tmp_path), top_k=0)
+    rec = runner.compose_image(image_path, settings, run_dir=tmp_path / "run", notify=lambda m: None).record
+    on_disk = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert on_disk == rec and rec["status"] == "failed" and rec["files"] == {} and rec["final"] is None
+    assert rec["reason"].startswith("writing the outputs failed") and "the outputs broke" in rec["reason"]
+    assert rec["errors"][-1]["error"] == "RuntimeError" and rec["path"][0] == "describe"
+    assert "vlm_api_key" not in rec["settings"] and all("abc" not in r for r in rec["references"])
