@@ -58,7 +58,7 @@ class RunContext:
     def __post_init__(self) -> None:
         # not fields: plain data for LangGraph's server and its schemas; objects of this run alone
         object.__setattr__(self, "_cancel", threading.Event())
-        object.__setattr__(self, "_notify", _to_stderr)
+        object.__setattr__(self, "_notify", notify_stderr)
 
     def listen(self, notify: Callable[[str], None]) -> RunContext:
         """Send this run's messages (a server's retries, for one) to ``notify`` (stderr until then)."""
@@ -80,7 +80,8 @@ class RunContext:
         return self.settings.generation(node)
 
 
-def _to_stderr(message: str) -> None:
+def notify_stderr(message: str) -> None:
+    """Where a message goes when nobody listens: stderr (a run's, a factory's: building the starter base)."""
     print(message, file=sys.stderr)
 
 

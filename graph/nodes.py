@@ -14,7 +14,14 @@ from image2music.graph import services
 from image2music.graph.context import RunContext, context_of
 from image2music.graph.routing import decide_after_evaluate, decide_after_parse_check
 from image2music.graph.state import State, Version, upsert_versions
-from image2music.graph.versions import best_version, latest_valid, refine_base, render_findings, retry_feedback
+from image2music.graph.versions import (
+    best_version,
+    final_version,
+    latest_valid,
+    refine_base,
+    render_findings,
+    retry_feedback,
+)
 from image2music.tools.files import atomic_write_bytes, atomic_write_text
 from image2music.tools.kb.retrieval import format_examples
 from image2music.tools.music.abcparse import read_tune
@@ -320,13 +327,10 @@ def explain(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
     )
     call = _calls(state, "explain")
     res = services.ask(ctx, "explain", prompt, call, on_text=_stream(runtime, "explain", call))
-    final = {
-        "version": best["index"] + 1, "abc": best["abc"], "title": best.get("title"), "metrics": best.get("metrics")
-    }
     return {
         "motivation": strip_think(res.text),
         "status": "ok",
         "reason": None,
-        "final": final,
+        "final": final_version(best),
         **_vlm_facts("explain", res),
     }

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +16,7 @@ from PIL import Image
 
 from image2music import prompts as prompt_lib
 from image2music.graph.config import Settings
-from image2music.graph.context import RunContext
+from image2music.graph.context import RunContext, notify_stderr
 from image2music.graph.state import Reference
 from image2music.tools.errors import RunError, ScrubbedStream, redact
 from image2music.tools.images import load_image
@@ -37,11 +36,6 @@ NO_EMBEDDER_RETRY_S = 300.0
 """A missing embedder is remembered this long (so a batch does not look for it per image), then looked for
 again (a long chat session picks up a model downloaded meanwhile)."""
 _MAX_IMAGES = 16
-
-
-def notify_stderr(message: str) -> None:
-    """The default way a factory tells the user what it is doing (e.g. building the starter base)."""
-    print(message, file=sys.stderr)
 
 
 def get_vlm(settings: Settings, backend: str | None = None, model: str | None = None) -> VLM:

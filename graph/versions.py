@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from image2music.graph.state import Version
+from image2music.graph.state import FinalVersion, Version
 from image2music.tools.music.findings import Finding
 
 
@@ -18,6 +18,12 @@ def best_version(versions: Sequence[Version]) -> Version | None:
         return None
     _, best = max(enumerate(versions), key=lambda iv: (bool(iv[1]["ok"]), -len(iv[1]["warnings"]), iv[0]))
     return best
+
+
+def final_version(best: Version) -> FinalVersion:
+    """The chosen version as the state and run.json hold it (``version`` 1-based)."""
+    index, title, metrics = best["index"], best.get("title"), best.get("metrics")
+    return {"version": index + 1, "abc": best["abc"], "title": title, "metrics": metrics}
 
 
 def latest_valid(versions: Sequence[Version]) -> Version | None:

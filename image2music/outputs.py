@@ -11,7 +11,7 @@ import numpy as np
 from image2music.graph import services
 from image2music.graph.context import RunContext
 from image2music.graph.state import State
-from image2music.graph.versions import best_version
+from image2music.graph.versions import best_version, final_version
 from image2music.record import FinalMusic, RunExtra, RunRecord, build_record
 from image2music.rundb import public_settings
 from image2music.tools.attention import save_overlay
@@ -123,12 +123,7 @@ def write_outputs(
     final: FinalMusic | None = None
     final_tune = None
     if best is not None and best["ok"]:
-        final = {
-            "version": best["index"] + 1,
-            "abc": best["abc"],
-            "metrics": best.get("metrics"),
-            "title": best.get("title"),
-        }
+        final = final_version(best)
         atomic_write_text(run_dir / "music.abc", best["abc"])
         files["abc"] = "music.abc"
         done = rendered if renders is not None and renders.abc == best["abc"] else None

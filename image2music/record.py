@@ -7,9 +7,8 @@ from __future__ import annotations
 import json
 from typing import Any, Required, TypedDict, cast
 
-from image2music.graph.state import Decision, Reference, State, Version
+from image2music.graph.state import Decision, FinalVersion, Reference, State, Version
 from image2music.tools.errors import redact
-from image2music.tools.music.metrics import Metrics
 
 
 def scrubbed(record: RunRecord, secrets: list[str]) -> RunRecord:
@@ -19,14 +18,8 @@ def scrubbed(record: RunRecord, secrets: list[str]) -> RunRecord:
     return record if clean == text else cast(RunRecord, json.loads(clean))
 
 
-class FinalMusic(TypedDict, total=False):
-    """The chosen version."""
-
-    version: Required[int]
-    """1-based."""
-    abc: Required[str]
-    metrics: Metrics | None
-    title: str | None
+FinalMusic = FinalVersion
+"""The chosen version (``graph.versions.final_version`` makes it, for the state and for run.json alike)."""
 
 
 class AttentionSummary(TypedDict, total=False):

@@ -699,14 +699,13 @@ def build_tiny_lightonocr(path: Path) -> Path:
         LightOnOcrProcessor,
         PixtralImageProcessorPil,
         PixtralVisionConfig,
+        PreTrainedTokenizerFast,
         Qwen3Config,
     )
 
     specials = ["<s>", "</s>", "<pad>", "<|image_pad|>", "<|vision_pad|>", "<|vision_end|>", "<|user|>",
                 "<|assistant|>", "<|end|>"]  # fmt: skip
     tok = tiny_tokenizer(specials)
-    from transformers import PreTrainedTokenizerFast
-
     named = {"image_token": "<|image_pad|>", "image_break_token": "<|vision_pad|>", "image_end_token": "<|vision_end|>"}
     tok = PreTrainedTokenizerFast(  # the processor reads these named tokens from the tokenizer (saved with it)
         tokenizer_object=tok.backend_tokenizer, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
