@@ -7,7 +7,9 @@ differ on purpose (counted apart, by reason) and the number of exceptions (check
 ours). Goals for each source of >= 30 tunes: acceptance >= 98 %, identical >= 97 % (after only verified causes
 are set apart), overlap >= 0.99; zero exceptions.
 
-Run: .venv/bin/python bench/abc_differential.py [--limit N]
+Run: .venv/bin/python bench/abc_differential.py [--limit N] [--misses FILE]
+(``--misses`` writes each tune that is neither identical nor verified different on purpose, with abc2midi's
+messages, as JSON lines for examination.)
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import collections
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 from image2music.tools.music.corpus import iter_corpus
 from image2music.tools.music.differential import (
@@ -30,6 +33,25 @@ from image2music.tools.music.differential import (
 
 def _one(item: tuple[str, str]) -> Comparison:
     return compare(*item)
+
+
+def write_misses(path: Path, sources: dict[str, list[tuple[str, str]]], parts: dict[str, list[Comparison]]) -> int:
+    """Each tune both sides play and that differs without a verified cause, as a JSON line."""
+    import json
+
+    from image2music.tools.music.differential import abc2midi_run
+
+    n = 0
+    with path.open("w", encoding="utf-8") as out:
+        for name, part in parts.items():
+            for (tune, abc), r in zip(sources[name], part, strict=True):
+                if not r.accepted or r.identical or r.deliberate or not r.oracle_plays:
+                    continue
+                said = [ln for ln in abc2midi_run(abc)[1].splitlines() if "rror" in ln or "arning" in ln]
+                row = {"source": name, "tune": tune, "overlap": round(r.overlap, 4), "claimed": r.unverified}
+                out.write(json.dumps({**row, "abc2midi": said[:6], "abc": abc}) + "\n")
+                n += 1
+    return n
 
 
 def formats_check(corpus: list[tuple[str, str]], n: int) -> str:
@@ -77,6 +99,7 @@ def main() -> int:
     ap.add_argument(
         "--formats", type=int, default=60, help="also write MusicXML, WAV and SVG for N sampled tunes (0: skip)"
     )
+    ap.add_argument("--misses", type=Path, help="write each miss (source, name, overlap, claim, abc2midi's words, ABC)")
     args = ap.parse_args()
     corpus = [(t.source, t.abc) for t in iter_corpus()]
     if args.limit:
@@ -109,6 +132,9 @@ def main() -> int:
         if r.error:
             print(f"exception: {r.source}: {r.error}")
     print(f"{len(rows)} tunes in {secs:.0f} s")
+    if args.misses:
+        n = write_misses(args.misses, sources, parts)
+        print(f"{n} misses written to {args.misses}")
     if args.formats:
         print(formats_check(corpus, args.formats))
     big = [summarise(p) for p in parts.values() if len(p) >= 30]

@@ -97,6 +97,39 @@ def test_double_bar_is_not_a_repeat_start() -> None:
     assert notes == [60, 62, 64, 65, 67, 69, 71, 72] * 2
 
 
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        # parts A (repeated), B (written out, ended by |]), C (repeated): C is played twice, not B and C
+        ("|:C D|E F:|G A|]B c|d e:|", "C D E F C D E F G A B c d e B c d e"),
+        ("C D:|G A||B c|d e:|", "C D C D G A B c d e B c d e"),
+        ("C D:|E F|]G A|]B c:|", "C D C D E F G A B c B c"),
+    ],
+)
+def test_after_a_repeated_part_a_double_bar_starts_the_next_repeat(body: str, expected: str) -> None:
+    """Before: a `:|` with no `|:` went back to the end of the previous repeated part, so a tune of parts
+    `A :| B |] C :|` played B twice (13 of 804 development Irish tunes, e.g. Gravel Walk); abc2midi and the
+    tunes' writers repeat from the double bar."""
+    pitch = {60: "C", 62: "D", 64: "E", 65: "F", 67: "G", 69: "A", 71: "B", 72: "c", 74: "d", 76: "e"}
+    abc = _tune(body, "M:2/4\nL:1/4\nK:C")
+    assert " ".join(pitch[p] for _t, p in _ours(abc)) == expected
+    if abc2midi.available():
+        theirs = abc2midi_notes(abc)
+        assert theirs is not None and theirs.matched(midi_notes(midi_bytes(check_abc(abc).tune))) == len(
+            expected.split()
+        )  # type: ignore[arg-type]
+
+
+def test_a_second_key_before_the_music_is_the_key_it_starts_in() -> None:
+    """Before: `K: Dmaj` then `K: Dmix` (a development tune, Spike Island Lasses) played in D major: a K: after
+    the header's, before any voice had begun, was lost. abc2midi plays C natural, as its writer means."""
+    abc = "X:1\nM:2/4\nL:1/4\nK: Dmaj\nK: Dmix\nc d|c2|]\n"
+    assert [p for _t, p in _ours(abc)] == [72, 74, 72]
+    if abc2midi.available():
+        theirs = abc2midi_notes(abc)
+        assert theirs is not None and theirs.matched(midi_notes(midi_bytes(check_abc(abc).tune))) == 3  # type: ignore[arg-type]
+
+
 def test_numbered_endings_with_several_passes() -> None:
     notes = [p for _t, p in _ours(_tune("|:C D E F|[1,3 G4:|[2 A4:|[4 B4|]"))]
     assert notes == [60, 62, 64, 65, 67, 60, 62, 64, 65, 69, 60, 62, 64, 65, 67, 60, 62, 64, 65, 71]
@@ -346,6 +379,15 @@ def test_a_loose_repeat_sign_inside_an_open_section_starts_nothing() -> None:
     if abc2midi.available():
         theirs = abc2midi_notes(abc)
         assert theirs is not None and theirs.matched(midi_notes(midi_bytes(check_abc(abc).tune))) == 22  # type: ignore[arg-type]
+
+
+def test_a_tie_into_numbered_endings_holds_in_each_and_is_counted_apart() -> None:
+    """`F-|1 F2 :|2 F2`: the tie reaches whichever ending is played; abc2midi holds it into the first ending only
+    and strikes F again in the second, silently (3 development tunes were unexplained misses)."""
+    abc = _tune("|:C D|E F-|1 F2:|2 F2|]", "M:2/4\nL:1/4\nK:C")
+    assert [p for _t, p in _ours(abc)] == [60, 62, 64, 65, 60, 62, 64, 65]
+    if abc2midi.available():
+        assert compare("t", abc).deliberate == "malformed-tie"
 
 
 def test_a_unison_in_a_chord_is_played_once_and_counted_apart() -> None:

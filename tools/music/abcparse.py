@@ -271,8 +271,11 @@ class _Reader:
         elif key == "K":
             self.key_seen = True
             key_text, octave = key_clauses(value)
+            # a K: after the header's but before any voice has begun (`K:D` then `K:Dmix`) is the key every
+            # voice starts in (before, it was lost and the tune played in the header's key)
+            starts = not self.header_done or self.cur is None
             if octave is not None:
-                if not self.header_done:
+                if starts:
                     self.octave = octave
                 if self.cur is not None:
                     self.cur.octave = octave
@@ -285,6 +288,7 @@ class _Reader:
                 accs, name = ks
                 if not self.header_done:
                     self.tune.key = name
+                if starts:
                     self.key_accs = accs
                 if self.cur is not None:
                     self.cur.key_accs = accs

@@ -37,9 +37,11 @@ class ConversionError(RuntimeError):
 def play_order(bars: list[Bar]) -> list[int]:
     """Indices of ``bars`` in playing order, repeats and numbered endings expanded (bounded).
 
-    A ``:|`` goes back to the last ``|:``, or else to the end of the previous repeated section (its last
-    ending), or else to the start of the tune; ``||`` alone starts no repeat (as abc2midi reads it). On pass
-    n only the endings marked for n are played; after the last ending of a section the next section starts.
+    A ``:|`` goes back to the last ``|:``, or else to the last ``||`` or ``|]`` after the previous repeated
+    section, or else to the end of that section (its last ending), or else to the start of the tune; before any
+    repeat, ``||`` alone starts none (as abc2midi reads both: a tune of parts ``A :| B |] C :|`` repeats C, not B
+    and C). On pass n only the endings marked for n are played; after the last ending of a section the next
+    section starts.
     """
     order: list[int] = []
     n = len(bars)
@@ -50,8 +52,13 @@ def play_order(bars: list[Bar]) -> list[int]:
     open_repeat: int | None = None  # a `|:` no `:|` has closed yet
     reopened: set[int] = set()
     i = 0
+    repeated = False  # a repeated section has been played: from here on a double bar starts the next one
     while i < n and len(order) < limit:
         b = bars[i]
+        if repeated and passno == 1 and open_repeat is None and i > 0 and not b.passes:
+            before = bars[i - 1]
+            if before.ends_section and not before.end_repeat and not before.passes:
+                start = i  # `:| B |] C :|`: the repeat goes back to the double bar
         if b.start_repeat and not b.passes and not b.loose_repeat and open_repeat is not None and open_repeat < i:
             if i not in reopened:  # `|: A || |: B`: a new `|:` repeats the open section first (as abc2midi does)
                 reopened.add(i)
@@ -71,6 +78,7 @@ def play_order(bars: list[Bar]) -> list[int]:
             open_repeat = None
         if b.end_repeat and passno < 8 and (_more_passes(bars, i, passno) if b.passes else i not in jumped):
             jumped.add(i)
+            repeated = True
             passno += 1
             i = start
             continue

@@ -228,7 +228,8 @@ DELIBERATE: dict[str, str] = {
     "means; abc2midi ignores the field ('Ignoring string') and stays in the key before",
     "malformed-tie": "a tie abc2midi cannot place (`F3-|1-F2`: written twice, into an ending, before a rest): "
     "we hold the note as its writer means; abc2midi says 'Could not find note to be tied' or 'Bad tie' and plays "
-    "other lengths",
+    "other lengths, or (`B,6-|1 B,3 :|2 B,3`) holds it into the first ending only and strikes it again in the "
+    "second, or (`| -[D4A]`, a tie written after the bar line) strikes it again",
     "oracle-double-bar-repeat": "abc2midi's own bug: a repeat start written `||:` after a section with numbered "
     "endings makes it skip the next section's first ending (`|:` is read right); we play what is written",
     "oracle-silenced-notes": "abc2midi's own bug: repeated hairpins (`!>(!`...) drive its velocity to 0 and it "
@@ -249,7 +250,10 @@ def deliberate_reasons(tune: object, oracle_said: str, abc: str = "") -> list[st
         out.append("glued-key-accidentals")
     if "out of sequence" in oracle_said:
         out.append("voices-out-of-order")
-    if re.search(r"Could not find note to be tied|Bad tie|Cannot find note before tie", oracle_said):
+    if re.search(r"Could not find note to be tied|Bad tie|Cannot find note before tie", oracle_said) or re.search(
+        r"-\s*:?\|\s*\[?[1-9]|\|\s*\[?[1-9]?\s*-", abc
+    ):  # a tie into numbered endings (abc2midi carries it into the first only) or written after the bar line
+        # before its note (`| -[D4A]`: abc2midi strikes the note again), both silently
         out.append("malformed-tie")
     if re.search(r"Ignoring string '[a-g][#b]?(m|min|maj|dor|phr|lyd|mix|aeo|loc|ion)?' in K: field", oracle_said):
         out.append("lowercase-key-tonic")
