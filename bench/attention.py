@@ -69,10 +69,11 @@ def _reset_peak() -> None:
 
 def child(path: str, mode: str) -> None:
     import torch
-    from image2music.tools.vlm import GenerationSettings, make_vlm
-    from image2music.tools.vlm.capture import AttentionRecorder  # noqa: F401 - loaded before the measurement
     from PIL import Image
     from transformers import AutoModelForImageTextToText
+
+    from image2music.tools.vlm import GenerationSettings, make_vlm
+    from image2music.tools.vlm.capture import AttentionRecorder  # noqa: F401 - loaded before the measurement
 
     image = Image.new("RGB", (128, 128), (9, 99, 199))
     prompt = "Describe the image."
@@ -111,8 +112,9 @@ def child(path: str, mode: str) -> None:
 
 
 def vision_calls(path: str) -> tuple[int, int]:
-    from image2music.tools.vlm import GenerationSettings, make_vlm
     from PIL import Image
+
+    from image2music.tools.vlm import GenerationSettings, make_vlm
 
     vlm = make_vlm("transformers", path, max_pixels=128 * 128)
     img = Image.new("RGB", (128, 128), (1, 2, 3))

@@ -83,6 +83,7 @@ def build(model: str, path: Path) -> str:
 def measure(path: str, dtype: str, pairs: int) -> dict[str, Any]:
     """In this (fresh) process: prefill, seconds a token, and the streaming ratio."""
     from attention import _photo, _prompts
+
     from image2music.prompts import load
     from image2music.tools.vlm import GenerationSettings, make_vlm
 

@@ -42,6 +42,7 @@ FAMILIES = {
 def first_try(families: list[str], answers: int, budget: int) -> None:
     import tiny_models
     from attention import _photo, _prompts
+
     from image2music.tools.music.check import check_abc
     from image2music.tools.vlm import GenerationSettings, make_vlm
 
@@ -109,8 +110,9 @@ def train_tokenizer(path: Path, vocab: int = 49152) -> Any:
 
 def mask_cost(pairs: int, new_tokens: int) -> None:
     from attention import _photo, _prompts, build_smolvlm
-    from image2music.tools.vlm import GenerationSettings, make_vlm
     from transformers import AutoProcessor
+
+    from image2music.tools.vlm import GenerationSettings, make_vlm
 
     with tempfile.TemporaryDirectory(prefix="i2m-bench-mask-") as d:
         path = Path(d) / "smolvlm"
@@ -154,8 +156,9 @@ def mask_cost(pairs: int, new_tokens: int) -> None:
 
 def compile_once(calls: int) -> None:
     import tiny_models
-    from image2music.tools.vlm import GenerationSettings, constrain, make_vlm
     from PIL import Image
+
+    from image2music.tools.vlm import GenerationSettings, constrain, make_vlm
 
     with tempfile.TemporaryDirectory(prefix="i2m-bench-compile-") as d:
         vlm = make_vlm("transformers", str(tiny_models.build_tiny_llava(Path(d) / "m")), device="cpu")

@@ -26,8 +26,9 @@ from image2music.tools.kb.store import Entry, KnowledgeBase  # noqa: E402
 
 
 def ingest_throughput(n_files: int, jobs: int) -> None:
-    from image2music.tools.kb.ingest import _convert_one, iter_midicaps, stable_id
     from midicaps_fixture import build_midicaps
+
+    from image2music.tools.kb.ingest import _convert_one, iter_midicaps, stable_id
 
     with tempfile.TemporaryDirectory(prefix="i2m-bench-") as d:
         root = build_midicaps(Path(d) / "mc", n=n_files, broken=0)

@@ -19,8 +19,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def main() -> None:
     sys.path.insert(0, str(ROOT / "tests"))
     import numpy as np
-    from image2music.tools.vlm.hf import token_offsets
     from tiny_models import train_tokenizer
+
+    from image2music.tools.vlm.hf import token_offsets
 
     tok = train_tokenizer(["<s>", "</s>", "<pad>"], vocab_size=400)
     rng = np.random.default_rng(0)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from langgraph.graph import END, START, StateGraph
+
 from image2music.graph import nodes
 from image2music.graph.context import RunContext
 from image2music.graph.routing import after_evaluate, after_parse_check, edge_map
 from image2music.graph.state import NODE_IDS, InputState, OutputState, State
-from langgraph.graph import END, START, StateGraph
 
 
 def build_graph(checkpointer: Any = None) -> Any:

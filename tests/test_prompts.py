@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from image2music.prompts import PromptError
 
 from image2music import prompts
+from image2music.prompts import PromptError
 
 
 def test_builtin_prompts_load_and_render() -> None:

@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from image2music.tools.files import atomic_write_bytes
 from PIL import Image
+
+from image2music.tools.files import atomic_write_bytes
 
 
 def _colormap(x: np.ndarray) -> np.ndarray:

@@ -6,9 +6,10 @@ import threading
 from typing import Any
 
 import numpy as np
+from PIL import Image
+
 from image2music.tools.errors import RunError
 from image2music.tools.vlm.hf import load_error, pick_device
-from PIL import Image
 
 
 class EmbedderError(RunError):

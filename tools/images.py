@@ -7,8 +7,9 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from image2music.tools.errors import InputError
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from image2music.tools.errors import InputError
 
 MAX_PIXELS = 64_000_000  # a 8000 x 8000 photo; bigger is refused before decoding
 

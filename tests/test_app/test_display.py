@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from image2music.tools.music.metrics import METRIC_MEANINGS
 from rich.console import Console
 
 from image2music.display import metrics_table, tail_line
+from image2music.tools.music.metrics import METRIC_MEANINGS
 
 
 def _version(i: int, ok: bool = True) -> Any:

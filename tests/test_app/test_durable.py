@@ -25,7 +25,6 @@ def test_the_run_database_is_wal_without_a_flush_per_commit(tmp_path: Path) -> N
     """WAL with synchronous=NORMAL: parallel runs do not queue behind each other's fsync; what a killed i2m
     had committed is kept (test_kill_and_resume kills one with SIGKILL and resumes it)."""
     from image2music.graph.config import load_settings
-
     from image2music.rundb import connect_db
 
     conn = connect_db(load_settings(home=tmp_path / "home"))

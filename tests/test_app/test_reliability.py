@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import GOOD_ABC, ROOT, fenced, write_replay
-from image2music.graph.config import load_settings
 from PIL import Image
 
 from image2music.cli import main
+from image2music.graph.config import load_settings
 from image2music.runner import compose_image
 
 CALLS = [("describe", "A harbour."), ("compose", fenced(GOOD_ABC)), ("reflect", fenced(GOOD_ABC)), ("explain", "Calm.")]
@@ -223,9 +223,8 @@ def test_a_full_disk_leaves_no_truncated_file_and_the_run_resumes(
     import errno
     import types
 
-    from image2music.tools import files
-
     from image2music.runner import resume_run
+    from image2music.tools import files
 
     run_dir = tmp_path / "out"
     full = {"on": False}
@@ -424,7 +423,6 @@ def test_a_resume_cleans_what_a_killed_run_left_and_tmpdir_stays_clean(
     import tempfile
 
     from image2music.graph import nodes
-
     from image2music.runner import resume_run
 
     tmpdir = tmp_path / "tmpdir"
@@ -457,10 +455,9 @@ def test_a_read_only_run_folder_is_a_refused_resume(
 ) -> None:
     import os
 
+    from image2music import runner
     from image2music.graph import nodes
     from image2music.tools.errors import InputError
-
-    from image2music import runner
 
     s = load_settings(vlm_backend="replay", replay_file=write_replay(tmp_path / "c.jsonl", CALLS), top_k=0)
 

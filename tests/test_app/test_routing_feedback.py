@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 from conftest import GOOD_ABC, fenced, write_replay
-from image2music.graph.config import load_settings
 
+from image2music.graph.config import load_settings
 from image2music.runner import compose_image
 
 CALM = "A calm, quiet lake at dusk; a peaceful scene."

@@ -8,8 +8,8 @@ from pathlib import Path
 import muspy
 import pytest
 from conftest import BROKEN_ABC, GOOD_ABC, WARN_ABC, fenced, write_replay
-from image2music.graph.config import load_settings
 
+from image2music.graph.config import load_settings
 from image2music.runner import InputError, compose_image
 
 DESC = ("describe", "A harbour at dawn with small boats and pink light.")
@@ -159,7 +159,6 @@ def test_module_graph_runs_without_a_context_as_in_studio(
 def test_enter_at_a_refine_pause_lets_the_run_decide(tmp_path: Path, image_path: Path) -> None:
     # before: an empty answer resumed with Command(update={}), which langgraph 1.2 fails on (resume_is_map)
     from image2music.graph.config import load_settings
-
     from image2music.runner import compose_image
 
     replay = write_replay(
@@ -178,7 +177,6 @@ def test_enter_at_a_refine_pause_lets_the_run_decide(tmp_path: Path, image_path:
 def test_run_json_holds_every_public_setting_and_never_the_key(tmp_path: Path, image_path: Path) -> None:
     # before: a 7-field subset (no temperature, seed or per-node generation settings)
     from image2music.graph.config import load_settings
-
     from image2music.rundb import public_settings
     from image2music.runner import compose_image
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from image2music.graph.config import Settings, load_settings
 from pydantic import ValidationError
+
+from image2music.graph.config import Settings, load_settings
 
 
 def test_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -69,10 +70,9 @@ def test_the_network_guard_refuses_non_loopback() -> None:
 
 
 def test_typos_in_settings_are_caught(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from image2music import compose
     from image2music.graph import config
     from image2music.tools.errors import InputError
-
-    from image2music import compose
 
     with pytest.raises(InputError, match="unknown setting 'vlm_bakend'; did you mean 'vlm_backend'"):
         compose("x.png", vlm_bakend="replay")
@@ -104,9 +104,8 @@ def test_bad_settings_are_one_input_error(monkeypatch: pytest.MonkeyPatch, env: 
 
 
 def test_the_api_raises_input_error_naming_the_setting() -> None:
-    from image2music.tools.errors import InputError
-
     from image2music import compose
+    from image2music.tools.errors import InputError
 
     with pytest.raises(InputError, match="I2M_VLM_BACKEND"):
         compose("no-such-image.png", vlm_backend="bogus")

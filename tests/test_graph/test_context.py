@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
+
 from image2music.graph.builder import build_graph
 from image2music.graph.context import RunContext
-from PIL import Image
 
 
 def _first_error(context: RunContext, image: str, monkeypatch: pytest.MonkeyPatch, **env: str) -> str:

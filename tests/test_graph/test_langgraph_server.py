@@ -18,8 +18,9 @@ from typing import Any
 
 import pytest
 from conftest import GOOD_ABC, ROOT, fenced, free_port, wait_until_serving, write_replay
-from image2music.graph.routing import decision_path_problems
 from PIL import Image
+
+from image2music.graph.routing import decision_path_problems
 
 pytest.importorskip("langgraph_api", reason="needs the dev dependency langgraph-cli[inmem]")
 pytest.importorskip("langgraph_sdk")

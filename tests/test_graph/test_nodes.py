@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from conftest import ABC_DIR
+from langgraph.runtime import Runtime
+
 from image2music.graph import nodes
 from image2music.graph.config import load_settings
 from image2music.graph.context import RunContext
-from langgraph.runtime import Runtime
 
 
 def _runtime(tmp_path: Path, **settings: Any) -> Runtime[RunContext]:
@@ -59,6 +60,7 @@ def test_a_music_tool_that_raises_becomes_a_finding(tmp_path: Path, monkeypatch:
 def test_studio_runs_without_a_context(tmp_path: Path, image_path: Path, monkeypatch: Any) -> None:
     """``langgraph dev`` runs the module-level graph with no context: one is made from the environment."""
     from conftest import GOOD_ABC, fenced, write_replay
+
     from image2music.graph.builder import graph
 
     replay = write_replay(

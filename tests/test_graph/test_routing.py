@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from langgraph.runtime import Runtime
+
 from image2music.graph.config import load_settings
 from image2music.graph.context import RunContext
 from image2music.graph.routing import (
@@ -14,7 +16,6 @@ from image2music.graph.routing import (
     decide_after_parse_check,
     decision_path_problems,
 )
-from langgraph.runtime import Runtime
 
 
 def _runtime(tmp_path: Path, **settings: Any) -> Runtime[RunContext]:

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
+
 from image2music.tools.attention import normalise, overlay, save_overlay
 from image2music.tools.vlm.capture import image_grid
-from PIL import Image
 
 
 def test_grid_for_qwen_llava_and_tiles() -> None:

@@ -6,6 +6,7 @@ from fractions import Fraction
 
 import pytest
 from conftest import ABC_DIR
+
 from image2music.tools.music.abcparse import Limits
 from image2music.tools.music.check import check_abc
 

@@ -9,6 +9,7 @@ import mido
 import muspy
 import pytest
 from conftest import ABC_DIR, GOOD_ABC
+
 from image2music.tools.music.abcparse import read_tune
 from image2music.tools.music.convert import (
     ConversionError,

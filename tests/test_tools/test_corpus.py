@@ -34,6 +34,7 @@ def test_split_tunes_keeps_file_header() -> None:
 
 def test_bar_warnings_agree_with_abc2midi() -> None:
     import pytest
+
     from image2music.tools.music import abc2midi
 
     if not abc2midi.available():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from image2music.tools.errors import ScrubbedStream, redact
 
 KEY = "sk-SECRET-1234"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from image2music.tools.music.abcparse import Limits
 from image2music.tools.music.check import check_abc
 from image2music.tools.music.convert import midi_bytes

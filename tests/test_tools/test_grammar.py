@@ -7,6 +7,7 @@ import re
 
 import pytest
 from hypothesis import HealthCheck, given, settings
+
 from image2music.tools.music.check import check_abc
 from image2music.tools.music.differential import shared_corpus_tunes
 from image2music.tools.music.grammar import RULES, gbnf, strategy

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from image2music.tools.images import ImageError, load_image
 from PIL import Image
+
+from image2music.tools.images import ImageError, load_image
 
 
 def _save(im: Image.Image, path: Path, **kw: object) -> Path:

@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from midicaps_fixture import build_midicaps
+
 from image2music.graph.config import load_settings
 from image2music.tools.kb.ingest import build_starter, caption_for, ingest_midicaps, iter_starter
 from image2music.tools.kb.store import KnowledgeBase
 from image2music.tools.music.abcparse import read_tune
-from midicaps_fixture import build_midicaps
 
 
 def test_starter_data_is_checked_and_captioned() -> None:
@@ -90,6 +91,7 @@ def test_entries_carry_their_metrics_and_old_bases_migrate(tiny_clip: Path) -> N
     assert all({"pitch_range", "scale_consistency", "tempo_qpm", "mode", "bars"} <= set(m) for m in metas)
     # a base written by an earlier version: no metrics in its metadata
     import numpy as np
+
     from image2music.tools.kb.ingest import iter_starter
     from image2music.tools.kb.store import Entry
 

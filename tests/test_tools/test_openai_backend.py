@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 from conftest import GOOD_ABC, fenced
-from image2music.graph.config import load_settings
-from image2music.tools.vlm import GenerationSettings, VLMError, make_vlm
 from PIL import Image
 
+from image2music.graph.config import load_settings
 from image2music.runner import compose_image
+from image2music.tools.vlm import GenerationSettings, VLMError, make_vlm
 
 ANSWERS = {
     "Look carefully": "A lighthouse at sunset over a calm sea.",
@@ -199,7 +199,6 @@ def test_a_resumed_run_keeps_its_server_unless_told(
     """The stored server wins over the environment's I2M_VLM_BASE_URL (said in one line); `--base-url`
     (``vlm_base_url``) moves the rest of the run to another server."""
     from image2music.graph import nodes
-
     from image2music.runner import resume_run
 
     first, second = FakeServer(), FakeServer()

@@ -12,9 +12,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from PIL import Image
+
 from image2music.tools.vlm import GenerationSettings, VLMError, openai_compat
 from image2music.tools.vlm.openai_compat import OpenAIVLM, check_base_url
-from PIL import Image
 
 
 def _ok(content: Any) -> bytes:
@@ -418,7 +419,6 @@ def test_the_key_in_any_place_of_an_answer_reaches_no_file(place: str, tmp_path:
     import base64
 
     from image2music.graph.config import load_settings
-
     from image2music.runner import compose_image
 
     for url in _raw_server(_answer_with_key(place)):
@@ -436,7 +436,6 @@ def test_the_key_in_any_place_of_an_answer_reaches_no_file(place: str, tmp_path:
 
 def test_credentials_in_the_server_url_reach_no_file(tmp_path: Any, image_path: Any) -> None:
     from image2music.graph.config import load_settings
-
     from image2music.runner import compose_image
 
     for url in _raw_server(_echo_auth):

@@ -13,6 +13,7 @@ from urllib.parse import urlparse
 import numpy as np
 import pytest
 from conftest import free_port, wait_until_serving
+
 from image2music.tools.kb.store import Entry, KnowledgeBase, forget_clients
 
 

@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import write_replay
+from PIL import Image
+
 from image2music.tools.vlm import GenerationSettings, VLMError, make_vlm, strip_think
 from image2music.tools.vlm.replay import ReplayVLM
-from PIL import Image
 
 IMG = Image.new("RGB", (64, 48), (120, 80, 200))
 
@@ -141,8 +142,9 @@ def _metaspace_tokenizer() -> object:
 def test_token_offsets_are_the_prefix_decodes_in_linear_time(kind: str) -> None:
     """Identical to decoding every prefix (what the attention rows are mapped with), on random ids: split
     UTF-8 characters, special tokens, leading spaces; one short window per step."""
-    from image2music.tools.vlm.hf import OFFSET_WINDOW, token_offsets
     from tiny_models import train_tokenizer
+
+    from image2music.tools.vlm.hf import OFFSET_WINDOW, token_offsets
 
     tok: object = train_tokenizer(["<s>", "</s>", "<pad>"]) if kind == "byte-level BPE" else _metaspace_tokenizer()
     rng = np.random.default_rng(0)
@@ -167,6 +169,7 @@ def test_a_cpu_computes_in_bf16_when_it_has_it(monkeypatch: pytest.MonkeyPatch, 
     """auto on a CPU: bf16 where the hardware has bf16 arithmetic (half the memory of fp32, faster: a 4 B model
     needs 8.8 GB, not 17.6), else fp32; CUDA and MPS as before."""
     import torch
+
     from image2music.tools.vlm import hf
 
     monkeypatch.setattr(hf, "cpu_has_bf16", lambda: native)
@@ -177,11 +180,10 @@ def test_a_cpu_computes_in_bf16_when_it_has_it(monkeypatch: pytest.MonkeyPatch, 
 def test_the_cost_on_a_cpu_is_said_before_a_model_is_loaded(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    from image2music import cli
     from image2music.graph.config import load_settings
     from image2music.tools import vlm as vlm_pkg
     from image2music.tools.vlm import hf
-
-    from image2music import cli
 
     monkeypatch.setitem(vlm_pkg.CPU_COSTS, "org/known", {"bfloat16": (0.66, 25.0, 45.0)})
     assert "0.66 s a token" in vlm_pkg.cpu_notice("org/known", "bfloat16")

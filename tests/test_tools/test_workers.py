@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from conftest import GOOD_ABC
+
 from image2music.tools.music.workers import WorkerError, WorkerPool, WorkerTimeout
 
 TESTS = Path(__file__).resolve().parents[1]

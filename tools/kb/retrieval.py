@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from PIL import Image
+
 from image2music.tools.embedder import ClipEmbedder
 from image2music.tools.kb.store import KnowledgeBase
-from PIL import Image
 
 
 def retrieve(

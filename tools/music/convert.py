@@ -15,6 +15,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import mido
+
 from image2music.tools.files import TEMP_PREFIX, atomic_write_bytes
 from image2music.tools.music.abcparse import Bar, Tune, Voice
 from image2music.tools.music.safe_svg import engrave_input, sanitize_svg

@@ -18,6 +18,7 @@ import threading
 from typing import Any
 
 import numpy as np
+
 from image2music.tools.vlm.base import VLMError
 
 SERVER_DIALECTS = ("openai", "vllm", "sglang", "llamacpp")
@@ -59,6 +60,7 @@ def server_fields(dialect: str) -> dict[str, Any]:
 def _compiled() -> str:
     """The answer grammar in llguidance's form, compiled once per process."""
     import llguidance
+
     from image2music.tools.music.grammar import gbnf
 
     return str(llguidance.grammar_from("gbnf", gbnf()))
@@ -195,8 +197,9 @@ def _logits_size(model: Any) -> int:
 def _byte_matcher(start: str) -> tuple[Any, Any]:
     """A matcher over single bytes for rule ``start`` (to ask whether a text is in the grammar)."""
     import llguidance
-    from image2music.tools.music.grammar import gbnf
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    from image2music.tools.music.grammar import gbnf
 
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
     vocab = {c: i for i, c in enumerate(alphabet)} | {"<eos>": len(alphabet)}

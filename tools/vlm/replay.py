@@ -9,8 +9,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from image2music.tools.vlm.base import GenerationSettings, VLMError, VLMResult
 from PIL import Image
+
+from image2music.tools.vlm.base import GenerationSettings, VLMError, VLMResult
 
 MAX_REPLAY_BYTES = 64 * 1024 * 1024
 """A replay file larger than this is refused (a recorded run is a few hundred kB)."""
