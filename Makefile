@@ -46,6 +46,7 @@ test-fast: install-dev
 
 lint: install-dev
 	$(BIN)/ruff check graph tools prompts image2music tests bench
+	$(BIN)/ruff format --check graph tools prompts image2music tests bench
 	$(BIN)/pyright
 	$(BIN)/pyright -p pyright-production.json  # standard mode over the production code: 0 errors
 	$(BIN)/mypy -p image2music

@@ -93,6 +93,7 @@ def train_tokenizer(path: Path, vocab: int = 49152) -> Any:
     def texts() -> Any:
         for p in paths:
             yield p.read_bytes().decode("utf-8", errors="replace")
+
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()

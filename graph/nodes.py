@@ -254,9 +254,7 @@ def evaluate(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
     items = feedback_items(metrics, warnings, targets)
     measured: Version = {**version, "metrics": metrics, "warnings": warnings, "feedback": items}  # type: ignore[typeddict-item]
     measured["score"] = score(items, targets)
-    decision = decide_after_evaluate(
-        {**state, "versions": upsert_versions(versions, [measured])}, ctx.settings
-    )
+    decision = decide_after_evaluate({**state, "versions": upsert_versions(versions, [measured])}, ctx.settings)
     return {"versions": [measured], "decisions": [decision]}
 
 

@@ -34,8 +34,6 @@ class RunResult:
         return self.record.get("status") == "ok"
 
 
-
-
 @dataclass
 class MusicFiles:
     """The final music's files: its one reading (the report draws it), {key: file}, and notes on what failed."""

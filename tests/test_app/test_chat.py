@@ -227,7 +227,7 @@ def test_every_key_of_the_chat_at_80_columns(tmp_path: Path, image_path: Path) -
     # the last metrics table (5 versions after `r`) names every metric whole, each on a row of its own
     from image2music.tools.music.metrics import METRIC_MEANINGS
 
-    after_r = [ln for ln in re.split(r"[\r\n]", text[text.rindex("your words (e.g."):]) if ln.startswith("│")]
+    after_r = [ln for ln in re.split(r"[\r\n]", text[text.rindex("your words (e.g.") :]) if ln.startswith("│")]
     rows = [ln.strip("│ ").split(" ")[0] for ln in after_r]
     assert set(METRIC_MEANINGS) <= set(rows), rows
 

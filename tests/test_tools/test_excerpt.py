@@ -31,7 +31,7 @@ def test_a_tie_inside_the_last_chord_is_closed_too() -> None:
     body = "\n".join([first, "[Gc]4 | d e f g |"] * 6)
     ex = excerpt(HEAD + body + "\n", len(HEAD + first) + 2)
     last = [ln for ln in ex.abc.splitlines() if ln.strip()][-1]
-    assert "-" not in last[last.rfind("["):], ex.abc
+    assert "-" not in last[last.rfind("[") :], ex.abc
 
 
 @needs_abc2midi

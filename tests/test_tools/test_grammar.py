@@ -52,7 +52,7 @@ def test_malformed_answers_are_outside_the_grammar(answer: str) -> None:
 def test_typical_answers_are_inside_the_grammar() -> None:
     answer = (
         "Here is a calm piece for the harbour at dusk.\n\n```abc\nX:1\nT:Harbour Lights\nM:3/4\nL:1/8\nQ:1/4=72\n"
-        "K:D major\n% [A] the theme\n|: \"D\"D2 F2 A2 | \"G\"B3 A G2 | (3FGA d2 c2 | d6 :|\n"
+        'K:D major\n% [A] the theme\n|: "D"D2 F2 A2 | "G"B3 A G2 | (3FGA d2 c2 | d6 :|\n'
         "[K:Bm] B,>C D2- D2 | {g}f2 e2 !trill!d2 | [DFA]6 |]\n```\n\nThe waltz rocks like the boats."
     )
     assert grammar_accepts(answer)
