@@ -24,7 +24,8 @@ from image2music.display import safe, terminal_safe
 from image2music.graph.config import Settings
 from image2music.graph.state import State
 from image2music.outputs import RunResult
-from image2music.runner import compose_image, continue_run
+from image2music.resume import continue_run
+from image2music.runner import compose_image
 from image2music.tools.errors import I2MError, InputError
 from image2music.tools.files import plain_path
 

@@ -709,8 +709,8 @@ def runs_list(limit: int, as_json: bool) -> None:
 
 def _load_run(run_id: str) -> tuple[Any, RunRecord]:
     from image2music.outputs import load_record
+    from image2music.resume import recovered_run
     from image2music.rundb import connect_db
-    from image2music.runner import recovered_run
 
     conn = connect_db(settings_from())
     try:
@@ -769,7 +769,7 @@ def runs_resume(run_id: str, base_url: str | None, as_json: bool) -> None:
     Example: i2m runs resume 20261126-130241-fbeb89 --base-url http://gpu-box:8000/v1
     """
     from image2music.display import NodeProgress
-    from image2music.runner import resume_run
+    from image2music.resume import resume_run
 
     with NodeProgress(err) as progress:
         result = resume_run(
@@ -805,7 +805,7 @@ def runs_replay(
     Example: i2m runs replay 20261126-130241-fbeb89 --from compose --prompt compose=my_compose.md
     """
     from image2music.display import NodeProgress
-    from image2music.runner import replay_run
+    from image2music.resume import replay_run
 
     overrides = {k: v for k, v in flags.items() if v is not None}
     if overrides.get("replay_file") is not None and overrides.get("vlm_backend") is None:

@@ -27,7 +27,8 @@ from image2music.graph.state import State
 from image2music.graph.versions import refine_rounds_run
 from image2music.outputs import RunResult
 from image2music.record import RunRecord
-from image2music.runner import compose_image, replay_run
+from image2music.resume import replay_run
+from image2music.runner import compose_image
 from image2music.tools.files import atomic_write_text, safe_name
 from image2music.tools.music.metrics import METRICS, MUSPY_METRICS
 from image2music.tools.music.targets import mode_agreement, tempo_agreement

@@ -63,10 +63,10 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def _decisions_follow_the_path(monkeypatch: pytest.MonkeyPatch) -> Any:
     """On every graph run of the suite (in this process): each recorded decision's ``to`` is the next node of
     the run's ``path`` (the record explains exactly the route that was taken)."""
-    from image2music import runner
+    from image2music import execution
     from image2music.graph.routing import decision_path_problems
 
-    real = runner.write_outputs
+    real = execution.write_outputs
     problems: list[str] = []
 
     def checked(ctx: Any, state: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
@@ -76,7 +76,7 @@ def _decisions_follow_the_path(monkeypatch: pytest.MonkeyPatch) -> Any:
         problems.extend(decision_path_problems(list(rec.get("path", [])), list(rec.get("decisions", [])), finished))
         return result
 
-    monkeypatch.setattr(runner, "write_outputs", checked)
+    monkeypatch.setattr(execution, "write_outputs", checked)
     yield
     assert not problems, problems
 

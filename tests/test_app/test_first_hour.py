@@ -11,7 +11,8 @@ import pytest
 from conftest import GOOD_ABC, ROOT, cli, fenced, write_replay
 
 from image2music.graph.config import load_settings
-from image2music.runner import compose_image, continue_run
+from image2music.resume import continue_run
+from image2music.runner import compose_image
 
 EXAMPLES = ROOT / "examples"
 

@@ -10,7 +10,8 @@ import pytest
 from conftest import GOOD_ABC, cli, fenced, replay_run, write_replay
 
 from image2music.graph.config import load_settings
-from image2music.runner import compose_image, resume_run
+from image2music.resume import resume_run
+from image2music.runner import compose_image
 
 
 def _compose(tmp_path: Path, image: Path, *extra: str):  # noqa: ANN202

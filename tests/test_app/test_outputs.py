@@ -55,12 +55,12 @@ def test_a_run_whose_outputs_fail_still_ends_with_its_record(
     builder writes it without the run's files, failed, with the reason and the error note."""
     from conftest import replay_run
 
-    from image2music import runner
+    from image2music import execution, runner
 
     def broken(*args: object, **kwargs: object) -> Any:
         raise RuntimeError("the outputs broke")
 
-    monkeypatch.setattr(runner, "write_outputs", broken)
+    monkeypatch.setattr(execution, "write_outputs", broken)
     settings = load_settings(vlm_backend="replay", replay_file=replay_run(tmp_path), top_k=0)
     rec = runner.compose_image(image_path, settings, run_dir=tmp_path / "run", notify=lambda m: None).record
     on_disk = json.loads((tmp_path / "run" / "run.json").read_text())

@@ -223,7 +223,7 @@ def test_a_full_disk_leaves_no_truncated_file_and_the_run_resumes(
     import errno
     import types
 
-    from image2music.runner import resume_run
+    from image2music.resume import resume_run
     from image2music.tools import files
 
     run_dir = tmp_path / "out"
@@ -345,7 +345,7 @@ def test_the_run_deadline_stops_a_node_that_is_still_running(tmp_path: Path, ima
     run is left, and the run resumes. Nothing here is decided by the clock."""
     import threading
 
-    from image2music.runner import resume_run
+    from image2music.resume import resume_run
 
     replay = write_replay(tmp_path / "c.jsonl", CALLS)
     s = load_settings(vlm_backend="replay", replay_file=replay, top_k=0, replay_delay_s=600.0, run_deadline_s=1.0)
@@ -423,7 +423,7 @@ def test_a_resume_cleans_what_a_killed_run_left_and_tmpdir_stays_clean(
     import tempfile
 
     from image2music.graph import nodes
-    from image2music.runner import resume_run
+    from image2music.resume import resume_run
 
     tmpdir = tmp_path / "tmpdir"
     tmpdir.mkdir()
@@ -455,7 +455,7 @@ def test_a_read_only_run_folder_is_a_refused_resume(
 ) -> None:
     import os
 
-    from image2music import runner
+    from image2music import resume
     from image2music.graph import nodes
     from image2music.tools.errors import InputError
 
@@ -469,6 +469,6 @@ def test_a_read_only_run_folder_is_a_refused_resume(
         compose_image(image_path, s, run_dir=tmp_path / "run", notify=lambda m: None)
     run_id = json.loads((tmp_path / "run" / "run.json").read_text())["run_id"]
     real = os.access
-    monkeypatch.setattr(runner.os, "access", lambda p, mode: False if Path(p) == tmp_path / "run" else real(p, mode))
+    monkeypatch.setattr(resume.os, "access", lambda p, mode: False if Path(p) == tmp_path / "run" else real(p, mode))
     with pytest.raises(InputError, match="is read-only: make it writable"):
-        runner.resume_run(run_id, s, notify=lambda m: None)
+        resume.resume_run(run_id, s, notify=lambda m: None)

@@ -203,17 +203,17 @@ def test_warm_up_imports_the_later_stages_once_while_the_first_call_is_out(tmp_p
     code = """
 import sys, threading
 from image2music.graph.config import load_settings
-from image2music import runner
+from image2music import runner, warmup  # a run's modules: none of the later stages' imported
 s = load_settings(vlm_backend="openai", vlm_base_url="http://127.0.0.1:9/v1", vlm_model="m",
                   embed_model="nobody/no-clip", formats="abc,mid")
-assert not any(m in sys.modules for m in runner.LATER_IMPORTS), [m for m in runner.LATER_IMPORTS if m in sys.modules]
-runner.warm_up(s)
+assert not any(m in sys.modules for m in warmup.LATER_IMPORTS), [m for m in warmup.LATER_IMPORTS if m in sys.modules]
+warmup.warm_up(s)
 warm = [t for t in threading.enumerate() if t.name == "i2m-warm-up"]
-runner.warm_up(s)
+warmup.warm_up(s)
 assert len([t for t in threading.enumerate() if t.name == "i2m-warm-up"]) <= 1
 for t in warm:
     t.join(60)
-missing = [m for m in runner.LATER_IMPORTS if m not in sys.modules]
+missing = [m for m in warmup.LATER_IMPORTS if m not in sys.modules]
 assert len(warm) == 1 and not missing, missing
 from image2music.tools import models
 assert isinstance(models._RESOLVED["nobody/no-clip"][0], models.ModelNotFound)

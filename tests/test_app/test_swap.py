@@ -15,7 +15,8 @@ from conftest import GOOD_ABC, cli, fenced, write_replay
 from image2music import swap
 from image2music.cli import main
 from image2music.graph.config import load_settings
-from image2music.runner import compose_image, resume_run
+from image2music.resume import resume_run
+from image2music.runner import compose_image
 
 CALLS = [("describe", "A harbour."), ("compose", fenced(GOOD_ABC)), ("reflect", fenced(GOOD_ABC)), ("explain", "Calm.")]
 

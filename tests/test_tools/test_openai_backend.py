@@ -199,7 +199,7 @@ def test_a_resumed_run_keeps_its_server_unless_told(
     """The stored server wins over the environment's I2M_VLM_BASE_URL (said in one line); `--base-url`
     (``vlm_base_url``) moves the rest of the run to another server."""
     from image2music.graph import nodes
-    from image2music.runner import resume_run
+    from image2music.resume import resume_run
 
     first, second = FakeServer(), FakeServer()
     try:
