@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from langgraph.runtime import Runtime
 from langgraph.types import Overwrite, interrupt
@@ -13,7 +13,7 @@ from langgraph.types import Overwrite, interrupt
 from image2music.graph import services
 from image2music.graph.context import RunContext, context_of
 from image2music.graph.routing import decide_after_evaluate, decide_after_parse_check
-from image2music.graph.state import State, Version, upsert_versions
+from image2music.graph.state import AttentionMap, Draft, State, Version, upsert_versions
 from image2music.graph.versions import (
     best_version,
     final_version,
@@ -33,7 +33,7 @@ from image2music.tools.music.sections import section_maps
 from image2music.tools.music.targets import feedback_items, score, targets_for
 from image2music.tools.vlm import strip_think
 
-NodeFn = Callable[[State, Runtime[RunContext]], dict[str, Any]]
+NodeFn = Callable[[State, Runtime[RunContext]], State]
 MAX_WORDS_CHARS = 2000
 """A person's words for a refine round are cut to this many characters (they go into the prompt)."""
 
@@ -43,12 +43,12 @@ def timed(name: str) -> Callable[[NodeFn], NodeFn]:
 
     def deco(fn: NodeFn) -> NodeFn:
         @functools.wraps(fn)
-        def wrapper(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
+        def wrapper(state: State, runtime: Runtime[RunContext]) -> State:
             t0 = time.perf_counter()
             update = fn(state, runtime)
             path, timings = [name], [round(time.perf_counter() - t0, 4)]
             if isinstance(update.get("path"), Overwrite):  # the first step of a new run on the thread
-                return {**update, "path": Overwrite(path), "timings": Overwrite(timings)}
+                return cast(State, {**update, "path": Overwrite(path), "timings": Overwrite(timings)})
             return {**update, "path": path, "timings": timings}
 
         return wrapper
@@ -86,13 +86,18 @@ def miss_lines(version: Version) -> str:
     return "Fix these, measured against the targets for this image:\n" + "\n".join(f"- {it['message']}" for it in items)
 
 
-def _vlm_facts(node: str, res: Any) -> dict[str, Any]:
+def _vlm_facts(node: str, res: Any) -> State:
     """What a VLM call tells the run besides its text: vision-tower forwards, a note (e.g. no map, and why)."""
     meta = res.meta or {}
-    out: dict[str, Any] = {"calls": {node: 1}, "vision_encodes": int(meta.get("vision_forwards", 0))}
+    out: State = {"calls": {node: 1}, "vision_encodes": int(meta.get("vision_forwards", 0))}
     if meta.get("note"):
         out["notes"] = [f"{node}: {meta['note']}"]
     return out
+
+
+def _draft(node: str, res: Any) -> Draft:
+    """A writer's answer, not yet checked, with its attention per section."""
+    return {"node": node, "text": res.text, "attention": cast(dict[str, AttentionMap], section_maps(res))}
 
 
 def _stream(runtime: Runtime[RunContext], node: str, call: int) -> Callable[[str], None]:
@@ -111,7 +116,7 @@ def _prompt(ctx: RunContext, node: str, **values: str) -> str:
 
 
 @timed("describe")
-def describe(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
+def describe(state: State, runtime: Runtime[RunContext]) -> State:
     """Describe the image (and capture where the model looked while doing it)."""
     ctx = context_of(state, runtime)
     prompt = _prompt(ctx, "describe")
@@ -123,12 +128,13 @@ def describe(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
     res = services.ask(
         ctx, "describe", prompt, call, capture_attention=capture, on_text=_stream(runtime, "describe", call)
     )
-    update: dict[str, Any] = {"description": strip_think(res.text), **_vlm_facts("describe", res)}
+    update: State = {"description": strip_think(res.text), **_vlm_facts("describe", res)}
     grid = res.attention_map()
     method = "vlm-attention"
     fallback = services.get_fallback_map(ctx.settings)
-    if grid is None and fallback is not None and update["description"]:
-        grid, method = fallback(services.get_image(ctx.image_path), update["description"]), "clip-occlusion"
+    description = update["description"]
+    if grid is None and fallback is not None and description:
+        grid, method = fallback(services.get_image(ctx.image_path), description), "clip-occlusion"
     if grid is not None:
         update["attention"] = {
             "describe": {"grid": grid.round(6).tolist(), "shape": list(grid.shape), "method": method}
@@ -136,23 +142,23 @@ def describe(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
     return _fresh_run(update) if again else update
 
 
-def _fresh_run(update: dict[str, Any]) -> dict[str, Any]:
+def _fresh_run(update: State) -> State:
     """``update`` as the first step of a new run on a thread: what accumulates is replaced, not added to."""
     fresh = {
         "versions": Overwrite([]),
         "decisions": Overwrite([]),
         "path": Overwrite([]),
-        "calls": Overwrite(update["calls"]),
-        "vision_encodes": Overwrite(update["vision_encodes"]),
+        "calls": Overwrite(update.get("calls", {})),
+        "vision_encodes": Overwrite(update.get("vision_encodes", 0)),
         "notes": Overwrite(update.get("notes", [])),
         "attention": Overwrite(update.get("attention", {})),
     }
-    cleared = {"references": [], "parse_failures": 0, "refine_round": 0, "status": "running", "reason": None}
-    return {**update, **cleared, **fresh}
+    cleared: State = {"references": [], "parse_failures": 0, "refine_round": 0, "status": "running", "reason": None}
+    return cast(State, {**update, **cleared, **fresh})  # Overwrite: LangGraph's word to a reducer, not a value
 
 
 @timed("retrieve")
-def retrieve(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
+def retrieve(state: State, runtime: Runtime[RunContext]) -> State:
     """Find reference music similar to the image and to its description."""
     ctx = context_of(state, runtime)
     retriever = services.get_retriever(ctx.settings)
@@ -163,7 +169,7 @@ def retrieve(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
 
 
 @timed("compose")
-def compose(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
+def compose(state: State, runtime: Runtime[RunContext]) -> State:
     """Write music for the image, guided by the references (and by the checker's errors on a retry)."""
     ctx = context_of(state, runtime)
     versions = state.get("versions", [])
@@ -179,14 +185,11 @@ def compose(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
     res = services.ask(
         ctx, "compose", prompt, call, ctx.settings.attention_maps, on_text=_stream(runtime, "compose", call)
     )
-    return {
-        "draft": {"node": "compose", "text": res.text, "attention": section_maps(res)},
-        **_vlm_facts("compose", res),
-    }
+    return {"draft": _draft("compose", res), **_vlm_facts("compose", res)}
 
 
 @timed("parse_check")
-def parse_check(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
+def parse_check(state: State, runtime: Runtime[RunContext]) -> State:
     """Extract and check the draft; write its ABC and MIDI; count failures against the budget."""
     ctx = context_of(state, runtime)
     draft = state.get("draft")
@@ -220,7 +223,7 @@ def parse_check(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
         atomic_write_bytes(ctx.run_dir / files["midi"], midi)
     version["files"] = files
     failures = 0 if result.ok else int(state.get("parse_failures", 0)) + 1
-    update: dict[str, Any] = {"versions": [version], "parse_failures": failures}
+    update: State = {"versions": [version], "parse_failures": failures}
     # the decision is made once, on the state this update leaves (merged by the state's own reducer)
     decision = decide_after_parse_check(
         {**state, **update, "versions": upsert_versions(versions, [version])}, ctx.settings
@@ -240,7 +243,7 @@ def parse_check(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
 
 
 @timed("evaluate")
-def evaluate(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
+def evaluate(state: State, runtime: Runtime[RunContext]) -> State:
     """Measure the latest version with the MusPy metrics and what the checker knows."""
     ctx = context_of(state, runtime)
     versions = state.get("versions", [])
@@ -259,7 +262,7 @@ def evaluate(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
 
 
 @timed("reflect")
-def reflect(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
+def reflect(state: State, runtime: Runtime[RunContext]) -> State:
     """Revise the latest valid version using its metrics and warnings (and a person's words, if any)."""
     ctx = context_of(state, runtime)
     versions = state.get("versions", [])
@@ -299,10 +302,7 @@ def reflect(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
     res = services.ask(
         ctx, "reflect", prompt, call, ctx.settings.attention_maps, on_text=_stream(runtime, "reflect", call)
     )
-    update: dict[str, Any] = {
-        "draft": {"node": "reflect", "text": res.text, "attention": section_maps(res)},
-        **_vlm_facts("reflect", res),
-    }
+    update: State = {"draft": _draft("reflect", res), **_vlm_facts("reflect", res)}
     if not failures:
         update["refine_round"] = int(state.get("refine_round", 0)) + 1
     if user:
@@ -311,7 +311,7 @@ def reflect(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
 
 
 @timed("explain")
-def explain(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
+def explain(state: State, runtime: Runtime[RunContext]) -> State:
     """Explain in words why the final music sounds as it does."""
     ctx = context_of(state, runtime)
     best = best_version(state.get("versions", []))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import unicodedata
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.cells import cell_len, get_character_cell_size
@@ -14,6 +15,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from image2music.graph.config import ABC_NODES
 from image2music.graph.state import State, Version
 from image2music.record import RunRecord
 from image2music.tools.music.metrics import METRIC_MEANINGS
@@ -126,12 +128,31 @@ def _parse_detail(u: State) -> str:
     return f"[red]{len(v.get('errors') or [])} error(s)[/red]"
 
 
-NODE_DETAILS: dict[str, Callable[[State], str]] = {
-    "describe": lambda u: f"{len((u.get('description') or '').split())} words",
-    "retrieve": lambda u: f"{len(u.get('references') or [])} reference(s)",
-    "parse_check": _parse_detail,
-    "evaluate": lambda u: "metrics ready",
+@dataclass(frozen=True)
+class NodeHint:
+    """How the terminal shows one node: the only place a new node needs besides the graph (a test checks that
+    every node of the graph has one)."""
+
+    then: str
+    """What the spinner says once the node has ended, until the next node's line."""
+    writing: str = ""
+    """What the live line says while the node's model writes (``composing · 812 chars``); empty: no model."""
+    detail: Callable[[State], str] = lambda u: ""
+    """The end of the node's ✓ line, from its update."""
+
+
+NODE_HINTS: dict[str, NodeHint] = {
+    "describe": NodeHint(
+        "retrieving references", "describing", lambda u: f"{len((u.get('description') or '').split())} words"
+    ),
+    "retrieve": NodeHint("composing", detail=lambda u: f"{len(u.get('references') or [])} reference(s)"),
+    "compose": NodeHint("checking the ABC", "composing"),
+    "parse_check": NodeHint("working", detail=_parse_detail),
+    "evaluate": NodeHint("working", detail=lambda u: "metrics ready"),
+    "reflect": NodeHint("checking the ABC", "refining"),
+    "explain": NodeHint("writing files", "explaining"),
 }
+_NO_HINT = NodeHint("working")
 
 
 def terminal_safe(text: str) -> str:
@@ -158,24 +179,11 @@ def tail_line(text: str, room: int) -> str:
     return "…" + "".join(reversed(out))
 
 
-WRITING = {"describe": "describing", "compose": "composing", "reflect": "refining", "explain": "explaining"}
-
-
 class NodeProgress:
     """Rich progress: one line per finished node with its time, a spinner while the run goes on, and while a
     model writes, the end of its answer so far on that one line (``composing · 812 chars · 41 s  |: G2 AB c2``),
     cut to the terminal's width; the node's own line replaces it when the node ends. Retries and refine rounds
     are labelled by :func:`image2music.graph.versions.steps`."""
-
-    NEXT = {
-        "describe": "retrieving references",
-        "retrieve": "composing",
-        "compose": "checking the ABC",
-        "parse_check": "working",
-        "evaluate": "working",
-        "reflect": "checking the ABC",
-        "explain": "writing files",
-    }
 
     def __init__(self, console: Console, path: list[str] | None = None) -> None:
         self.console = console
@@ -189,7 +197,8 @@ class NodeProgress:
             self.writing = (node, time.monotonic(), [])
         self.writing[2].append(piece)
         so_far = "".join(self.writing[2])
-        label = f"{WRITING.get(node, node)} · {len(so_far):,} chars · {time.monotonic() - self.writing[1]:.0f} s  "
+        doing = NODE_HINTS.get(node, _NO_HINT).writing or node
+        label = f"{doing} · {len(so_far):,} chars · {time.monotonic() - self.writing[1]:.0f} s  "
         room = max(8, self.console.width - 3 - cell_len(label))  # the spinner and its space
         line = Text(label, style="dim", no_wrap=True, overflow="crop")
         line.append(tail_line(so_far, room))
@@ -210,11 +219,12 @@ class NodeProgress:
         self.writing = None
         self.path.append(node)
         step = steps(self.path)[-1]
-        detail = NODE_DETAILS.get(node, lambda u: "")(update)
-        if node in ("compose", "reflect") and step.label:
+        hint = NODE_HINTS.get(node, _NO_HINT)
+        detail = hint.detail(update)
+        if node in ABC_NODES and step.label:
             detail = f"[yellow]{step.label}[/yellow]" if step.retry else step.label
-        self.status.update(self.NEXT.get(node, "working") + "...")  # first: the live line never outlives its node
+        self.status.update(hint.then + "...")  # first: the live line never outlives its node
         self.console.print(f"  [green]✓[/green] {node:<12} {secs:7.2f}s  {detail}")
         for d in update.get("decisions") or []:
-            if d["to"] in ("reflect", "explain") and d["after"] == "evaluate":
+            if d["after"] == "evaluate":  # the refine loop's decisions (parse_check's show in the ✓ line)
                 self.console.print(f"    -> {escape(render_decision(d))}", highlight=False)

@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, cast
 
 from image2music.graph.builder import build_graph
-from image2music.graph.config import Settings
+from image2music.graph.config import ABC_NODES, Settings
 from image2music.graph.context import LOCAL_CONTEXT_KEY, RunContext
-from image2music.graph.state import State
+from image2music.graph.state import NODE_IDS, State
 from image2music.graph.versions import best_version
 from image2music.outputs import Renders, RunResult, write_outputs
 from image2music.record import ErrorNote, RunExtra, build_record
@@ -265,7 +265,7 @@ def _execute_graph(
                     for node, update in chunk.items():
                         if on_event is not None and isinstance(update, dict):
                             on_event(node, cast(State, update))
-                        if renders is None and _heads_to_explain(update):
+                        if renders is None and _music_is_final(update):
                             # the music is final: its files are made while the model explains it
                             best = best_version(graph.get_state(config).values.get("versions", []))
                             if best is not None and best["ok"]:
@@ -288,7 +288,7 @@ def _execute_graph(
     if was_ok and (error is not None or state.get("status") == "failed"):
         # a person's extra round failed: the run keeps its best valid version and stays ok
         extra["failed_rounds"] = [error or state.get("reason")]
-        graph.update_state(config, {"status": "ok", "reason": None}, as_node="explain")
+        graph.update_state(config, {"status": "ok", "reason": None}, as_node=NODE_IDS[-1])  # the last node
         state = cast(State, graph.get_state(config).values)
         error = None
     return finish_run(ctx, conn, state, error, extra, renders)
@@ -301,8 +301,10 @@ def pending_pause(snapshot: Any) -> bool:
     return any(getattr(task, "interrupts", None) for task in getattr(snapshot, "tasks", ()) or ())
 
 
-def _heads_to_explain(update: Any) -> bool:
-    return isinstance(update, dict) and any(d.get("to") == "explain" for d in update.get("decisions") or [])
+def _music_is_final(update: Any) -> bool:
+    """The refine loop's router has let the music go: no writer will change it (any node may follow)."""
+    decisions = update.get("decisions") or [] if isinstance(update, dict) else []
+    return any(d.get("after") == "evaluate" and d.get("to") not in ABC_NODES for d in decisions)
 
 
 def finish_run(

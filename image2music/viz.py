@@ -23,6 +23,8 @@ def _edges() -> list[tuple[str, str, str]]:
 
 
 _ORDER = ["__start__", *NODE_IDS, "__end__"]
+_ROUTERS = {src for src, _dst in EDGE_LABELS}
+"""The nodes whose decisions choose the next step (their conditional edges are labelled)."""
 
 
 def mermaid() -> str:
@@ -108,7 +110,7 @@ def run_path_ascii(record: RunRecord) -> str:
         note = f"  ({step.label})" if step.label else ""
         bad = f"  {failed[step.number - 1]}" if failed[step.number - 1] else ""
         out.append(f"{step.number:>3}. {step.node:<12} {step.seconds:8.2f}s{note}{bad}")
-        if step.node in ("parse_check", "evaluate"):
+        if step.node in _ROUTERS:
             d = next(decisions, None)
             if d is not None and (step.node == "evaluate" or d["to"] != "evaluate"):
                 out.append(f"       -> {render_decision(d)}")

@@ -40,3 +40,14 @@ def test_the_live_line_keeps_the_end_of_the_answer_within_the_width() -> None:
     wide = tail_line("漢字" * 40, 21)
     assert wide.startswith("…") and cell_len(wide) == 21  # wide characters count as two cells
     assert tail_line("a\x1b]52;c;x\x07", 40) == "a\\x1b]52;c;x\\x07"  # shown, not obeyed
+
+
+def test_every_node_of_the_graph_has_its_display_hint() -> None:
+    """A node added to the graph needs one more thing outside graph/: its line in NODE_HINTS (what the spinner
+    says after it, what its model writing is called, its ✓ line's detail); nothing else in the app names it."""
+    from image2music.display import NODE_HINTS
+    from image2music.graph.builder import build_graph
+
+    nodes = {n for n in build_graph().get_graph().nodes if not n.startswith("__")}
+    assert set(NODE_HINTS) == nodes, f"give each node a NodeHint in image2music/display.py: {nodes ^ set(NODE_HINTS)}"
+    assert all(h.then for h in NODE_HINTS.values())
