@@ -4,8 +4,8 @@ A run's own state lives in its :class:`~image2music.graph.context.RunContext` (i
 its graph's checkpoints and its folder; nothing of one run is kept in a module. What a module keeps is listed
 here: a cache that serves every run of the process (models, clients, compiled grammars), or the process's own
 bookkeeping (the run locks it holds, what it has warmed up or warned about once). ``tests/test_app/
-test_process_state.py`` walks the production code and fails on a module-level empty container or a
-``functools`` cache missing from this table, and on an entry that no longer exists.
+test_process_state.py`` walks the production code and fails on a module-level empty container, an
+instance of a class of its own module or a ``functools`` cache missing from this table, and on an entry that no longer exists.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ PROCESS_STATE: dict[str, str] = {
     "image2music.tools.embedder._CACHE": "loaded CLIP embedders, by (model, device)",
     "image2music.tools.models._RESOLVED": "where a model id resolved (a path, or the error: asked again after 60 s)",
     "image2music.tools.kb.store._CLIENTS": "Chroma clients, by folder or URL (Chroma allows one client per folder)",
+    "image2music.tools.kb.store._CALLERS": "the daemon threads that make Chroma server calls (idle ones reused)",
     "image2music.tools.music.workers._POOLS": "MusicXML worker processes (music21 imported once, reused by every run)",
     "image2music.graph.services._IMAGES": "decoded input images, by (path, size, mtime); at most 16",
     "image2music.graph.services._RETRIEVERS": "knowledge-base retrievers, by the settings that choose them",

@@ -99,3 +99,25 @@ def test_format_examples_shows_a_bar_aligned_excerpt() -> None:
     assert len(shown) <= 300 and "Q:1/4=90" in shown and "V:2" in shown and "D,8|" in shown
     r = check_abc(shown, extract=False)
     assert r.ok and not [w for w in r.warnings if w.code in ("truncated", "voice-length", "bar-length")]
+
+
+def test_server_calls_reuse_their_threads_and_a_stuck_one_holds_only_itself() -> None:
+    """Before: one thread was started per Chroma server call. Now an idle caller thread is reused; a call stuck
+    on a server that never answers keeps its (daemon) thread, its caller gets the deadline's error, and the next
+    call gets another thread."""
+    import threading
+
+    from image2music.tools.kb.store import StoreError, _Callers
+
+    callers = _Callers()
+    assert [callers.call(lambda i=i: i * 2, "the server", 5.0) for i in range(50)] == [i * 2 for i in range(50)]
+    assert callers.started == 1
+    with pytest.raises(ValueError, match="refused"):
+        callers.call(lambda: (_ for _ in ()).throw(ValueError("refused")), "the server", 5.0)
+    never = threading.Event()
+    with pytest.raises(StoreError, match="the server did not answer within 0.2 s"):
+        callers.call(never.wait, "the server", 0.2)
+    assert callers.call(lambda: "ok", "the server", 5.0) == "ok" and callers.started == 2
+    stuck = [t for t in threading.enumerate() if t.name.startswith("i2m-chroma-") and t.is_alive()]
+    assert stuck and all(t.daemon for t in stuck)
+    never.set()

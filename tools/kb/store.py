@@ -60,24 +60,56 @@ CHROMA_TIMEOUT_S = 30.0
 """Every call to a Chroma server must answer within this time (the client's default is to wait forever)."""
 
 
+class _Callers:
+    """The threads that make Chroma server calls for callers who wait at most a deadline: an idle one is reused,
+    one is started only when every one is busy (a call in flight, or stuck on a server that never answers: it
+    stays stuck, the caller does not). Daemon threads: a stuck call never holds the process at its exit (a
+    ThreadPoolExecutor's threads would: the interpreter joins them)."""
+
+    def __init__(self) -> None:
+        import queue
+
+        self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._free = 0
+        self.started = 0
+
+    def call(self, fn: Any, what: str, timeout_s: float) -> Any:
+        box: dict[str, Any] = {}
+        done = threading.Event()
+        with self._lock:
+            if self._free:
+                self._free -= 1  # an idle thread will take it
+            else:
+                self.started += 1
+                threading.Thread(target=self._serve, name=f"i2m-chroma-{self.started}", daemon=True).start()
+        self._jobs.put((fn, box, done))
+        if not done.wait(timeout_s):
+            raise StoreError(f"{what} did not answer within {timeout_s:g} s; check I2M_CHROMA_URL and the server")
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
+
+    def _serve(self) -> None:
+        while True:
+            fn, box, done = self._jobs.get()
+            try:
+                box["value"] = fn()
+            except BaseException as e:  # noqa: BLE001 - handed to the caller
+                box["error"] = e
+            finally:
+                with self._lock:
+                    self._free += 1
+                done.set()
+
+
+_CALLERS = _Callers()
+
+
 def _with_deadline(fn: Any, what: str, timeout_s: float = CHROMA_TIMEOUT_S) -> Any:
-    """Run ``fn`` in a daemon thread and give up after ``timeout_s`` (a server that accepts and never answers)."""
-    box: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            box["value"] = fn()
-        except BaseException as e:  # noqa: BLE001 - handed to the caller
-            box["error"] = e
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    t.join(timeout_s)
-    if t.is_alive():
-        raise StoreError(f"{what} did not answer within {timeout_s:g} s; check I2M_CHROMA_URL and the server")
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
+    """``fn()`` (a call to a Chroma server), given up after ``timeout_s`` (a server that accepts and never
+    answers)."""
+    return _CALLERS.call(fn, what, timeout_s)
 
 
 class _Deadlined:
