@@ -3,9 +3,10 @@
 A run's own state lives in its :class:`~image2music.graph.context.RunContext` (its cancel flag, its listeners),
 its graph's checkpoints and its folder; nothing of one run is kept in a module. What a module keeps is listed
 here: a cache that serves every run of the process (models, clients, compiled grammars), or the process's own
-bookkeeping (the run locks it holds, what it has warmed up or warned about once). ``tests/test_app/
-test_process_state.py`` walks the production code and fails on a module-level empty container, an
-instance of a class of its own module or a ``functools`` cache missing from this table, and on an entry that no longer exists.
+bookkeeping (the run locks it holds, what it has warmed up or warned about once). The test
+``tests/test_app/test_process_state.py`` walks the production code and fails on a module-level empty container,
+an object of a class of its own module or a ``functools`` cache missing from this table, and on an entry that no
+longer exists.
 """
 
 from __future__ import annotations
