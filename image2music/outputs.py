@@ -10,7 +10,7 @@ import numpy as np
 
 from image2music.graph import services
 from image2music.graph.context import RunContext
-from image2music.graph.state import State
+from image2music.graph.state import State, Version
 from image2music.graph.versions import best_version, final_version
 from image2music.record import FinalMusic, RunExtra, RunRecord, build_record
 from image2music.rundb import public_settings
@@ -129,27 +129,10 @@ def write_outputs(
         final_tune = music.tune
         files.update(music.files)
         notes.extend(music.notes)
-    attention_files: dict[str, str] = {}
-    image = services.get_image(ctx.image_path) if state.get("attention") or final else None
-    for name, att in (state.get("attention") or {}).items():
-        assert image is not None
-        grid = np.asarray(att["grid"], dtype=np.float32)
-        fname = "attention.png" if name == "describe" else f"attention-{safe_name(name, default='map')}.png"
-        save_overlay(image, grid, run_dir / fname)
-        attention_files[name] = fname
-    if best is not None and best["ok"]:
-        for section, att in (best.get("attention_maps") or {}).items():
-            assert image is not None
-            fname = f"attention-section-{safe_name(section, default='part')}.png"
-            save_overlay(image, np.asarray(att["grid"], dtype=np.float32), run_dir / fname)
-            attention_files[f"section: {section}"] = fname
+    attention_files = write_attention_maps(ctx, state, best if final is not None else None)
     if "describe" in attention_files:
         files["attention"] = "attention.png"
-    # copies of the prompts this run used, so a run can be read and re-run later
-    prompt_paths = {}
-    for name, p in services.get_prompts(ctx.prompt_paths).items():
-        atomic_write_text(run_dir / "prompts" / f"{name}.md", p.text)
-        prompt_paths[name] = str(p.path)
+    prompt_paths = write_prompt_copies(ctx)
     if ctx.settings.writes("report"):
         files["report"] = "report.html"
     record = build_record(
@@ -173,6 +156,32 @@ def write_outputs(
 
         write_report(record, run_dir, final_tune)
     return RunResult(run_id=ctx.run_id, run_dir=run_dir, record=record, files=files)
+
+
+def write_attention_maps(ctx: RunContext, state: State, final: Version | None) -> dict[str, str]:
+    """The run's attention maps over the image (whole answers, and the final version's sections), as PNG files:
+    name -> file name."""
+    out: dict[str, str] = {}
+    maps = [(name, att, "attention.png" if name == "describe" else f"attention-{safe_name(name, default='map')}.png")
+            for name, att in (state.get("attention") or {}).items()]  # fmt: skip
+    maps += [(f"section: {section}", att, f"attention-section-{safe_name(section, default='part')}.png")
+             for section, att in ((final.get("attention_maps") if final else None) or {}).items()]  # fmt: skip
+    if maps:
+        image = services.get_image(ctx.image_path)
+        for name, att, fname in maps:
+            save_overlay(image, np.asarray(att["grid"], dtype=np.float32), ctx.run_dir / fname)
+            out[name] = fname
+    return out
+
+
+def write_prompt_copies(ctx: RunContext) -> dict[str, str]:
+    """Copies of the prompts this run used (``prompts/NODE.md``), so a run can be read and re-run later: node ->
+    where the prompt came from."""
+    paths = {}
+    for name, p in services.get_prompts(ctx.prompt_paths).items():
+        atomic_write_text(ctx.run_dir / "prompts" / f"{name}.md", p.text)
+        paths[name] = str(p.path)
+    return paths
 
 
 def tidy_calls(path: Path, counts: dict[str, int]) -> list[str]:

@@ -68,3 +68,31 @@ def test_a_run_whose_outputs_fail_still_ends_with_its_record(
     assert rec["reason"].startswith("writing the outputs failed") and "the outputs broke" in rec["reason"]
     assert rec["errors"][-1]["error"] == "RuntimeError" and rec["path"][0] == "describe"
     assert "vlm_api_key" not in rec["settings"] and all("abc" not in r for r in rec["references"])
+
+
+def test_attention_maps_are_files_named_from_data_never_paths(tmp_path: Path, image_path: Path) -> None:
+    """Unit: each whole-answer map and each section map of the final version is a PNG over the image, its file
+    name made from the (untrusted: a model names the sections) name inside the run folder."""
+    from PIL import Image
+
+    grid = [[0.0, 0.5], [1.0, 0.25]]
+    amap = {"grid": grid, "shape": [2, 2], "method": "vlm-attention"}
+    ctx = RunContext(settings=load_settings(vlm_backend="replay"), run_id="r", image_path=image_path, run_dir=tmp_path)
+    state: Any = {"attention": {"describe": amap, "reflect": amap}}
+    final: Any = {"attention_maps": {"A part": amap, "../../../evil": amap}}
+    files = outputs.write_attention_maps(ctx, state, final)
+    assert files["describe"] == "attention.png" and files["reflect"] == "attention-reflect.png"
+    assert files["section: A part"].startswith("attention-section-") and len(files) == 4
+    for name in files.values():
+        assert "/" not in name and Image.open(tmp_path / name).size == Image.open(image_path).size
+    assert not list(tmp_path.parent.glob("*.png")) and outputs.write_attention_maps(ctx, {}, None) == {}
+
+
+def test_the_prompts_a_run_used_are_copied_into_its_folder(tmp_path: Path) -> None:
+    mine = tmp_path / "mine.md"
+    mine.write_text("Write a tune for $description.\n$examples\n$feedback\n")
+    ctx = RunContext(settings=load_settings(vlm_backend="replay"), run_id="r", run_dir=tmp_path / "run",
+                     prompt_paths={"compose": mine})  # fmt: skip
+    where = outputs.write_prompt_copies(ctx)
+    assert where["compose"] == str(mine) and set(where) == {"describe", "compose", "reflect", "explain", "judge"}
+    assert (tmp_path / "run" / "prompts" / "compose.md").read_text() == mine.read_text()
