@@ -492,6 +492,16 @@ class Summary:
     """Tunes with lengths written after a space (joined for abc2midi)."""
 
     @property
+    def rendered(self) -> int:
+        """Tunes rendered both ways, those that differ on purpose included."""
+        return self.both + sum(self.deliberate.values())
+
+    @property
+    def raw_identical_rate(self) -> float:
+        """Identical before the verified causes are set apart (the tunes that differ on purpose counted as misses)."""
+        return self.identical / self.rendered if self.rendered else 1.0
+
+    @property
     def acceptance(self) -> float:
         return self.accepted_of_played / self.oracle_plays if self.oracle_plays else 1.0
 
@@ -504,7 +514,8 @@ class Summary:
         claimed = ", ".join(f"{k} {v}" for k, v in sorted(self.unverified.items())) or "none"
         return (
             f"{self.tunes} tunes; abc2midi plays {self.oracle_plays}; we accept {self.accepted_of_played} of those "
-            f"({self.acceptance:.1%}); note-identical on {self.identical}/{self.both} rendered both ways "
+            f"({self.acceptance:.1%}); note-identical: before setting apart {self.identical}/{self.rendered} "
+            f"({self.raw_identical_rate:.1%}), after {self.identical}/{self.both} rendered both ways "
             f"({self.identical_rate:.1%}), mean overlap {self.mean_overlap:.4f}; exceptions {self.exceptions}; "
             f"different on purpose, verified by removing the cause (counted apart): {apart}; claimed but not "
             f"verified (misses): {claimed}; spaced lengths joined for abc2midi: {self.spaced} tunes"
