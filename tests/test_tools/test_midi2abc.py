@@ -361,3 +361,18 @@ def test_a_key_struck_again_while_it_sounds_ends_its_note_there(tmp_path: Path) 
     assert played == [(0, 1), (1, 2), (3, 4)]
     r = check_abc(conv.abc, KB_LIMITS, extract=False)
     assert r.ok and f1(midi_notes(path.read_bytes()), midi_notes(midi_bytes(r.tune)))[2] == 1.0  # type: ignore[arg-type]
+
+
+@needs_abc2midi
+def test_a_chord_bigger_than_abc2midi_takes_spreads_over_voices(tmp_path: Path) -> None:
+    """abc2midi takes at most 50 notes in a chord ("Too many notes in chord"); before, a 60-note cluster was one
+    chord and abc2midi printed ten errors. Now it spreads over voices and every note plays, in both readers."""
+    cluster = [(j * 2.0, 2.0, p) for j in range(3) for p in range(30, 90)]
+    path = tmp_path / "cluster.mid"
+    path.write_bytes(_midi([("Organ", 0, 19, cluster)]))
+    abc = midi_to_abc(path).abc
+    said = abc2midi_run(abc)[1]
+    assert "Too many notes" not in said
+    assert f1(midi_notes(path.read_bytes()), _abc2midi_as_stored(abc, tmp_path))[2] == 1.0
+    r = check_abc(abc, KB_LIMITS, extract=False)
+    assert r.ok and f1(midi_notes(path.read_bytes()), midi_notes(midi_bytes(r.tune)))[2] == 1.0  # type: ignore[arg-type]

@@ -37,6 +37,9 @@ ROUTE = "symusic"
 
 DRUM_CHANNEL = 10
 
+CHORD_MAX = 50
+"""abc2midi plays at most 50 notes in a chord ("Too many notes in chord"): a bigger one is spread over voices."""
+
 KB_LIMITS = Limits(max_chars=2_000_000, max_notes=100_000, max_voices=32, max_seconds=1800.0)
 """What the knowledge base's reader accepts: whole pieces of up to 32 voices and 30 minutes (the checker's
 defaults are for model answers)."""
@@ -303,8 +306,10 @@ def _lanes_of(notes: list[Note], name: str, program: int, drums: bool, cap: int,
     layers: list[tuple[int, int, set[int]]] = []  # a pitch struck twice at once goes to a second voice
     for (s, e), ps in sorted(groups.items()):
         while ps:
-            layers.append((s, e, set(ps)))
-            for p in set(ps):
+            once = sorted(set(ps))
+            for k in range(0, len(once), CHORD_MAX):  # abc2midi's limit: a bigger chord spreads over voices
+                layers.append((s, e, set(once[k : k + CHORD_MAX])))
+            for p in once:
                 ps.remove(p)
     lanes: list[_Lane] = []
     for s, e, pitches in layers:
@@ -313,12 +318,21 @@ def _lanes_of(notes: list[Note], name: str, program: int, drums: bool, cap: int,
             free = _Lane(name, program, drums)
             lanes.append(free)
         if free is None:
-            free = min(lanes, key=lambda ln: ln.end)
+            # every voice is busy: join a chord struck at this instant that has room, else cut the voice that ends
+            # first short (its onset kept, it ends where this starts)
+            joinable = [
+                ln
+                for ln in lanes
+                if ln.events[-1][0] == s
+                and not set(ln.events[-1][2]) & pitches  # (joining a chord that has the key would lose a strike)
+                and len(set(ln.events[-1][2]) | pitches) <= CHORD_MAX
+            ]
+            free = min(joinable or lanes, key=lambda ln: ln.end)
             ls, le, lp = free.events[-1]
-            if ls == s:
-                free.events[-1] = (ls, max(le, e), sorted(set(lp) | pitches))
+            if ls == s:  # (with no room anywhere, what does not fit is not kept)
+                free.events[-1] = (ls, max(le, e), sorted(set(lp) | set(sorted(pitches)[: CHORD_MAX - len(lp)])))
                 continue
-            free.events[-1] = (ls, s, lp)  # cut short: the onset is kept, the note ends where the next starts
+            free.events[-1] = (ls, s, lp)
         free.events.append((s, e, sorted(pitches)))
     for k, ln in enumerate(lanes[1:], start=2):
         ln.name = f"{name} ({k})"
