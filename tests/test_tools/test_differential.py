@@ -390,6 +390,17 @@ def test_a_tie_into_numbered_endings_holds_in_each_and_is_counted_apart() -> Non
         assert compare("t", abc).deliberate == "malformed-tie"
 
 
+def test_a_tie_written_inside_the_first_ending_ties_into_that_ending_only() -> None:
+    """`d6 |1 -d4 d2 :|2 d6`: the tie is the first ending's (written inside it): pass 1 holds d into it, pass 2
+    strikes d again (before: the tie was put on the note before the endings and held into both; a development
+    tune, Si Bheag Si Mhor). abc2midi strikes d twice at once on the second pass: counted apart, verified."""
+    abc = _tune("|: c2 d2 e2 | d6 |1 -d4 d2 :|2 d6 |]", "M:3/4\nL:1/8\nK:D")
+    got = sorted((round(t, 2), p) for p, ts in midi_notes(midi_bytes(check_abc(abc).tune)).onsets.items() for t in ts)  # type: ignore[arg-type]
+    assert [t for t, p in got if p == 74] == [1.0, 3.0, 8.0, 10.0, 12.0, 15.0]  # pass 2's ending strikes at 15
+    if abc2midi.available():
+        assert compare("t", abc).deliberate == "malformed-tie"
+
+
 def test_a_unison_in_a_chord_is_played_once_and_counted_apart() -> None:
     abc = _tune("[cc] [^g_a] z2|]")
     assert [p for _t, p in _ours(abc)] == [72, 80]

@@ -90,6 +90,9 @@ class Bar:
     loose_repeat: bool = False
     """The ``|:`` was written apart (``| :``, ``|!:``): it starts a repeat but, as abc2midi reads it, does not
     first repeat a section left open."""
+    ties_in: frozenset[int] = frozenset()
+    """Pitches tied into this bar by a tie written inside it, before its first note (``|1 -d4``): they hold the
+    note played before this bar only when this bar is played (an ending's own tie, not the other ending's)."""
 
 
 @dataclass
@@ -189,6 +192,7 @@ class _VoiceState:
     pending_loose: bool = False
     pending_ending: tuple[int, ...] | None = None
     in_ending: tuple[int, ...] | None = None
+    pending_ties_in: frozenset[int] = frozenset()
 
 
 class _Reader:
@@ -397,6 +401,7 @@ class _Reader:
             st.pending_begin = False
             st.pending_repeat = False
             st.pending_loose = False
+            b.ties_in, st.pending_ties_in = st.pending_ties_in, frozenset()
             st.voice.bars.append(b)
             st.bar = b
         return st.bar
@@ -710,7 +715,11 @@ class _Reader:
         return j
 
     def _t_tie(self, st: _VoiceState, s: str, i: int) -> int:
-        if st.last_event is not None:
+        if st.last_event is not None and st.bar is None and st.pending_ending is not None:
+            # `|1 -d4`: a tie written inside the ending ties into it alone (the other ending strikes again)
+            st.pending_ties_in = frozenset(st.last_event.pitches)
+            st.tie_carry = {k: v for k, v in st.last_letters.items() if v >= 0 and v in st.last_event.pitches}
+        elif st.last_event is not None:
             st.last_event.ties = frozenset(st.last_event.pitches)
             st.tie_carry = {k: v for k, v in st.last_letters.items() if v >= 0 and v in st.last_event.pitches}
         return i + 1

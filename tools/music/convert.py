@@ -135,9 +135,13 @@ def voice_ticks(voice: Voice, parts: list[str] | None = None) -> list[tuple[int,
             bar_span[ev.bar] = off + dur
     notes: list[list[int]] = []
     open_ties: dict[int, int] = {}  # pitch -> index in notes of a note that continues
+    last_of: dict[int, int] = {}  # pitch -> index in notes of its latest note
     cursor = 0
     for idx in bar_order(voice.bars, parts):
         bar = voice.bars[idx]
+        for p in bar.ties_in:  # a tie written inside this bar (an ending's own): the note before holds into it
+            if p in last_of and notes[last_of[p]][1] == cursor:
+                open_ties[p] = last_of[p]
         for off, dur, pitches, ties in by_bar.get(bar.number, []):
             start = cursor + off
             if open_ties:
@@ -151,6 +155,7 @@ def voice_ticks(voice: Voice, parts: list[str] | None = None) -> list[tuple[int,
                         open_ties[p] = k
                     continue
                 notes.append([start, start + dur, p])
+                last_of[p] = len(notes) - 1
                 if p in ties:
                     open_ties[p] = len(notes) - 1
         cursor += bar_span.get(bar.number, 0)
