@@ -51,7 +51,7 @@ def stored_settings(info: RunInfo, settings: Settings, overrides: dict[str, Any]
             same = here and redact(here, headers=False) == data[key]
             # the same server: its credentials from here; another: none are lent to it (before: the stored
             # `https://[redacted]@host` was taken for a URL and the resume ended in a validation traceback)
-            data[key] = here if same else scrub_url(data[key].replace("[redacted]@", "user@"))
+            data[key] = here if same else data[key].replace("[redacted]@", "")
     data.pop("recursion_limit", None)  # stored by earlier versions; now computed
     return Settings.model_validate(data).with_overrides(**overrides)
 

@@ -715,13 +715,13 @@ class _Reader:
         return j
 
     def _t_tie(self, st: _VoiceState, s: str, i: int) -> int:
-        if st.last_event is not None and st.bar is None and st.pending_ending is not None:
-            # `|1 -d4`: a tie written inside the ending ties into it alone (the other ending strikes again)
-            st.pending_ties_in = frozenset(st.last_event.pitches)
-            st.tie_carry = {k: v for k, v in st.last_letters.items() if v >= 0 and v in st.last_event.pitches}
-        elif st.last_event is not None:
-            st.last_event.ties = frozenset(st.last_event.pitches)
-            st.tie_carry = {k: v for k, v in st.last_letters.items() if v >= 0 and v in st.last_event.pitches}
+        if st.last_event is not None:
+            tied = frozenset(st.last_event.pitches)
+            if st.bar is None and st.pending_ending is not None:
+                st.pending_ties_in = tied  # `|1 -d4`: a tie written inside the ending ties into it alone
+            else:
+                st.last_event.ties = tied
+            st.tie_carry = {k: v for k, v in st.last_letters.items() if v >= 0 and v in tied}
         return i + 1
 
     def _t_rest(self, st: _VoiceState, s: str, i: int) -> int:

@@ -295,7 +295,7 @@ class _Lane:
         return self.events[-1][1] if self.events else 0
 
 
-def _lanes_of(notes: list[Note], name: str, program: int, drums: bool, cap: int, step: int) -> list[_Lane]:
+def _lanes_of(notes: list[Note], name: str, program: int, drums: bool, cap: int) -> list[_Lane]:
     """A track's notes as voices: notes that start and end together are one chord; a chord goes to the first
     voice that is free; when ``cap`` voices are busy it joins (or cuts short) the one that ends first. Notes keep
     their quantised lengths: a detached note is written with its rest (closing the gap made 0.83-beat notes
@@ -610,7 +610,7 @@ def _voices(
             qs = q(s)
             qn.append((qs, max(qs + step, q(e)), p))
         label = name or ("Drums" if drums else f"Track {len(lanes) + 1} (program {prog})")
-        new = _lanes_of(qn, label, prog, drums, 1 if drums else voices_per_track, step)
+        new = _lanes_of(qn, label, prog, drums, 1 if drums else voices_per_track)
         for ln in new:
             ln.track = ti
         room = cap - len(lanes)
